@@ -1,0 +1,104 @@
+"""`dares`: the command line. Thin: parse, call dares_core, report. Errors are one line, exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DaresError
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from .data.synthetic import SynthConfig, generate
+    from .files import ensure_writable_output
+
+    cfg = SynthConfig(
+        width=args.width, height=args.height, frames=args.frames, sequences=args.sequences, seed=args.seed,
+        baseline_mm=args.baseline_mm, fps=args.fps, noise=args.noise,
+    )
+    cfg.validate()
+    ensure_writable_output(args.out, args.force)
+    with _progress(cfg.frames * cfg.sequences, "synth") as bar:
+        out = generate(cfg, args.out, force=args.force, progress=bar.update)
+    print(f"wrote {cfg.sequences} sequence(s) of {cfg.frames} frames at {cfg.width}x{cfg.height} to {out}")
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    from .infer_files import run_infer
+
+    run_infer(args)
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
+                       description="Render procedural da Vinci-like stereo sequences with ground-truth depth and poses.")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
+    p.add_argument("--frames", type=int, default=100, help="frames per sequence (default 100)")
+    p.add_argument("--sequences", type=int, default=3, help="sequences; the last is held out for test (default 3)")
+    p.add_argument("--width", type=int, default=1280, help="image width in pixels (default 1280, as SCARED)")
+    p.add_argument("--height", type=int, default=1024, help="image height in pixels (default 1024)")
+    p.add_argument("--baseline-mm", type=float, default=4.5, help="stereo baseline in mm (default 4.5)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate written to the calibration (default 25)")
+    p.add_argument("--noise", type=float, default=0.004, help="sensor noise std, image in [0,1] (default 0.004)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same scenes (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_synth)
+
+
+def _add_infer(sub) -> None:
+    p = sub.add_parser("infer", help="predict depth for an image, a folder of images or a video",
+                       description="Run a DARES / Depth Anything V2 checkpoint on images and write depth files.")
+    p.add_argument("--weights", type=Path, required=True,
+                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares .safetensors")
+    p.add_argument("--base-weights", type=Path, default=None,
+                   help="Depth Anything V2 weights under an adapter-only .safetensors checkpoint")
+    p.add_argument("--input", type=Path, required=True, help="image file, folder of images, or video file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
+    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
+    p.add_argument("--min-depth", type=float, default=0.1, help="depth range minimum, as training (default 0.1)")
+    p.add_argument("--max-depth", type=float, default=150.0, help="depth range maximum, as training (default 150)")
+    p.add_argument("--save-disp", type=Path, default=None,
+                   help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth --save_pred_disps")
+    p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
+    for k in ("fx", "fy", "cx", "cy"):
+        p.add_argument(f"--{k}", type=float, default=None, help=f"intrinsic {k} in pixels of the input image")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
+    p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
+    p.set_defaults(func=cmd_infer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dares", description="DARES depth estimation for endoscopy.")
+    parser.add_argument("--version", action="version", version=f"dares {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_synth(sub)
+    _add_infer(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except DaresError as e:
+        print(f"dares {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dares {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
