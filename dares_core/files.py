@@ -59,3 +59,28 @@ def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_image(path: Path, image, params: list[int] | None = None) -> None:
+    """Write an image atomically with OpenCV (format from the extension)."""
+    import cv2
+
+    with atomic_file(path) as tmp:
+        if not cv2.imwrite(str(tmp), image, params or []):
+            raise DaresError(f"could not write {path}: check the disk and folder permissions")
+
+
+def write_npy(path: Path, array) -> None:
+    """np.save, atomically."""
+    import numpy as np
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def write_npz(path: Path, compressed: bool = False, **arrays) -> None:
+    """np.savez (or savez_compressed), atomically."""
+    import numpy as np
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import DaresError
-from ..files import atomic_file
+from ..files import atomic_file, write_image, write_npz
 
 SIDE_FOLDER = {"l": "image_02", "r": "image_03", "2": "image_02", "3": "image_03"}
 GT_MAX_ROWS = 1024  # SCARED stacks left over right in scene_points; the left eye is rows 0:1024
@@ -68,13 +68,6 @@ def write_scene_points(path: Path, xyz_mm: np.ndarray) -> None:
     write_image(path, zyx, params)
 
 
-def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
-    """Write an image atomically with OpenCV (format from the extension)."""
-    with atomic_file(path) as tmp:
-        if not cv2.imwrite(str(tmp), image, params or []):
-            raise DaresError(f"could not write {path}: check the disk and folder permissions")
-
-
 def read_gt_depth(path: Path) -> np.ndarray:
     """Ground-truth depth (H,W) float32 mm from a scene_points tiff: Z channel, left-eye rows, as official."""
     xyz = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
@@ -95,7 +88,5 @@ def export_gt_depths(root: Path, split_file: Path, out: Path) -> int:
         if not p.is_file():
             raise DaresError(f"ground truth {p} not found for split line '{e.folder} {e.frame}': check --data root")
         depths.append(read_gt_depth(p))
-    with atomic_file(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, data=np.stack(depths))
+    write_npz(out, compressed=True, data=np.stack(depths))
     return len(depths)

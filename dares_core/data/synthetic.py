@@ -20,8 +20,8 @@ import numpy as np
 import yaml
 
 from ..errors import DaresError
-from ..files import atomic_dir, atomic_file
-from .scared import SplitEntry, export_gt_depths, gt_path, image_path, write_image, write_scene_points, write_split
+from ..files import atomic_dir, write_image, write_npz
+from .scared import SplitEntry, export_gt_depths, gt_path, image_path, write_scene_points, write_split
 
 SPLIT_NAME = "synthetic"
 
@@ -251,9 +251,7 @@ def generate_sequence(cfg: SynthConfig, index: int, root: Path, progress=None) -
         if progress is not None:
             progress(1)
     (seq / "calibration.yaml").write_text(yaml.safe_dump(calibration_dict(cfg), sort_keys=False))
-    with atomic_file(seq / "camera_poses.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, poses=poses, frames=np.arange(1, cfg.frames + 1))
+    write_npz(seq / "camera_poses.npz", poses=poses, frames=np.arange(1, cfg.frames + 1))
 
 
 def split_entries(cfg: SynthConfig) -> dict[str, list[SplitEntry]]:

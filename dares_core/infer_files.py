@@ -1,0 +1,170 @@
+"""`dares infer`: depth for an image, a folder of images or a video, written as files.
+
+Per frame NAME: NAME_depth.npy (float32, model units: nominal mm), NAME_depth.png (uint16,
+DEPTH_PNG_UNITS_PER_MM units per mm, 0 = invalid), NAME_color.png (turbo colour map of inverse depth),
+NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+from .errors import DaresError
+from .files import atomic_file, write_image, write_npy
+from .geometry import backproject
+from .inference import DepthPredictor
+from .model.weights import load_depth_net
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
+BATCH = 8
+
+
+def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+    """(count, iterator of (name, RGB uint8 (H,W,3))) for an image, a folder of images or a video."""
+    path = Path(path)
+    if not path.exists():
+        raise DaresError(f"input {path} not found: pass an image, a folder of images or a video")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise DaresError(f"input folder {path} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return len(files), ((p.stem, read_rgb(p)) for p in files)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return 1, iter([(path.stem, read_rgb(path))])
+    video = cv2.VideoCapture(str(path))
+    if not video.isOpened():
+        raise DaresError(f"input {path} is neither an image nor a video OpenCV can open")
+    count = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+
+    def frames():
+        index = 0
+        while True:
+            ok, bgr = video.read()
+            if not ok:
+                break
+            index += 1
+            yield f"frame_{index:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        video.release()
+
+    return count, frames()
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DaresError(f"{path}: not a readable image; remove it from the input or re-export it")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def intrinsics_from_args(args: argparse.Namespace) -> tuple[np.ndarray, tuple[int, int] | None] | None:
+    """(K (3,3) pixels, image size it refers to or None) from --fx/--fy/--cx/--cy or --calibration."""
+    given = [getattr(args, k) for k in ("fx", "fy", "cx", "cy")]
+    if args.calibration is not None:
+        if not args.calibration.is_file():
+            raise DaresError(f"calibration {args.calibration} not found: pass a calibration.yaml with K")
+        calib = yaml.safe_load(args.calibration.read_text())
+        if not isinstance(calib, dict) or "K" not in calib:
+            raise DaresError(f"{args.calibration}: no K matrix; write K as a 3x3 list (see `dares synth` output)")
+        return np.array(calib["K"], np.float64), (calib.get("image_width"), calib.get("image_height"))
+    if any(v is not None for v in given):
+        if any(v is None for v in given):
+            raise DaresError("point clouds need all of --fx --fy --cx --cy (pixels of the input image)")
+        fx, fy, cx, cy = given
+        return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64), None
+    return None
+
+
+def scaled_intrinsics(K: np.ndarray, calib_size, image_size) -> np.ndarray:
+    """K for `image_size` (w,h) when it was calibrated at `calib_size` (w,h)."""
+    if not calib_size or None in calib_size or tuple(calib_size) == tuple(image_size):
+        return K
+    S = np.diag([image_size[0] / calib_size[0], image_size[1] / calib_size[1], 1.0])
+    return S @ K
+
+
+def depth_png(depth_mm: np.ndarray) -> np.ndarray:
+    """uint16 depth image: DEPTH_PNG_UNITS_PER_MM units per mm, 0 where invalid or out of range."""
+    scaled = np.nan_to_num(depth_mm * DEPTH_PNG_UNITS_PER_MM, nan=0.0)
+    return np.where((scaled > 0) & (scaled < 65535), np.round(scaled), 0).astype(np.uint16)
+
+
+def colorize_inverse_depth(depth: np.ndarray) -> np.ndarray:
+    """BGR turbo colour map of 1/depth, robustly normalised (near = warm)."""
+    inv = 1.0 / depth
+    valid = np.isfinite(inv)
+    if not valid.any():
+        return np.zeros((*depth.shape, 3), np.uint8)
+    lo, hi = np.percentile(inv[valid], (2, 98))
+    norm = np.clip((inv - lo) / max(hi - lo, 1e-12), 0, 1)
+    return cv2.applyColorMap(np.round(np.nan_to_num(norm) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+
+
+def write_ply(path: Path, depth: np.ndarray, rgb: np.ndarray, K: np.ndarray) -> None:
+    """Back-project depth (H,W) with K and write a coloured point cloud (open3d), skipping invalid pixels."""
+    import open3d as o3d
+
+    points = backproject(torch.from_numpy(depth)[None, None].float(), torch.from_numpy(K).float()[None])
+    xyz = points[0].permute(1, 2, 0).reshape(-1, 3).numpy()
+    valid = np.isfinite(xyz).all(1)
+    cloud = o3d.geometry.PointCloud()
+    cloud.points = o3d.utility.Vector3dVector(xyz[valid].astype(np.float64))
+    cloud.colors = o3d.utility.Vector3dVector(rgb.reshape(-1, 3)[valid].astype(np.float64) / 255)
+    with atomic_file(path) as tmp:
+        if not o3d.io.write_point_cloud(str(tmp), cloud):
+            raise DaresError(f"could not write {path}: check the disk and folder permissions")
+
+
+def run_infer(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise DaresError(f"{out} already has files: choose an empty output folder or pass --force")
+    if args.save_disp is not None and args.save_disp.exists() and not args.force:
+        raise DaresError(f"{args.save_disp} already exists: choose another path or pass --force")
+    intrinsics = intrinsics_from_args(args)
+    count, frames = list_frames(args.input)
+    net = load_depth_net(args.weights, base_weights=args.base_weights)
+    predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth, args.max_depth)
+    out.mkdir(parents=True, exist_ok=True)
+    disparities = []
+    with tqdm(total=count or None, desc="infer", unit="frame", dynamic_ncols=True) as bar:
+        batch: list[tuple[str, np.ndarray]] = []
+        for item in frames:
+            batch.append(item)
+            if len(batch) == BATCH:
+                disparities += _infer_batch(predictor, batch, out, intrinsics)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            disparities += _infer_batch(predictor, batch, out, intrinsics)
+            bar.update(len(batch))
+    if args.save_disp is not None:
+        write_npy(args.save_disp, np.stack(disparities).astype(np.float32))
+    print(f"wrote depth for {len(disparities)} frame(s) to {out}")
+
+
+def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics) -> list[np.ndarray]:
+    shapes = {rgb.shape for _, rgb in batch}
+    groups = [batch] if len(shapes) == 1 else [[item] for item in batch]  # mixed sizes: one at a time
+    disparities = []
+    for group in groups:
+        images = torch.from_numpy(np.stack([rgb for _, rgb in group]))
+        pred = predictor.predict(images)
+        for (name, rgb), disp, depth in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy()):
+            write_npy(out / f"{name}_depth.npy", depth.astype(np.float32))
+            write_image(out / f"{name}_depth.png", depth_png(depth))
+            write_image(out / f"{name}_color.png", colorize_inverse_depth(depth))
+            if intrinsics is not None:
+                K = scaled_intrinsics(intrinsics[0], intrinsics[1], (rgb.shape[1], rgb.shape[0]))
+                write_ply(out / f"{name}.ply", depth, rgb, K)
+            disparities.append(disp)
+    return disparities
