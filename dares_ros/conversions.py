@@ -1,0 +1,140 @@
+"""sensor_msgs <-> numpy: Image/CompressedImage in, REP 118 depth, PointCloud2 and CameraInfo out.
+
+Written here because cv_bridge and sensor_msgs_py are not available as wheels. Every malformed message
+raises ConversionError with one line naming the problem and the fix; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+# encoding -> (bytes per channel, channels, OpenCV conversion to RGB or None)
+IMAGE_ENCODINGS = {
+    "rgb8": (1, 3, None), "bgr8": (1, 3, cv2.COLOR_BGR2RGB), "rgba8": (1, 4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (1, 4, cv2.COLOR_BGRA2RGB), "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
+    "rgb16": (2, 3, None), "bgr16": (2, 3, cv2.COLOR_BGR2RGB), "rgba16": (2, 4, cv2.COLOR_RGBA2RGB),
+    "bgra16": (2, 4, cv2.COLOR_BGRA2RGB), "mono16": (2, 1, cv2.COLOR_GRAY2RGB),
+}
+HOST_BIGENDIAN = sys.byteorder == "big"
+
+
+class ConversionError(ValueError):
+    """A message that cannot be converted; str() is one line naming the problem and the fix."""
+
+
+def image_to_rgb8(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> (H,W,3) uint8 RGB, honouring step padding and endianness; 16-bit keeps the high byte."""
+    encoding = msg.encoding.lower()
+    if encoding not in IMAGE_ENCODINGS:
+        raise ConversionError(f"unsupported encoding '{msg.encoding}': publish one of {', '.join(IMAGE_ENCODINGS)}")
+    depth, channels, to_rgb = IMAGE_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ConversionError(f"empty image ({width}x{height}): the publisher sent no pixels")
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ConversionError(f"step {step} is smaller than width*channels*bytes = {row_bytes}: fix the publisher's step")
+    data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    if data.size < height * step:
+        raise ConversionError(f"data has {data.size} bytes, height*step needs {height * step}: the message is truncated")
+    rows = data[: height * step].reshape(height, step)[:, :row_bytes]
+    if depth == 2:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        pixels = (np.ascontiguousarray(rows).view(dtype) >> 8).astype(np.uint8)
+    else:
+        pixels = rows
+    pixels = np.ascontiguousarray(pixels.reshape(height, width, channels))
+    if to_rgb is None:
+        return pixels
+    return cv2.cvtColor(pixels, to_rgb)
+
+
+def compressed_to_rgb8(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG/PNG) -> (H,W,3) uint8 RGB."""
+    buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if bgr is None:
+        raise ConversionError(f"could not decode compressed image (format '{msg.format}'): publish JPEG or PNG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def depth_image(depth_m: np.ndarray, header) -> Image:
+    """(H,W) depth in metres -> REP 118 32FC1 Image (NaN = invalid), with the given header."""
+    depth = np.ascontiguousarray(depth_m, dtype=np.float32)
+    msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1",
+                is_bigendian=HOST_BIGENDIAN, step=4 * depth.shape[1])
+    msg.data = depth.tobytes()
+    return msg
+
+
+def bgr8_image(bgr: np.ndarray, header) -> Image:
+    """(H,W,3) uint8 BGR -> bgr8 Image."""
+    bgr = np.ascontiguousarray(bgr, dtype=np.uint8)
+    msg = Image(header=header, height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", is_bigendian=False,
+                step=3 * bgr.shape[1])
+    msg.data = bgr.tobytes()
+    return msg
+
+
+def intrinsics(info: CameraInfo, topic: str = "camera_info") -> np.ndarray:
+    """K (3,3) from a CameraInfo, or ConversionError when it carries no calibration."""
+    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ConversionError(f"{topic} has no valid intrinsics (K = {K.ravel().tolist()}): calibrate the camera and publish K")
+    return K
+
+
+def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
+    """CameraInfo for the same camera resized to (width, height): K and P rows scaled, as image_proc resize."""
+    if info.width == 0 or info.height == 0:
+        raise ConversionError("camera_info has width or height 0: publish the calibrated image size")
+    sx, sy = width / info.width, height / info.height
+    out = CameraInfo(header=info.header, width=width, height=height, distortion_model=info.distortion_model,
+                     d=list(info.d), r=list(info.r), binning_x=info.binning_x, binning_y=info.binning_y)
+    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3).copy()
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
+    K[0] *= sx
+    K[1] *= sy
+    P[0] *= sx
+    P[1] *= sy
+    out.k, out.p = K.ravel().tolist(), P.ravel().tolist()
+    return out
+
+
+def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") -> float:
+    """Baseline in metres from the right camera's projection: B = -P[0,3] / P[0,0]."""
+    P = np.asarray(right_info.p, dtype=np.float64).reshape(3, 4)
+    if P[0, 0] <= 0 or not -P[0, 3] > 0:
+        raise ConversionError(f"{topic} has no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P with Tx = -fx*B")
+    return float(-P[0, 3] / P[0, 0])
+
+
+_CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"],
+                         "offsets": [0, 4, 8, 12], "itemsize": 16})
+
+
+def point_cloud(points_m: np.ndarray, rgb: np.ndarray, header) -> PointCloud2:
+    """Organised (H,W,3) points in metres (NaN = invalid) + (H,W,3) uint8 RGB -> PointCloud2 `x y z rgb`."""
+    h, w = points_m.shape[:2]
+    cloud = np.empty((h, w), dtype=_CLOUD_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"] = points_m[..., 0], points_m[..., 1], points_m[..., 2]
+    rgb = rgb.astype(np.uint32)
+    cloud["rgb"] = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
+              for n, o in (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))]
+    msg = PointCloud2(header=header, height=h, width=w, fields=fields, is_bigendian=False,
+                      point_step=16, row_step=16 * w, is_dense=False)
+    msg.data = cloud.tobytes()
+    return msg
+
+
+def read_point_cloud(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
+    """PointCloud2 written by point_cloud() -> ((H,W,3) float32 metres, (H,W,3) uint8 RGB)."""
+    cloud = np.frombuffer(memoryview(msg.data).cast("B"), dtype=_CLOUD_DTYPE).reshape(msg.height, msg.width)
+    points = np.stack([cloud["x"], cloud["y"], cloud["z"]], -1)
+    rgb = np.stack([(cloud["rgb"] >> s) & 0xFF for s in (16, 8, 0)], -1).astype(np.uint8)
+    return points, rgb

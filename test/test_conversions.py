@@ -1,0 +1,120 @@
+"""sensor_msgs conversions: every encoding, padding, endianness, bad messages, clouds and camera_info."""
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from dares_ros.conversions import (
+    IMAGE_ENCODINGS, ConversionError, compressed_to_rgb8, depth_image, image_to_rgb8, intrinsics, point_cloud,
+    read_point_cloud, scale_camera_info, stereo_baseline,
+)
+
+RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+def encode(rgb, encoding, pad=0, bigendian=False):
+    """An Image as a driver would publish it, built with OpenCV/numpy independently of the converter."""
+    depth, channels, _ = IMAGE_ENCODINGS[encoding]
+    order = {"rgb": rgb, "bgr": rgb[..., ::-1]}
+    if encoding.startswith("mono"):
+        pixels = rgb[..., :1]
+    else:
+        pixels = order[encoding[:3]]
+        if channels == 4:
+            pixels = np.concatenate([pixels, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
+    if depth == 2:
+        pixels = pixels.astype(np.uint16) * 257
+        pixels = pixels.astype(">u2" if bigendian else "<u2")
+    rows = pixels.reshape(rgb.shape[0], -1).view(np.uint8)
+    rows = np.concatenate([rows, np.zeros((rows.shape[0], pad), np.uint8)], 1)
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=bigendian, step=rows.shape[1])
+    msg.data = rows.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize("encoding", sorted(IMAGE_ENCODINGS))
+@pytest.mark.parametrize("pad,bigendian", [(0, False), (3, False), (2, True)])
+def test_every_encoding_with_padding_and_endianness(encoding, pad, bigendian):
+    out = image_to_rgb8(encode(RGB, encoding, pad, bigendian))
+    expected = np.repeat(RGB[..., :1], 3, -1) if encoding.startswith("mono") else RGB
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(encoding="32FC1"), "unsupported encoding"),
+    (dict(step=5), "smaller than width"),
+    (dict(height=50), "truncated"),
+    (dict(width=0), "empty image"),
+])
+def test_bad_images_are_named(change, message):
+    msg = encode(RGB, "rgb8")
+    for k, v in change.items():
+        setattr(msg, k, v)
+    with pytest.raises(ConversionError, match=message):
+        image_to_rgb8(msg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(encoding=st.sampled_from(sorted(IMAGE_ENCODINGS) + ["yuv422", "", "8UC3", "RGB8"]),
+       height=st.integers(0, 9), width=st.integers(0, 9), step=st.integers(0, 80),
+       length=st.integers(0, 400), bigendian=st.booleans())
+def test_fuzzed_images_convert_or_raise_conversion_error(encoding, height, width, step, length, bigendian):
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=bigendian, step=step)
+    msg.data = bytes(np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8))
+    try:
+        out = image_to_rgb8(msg)
+    except ConversionError as e:
+        assert "\n" not in str(e)
+    else:
+        assert out.shape == (height, width, 3) and out.dtype == np.uint8
+
+
+def test_compressed_jpeg_png_and_garbage():
+    for fmt, ext in (("png", ".png"), ("jpeg", ".jpg")):
+        msg = CompressedImage(format=fmt)
+        msg.data = cv2.imencode(ext, RGB[..., ::-1])[1].tobytes()
+        out = compressed_to_rgb8(msg)
+        assert out.shape == RGB.shape
+        if fmt == "png":
+            np.testing.assert_array_equal(out, RGB)
+    bad = CompressedImage(format="jpeg")
+    bad.data = b"not an image"
+    with pytest.raises(ConversionError, match="could not decode"):
+        compressed_to_rgb8(bad)
+
+
+def test_depth_image_is_rep118():
+    depth = np.array([[0.05, np.nan], [0.1, 0.2]], np.float32)
+    msg = depth_image(depth, Header(frame_id="cam"))
+    assert (msg.encoding, msg.step, msg.header.frame_id) == ("32FC1", 8, "cam")
+    back = np.frombuffer(bytes(msg.data), np.float32).reshape(2, 2)
+    np.testing.assert_array_equal(back, depth)
+
+
+def test_point_cloud_round_trip_and_layout():
+    points = np.random.default_rng(1).normal(size=(4, 6, 3)).astype(np.float32)
+    points[0, 0] = np.nan
+    msg = point_cloud(points, np.zeros((4, 6, 3), np.uint8) + np.array([10, 20, 30], np.uint8), Header())
+    assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb"] and msg.point_step == 16 and not msg.is_dense
+    xyz, rgb = read_point_cloud(msg)
+    np.testing.assert_array_equal(xyz, points)
+    assert (rgb == [10, 20, 30]).all()
+
+
+def test_camera_info_scaling_baseline_and_validation():
+    info = CameraInfo(width=1280, height=1024)
+    info.k = [1000.0, 0, 640, 0, 1000.0, 512, 0, 0, 1]
+    info.p = [1000.0, 0, 640, -4.5, 0, 1000.0, 512, 0, 0, 0, 1, 0]
+    small = scale_camera_info(info, 320, 256)
+    assert (small.width, small.height) == (320, 256)
+    np.testing.assert_allclose(intrinsics(small), [[250, 0, 160], [0, 250, 128], [0, 0, 1]])
+    assert stereo_baseline(info) == pytest.approx(0.0045)
+    assert stereo_baseline(small) == pytest.approx(0.0045)
+    with pytest.raises(ConversionError, match="no valid intrinsics"):
+        intrinsics(CameraInfo(), "left/camera_info")
+    with pytest.raises(ConversionError, match="no stereo baseline"):
+        stereo_baseline(CameraInfo())
