@@ -15,16 +15,31 @@ from safetensors.torch import save_file
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
 
-def to_transformers4(state: dict) -> dict:
-    """transformers 5 Dinov2 names -> transformers 4 names (as on the hub and in DARES checkpoints)."""
+TRANSFORMERS4_NAMES = [
+    (".attention.q_proj.", ".attention.attention.query."),
+    (".attention.k_proj.", ".attention.attention.key."),
+    (".attention.v_proj.", ".attention.attention.value."),
+    (".attention.o_proj.", ".attention.output.dense."),
+]
+OFFICIAL_DARES_LORA_NAMES = [
+    ("_proj.base_layer.", "_proj.w."),
+    ("_proj.lora_A.default.", "_proj.linear_a."),
+    ("_proj.lora_B.default.", "_proj.linear_b."),
+]
+
+
+def replace_in_keys(state: dict, pairs) -> dict:
     out = {}
     for k, v in state.items():
-        k = k.replace(".attention.q_proj.", ".attention.attention.query.")
-        k = k.replace(".attention.k_proj.", ".attention.attention.key.")
-        k = k.replace(".attention.v_proj.", ".attention.attention.value.")
-        k = k.replace(".attention.o_proj.", ".attention.output.dense.")
+        for old, new in pairs:
+            k = k.replace(old, new)
         out[k] = v
     return out
+
+
+def to_transformers4(state: dict) -> dict:
+    """transformers 5 Dinov2 names -> transformers 4 names (as on the hub and in DARES checkpoints)."""
+    return replace_in_keys(state, TRANSFORMERS4_NAMES)
 
 
 def write_hf_folder(model: DepthAnythingForDepthEstimation, folder: Path, legacy_names: bool = True) -> Path:
@@ -73,13 +88,7 @@ def to_official_dav2(state: dict) -> dict:
 
 def to_official_dares(state: dict) -> dict:
     """Our peft-wrapped DARES state -> the official DARES `depth_model.pth` state_dict keys."""
-    out = {}
-    for k, v in state.items():
-        k = k.replace("_proj.base_layer.", "_proj.w.")
-        k = k.replace("_proj.lora_A.default.", "_proj.linear_a.")
-        k = k.replace("_proj.lora_B.default.", "_proj.linear_b.")
-        out[k] = v
-    return to_transformers4(out)
+    return to_transformers4(replace_in_keys(state, OFFICIAL_DARES_LORA_NAMES))
 
 
 def plain_dav2(hf_config: dict, seed: int = 0) -> DepthAnythingForDepthEstimation:
