@@ -1,0 +1,48 @@
+"""Approximate-time stereo pairing and stereo scale recovery on synthetic scenes."""
+
+import cv2
+import numpy as np
+import pytest
+
+from dares_core.data.scared import gt_path, image_path, read_gt_depth
+from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.scale import StereoScale
+from dares_ros.sync import StereoMatcher
+
+
+def test_pairs_within_tolerance_and_never_goes_back_in_time():
+    m = StereoMatcher(tolerance=0.005)
+    assert m.add("left", 1.000, "L1") is None
+    assert m.add("right", 1.020, "R-late") is None  # too far from L1
+    assert m.add("right", 1.003, "R1") == ("L1", "R1")
+    assert m.add("left", 0.990, "L-old") is None  # older than the last pair: dropped
+    assert m.add("left", 1.040, "L2") is None
+    assert m.add("left", 1.040, "L2-dup") is None
+    assert m.add("right", 1.041, "R2") in {("L2", "R2"), ("L2-dup", "R2")}
+    assert m.add("right", 1.020, "R-stale") is None
+
+
+def test_queue_is_bounded():
+    m = StereoMatcher(tolerance=0.001, queue_size=3)
+    for i in range(10):
+        m.add("left", float(i), i)
+    assert len(m.queues["left"]) == 3
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    cfg = SynthConfig(width=320, height=256, frames=4, sequences=1, seed=2)
+    return cfg, generate(cfg, tmp_path_factory.mktemp("scale") / "s")
+
+
+def test_stereo_scale_recovers_metric_depth(scene):
+    cfg, root = scene
+    folder, K = sequence_folder(0), cfg.intrinsics()
+    estimator = StereoScale(downscale=1, num_disparities=48)
+    for frame in (1, 2, 3, 4):
+        left, right = (np.ascontiguousarray(cv2.imread(str(image_path(root, folder, frame, s)))[..., ::-1]) for s in "lr")
+        gt_mm = read_gt_depth(gt_path(root, folder, frame))
+        model_depth = gt_mm / 37.0 * (1 + 0.05 * np.random.default_rng(frame).standard_normal(gt_mm.shape))  # up to scale
+        est = estimator.update(left, right, model_depth, K[0, 0], cfg.baseline_mm / 1000)
+    assert est.updated and est.confidence > 0.5
+    assert est.scale == pytest.approx(37.0 / 1000, rel=0.05)  # metres per model unit
