@@ -58,6 +58,7 @@ setup(
     entry_points={
         "console_scripts": [
             "dares = dares_core.cli:main",
+            "dares_depth_node = dares_ros.depth_node:main",
         ],
     },
 )

@@ -20,6 +20,7 @@ from .errors import DaresError
 from .files import atomic_file, write_image, write_npy
 from .geometry import backproject
 from .inference import DepthPredictor
+from .visualize import colorize_inverse_depth
 from .model.weights import load_depth_net
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -94,17 +95,6 @@ def depth_png(depth_mm: np.ndarray) -> np.ndarray:
     """uint16 depth image: DEPTH_PNG_UNITS_PER_MM units per mm, 0 where invalid or out of range."""
     scaled = np.nan_to_num(depth_mm * DEPTH_PNG_UNITS_PER_MM, nan=0.0)
     return np.where((scaled > 0) & (scaled < 65535), np.round(scaled), 0).astype(np.uint16)
-
-
-def colorize_inverse_depth(depth: np.ndarray) -> np.ndarray:
-    """BGR turbo colour map of 1/depth, robustly normalised (near = warm)."""
-    inv = 1.0 / depth
-    valid = np.isfinite(inv)
-    if not valid.any():
-        return np.zeros((*depth.shape, 3), np.uint8)
-    lo, hi = np.percentile(inv[valid], (2, 98))
-    norm = np.clip((inv - lo) / max(hi - lo, 1e-12), 0, 1)
-    return cv2.applyColorMap(np.round(np.nan_to_num(norm) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
 
 
 def write_ply(path: Path, depth: np.ndarray, rgb: np.ndarray, K: np.ndarray) -> None:

@@ -1,0 +1,345 @@
+"""The DARES depth node: da Vinci stereo in, REP 118 metric depth and point clouds out.
+
+Subscribes (relative names, remap them): left/image_rect, left/camera_info, right/image_rect,
+right/camera_info (`/compressed` suffixed image topics with input_transport: compressed).
+Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
+depth/colored (bgr8) and /diagnostics. Output headers carry the input stamp and frame_id.
+
+The subscription callbacks only store the newest frame; one worker thread runs the model on the latest
+and drops stale frames, so latency never grows. Bad input is reported (throttled, naming the topic) and
+skipped; the node keeps running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from dares_core.errors import DaresError
+from dares_core.geometry import backproject
+from dares_core.inference import DepthPredictor
+from dares_core.model.weights import load_depth_net
+from dares_core.scale import StereoScale
+from dares_core.visualize import colorize_inverse_depth
+
+from .conversions import (
+    ConversionError, bgr8_image, compressed_to_rgb8, depth_image, image_to_rgb8, intrinsics, point_cloud,
+    scale_camera_info, stereo_baseline,
+)
+from .sync import StereoMatcher
+
+MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
+SCALE_MODES = ("relative", "stereo", "fixed")
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    description: str
+    read_only: bool = True
+    range: tuple | None = None
+    choices: tuple | None = None
+
+
+PARAMETERS = {
+    "weights": Param("", "depth checkpoint: DARES depth_model.pth, dares .safetensors, DAv2 .pth or HF folder; "
+                         "set live to swap models", read_only=False),
+    "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
+    "device": Param("cuda", "torch device; falls back to cpu with one warning when CUDA is absent"),
+    "precision": Param("fp32", "compute precision on the device", choices=("fp32", "fp16", "bf16")),
+    "input_height": Param(256, "network input height in pixels", range=(28, 2048)),
+    "input_width": Param(320, "network input width in pixels", range=(28, 2048)),
+    "min_depth": Param(0.1, "model depth range minimum (model units), as trained", range=(1e-3, 1e3)),
+    "max_depth": Param(150.0, "model depth range maximum (model units), as trained", range=(1e-2, 1e5)),
+    "scale_mode": Param("relative", "relative: model units read as mm; stereo: metric scale from the rectified "
+                                    "pair every frame; fixed: multiply by fixed_scale", read_only=False, choices=SCALE_MODES),
+    "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", read_only=False, range=(1e-9, 1e3)),
+    "stereo_downscale": Param(2, "SGBM runs on images reduced by this factor", range=(1, 8)),
+    "stereo_num_disparities": Param(64, "SGBM disparity search range at the reduced resolution", range=(16, 512)),
+    "stereo_smoothing": Param(0.3, "weight of each new frame in the running scale (log space)", range=(0.01, 1.0)),
+    "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),
+    "point_stride": Param(1, "publish every Nth pixel in each direction in points", read_only=False, range=(1, 64)),
+    "publish_points": Param(True, "publish points (PointCloud2)", read_only=False),
+    "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", read_only=False),
+    "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable", choices=("sensor_data", "reliable")),
+    "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
+                             choices=("raw", "compressed")),
+    "frame_id": Param("", "output frame_id; empty keeps the input image's frame_id", read_only=False),
+}
+
+
+def _descriptor(name: str, p: Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
+    if p.choices:
+        d.additional_constraints = "one of: " + ", ".join(p.choices)
+    if p.range and isinstance(p.default, int) and not isinstance(p.default, bool):
+        d.integer_range = [IntegerRange(from_value=p.range[0], to_value=p.range[1], step=1)]
+    elif p.range:
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]), step=0.0)]
+    return d
+
+
+class LatestFrame:
+    """A one-slot mailbox: put() replaces an unconsumed item (counted as dropped), take() waits for one."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float):
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+@dataclass
+class Frame:
+    left: Any
+    right: Any | None
+
+
+class DepthNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("dares_depth_node", **kwargs)
+        for name, p in PARAMETERS.items():
+            self.declare_parameter(name, p.default, _descriptor(name, p))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._last_report: dict[str, float] = {}
+        self.last_error = ""
+        self.bad_inputs = 0
+        self.published = 0
+        self.latencies: deque[float] = deque(maxlen=500)
+        self.output_times: deque[float] = deque(maxlen=500)
+        self.scale, self.scale_confidence = float("nan"), 0.0
+        self.left_info: CameraInfo | None = None
+        self.right_info: CameraInfo | None = None
+        self.predictor: DepthPredictor | None = None
+        self._load_model(self.p("weights"))
+        self.stereo = StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
+                                  smoothing=self.p("stereo_smoothing"))
+        self.matcher = StereoMatcher(self.p("sync_tolerance"))
+        self.mailbox = LatestFrame()
+
+        qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        compressed = self.p("input_transport") == "compressed"
+        image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
+        self.left_topic, self.right_topic = f"left/image_rect{suffix}", f"right/image_rect{suffix}"
+        self.create_subscription(image_type, self.left_topic, lambda m: self._on_image("left", m), qos)
+        self.create_subscription(image_type, self.right_topic, lambda m: self._on_image("right", m), qos)
+        self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
+        self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
+        self.depth_pub = self.create_publisher(Image, "depth/image", 5)
+        self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", 5)
+        self.points_pub = self.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
+        self.colored_pub = self.create_publisher(Image, "depth/colored", 5)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+        self._stop = threading.Event()
+        self.worker = threading.Thread(target=self._work, name="dares-inference", daemon=True)
+        self.worker.start()
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # --- model and parameters -------------------------------------------------------------------------
+    def _load_model(self, weights: str) -> str:
+        """Load `weights` into a new predictor; returns "" or the error (the old model stays)."""
+        if not weights:
+            self.last_error = "no weights set: pass -p weights:=/path/to/depth_model.pth"
+            self.get_logger().error(self.last_error)
+            return self.last_error
+        device = self.p("device")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            self.get_logger().warning(f"device {device!r} asked for but CUDA is not available: running on cpu")
+            device = "cpu"
+        try:
+            net = load_depth_net(weights, base_weights=self.p("base_weights") or None)
+            self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
+                                            self.p("precision"), self.p("min_depth"), self.p("max_depth"))
+        except DaresError as e:
+            self.last_error = f"weights: {e}"
+            self.get_logger().error(self.last_error)
+            return self.last_error
+        self.get_logger().info(f"loaded {weights} ({net.config.encoder}, {net.config.mode}) on {device}")
+        return ""
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            spec = PARAMETERS.get(param.name)
+            if spec and spec.choices and param.value not in spec.choices:
+                return SetParametersResult(successful=False, reason=f"{param.name} must be one of {', '.join(spec.choices)}")
+            if param.name == "weights":
+                error = self._load_model(param.value)
+                if error:
+                    return SetParametersResult(successful=False, reason=error)
+        return SetParametersResult(successful=True)
+
+    # --- input ----------------------------------------------------------------------------------------
+    def _on_image(self, side: str, msg) -> None:
+        if self.p("scale_mode") != "stereo":
+            if side == "left":
+                self.mailbox.put(Frame(msg, None))
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        pair = self.matcher.add(side, stamp, msg)
+        if pair is not None:
+            self.mailbox.put(Frame(*pair))
+
+    def report(self, topic: str, problem: str) -> None:
+        """One throttled error line per topic and problem (every 5 s at most)."""
+        self.bad_inputs += 1
+        self.last_error = f"{topic}: {problem}"
+        key = f"{topic}:{problem}"
+        now = time.monotonic()
+        if now - self._last_report.get(key, -1e9) >= 5.0:
+            self._last_report[key] = now
+            self.get_logger().error(f"{topic}: {problem} (frame skipped)")
+
+    def _to_rgb(self, msg, topic: str) -> np.ndarray:
+        try:
+            return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+        except ConversionError as e:
+            raise ConversionError(f"{topic}: {e}") from None
+
+    # --- worker ---------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frame = self.mailbox.take(timeout=0.1)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except ConversionError as e:
+                topic, _, problem = str(e).partition(": ")
+                self.report(topic, problem)
+            except Exception as e:  # a bug must not stop a node in an operating room: report and go on
+                self.report("dares_depth_node", f"unexpected {type(e).__name__}: {e}")
+
+    def _checked_info(self, info: CameraInfo | None, topic: str, image: np.ndarray) -> np.ndarray:
+        if info is None:
+            raise ConversionError(f"{topic}: no camera_info received yet; publish it beside the images")
+        K = intrinsics(info, topic)
+        if (info.width, info.height) != (image.shape[1], image.shape[0]):
+            raise ConversionError(f"{topic}: is {info.width}x{info.height} but the image is "
+                                  f"{image.shape[1]}x{image.shape[0]}; publish camera_info matching the images")
+        return K
+
+    def _process(self, frame: Frame) -> None:
+        if self.predictor is None:
+            raise ConversionError(f"weights: {self.last_error or 'no model loaded'}")
+        left_info = self.left_info
+        rgb = self._to_rgb(frame.left, self.left_topic)
+        K = self._checked_info(left_info, "left/camera_info", rgb)
+        depth = self.predictor.predict(torch.from_numpy(rgb)[None]).depth[0].cpu().numpy()
+        scale = self._metric_scale(frame, rgb, depth, K)
+        depth_m = (depth * scale).astype(np.float32)
+        header = Header(stamp=frame.left.header.stamp, frame_id=self.p("frame_id") or frame.left.header.frame_id)
+        self.depth_pub.publish(depth_image(depth_m, header))
+        info = scale_camera_info(left_info, rgb.shape[1], rgb.shape[0])
+        info.header = header
+        self.info_pub.publish(info)
+        if self.p("publish_points"):
+            s = self.p("point_stride")
+            K_s = K.copy()
+            K_s[:2] /= s  # pixel u = s*u' samples the same rays with fx/s, cx/s
+            sub = np.ascontiguousarray(depth_m[::s, ::s])
+            points = backproject(torch.from_numpy(sub)[None, None], torch.from_numpy(K_s).float()[None])[0]
+            self.points_pub.publish(point_cloud(points.permute(1, 2, 0).numpy(), rgb[::s, ::s], header))
+        if self.p("publish_colored"):
+            self.colored_pub.publish(bgr8_image(colorize_inverse_depth(depth_m), header))
+        now = self.get_clock().now().nanoseconds * 1e-9
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        self.latencies.append(now - stamp)
+        self.output_times.append(time.monotonic())
+        self.published += 1
+
+    def _metric_scale(self, frame: Frame, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray) -> float:
+        mode = self.p("scale_mode")
+        if mode == "relative":
+            return MM
+        if mode == "fixed":
+            return self.p("fixed_scale")
+        if frame.right is None:  # switched to stereo while this left frame was queued
+            raise ConversionError(f"{self.right_topic}: waiting for a right frame matching the left stamp")
+        right = self._to_rgb(frame.right, self.right_topic)
+        if right.shape != rgb.shape:
+            raise ConversionError(f"{self.right_topic}: is {right.shape[1]}x{right.shape[0]} but left is "
+                                  f"{rgb.shape[1]}x{rgb.shape[0]}; publish a rectified pair of one size")
+        self._checked_info(self.right_info, "right/camera_info", right)
+        baseline = stereo_baseline(self.right_info)
+        est = self.stereo.update(rgb, right, depth, K[0, 0], baseline)
+        self.scale, self.scale_confidence = est.scale, est.confidence
+        if not np.isfinite(est.scale):
+            raise ConversionError(f"{self.right_topic}: too few stereo matches for a first scale "
+                                  f"({est.confidence:.0%} valid); check rectification and stereo_num_disparities")
+        return est.scale
+
+    # --- diagnostics ----------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
+        times = list(self.output_times)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=self.get_fully_qualified_name())
+        if self.predictor is None:
+            status.level, status.message = DiagnosticStatus.ERROR, self.last_error
+        elif self.last_error and self.published == 0:
+            status.level, status.message = DiagnosticStatus.WARN, self.last_error
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "publishing depth"
+        values = {
+            "rate_hz": f"{rate:.2f}", "latency_p50_s": f"{np.nanpercentile(lat, 50):.4f}",
+            "latency_p99_s": f"{np.nanpercentile(lat, 99):.4f}", "published": str(self.published),
+            "dropped_frames": str(self.mailbox.dropped), "bad_inputs": str(self.bad_inputs),
+            "scale_mode": self.p("scale_mode"), "scale_m_per_unit": f"{self.scale:.6g}",
+            "scale_confidence": f"{self.scale_confidence:.3f}", "last_error": self.last_error,
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    def destroy_node(self):
+        self._stop.set()
+        self.worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = DepthNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Start the DARES depth node with config/dares.yaml.
+
+    ros2 launch dares_ros dares.launch.py weights:=/path/depth_model.pth
+
+Remap its inputs (left/image_rect, left/camera_info, right/...) with your camera's topics, or use
+davinci.launch.py for dVRK stereo video.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    default_params = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.yaml"])
+    return LaunchDescription([
+        DeclareLaunchArgument("weights", description="depth checkpoint (DARES depth_model.pth, .safetensors, DAv2)"),
+        DeclareLaunchArgument("params_file", default_value=default_params, description="node parameters"),
+        DeclareLaunchArgument("device", default_value="cuda", description="cuda or cpu"),
+        DeclareLaunchArgument("namespace", default_value="dares", description="namespace of the outputs"),
+        Node(
+            package="dares_ros",
+            executable="dares_depth_node",
+            name="dares_depth_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"),
+                        {"weights": LaunchConfiguration("weights"), "device": LaunchConfiguration("device")}],
+            output="screen",
+        ),
+    ])

@@ -1,0 +1,62 @@
+"""DARES depth on da Vinci (dVRK) stereo video, with optional rectification and RViz.
+
+    ros2 launch dares_ros davinci.launch.py weights:=/path/depth_model.pth rig:=jhu_daVinci
+
+dVRK's gscam launch files publish /<rig>/left/image_raw, /<rig>/left/camera_info and the right
+equivalents, unrectified. With rectify:=true (default) image_proc's rectify_node makes image_rect for
+each eye from the calibrated camera_info; with rectify:=false the raw images go straight to the node
+(monocular depth is fine, stereo scale needs a rectified pair). Their frame_id (/<rig>/left_frame) is not
+an optical frame: set frame_id:=<rig>_left_optical if your TF tree has one.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition, UnlessCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    rig = LaunchConfiguration("rig")
+    rectify = LaunchConfiguration("rectify")
+    params = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.yaml"])
+    rviz_config = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.rviz"])
+
+    def eye(side):
+        return ["/", rig, f"/{side}"]
+
+    rectifiers = [
+        Node(package="image_proc", executable="rectify_node", name=f"rectify_{side}", condition=IfCondition(rectify),
+             remappings=[("image", eye(side) + ["/image_raw"]), ("camera_info", eye(side) + ["/camera_info"]),
+                         ("image_rect", eye(side) + ["/image_rect"])])
+        for side in ("left", "right")
+    ]
+
+    def depth_node(image_suffix, condition):
+        return Node(
+            package="dares_ros", executable="dares_depth_node", name="dares_depth_node", namespace="dares",
+            condition=condition, output="screen",
+            parameters=[params, {"weights": LaunchConfiguration("weights"), "device": LaunchConfiguration("device"),
+                                 "scale_mode": LaunchConfiguration("scale_mode"),
+                                 "frame_id": LaunchConfiguration("frame_id")}],
+            remappings=[("left/image_rect", eye("left") + [image_suffix]),
+                        ("left/camera_info", eye("left") + ["/camera_info"]),
+                        ("right/image_rect", eye("right") + [image_suffix]),
+                        ("right/camera_info", eye("right") + ["/camera_info"])],
+        )
+
+    return LaunchDescription([
+        DeclareLaunchArgument("weights", description="depth checkpoint"),
+        DeclareLaunchArgument("rig", default_value="jhu_daVinci", description="dVRK stereo rig name"),
+        DeclareLaunchArgument("device", default_value="cuda"),
+        DeclareLaunchArgument("scale_mode", default_value="stereo", description="relative, stereo or fixed"),
+        DeclareLaunchArgument("frame_id", default_value="", description="output frame_id override"),
+        DeclareLaunchArgument("rectify", default_value="true", description="rectify image_raw with image_proc"),
+        DeclareLaunchArgument("rviz", default_value="true", description="open RViz with config/dares.rviz"),
+        *rectifiers,
+        depth_node("/image_rect", IfCondition(rectify)),
+        depth_node("/image_raw", UnlessCondition(rectify)),
+        Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", rviz_config],
+             condition=IfCondition(LaunchConfiguration("rviz"))),
+    ])

@@ -1,0 +1,133 @@
+"""A real rclpy graph for node tests: start dares_depth_node as `ros2 run` would, publish frames, collect outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = Path(sys.executable).parent / "dares_depth_node"
+
+
+def start_node(namespace: str, *params: str, log: Path) -> subprocess.Popen:
+    """The console entry point with the shipped params file, as `ros2 run dares_ros dares_depth_node` runs it."""
+    cmd = [str(NODE), "--ros-args", "--params-file", str(ROOT / "config" / "dares.yaml"), "-r", f"__ns:={namespace}"]
+    for p in params:
+        cmd += ["-p", p]
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rgb_image(rgb: np.ndarray, encoding: str = "rgb8") -> Image:
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=rgb.shape[1] * rgb.shape[2])
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg
+
+
+def camera_info(K: np.ndarray, width: int, height: int, baseline_m: float = 0.0) -> CameraInfo:
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    info.k = K.ravel().tolist()
+    P = np.hstack([K, np.zeros((3, 1))])
+    P[0, 3] = -K[0, 0] * baseline_m
+    info.p = P.ravel().tolist()
+    return info
+
+
+class Harness:
+    """Publishers for the node's inputs and recorders of its outputs under `namespace`."""
+
+    def __init__(self, namespace: str):
+        self.ns = namespace
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("dares_test_harness", context=self.context)
+        self.lock = threading.RLock()
+        self.received: dict[str, list] = {"depth": [], "info": [], "points": [], "colored": [], "diagnostics": []}
+        self.pub = {
+            "left": self.node.create_publisher(Image, f"{namespace}/left/image_rect", 10),
+            "right": self.node.create_publisher(Image, f"{namespace}/right/image_rect", 10),
+            "left_info": self.node.create_publisher(CameraInfo, f"{namespace}/left/camera_info", 10),
+            "right_info": self.node.create_publisher(CameraInfo, f"{namespace}/right/camera_info", 10),
+        }
+        self._record("depth", Image, f"{namespace}/depth/image", 10)
+        self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)
+        self._record("points", PointCloud2, f"{namespace}/points", qos_profile_sensor_data)
+        self._record("colored", Image, f"{namespace}/depth/colored", 10)
+        self._record("diagnostics", DiagnosticArray, "/diagnostics", 10)
+        self.params = self.node.create_client(SetParameters, f"{namespace}/dares_depth_node/set_parameters")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _record(self, key, msg_type, topic, qos):
+        def store(msg):
+            with self.lock:
+                self.received[key].append(msg)
+        self.node.create_subscription(msg_type, topic, store, qos)
+
+    def now(self):
+        return self.node.get_clock().now().to_msg()
+
+    def publish(self, left: Image, left_info: CameraInfo | None, right: Image | None = None,
+                right_info: CameraInfo | None = None, frame_id: str = "cam_left_optical"):
+        """Stamp and publish one frame (infos first); returns the stamp."""
+        stamp = self.now()
+        for msg, key in ((left_info, "left_info"), (right_info, "right_info"), (right, "right"), (left, "left")):
+            if msg is not None:
+                msg.header.stamp, msg.header.frame_id = stamp, frame_id
+                self.pub[key].publish(msg)
+        return stamp
+
+    def wait_for(self, predicate, timeout: float = 60.0, publish=None, period: float = 0.15) -> bool:
+        """Call `publish` every `period` until predicate() is true or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if publish is not None:
+                publish()
+            time.sleep(period)
+            with self.lock:
+                if predicate():
+                    return True
+        return False
+
+    def outputs_with_stamp(self, key, stamp):
+        with self.lock:
+            return [m for m in self.received[key] if m.header.stamp == stamp]
+
+    def set_parameter(self, name, value) -> bool:
+        assert self.params.wait_for_service(timeout_sec=30)
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        future = self.params.call_async(request)
+        deadline = time.monotonic() + 30
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return future.result().results[0].successful
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join(timeout=10)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)

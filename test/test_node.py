@@ -1,0 +1,166 @@
+"""dares_depth_node end to end on real rclpy (Fast DDS on loopback), started as its console entry point."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dares_core.data.scared import gt_path, image_path, read_gt_depth
+from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
+from dares_core.model.weights import save_depth_net
+from dares_ros.conversions import read_point_cloud
+from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
+from test_infer import TINY
+
+CFG = SynthConfig(width=160, height=128, frames=4, sequences=1, seed=11)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("node")
+    torch.manual_seed(0)
+    weights = root / "tiny.safetensors"
+    save_depth_net(DaresDepthNet(DepthNetConfig.dares("tiny", hf_config=TINY)), weights)
+    scenes = generate(CFG, root / "scenes")
+    folder = sequence_folder(0)
+    frames = [
+        {side: np.ascontiguousarray(cv2.imread(str(image_path(scenes, folder, f, side)))[..., ::-1]) for side in "lr"}
+        | {"gt_m": read_gt_depth(gt_path(scenes, folder, f)) / 1000.0}
+        for f in range(1, CFG.frames + 1)
+    ]
+    return root, weights, frames
+
+
+def depth_array(msg):
+    return np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, msg.width)
+
+
+@pytest.fixture(scope="module")
+def relative_node(assets):
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_rel"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      log=root / "relative.log")
+    harness = Harness(ns)
+    yield harness, frames, root / "relative.log", proc
+    harness.close()
+    stop_node(proc)
+
+
+def test_outputs_follow_ros_conventions(relative_node):
+    h, frames, _, proc = relative_node
+    K = CFG.intrinsics()
+    info = camera_info(K, CFG.width, CFG.height)
+    stamps = []
+    ok = h.wait_for(lambda: any(h.outputs_with_stamp("points", s) for s in stamps),
+                    publish=lambda: stamps.append(h.publish(rgb_image(frames[0]["l"]), info)))
+    assert ok, "no output from the node"
+    stamp = next(s for s in stamps if h.outputs_with_stamp("points", s))
+    h.wait_for(lambda: all(h.outputs_with_stamp(k, stamp) for k in ("depth", "info", "colored")), timeout=10)
+    depth_msg = h.outputs_with_stamp("depth", stamp)[0]
+    assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ("32FC1", CFG.height, CFG.width)
+    assert depth_msg.header.frame_id == "cam_left_optical"
+    depth = depth_array(depth_msg)
+    assert np.isfinite(depth).all() and (depth > 0).all()
+    info_msg = h.outputs_with_stamp("info", stamp)[0]
+    np.testing.assert_allclose(np.array(info_msg.k).reshape(3, 3), K)
+    colored = h.outputs_with_stamp("colored", stamp)[0]
+    assert (colored.encoding, colored.height, colored.width) == ("bgr8", CFG.height, CFG.width)
+    points, rgb = read_point_cloud(h.outputs_with_stamp("points", stamp)[0])
+    assert points.shape == (CFG.height, CFG.width, 3)
+    v, u = 40, 100
+    p = points[v, u]
+    assert p[2] == pytest.approx(depth[v, u], rel=1e-5)
+    assert (K @ p / p[2])[:2] == pytest.approx([u, v], abs=1e-3)  # re-projects to its pixel
+    assert (rgb[v, u] == frames[0]["l"][v, u]).all()
+    assert h.wait_for(lambda: any(s.name.startswith("dares_depth_node") for d in h.received["diagnostics"] for s in d.status),
+                      timeout=5)
+    assert proc.poll() is None
+
+
+def test_point_stride_changes_live(relative_node):
+    h, frames, _, _ = relative_node
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    assert h.set_parameter("point_stride", 4)
+    stamps = []
+    assert h.wait_for(lambda: any(m.width == CFG.width // 4 and m.header.stamp in stamps for m in h.received["points"]),
+                      publish=lambda: stamps.append(h.publish(rgb_image(frames[1]["l"]), info)), timeout=30)
+    assert not h.set_parameter("scale_mode", "magic")
+    assert not h.set_parameter("input_width", 99)  # read-only
+    h.set_parameter("point_stride", 1)
+
+
+def _bad_inputs():
+    good = rgb_image(np.zeros((CFG.height, CFG.width, 3), np.uint8))
+    wrong_encoding = rgb_image(np.zeros((CFG.height, CFG.width, 3), np.uint8))
+    wrong_encoding.encoding = "yuv422"
+    truncated = rgb_image(np.zeros((CFG.height, CFG.width, 3), np.uint8))
+    truncated.data = bytes(truncated.data)[:100]
+    padded_step = rgb_image(np.zeros((CFG.height, CFG.width, 3), np.uint8))
+    padded_step.step = 7
+    zero_info = camera_info(np.zeros((3, 3)), CFG.width, CFG.height)
+    return {
+        "unsupported encoding 'yuv422'": (wrong_encoding, None),
+        "the message is truncated": (truncated, None),
+        "smaller than width": (padded_step, None),
+        "no valid intrinsics": (good, zero_info),
+    }
+
+
+def test_bad_input_is_reported_skipped_and_survived(relative_node):
+    h, frames, log, proc = relative_node
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    for problem, (image, bad_info) in _bad_inputs().items():
+        bad_stamp = h.publish(image, bad_info or info)
+        assert h.wait_for(lambda: problem in log.read_text(), timeout=15), problem
+        assert not h.outputs_with_stamp("depth", bad_stamp)  # skipped
+        stamps = []  # good data returns: the node recovers
+        assert h.wait_for(lambda: any(h.outputs_with_stamp("depth", s) for s in stamps),
+                          publish=lambda: stamps.append(h.publish(rgb_image(frames[2]["l"]), info)), timeout=30), problem
+    # the image size changes mid-stream, camera_info with it
+    small = cv2.resize(frames[3]["l"], (CFG.width // 2, CFG.height // 2))
+    small_info = camera_info(np.diag([0.5, 0.5, 1.0]) @ CFG.intrinsics(), CFG.width // 2, CFG.height // 2)
+    stamps = []
+    assert h.wait_for(lambda: any(m.width == CFG.width // 2 and m.header.stamp in stamps for m in h.received["depth"]),
+                      publish=lambda: stamps.append(h.publish(rgb_image(small), small_info)), timeout=30)
+    # an image whose camera_info describes another size is refused
+    h.publish(rgb_image(frames[0]["l"]), small_info)
+    assert h.wait_for(lambda: "publish camera_info matching the images" in log.read_text(), timeout=10)
+    assert proc.poll() is None
+
+
+def test_stereo_mode_recovers_metric_depth(assets):
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_stereo"
+    log = root / "stereo.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      "scale_mode:=stereo", "stereo_downscale:=1", "stereo_num_disparities:=32", log=log)
+    h = Harness(ns)
+    try:
+        K = CFG.intrinsics()
+        baseline = CFG.baseline_mm / 1000
+        left_info, right_info = camera_info(K, CFG.width, CFG.height), camera_info(K, CFG.width, CFG.height, baseline)
+        sent = {}
+
+        def publish():
+            i = len(sent) % len(frames)
+            stamp = h.publish(rgb_image(frames[i]["l"]), left_info, rgb_image(frames[i]["r"]), right_info)
+            sent[(stamp.sec, stamp.nanosec)] = i
+
+        assert h.wait_for(lambda: len(h.received["depth"]) >= 6, publish=publish, timeout=90), log.read_text()[-2000:]
+        errors = []
+        for msg in h.received["depth"][3:]:
+            gt = frames[sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)]]["gt_m"]
+            errors.append(abs(np.median(depth_array(msg)) / np.median(gt) - 1))
+        assert max(errors) < 0.10, errors
+        # a right eye of another size is refused, the node goes on
+        small = cv2.resize(frames[0]["r"], (CFG.width // 2, CFG.height // 2))
+        h.publish(rgb_image(frames[0]["l"]), left_info, rgb_image(small), right_info)
+        assert h.wait_for(lambda: "publish a rectified pair of one size" in log.read_text(), timeout=10)
+        assert proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
