@@ -5,7 +5,9 @@ right/camera_info (`/compressed` suffixed image topics with input_transport: com
 Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
 depth/colored (bgr8) and /diagnostics. Output headers carry the input stamp and frame_id.
 
-The subscription callbacks only store the newest frame; one worker thread runs the model on the latest
+With lifecycle: true it is a managed node (configure loads the model and creates the outputs, activate
+starts processing); otherwise it configures and activates itself. The subscription callbacks only store
+the newest frame; one worker thread runs the model on the latest
 and drops stale frames, so latency never grows. Bad input is reported (throttled, naming the topic) and
 skipped; the node keeps running.
 """
@@ -24,7 +26,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -79,6 +81,7 @@ PARAMETERS = {
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
                              choices=("raw", "compressed")),
     "frame_id": Param("", "output frame_id; empty keeps the input image's frame_id", read_only=False),
+    "lifecycle": Param(False, "managed node: wait for configure/activate instead of starting at once"),
 }
 
 
@@ -122,7 +125,7 @@ class Frame:
     right: Any | None
 
 
-class DepthNode(Node):
+class DepthNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("dares_depth_node", **kwargs)
         for name, p in PARAMETERS.items():
@@ -138,9 +141,9 @@ class DepthNode(Node):
         self.left_info: CameraInfo | None = None
         self.right_info: CameraInfo | None = None
         self.predictor: DepthPredictor | None = None
-        self._load_model(self.p("weights"))
-        self.stereo = StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
-                                  smoothing=self.p("stereo_smoothing"))
+        self.active = False
+        self.worker: threading.Thread | None = None
+        self._stop = threading.Event()
         self.matcher = StereoMatcher(self.p("sync_tolerance"))
         self.mailbox = LatestFrame()
 
@@ -152,16 +155,53 @@ class DepthNode(Node):
         self.create_subscription(image_type, self.right_topic, lambda m: self._on_image("right", m), qos)
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
-        self.depth_pub = self.create_publisher(Image, "depth/image", 5)
-        self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", 5)
-        self.points_pub = self.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
-        self.colored_pub = self.create_publisher(Image, "depth/colored", 5)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         self.create_timer(1.0, self._publish_diagnostics)
+        if not self.p("lifecycle"):
+            self.trigger_configure()
+            self.trigger_activate()
 
-        self._stop = threading.Event()
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        error = self._load_model(self.p("weights"))
+        if error and self.p("lifecycle"):
+            return TransitionCallbackReturn.FAILURE  # stays unconfigured; set weights and configure again
+        self.stereo = StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
+                                  smoothing=self.p("stereo_smoothing"))
+        self.depth_pub = self.create_lifecycle_publisher(Image, "depth/image", 5)
+        self.info_pub = self.create_lifecycle_publisher(CameraInfo, "depth/camera_info", 5)
+        self.points_pub = self.create_lifecycle_publisher(PointCloud2, "points", qos_profile_sensor_data)
+        self.colored_pub = self.create_lifecycle_publisher(Image, "depth/colored", 5)
+        self._stop.clear()
         self.worker = threading.Thread(target=self._work, name="dares-inference", daemon=True)
         self.worker.start()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for pub in (self.depth_pub, self.info_pub, self.points_pub, self.colored_pub):
+            self.destroy_lifecycle_publisher(pub)
+        self.predictor = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._stop_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.join(timeout=5.0)
+            self.worker = None
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -193,7 +233,7 @@ class DepthNode(Node):
             spec = PARAMETERS.get(param.name)
             if spec and spec.choices and param.value not in spec.choices:
                 return SetParametersResult(successful=False, reason=f"{param.name} must be one of {', '.join(spec.choices)}")
-            if param.name == "weights":
+            if param.name == "weights" and self.worker is not None:  # configured: swap the model now
                 error = self._load_model(param.value)
                 if error:
                     return SetParametersResult(successful=False, reason=error)
@@ -201,6 +241,8 @@ class DepthNode(Node):
 
     # --- input ----------------------------------------------------------------------------------------
     def _on_image(self, side: str, msg) -> None:
+        if not self.active:
+            return
         if self.p("scale_mode") != "stereo":
             if side == "left":
                 self.mailbox.put(Frame(msg, None))
@@ -324,8 +366,7 @@ class DepthNode(Node):
         self.diag_pub.publish(array)
 
     def destroy_node(self):
-        self._stop.set()
-        self.worker.join(timeout=5.0)
+        self._stop_worker()
         return super().destroy_node()
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = Path(sys.executable).parent / "dares_depth_node"
@@ -70,6 +72,7 @@ class Harness:
             "right": self.node.create_publisher(Image, f"{namespace}/right/image_rect", 10),
             "left_info": self.node.create_publisher(CameraInfo, f"{namespace}/left/camera_info", 10),
             "right_info": self.node.create_publisher(CameraInfo, f"{namespace}/right/camera_info", 10),
+            "left_compressed": self.node.create_publisher(CompressedImage, f"{namespace}/left/image_rect/compressed", 10),
         }
         self._record("depth", Image, f"{namespace}/depth/image", 10)
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)
@@ -77,6 +80,7 @@ class Harness:
         self._record("colored", Image, f"{namespace}/depth/colored", 10)
         self._record("diagnostics", DiagnosticArray, "/diagnostics", 10)
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_depth_node/set_parameters")
+        self.lifecycle = self.node.create_client(ChangeState, f"{namespace}/dares_depth_node/change_state")
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -91,11 +95,12 @@ class Harness:
     def now(self):
         return self.node.get_clock().now().to_msg()
 
-    def publish(self, left: Image, left_info: CameraInfo | None, right: Image | None = None,
+    def publish(self, left: Image | CompressedImage, left_info: CameraInfo | None, right: Image | None = None,
                 right_info: CameraInfo | None = None, frame_id: str = "cam_left_optical"):
         """Stamp and publish one frame (infos first); returns the stamp."""
         stamp = self.now()
-        for msg, key in ((left_info, "left_info"), (right_info, "right_info"), (right, "right"), (left, "left")):
+        left_key = "left_compressed" if isinstance(left, CompressedImage) else "left"
+        for msg, key in ((left_info, "left_info"), (right_info, "right_info"), (right, "right"), (left, left_key)):
             if msg is not None:
                 msg.header.stamp, msg.header.frame_id = stamp, frame_id
                 self.pub[key].publish(msg)
@@ -117,14 +122,21 @@ class Harness:
         with self.lock:
             return [m for m in self.received[key] if m.header.stamp == stamp]
 
-    def set_parameter(self, name, value) -> bool:
-        assert self.params.wait_for_service(timeout_sec=30)
-        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-        future = self.params.call_async(request)
-        deadline = time.monotonic() + 30
+    def _call(self, client, request):
+        assert client.wait_for_service(timeout_sec=30), client.srv_name
+        future = client.call_async(request)
+        deadline = time.monotonic() + 60
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.05)
-        return future.result().results[0].successful
+        return future.result()
+
+    def set_parameter(self, name, value) -> bool:
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return self._call(self.params, request).results[0].successful
+
+    def change_state(self, transition: int) -> bool:
+        """Trigger a lifecycle transition (lifecycle_msgs/Transition.TRANSITION_*) on the node."""
+        return self._call(self.lifecycle, ChangeState.Request(transition=Transition(id=transition))).success
 
     def close(self):
         self.executor.shutdown()

@@ -11,6 +11,9 @@ from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
+from lifecycle_msgs.msg import Transition
+from sensor_msgs.msg import CompressedImage
+
 from dares_ros.conversions import read_point_cloud
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
 from test_infer import TINY
@@ -161,6 +164,36 @@ def test_stereo_mode_recovers_metric_depth(assets):
         h.publish(rgb_image(frames[0]["l"]), left_info, rgb_image(small), right_info)
         assert h.wait_for(lambda: "publish a rectified pair of one size" in log.read_text(), timeout=10)
         assert proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
+
+
+def test_lifecycle_mode_with_compressed_input(assets):
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_lc"
+    log = root / "lifecycle.log"
+    proc = start_node(ns, "device:=cpu", "input_height:=56", "input_width:=70", "lifecycle:=true",
+                      "input_transport:=compressed", log=log)
+    h = Harness(ns)
+    try:
+        info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+
+        def jpeg():
+            msg = CompressedImage(format="jpeg")
+            msg.data = cv2.imencode(".jpg", frames[0]["l"][..., ::-1])[1].tobytes()
+            return msg
+
+        assert not h.change_state(Transition.TRANSITION_CONFIGURE)  # no weights yet: configure fails
+        assert "no weights set" in log.read_text()
+        assert h.set_parameter("weights", str(weights))
+        assert h.change_state(Transition.TRANSITION_CONFIGURE)
+        assert not h.wait_for(lambda: h.received["depth"], publish=lambda: h.publish(jpeg(), info), timeout=3)  # inactive
+        assert h.change_state(Transition.TRANSITION_ACTIVATE)
+        assert h.wait_for(lambda: h.received["depth"], publish=lambda: h.publish(jpeg(), info), timeout=30)
+        msg = h.received["depth"][-1]
+        assert (msg.encoding, msg.height, msg.width) == ("32FC1", CFG.height, CFG.width)
+        assert h.change_state(Transition.TRANSITION_DEACTIVATE)
     finally:
         h.close()
         stop_node(proc)
