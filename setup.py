@@ -60,5 +60,7 @@ setup(
             "dares = dares_core.cli:main",
             "dares_depth_node = dares_ros.depth_node:main",
         ],
+        # subcommands of `dares` that live in dares_ros, so dares_core never imports ROS
+        "dares.commands": ["ros = dares_ros.commands:add_commands"],
     },
 )

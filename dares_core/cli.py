@@ -37,6 +37,50 @@ def cmd_infer(args: argparse.Namespace) -> None:
     run_infer(args)
 
 
+def cmd_bench_model(args: argparse.Namespace) -> None:
+    from .bench import bench_model, result_name, write_result
+
+    record = bench_model(args.encoder, args.height, args.width, args.batch, args.device, args.precision,
+                         args.rounds, args.calls, args.weights)
+    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir, args.docs)
+    ours, ref = record["paths"]["ours"], record["paths"]["reference"]
+    print(f"ours {ours['median_ms']} ms ({ours['throughput_fps']} fps), reference {ref['median_ms']} ms: "
+          f"{record['speedup']}x, max |disparity diff| {record['max_abs_diff_disparity']:.2e}; wrote {path}")
+
+
+def add_bench_output_options(p) -> None:
+    """--results-dir and --docs, shared by every `dares bench` command."""
+    p.add_argument("--results-dir", type=Path, default=Path("bench/results"), help="where the JSON goes")
+    p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"), help="the table regenerated from all results")
+
+
+def _add_bench(sub) -> argparse._SubParsersAction:
+    bench = sub.add_parser("bench", help="benchmarks that write bench/results/*.json and docs/benchmarks.md",
+                           description="Measure our paths against the reference path and publish the figures.")
+    kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
+    p = kinds.add_parser("model", help="the depth network alone: our deployment path vs the official-style path")
+    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
+    p.add_argument("--weights", type=Path, default=None, help="benchmark this checkpoint instead of random weights")
+    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
+    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
+    p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="our path's precision")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    p.add_argument("--calls", type=int, default=5, help="calls per path per round (default 5)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_model)
+    return kinds
+
+
+def _add_plugins(groups: dict) -> None:
+    """Subcommands of other packages (dares_ros: the node benchmark, bags) via the `dares.commands` entry points."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="dares.commands"):
+        ep.load()(groups)
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
                        description="Render procedural da Vinci-like stereo sequences with ground-truth depth and poses.")
@@ -83,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
     _add_infer(sub)
+    bench = _add_bench(sub)
+    _add_plugins({"root": sub, "bench": bench})
     return parser
 
 

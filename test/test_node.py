@@ -46,7 +46,7 @@ def relative_node(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_rel"
     proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
-                      log=root / "relative.log")
+                      "point_stride:=1", log=root / "relative.log")
     harness = Harness(ns)
     yield harness, frames, root / "relative.log", proc
     harness.close()

@@ -1,0 +1,168 @@
+"""`dares bench node`: achieved output rate and latency of dares_depth_node on full-size stereo input.
+
+The node runs as its console entry point (as `ros2 run` starts it) on a loopback-only graph; this process
+publishes synthetic 1280x1024 stereo frames at a fixed rate on a drift-free schedule and records, for each
+depth image and point cloud, the time from the input stamp to its arrival here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+import torch
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from dares_core.bench import machine, summarize
+from dares_core.data.scared import image_path
+from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.errors import DaresError
+from dares_core.inference import resolve_device
+from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
+from dares_core.model.weights import save_depth_net
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "dares.yaml"
+
+
+def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
+    cfg = SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1)
+    root = generate(cfg, workdir / "scenes")
+    pairs = []
+    for frame in range(1, cfg.frames + 1):
+        msgs = []
+        for side in "lr":
+            bgr = cv2.imread(str(image_path(root, sequence_folder(0), frame, side)))
+            msg = Image(height=height, width=width, encoding="bgr8", step=3 * width)
+            msg.data = bgr.tobytes()
+            msgs.append(msg)
+        pairs.append(tuple(msgs))
+    K = cfg.intrinsics()
+    infos = []
+    for baseline in (0.0, cfg.baseline_mm / 1000):
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.k = K.ravel().tolist()
+        P = np.hstack([K, np.zeros((3, 1))])
+        P[0, 3] = -K[0, 0] * baseline
+        info.p = P.ravel().tolist()
+        infos.append(info)
+    return pairs, infos[0], infos[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        line = next(s for s in open(f"/proc/{pid}/status") if s.startswith("VmHWM"))
+        return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, StopIteration):
+        return float("nan")
+
+
+def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
+               rate: float = 30.0, duration: float = 20.0, warmup: float = 3.0, device: str = "cpu",
+               precision: str = "fp32", input_size=(256, 320), scale_mode: str = "relative") -> dict:
+    """Run the node against a fixed-rate stereo stream; returns the benchmark record."""
+    dev = resolve_device(device)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
+    namespace = f"/dares_bench_{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="dares-bench-node-") as tmp:
+        workdir = Path(tmp)
+        if weights is None:
+            torch.manual_seed(0)
+            weights = workdir / f"random-{encoder}.safetensors"
+            save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
+        pairs, left_info, right_info = _stereo_messages(width, height, workdir)
+        node_cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(CONFIG),
+                    "-r", f"__ns:={namespace}", "-p", f"weights:={weights}", "-p", f"device:={device}",
+                    "-p", f"precision:={precision}", "-p", f"input_height:={input_size[0]}",
+                    "-p", f"input_width:={input_size[1]}", "-p", f"scale_mode:={scale_mode}",
+                    "-p", "publish_colored:=false"]
+        log = open(workdir / "node.log", "w")
+        proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        node = rclpy.create_node("dares_bench_publisher", context=context)
+        arrivals: dict[str, dict[tuple[int, int], float]] = {"depth": {}, "points": {}}
+
+        def record(kind):
+            def store(msg):
+                now = node.get_clock().now().nanoseconds * 1e-9
+                arrivals[kind][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
+            return store
+
+        node.create_subscription(Image, f"{namespace}/depth/image", record("depth"), 10)
+        node.create_subscription(PointCloud2, f"{namespace}/points", record("points"), qos_profile_sensor_data)
+        pubs = {k: node.create_publisher(t, f"{namespace}/{k}", 10) for k, t in (
+            ("left/image_rect", Image), ("right/image_rect", Image), ("left/camera_info", CameraInfo),
+            ("right/camera_info", CameraInfo))}
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+
+        def publish(i: int):
+            stamp = node.get_clock().now().to_msg()
+            left, right = pairs[i % len(pairs)]
+            for msg, topic in ((left_info, "left/camera_info"), (right_info, "right/camera_info"),
+                               (right, "right/image_rect"), (left, "left/image_rect")):
+                msg.header.stamp, msg.header.frame_id = stamp, "bench_left_optical"
+                pubs[topic].publish(msg)
+            return stamp.sec, stamp.nanosec
+
+        try:
+            deadline = time.monotonic() + 180
+            i = 0
+            while not arrivals["depth"]:  # the node loads its model
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise DaresError(f"the node produced no depth; its log: {(workdir / 'node.log').read_text()[-500:]}")
+                publish(i)
+                i += 1
+                time.sleep(0.5)
+            sent: dict[tuple[int, int], float] = {}
+            start = time.monotonic()
+            total = int((warmup + duration) * rate)
+            for k in range(total):
+                target = start + k / rate  # drift-free schedule
+                time.sleep(max(0.0, target - time.monotonic()))
+                stamp = publish(k)
+                if k >= warmup * rate:
+                    sent[stamp] = stamp[0] + stamp[1] * 1e-9
+            time.sleep(1.0)  # let the last outputs arrive
+            peak = _peak_rss_mb(proc.pid)
+        finally:
+            executor.shutdown()
+            spinner.join(timeout=5)
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+            proc.send_signal(2)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+    paths = {}
+    for kind in ("depth", "points"):
+        latencies = [arrivals[kind][s] - t for s, t in sent.items() if s in arrivals[kind]]
+        stats = summarize(latencies, 1) if latencies else {}
+        achieved = round(len(latencies) / duration, 2)
+        stats.update(throughput_fps=achieved, achieved_rate_hz=achieved, received=len(latencies), published=len(sent),
+                     dropped=len(sent) - len(latencies))
+        paths[f"node {kind}"] = stats
+    paths["node depth"]["peak_memory_mb"] = peak
+    return {
+        "benchmark": "node", "machine": machine(dev),
+        "settings": {"input": f"{width}x{height} stereo", "rate_hz": rate, "duration_s": duration,
+                     "network": f"{input_size[0]}x{input_size[1]}", "precision": precision, "scale_mode": scale_mode,
+                     "encoder": encoder},
+        "paths": paths,
+        "note": "latency: input stamp to arrival at a subscriber in another process (transport included)",
+    }
