@@ -58,6 +58,25 @@ def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple
     return pairs, infos[0], infos[1]
 
 
+def node_command(namespace: str, params: dict) -> list[str]:
+    """dares_depth_node as `ros2 run dares_ros dares_depth_node` starts it, with the shipped params file."""
+    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(CONFIG),
+           "-r", f"__ns:={namespace}"]
+    for name, value in params.items():
+        cmd += ["-p", f"{name}:={value}"]
+    return cmd
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    """Ctrl-C, then kill if it has not exited within 10 s."""
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _peak_rss_mb(pid: int) -> float:
     try:
         line = next(s for s in open(f"/proc/{pid}/status") if s.startswith("VmHWM"))
@@ -80,13 +99,10 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             weights = workdir / f"random-{encoder}.safetensors"
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
         pairs, left_info, right_info = _stereo_messages(width, height, workdir)
-        node_cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(CONFIG),
-                    "-r", f"__ns:={namespace}", "-p", f"weights:={weights}", "-p", f"device:={device}",
-                    "-p", f"precision:={precision}", "-p", f"input_height:={input_size[0]}",
-                    "-p", f"input_width:={input_size[1]}", "-p", f"scale_mode:={scale_mode}",
-                    "-p", "publish_colored:=false"]
+        params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
+                  "input_width": input_size[1], "scale_mode": scale_mode, "publish_colored": "false"}
         log = open(workdir / "node.log", "w")
-        proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(node_command(namespace, params), stdout=log, stderr=subprocess.STDOUT)
         context = rclpy.Context()
         rclpy.init(context=context)
         node = rclpy.create_node("dares_bench_publisher", context=context)
@@ -142,11 +158,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             spinner.join(timeout=5)
             node.destroy_node()
             rclpy.shutdown(context=context)
-            proc.send_signal(2)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_node(proc)
             log.close()
 
     paths = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,26 +19,15 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-ROOT = Path(__file__).resolve().parents[1]
-NODE = Path(sys.executable).parent / "dares_depth_node"
+from dares_ros.bench_node import node_command, stop_node  # noqa: F401  (re-exported for the tests)
+
 
 
 def start_node(namespace: str, *params: str, log: Path) -> subprocess.Popen:
-    """The console entry point with the shipped params file, as `ros2 run dares_ros dares_depth_node` runs it."""
-    cmd = [str(NODE), "--ros-args", "--params-file", str(ROOT / "config" / "dares.yaml"), "-r", f"__ns:={namespace}"]
-    for p in params:
-        cmd += ["-p", p]
+    """The console entry point with the shipped params file; params as "name:=value"."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    cmd = node_command(namespace, dict(p.split(":=", 1) for p in params))
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-
-
-def stop_node(proc: subprocess.Popen) -> None:
-    proc.send_signal(2)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def rgb_image(rgb: np.ndarray, encoding: str = "rgb8") -> Image:
