@@ -48,6 +48,77 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
           f"{record['speedup']}x, max |disparity diff| {record['max_abs_diff_disparity']:.2e}; wrote {path}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .evaluate import evaluate_depth, evaluate_pose, load_npz_data, predict_split_disparities, write_depth_report
+
+    if args.pred_poses or args.gt_poses:
+        if not (args.pred_poses and args.gt_poses):
+            raise DaresError("pose evaluation needs both --pred-poses and --gt-poses")
+        result = evaluate_pose(load_npz_data(args.pred_poses, "predicted poses"), load_npz_data(args.gt_poses, "ground-truth poses"))
+        print(f"ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std {result['re_std']:.4f})")
+        return
+    if args.out.exists() and any(args.out.iterdir()) and not args.force:
+        raise DaresError(f"{args.out} already has files: choose another --out or pass --force")
+    if args.pred_disps is not None:
+        if not args.pred_disps.is_file():
+            raise DaresError(f"predicted disparities {args.pred_disps} not found")
+        if args.gt_depths is None:
+            raise DaresError("--pred-disps needs --gt-depths (the gt_depths.npz of the same split)")
+        disps = np.load(args.pred_disps, allow_pickle=False)
+        gt = load_npz_data(args.gt_depths, "ground-truth depths")
+        source = {"pred_disps": str(args.pred_disps)}
+    else:
+        if args.weights is None or args.data is None:
+            raise DaresError("evaluate either --pred-disps with --gt-depths, or --weights with --data")
+        from .inference import DepthPredictor
+        from .model.weights import load_depth_net
+
+        split_dir = args.split_dir or _default_split_dir(args.data)
+        predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights),
+                                   (args.height, args.width), args.device, args.precision)
+        gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths")
+        with _progress(len(gt), "predict") as bar:
+            disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)
+        source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir)}
+    evaluation = evaluate_depth(disps, gt, median_scaling=not args.no_median_scaling)
+    print(evaluation.table())
+    write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling})
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
+
+
+def _default_split_dir(data: Path) -> Path:
+    """DATA/splits/endovis, or the only split folder under DATA/splits (e.g. `synthetic` from dares synth)."""
+    splits = data / "splits"
+    found = sorted(p for p in splits.iterdir() if p.is_dir()) if splits.is_dir() else []
+    if (splits / "endovis").is_dir() or len(found) != 1:
+        return splits / "endovis"
+    return found[0]
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="SCARED depth metrics (official protocol) or pose ATE",
+                       description="Evaluate official-format disparity arrays, a model on a data folder, or poses.")
+    p.add_argument("--pred-disps", type=Path, default=None, help="(N,H,W) disparities (official --save_pred_disps .npy)")
+    p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
+    p.add_argument("--weights", type=Path, default=None, help="evaluate this checkpoint on --data instead")
+    p.add_argument("--base-weights", type=Path, default=None, help="DAv2 weights under an adapter-only checkpoint")
+    p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM")
+    p.add_argument("--split-dir", type=Path, default=None,
+                   help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis)")
+    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
+    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
+    p.add_argument("--no-median-scaling", action="store_true", help="predictions are metric: no per-frame median scaling")
+    p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")
+    p.add_argument("--gt-poses", type=Path, default=None, help="ground-truth relative poses (gt_poses_sq*.npz)")
+    p.add_argument("--out", type=Path, default=Path("dares_eval"), help="folder for metrics.json and per_frame.csv")
+    p.add_argument("--force", action="store_true", help="replace files in an existing --out")
+    p.set_defaults(func=cmd_eval)
+
+
 def add_bench_output_options(p) -> None:
     """--results-dir and --docs, shared by every `dares bench` command."""
     p.add_argument("--results-dir", type=Path, default=Path("bench/results"), help="where the JSON goes")
@@ -127,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
     _add_infer(sub)
+    _add_eval(sub)
     bench = _add_bench(sub)
     _add_plugins({"root": sub, "bench": bench})
     return parser

@@ -1,5 +1,7 @@
 """`dares infer` on images, folders and videos: every output file, the official --save-disp array, errors."""
 
+import json
+
 import cv2
 import numpy as np
 import open3d as o3d
@@ -89,3 +91,17 @@ def test_infer_errors_are_one_line(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_eval_of_model_on_data_equals_eval_of_saved_disparities(setup, tmp_path):
+    weights, seq = setup
+    root = seq.parent.parent
+    split = root / "splits" / "synthetic"
+    disps = tmp_path / "disps.npy"
+    assert main(["infer", "--weights", str(weights), "--input", str(seq / "image_02" / "data"), "--out",
+                 str(tmp_path / "depth"), "--save-disp", str(disps)]) == 0
+    assert main(["eval", "--pred-disps", str(disps), "--gt-depths", str(split / "gt_depths.npz"),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["eval", "--weights", str(weights), "--data", str(root), "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text())["metrics"] for n in "ab")
+    assert a == pytest.approx(b, rel=1e-6)

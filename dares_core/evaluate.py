@@ -1,0 +1,180 @@
+"""The SCARED evaluation protocol of DARES/AF-SfMLearner: depth metrics and pose ATE.
+
+Depth (official evaluate_depth.py): each disparity is resized with cv2.resize to its ground truth, depth =
+1/disparity, pixels with 1e-3 < gt < 150 are kept, depth is median-scaled per frame (unless metric),
+clamped to [1e-3, 150], and AbsRel, SqRel, RMSE, RMSElog, d<1.25, d<1.25^2, d<1.25^3 are averaged over
+frames. Pose (official evaluate_pose.py): 5-frame snippets chained from relative poses, aligned at the
+first frame and in scale, ATE = RMSE of positions / snippet length; RE = mean rotation angle error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import DaresError
+from .files import atomic_file
+
+MIN_DEPTH, MAX_DEPTH = 1e-3, 150.0
+METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+
+
+def depth_errors(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The seven metrics over matching 1-D arrays of valid ground truth and predicted depth."""
+    thresh = np.maximum(gt / pred, pred / gt)
+    return np.array([
+        np.mean(np.abs(gt - pred) / gt),
+        np.mean((gt - pred) ** 2 / gt),
+        np.sqrt(np.mean((gt - pred) ** 2)),
+        np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2)),
+        (thresh < 1.25).mean(), (thresh < 1.25**2).mean(), (thresh < 1.25**3).mean(),
+    ])
+
+
+@dataclass
+class DepthEvaluation:
+    """mean: metric -> value; per_frame: (N,7); ratios: per-frame median scales (empty if metric)."""
+
+    mean: dict
+    per_frame: np.ndarray
+    ratios: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def ratio_summary(self) -> dict:
+        if not self.ratios.size:
+            return {}
+        med = float(np.median(self.ratios))
+        return {"median": med, "std_over_median": float(np.std(self.ratios / med))}
+
+    def table(self) -> str:
+        head = " | ".join(f"{m:>8}" for m in METRICS)
+        row = " | ".join(f"{self.mean[m]:8.3f}" for m in METRICS)
+        text = f"{head}\n{row}"
+        if self.ratios.size:
+            r = self.ratio_summary()
+            text = f"median-scale ratios: med {r['median']:.3f}, std/med {r['std_over_median']:.3f}\n{text}"
+        return text
+
+
+def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = True,
+                   pred_scale: float = 1.0) -> DepthEvaluation:
+    """pred_disps: (N,h,w) disparities (official --save_pred_disps arrays); gt_depths: N arrays (H,W), mm."""
+    if len(pred_disps) != len(gt_depths):
+        raise DaresError(f"{len(pred_disps)} predicted disparities but {len(gt_depths)} ground-truth depths: "
+                         "predict exactly the frames of the split's test_files.txt, in order")
+    rows, ratios = [], []
+    for i, (disp, gt) in enumerate(zip(pred_disps, gt_depths)):
+        if not np.isfinite(disp).all() or (disp <= 0).any():
+            raise DaresError(f"predicted disparity of frame {i} has NaN, inf or non-positive values: check the model output")
+        height, width = gt.shape[:2]
+        pred = 1.0 / cv2.resize(np.asarray(disp, np.float32), (width, height))
+        mask = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
+        if not mask.any():
+            raise DaresError(f"ground truth of frame {i} has no pixel in ({MIN_DEPTH}, {MAX_DEPTH}) mm")
+        gt_valid, pred_valid = gt[mask], pred[mask] * pred_scale
+        if median_scaling:
+            ratio = np.median(gt_valid) / np.median(pred_valid)
+            ratios.append(ratio)
+            pred_valid = pred_valid * ratio
+        rows.append(depth_errors(gt_valid, np.clip(pred_valid, MIN_DEPTH, MAX_DEPTH)))
+    per_frame = np.array(rows)
+    return DepthEvaluation(dict(zip(METRICS, per_frame.mean(0).tolist())), per_frame, np.array(ratios))
+
+
+def chain_positions(relative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera positions (n+1,3) and rotations (n+1,3,3) from n relative 4x4 poses, starting at identity."""
+    pose = np.eye(4)
+    xyz, rot = [pose[:3, 3].copy()], [pose[:3, :3].copy()]
+    for T in relative:
+        pose = pose @ T
+        xyz.append(pose[:3, 3].copy())
+        rot.append(pose[:3, :3].copy())
+    return np.array(xyz), np.array(rot)
+
+
+def snippet_ate(gt_xyz: np.ndarray, pred_xyz: np.ndarray) -> float:
+    """RMSE of positions after aligning the first position and the scale, divided by the snippet length."""
+    pred = pred_xyz + (gt_xyz[0] - pred_xyz[0])
+    scale = np.sum(gt_xyz * pred) / np.sum(pred**2)
+    return float(np.sqrt(np.sum((pred * scale - gt_xyz) ** 2)) / gt_xyz.shape[0])
+
+
+def snippet_rotation_error(gt_rot: np.ndarray, pred_rot: np.ndarray) -> float:
+    """Mean rotation angle (rad) of gt @ inv(pred) over the snippet."""
+    total = 0.0
+    for g, p in zip(gt_rot, pred_rot):
+        R = g @ np.linalg.inv(p)
+        s = np.linalg.norm([R[0, 1] - R[1, 0], R[1, 2] - R[2, 1], R[0, 2] - R[2, 0]])
+        total += np.arctan2(s, np.trace(R) - 1)
+    return float(total / len(gt_rot))
+
+
+def evaluate_pose(pred_relative: np.ndarray, gt_relative: np.ndarray, track_length: int = 5) -> dict:
+    """ATE and RE (mean, std) over every snippet of `track_length` frames, as official evaluate_pose."""
+    if len(pred_relative) != len(gt_relative):
+        raise DaresError(f"{len(pred_relative)} predicted poses but {len(gt_relative)} ground-truth poses: "
+                         "predict one relative pose per consecutive frame pair of the trajectory")
+    ates, res = [], []
+    for i in range(len(gt_relative) - 1):
+        gt_xyz, gt_rot = chain_positions(gt_relative[i:i + track_length - 1])
+        pred_xyz, pred_rot = chain_positions(pred_relative[i:i + track_length - 1])
+        ates.append(snippet_ate(gt_xyz, pred_xyz))
+        res.append(snippet_rotation_error(gt_rot, pred_rot))
+    return {"ate_mean": float(np.mean(ates)), "ate_std": float(np.std(ates)),
+            "re_mean": float(np.mean(res)), "re_std": float(np.std(res)), "snippets": len(ates)}
+
+
+def predict_split_disparities(predictor, root: Path, split_file: Path, batch: int = 8, progress=None) -> np.ndarray:
+    """(N,h,w) scaled disparities of a split's left frames at network resolution, as --save_pred_disps."""
+    import torch
+
+    from .data.scared import image_path, read_split
+    from .infer_files import read_rgb
+
+    entries = read_split(split_file)
+    out = []
+    for start in range(0, len(entries), batch):
+        chunk = entries[start:start + batch]
+        paths = [image_path(root, e.folder, e.frame, e.side) for e in chunk]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DaresError(f"{missing[0]} not found for {split_file}: is --data the folder holding datasetN/keyframeM?")
+        images = torch.from_numpy(np.stack([read_rgb(p) for p in paths]))
+        out.append(predictor.predict(images).disparity.float().cpu().numpy())
+        if progress is not None:
+            progress(len(chunk))
+    return np.concatenate(out)
+
+
+def load_npz_data(path: Path, what: str) -> np.ndarray:
+    """The `data` array of an official .npz (gt_depths.npz, gt_poses_sq*.npz)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DaresError(f"{what} {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["data"]
+    except (KeyError, ValueError, OSError) as e:
+        raise DaresError(f"{path}: not an .npz with a 'data' array ({e}); export it with `dares prepare-scared`") from None
+
+
+def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict) -> None:
+    """metrics.json (means, ratio summary, settings) and per_frame.csv in `out`, atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"metrics": evaluation.mean, "median_scale_ratio": evaluation.ratio_summary(),
+              "frames": int(len(evaluation.per_frame)), "settings": settings}
+    with atomic_file(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["frame", *METRICS, "median_scale_ratio"])
+    for i, row in enumerate(evaluation.per_frame):
+        ratio = evaluation.ratios[i] if evaluation.ratios.size else ""
+        writer.writerow([i, *(f"{v:.6f}" for v in row), ratio if ratio == "" else f"{ratio:.6f}"])
+    with atomic_file(out / "per_frame.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
