@@ -152,6 +152,27 @@ def _add_plugins(groups: dict) -> None:
         ep.load()(groups)
 
 
+def cmd_prepare_scared(args: argparse.Namespace) -> None:
+    from .data.prepare import SPLITS, prepare_scared, raw_keyframes
+
+    total = len(raw_keyframes(args.src))
+    with _progress(total, "keyframes") as bar:
+        report = prepare_scared(args.src, args.dst, args.splits or SPLITS, progress=bar.update)
+    print(f"converted {len(report.converted)}, already done {len(report.already_done)}, skipped {len(report.skipped)}")
+    for line in report.skipped:
+        print(f"  skipped {line}")
+    print(report.gt_export)
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare-scared", help="convert the SCARED download into the layout DARES reads",
+                       description="Extract frames (left/right), ground truth, poses and calibration; resumable.")
+    p.add_argument("--src", type=Path, required=True, help="the SCARED download (holding dataset_N/keyframe_M)")
+    p.add_argument("--dst", type=Path, required=True, help="output data root (datasetN/keyframeM/image_02/...)")
+    p.add_argument("--splits", type=Path, default=None, help="split lists to use (default: the shipped endovis lists)")
+    p.set_defaults(func=cmd_prepare_scared)
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
                        description="Render procedural da Vinci-like stereo sequences with ground-truth depth and poses.")
@@ -197,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dares {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
+    _add_prepare(sub)
     _add_infer(sub)
     _add_eval(sub)
     bench = _add_bench(sub)

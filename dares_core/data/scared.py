@@ -68,15 +68,15 @@ def write_scene_points(path: Path, xyz_mm: np.ndarray) -> None:
     write_image(path, zyx, params)
 
 
-def read_gt_depth(path: Path) -> np.ndarray:
-    """Ground-truth depth (H,W) float32 mm from a scene_points tiff: Z channel, left-eye rows, as official."""
+def read_gt_depth(path: Path, rows: int = GT_MAX_ROWS) -> np.ndarray:
+    """Ground-truth depth (H,W) float32 mm from a scene_points tiff: Z channel, the left eye's `rows`, as official."""
     xyz = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if xyz is None or xyz.ndim != 3:
         raise DaresError(f"{path}: not a 3-channel scene_points tiff; re-run `dares prepare-scared` or `dares synth`")
-    return xyz[:GT_MAX_ROWS, :, 0].astype(np.float32)
+    return xyz[:rows, :, 0].astype(np.float32)
 
 
-def export_gt_depths(root: Path, split_file: Path, out: Path) -> int:
+def export_gt_depths(root: Path, split_file: Path, out: Path, rows: int = GT_MAX_ROWS) -> int:
     """Write the split's ground truth to `out` (npz, key 'data', (N,H,W) float32 mm) as official export_gt_depth.
 
     Returns the number of frames written.
@@ -87,6 +87,6 @@ def export_gt_depths(root: Path, split_file: Path, out: Path) -> int:
         p = gt_path(root, e.folder, e.frame, "l")
         if not p.is_file():
             raise DaresError(f"ground truth {p} not found for split line '{e.folder} {e.frame}': check --data root")
-        depths.append(read_gt_depth(p))
+        depths.append(read_gt_depth(p, rows))
     write_npz(out, compressed=True, data=np.stack(depths))
     return len(depths)
