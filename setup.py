@@ -15,6 +15,8 @@ CORE = [
     "peft==0.21.2",
     "safetensors==0.8.0",
     "kornia==0.9.0",
+    "torchmetrics==1.9.0",
+    "tensorboard==2.21.0",
     "opencv-python-headless==5.0.0.93",
     "open3d==0.20.0",
     "rosbags==0.11.9",

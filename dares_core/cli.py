@@ -51,6 +51,7 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from .data.scared import default_split_dir
     from .evaluate import evaluate_depth, evaluate_pose, load_npz_data, predict_split_disparities, write_depth_report
 
     if args.pred_poses or args.gt_poses:
@@ -75,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from .inference import DepthPredictor
         from .model.weights import load_depth_net
 
-        split_dir = args.split_dir or _default_split_dir(args.data)
+        split_dir = args.split_dir or default_split_dir(args.data)
         predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights),
                                    (args.height, args.width), args.device, args.precision)
         gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths")
@@ -86,15 +87,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(evaluation.table())
     write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling})
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
-
-
-def _default_split_dir(data: Path) -> Path:
-    """DATA/splits/endovis, or the only split folder under DATA/splits (e.g. `synthetic` from dares synth)."""
-    splits = data / "splits"
-    found = sorted(p for p in splits.iterdir() if p.is_dir()) if splits.is_dir() else []
-    if (splits / "endovis").is_dir() or len(found) != 1:
-        return splits / "endovis"
-    return found[0]
 
 
 def _add_eval(sub) -> None:
@@ -173,6 +165,58 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare_scared)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    import shutil
+
+    import yaml
+
+    from .train import TrainConfig, run_training
+
+    overrides = {"data": str(args.data) if args.data else None, "out": str(args.out) if args.out else None,
+                 "num_epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
+                 "precision": args.precision, "weights": str(args.weights) if args.weights else None,
+                 "af_weights": str(args.af_weights) if args.af_weights else None,
+                 "train_backbone": True if args.train_backbone else None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DaresError(f"--set takes key=value, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if args.resume is not None and (args.resume / "config.yaml").is_file():
+        base = yaml.safe_load((args.resume / "config.yaml").read_text())
+        cfg = TrainConfig.from_sources(None, {**base, **{k: v for k, v in overrides.items() if v is not None}})
+    else:
+        cfg = TrainConfig.from_sources(args.config, overrides)
+    out = Path(cfg.out)
+    if args.resume is None and out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or --force to start over")
+        shutil.rmtree(out)
+    summary = run_training(cfg, args.resume)
+    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val AbsRel {summary['best_abs_rel']:.4f}; "
+          f"depth model: {out / 'depth_model.safetensors'}")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="self-supervised DARES training (config file + overrides)",
+                       description="Train DARES on a SCARED-layout folder. Defaults are the official options; "
+                                   "see dares_core/train.py TrainConfig for every key usable in --config or --set.")
+    p.add_argument("--config", type=Path, default=None, help="YAML of TrainConfig keys")
+    p.add_argument("--data", type=Path, default=None, help="data root (datasetN/keyframeM/...)")
+    p.add_argument("--out", type=Path, default=None, help="run folder: config.yaml, checkpoints/, tb/, depth_model.safetensors")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (official 20)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (official 12)")
+    p.add_argument("--weights", type=Path, default=None, help="initial depth weights (DAv2 folder/.pth or DARES)")
+    p.add_argument("--af-weights", type=Path, default=None, help="folder of AF-SfMLearner pose/position/transform .pth")
+    p.add_argument("--train-backbone", action="store_true", help="train the whole network (from-scratch runs)")
+    p.add_argument("--device", default=None, help="cuda (default) or cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="mixed precision")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig key, YAML value")
+    p.add_argument("--resume", type=Path, default=None, help="continue a run folder (or a checkpoint .pt) exactly")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=cmd_train)
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
                        description="Render procedural da Vinci-like stereo sequences with ground-truth depth and poses.")
@@ -221,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_infer(sub)
     _add_eval(sub)
+    _add_train(sub)
     bench = _add_bench(sub)
     _add_plugins({"root": sub, "bench": bench})
     return parser

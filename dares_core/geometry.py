@@ -83,3 +83,56 @@ def warp_to_target(
     inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
     inside = inside & (points[:, 2] > 0)
     return sample_at_pixels(source, uv), inside.unsqueeze(1).to(source.dtype)
+
+
+def pose_from_axisangle(axisangle: torch.Tensor, translation: torch.Tensor, invert: bool = False) -> torch.Tensor:
+    """(B,3) axis-angle and (B,3) translation -> (B,4,4) transform, as monodepth2's transformation_from_parameters.
+
+    Not inverted: T = [R | t] applied as rotate then translate; inverted: the inverse transform.
+    """
+    from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
+    R = axis_angle_to_rotation_matrix(axisangle)
+    t = translation
+    if invert:
+        R, t = R.transpose(1, 2), -(R.transpose(1, 2) @ t.unsqueeze(-1)).squeeze(-1)
+    T = torch.eye(4, dtype=R.dtype, device=R.device).repeat(R.shape[0], 1, 1)
+    T[:, :3, :3] = R
+    T[:, :3, 3] = t
+    return T
+
+
+def _flow_grid(flow: torch.Tensor) -> torch.Tensor:
+    """Absolute (row, col) sample positions (B,2,H,W) for a flow (B,2,H,W) in pixels, channel 0 along rows."""
+    _, _, h, w = flow.shape
+    rows, cols = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
+                                torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
+    return torch.stack([rows, cols])[None] + flow
+
+
+def warp_by_flow(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample image (B,C,H,W) at pixel + flow (B,2,H,W; rows, cols), border padding, as AF-SfMLearner.
+
+    align_corners=True matches the pixel normalisation (the PyTorch default when AF-SfMLearner was written),
+    so zero flow is the identity."""
+    locs = _flow_grid(flow)
+    _, _, h, w = flow.shape
+    grid = torch.stack([2 * (locs[:, 1] / (w - 1) - 0.5), 2 * (locs[:, 0] / (h - 1) - 0.5)], dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def occlusion_mask(flow_reverse: torch.Tensor, threshold: float = 0.95) -> torch.Tensor:
+    """(B,1,H,W) 1 where a target pixel is reached by the reverse flow (forward splatting of bilinear weights
+    exceeds `threshold`), 0 where occluded. Written by hand: no library splats flow this way."""
+    locs = _flow_grid(flow_reverse)
+    b, _, h, w = flow_reverse.shape
+    x, y = locs[:, 1].reshape(b, -1), locs[:, 0].reshape(b, -1)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    coverage = torch.zeros(b, h * w, dtype=flow_reverse.dtype, device=flow_reverse.device)
+    for xi in (x0, x0 + 1):
+        for yi in (y0, y0 + 1):
+            inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+            weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs()) * inside
+            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()
+            coverage.scatter_add_(1, index, weight)
+    return (coverage.view(b, 1, h, w) > threshold).to(flow_reverse.dtype)

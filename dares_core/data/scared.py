@@ -55,6 +55,15 @@ def read_split(path: Path) -> list[SplitEntry]:
     return entries
 
 
+def default_split_dir(data: Path) -> Path:
+    """DATA/splits/endovis, or the only split folder under DATA/splits (e.g. `synthetic` from dares synth)."""
+    splits = data / "splits"
+    found = sorted(p for p in splits.iterdir() if p.is_dir()) if splits.is_dir() else []
+    if (splits / "endovis").is_dir() or len(found) != 1:
+        return splits / "endovis"
+    return found[0]
+
+
 def write_split(path: Path, entries: list[SplitEntry]) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text("".join(f"{e.folder} {e.frame} {e.side}\n" for e in entries))
@@ -90,3 +99,123 @@ def export_gt_depths(root: Path, split_file: Path, out: Path, rows: int = GT_MAX
         depths.append(read_gt_depth(p, rows))
     write_npz(out, compressed=True, data=np.stack(depths))
     return len(depths)
+
+
+# The official SCARED loader's intrinsics, normalised by image width (row 0) and height (row 1).
+OFFICIAL_K = np.array([[0.82, 0, 0.5, 0], [0, 1.02, 0.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32)
+JITTER = {"brightness": (0.8, 1.2), "contrast": (0.8, 1.2), "saturation": (0.8, 1.2), "hue": (-0.1, 0.1)}
+
+
+def color_jitter(images: list, rng) -> list:
+    """torchvision ColorJitter semantics (random order, factors from JITTER), the same draw for every image.
+
+    images: tensors (3,H,W) in [0,1]. Written here because torchvision is not a dependency.
+    """
+    import torch
+    from kornia.enhance import adjust_hue
+
+    factors = {k: rng.uniform(*v) for k, v in JITTER.items()}
+    order = list(rng.permutation(len(JITTER)))
+
+    def gray(x):
+        return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
+
+    def apply(x):
+        for i in order:
+            name = list(JITTER)[i]
+            f = factors[name]
+            if name == "brightness":
+                x = x * f
+            elif name == "contrast":
+                x = (x - gray(x).mean()) * f + gray(x).mean()
+            elif name == "saturation":
+                x = (x - gray(x)) * f + gray(x)
+            else:
+                x = adjust_hue(x.unsqueeze(0), f * 2 * np.pi).squeeze(0)
+            x = x.clamp(0, 1)
+        return x
+
+    with torch.no_grad():
+        return [apply(x) for x in images]
+
+
+class ScaredSequenceDataset:
+    """Training/validation items of a split in the SCARED layout, as the official MonoDataset builds them.
+
+    Item keys: ("color", f, s) and ("color_aug", f, s) (3,H/2^s,W/2^s) in [0,1] for f in frame_ids (ints and
+    "s" for the other eye) and scales s; ("K", s), ("inv_K", s) (4,4); "stereo_T" (4,4) when "s" is used.
+    stereo_baseline: model units (nominal mm for DARES); None reads calibration.yaml or falls back to 0.1.
+    """
+
+    def __init__(self, root: Path, entries: list[SplitEntry], height: int, width: int, frame_ids=(0, -1, 1),
+                 num_scales: int = 4, train: bool = False, stereo_baseline: float | None = None, seed: int = 0):
+        self.root, self.entries = Path(root), list(entries)
+        self.height, self.width = height, width
+        self.frame_ids, self.num_scales, self.train = list(frame_ids), num_scales, train
+        self.stereo_baseline = stereo_baseline
+        self.seed, self.epoch = seed, 0
+        if not self.entries:
+            raise DaresError(f"no frames in the split for {root}: check the split file")
+        first = self.entries[0]
+        for f in self.frame_ids:
+            path = image_path(root, first.folder, first.frame + (0 if f == "s" else f), _side(first.side, f))
+            if not path.is_file():
+                raise DaresError(f"{path} not found: the data folder is not laid out as "
+                                 "datasetN/keyframeM/image_02/data/%010d.png (run `dares prepare-scared` or `dares synth`)")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation draws depend on (seed, epoch, index): a resumed run sees the same data."""
+        self.epoch = epoch
+
+    def _baseline(self, folder: str) -> float:
+        if self.stereo_baseline is not None:
+            return self.stereo_baseline
+        calib = self.root / folder / "calibration.yaml"
+        if calib.is_file():
+            import yaml
+
+            return float(yaml.safe_load(calib.read_text()).get("baseline_mm", 0.1))
+        return 0.1
+
+    def _load(self, path: Path, flip: bool) -> np.ndarray:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DaresError(f"{path}: missing or unreadable frame; check the data folder")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return np.ascontiguousarray(rgb[:, ::-1]) if flip else rgb
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        entry = self.entries[index]
+        do_aug = self.train and rng.random() > 0.5
+        do_flip = self.train and rng.random() > 0.5
+        item, raw = {}, {}
+        for f in self.frame_ids:
+            frame = entry.frame + (0 if f == "s" else f)
+            image = self._load(image_path(self.root, entry.folder, frame, _side(entry.side, f)), do_flip)
+            for s in range(self.num_scales):
+                image = cv2.resize(image, (self.width // 2**s, self.height // 2**s), interpolation=cv2.INTER_LANCZOS4)
+                raw[(f, s)] = torch.from_numpy(image).permute(2, 0, 1).float().div(255).clamp(0, 1)
+        keys = list(raw)
+        augmented = color_jitter([raw[k] for k in keys], rng) if do_aug else [raw[k] for k in keys]
+        for (f, s), plain, aug in zip(keys, [raw[k] for k in keys], augmented):
+            item[("color", f, s)], item[("color_aug", f, s)] = plain, aug
+        for s in range(self.num_scales):
+            K = OFFICIAL_K.copy()
+            K[0] *= self.width // 2**s
+            K[1] *= self.height // 2**s
+            item[("K", s)], item[("inv_K", s)] = torch.from_numpy(K), torch.from_numpy(np.linalg.pinv(K))
+        if "s" in self.frame_ids:
+            T = np.eye(4, dtype=np.float32)
+            T[0, 3] = (-1 if entry.side == "l" else 1) * (-1 if do_flip else 1) * self._baseline(entry.folder)
+            item["stereo_T"] = torch.from_numpy(T)
+        return item
+
+
+def _side(side: str, frame_id) -> str:
+    return {"l": "r", "r": "l"}[side] if frame_id == "s" else side

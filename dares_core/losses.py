@@ -1,0 +1,62 @@
+"""Self-supervised losses of DARES / AF-SfMLearner.
+
+reprojection = 0.9 * (1 - MS-SSIM) + 0.1 * L1 (MS-SSIM from torchmetrics over the batch, as the official
+trainer computes it; L1 per pixel), or Monodepth2's 0.85 * (1 - SSIM 3x3)/2 + 0.15 * L1 per pixel.
+Smoothness terms are edge-aware: gradients are down-weighted where the image (or residual) changes.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia.metrics import ssim as kornia_ssim
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+
+def ms_ssim_betas(height: int, width: int, kernel: int = 11) -> tuple[float, ...]:
+    """torchmetrics' five MS-SSIM weights, truncated (and renormalised) to the scales an image this small allows."""
+    betas = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+    scales = 1
+    while scales < 5 and min(height, width) // 2**scales > (kernel - 1):
+        scales += 1
+    kept = betas[:scales]
+    return tuple(b / sum(kept) for b in kept)
+
+
+def reprojection_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ms_ssim") -> torch.Tensor:
+    """Photometric error (B,1,H,W) between images in [0,1]; kind: ms_ssim (DARES) or ssim (Monodepth2)."""
+    l1 = (target - pred).abs().mean(1, keepdim=True)
+    if kind == "l1":
+        return l1
+    if kind == "ssim":
+        dssim = ((1 - kornia_ssim(pred, target, window_size=3, padding="valid")) / 2).mean(1, keepdim=True)
+        dssim = torch.nn.functional.pad(dssim, (1, 1, 1, 1), mode="replicate")
+        return 0.85 * dssim + 0.15 * l1
+    ms = multiscale_structural_similarity_index_measure(
+        pred.float(), target.float(), data_range=1.0, betas=ms_ssim_betas(*pred.shape[-2:]))
+    return 0.9 * (1 - ms) + 0.1 * l1
+
+
+def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Edge-aware first-order smoothness of disp (B,1,H,W) guided by image (B,3,H,W)."""
+    dx = (disp[..., :, :-1] - disp[..., :, 1:]).abs()
+    dy = (disp[..., :-1, :] - disp[..., 1:, :]).abs()
+    ix = (image[..., :, :-1] - image[..., :, 1:]).abs().mean(1, keepdim=True)
+    iy = (image[..., :-1, :] - image[..., 1:, :]).abs().mean(1, keepdim=True)
+    return (dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean()
+
+
+def brightness_smoothness(transform: torch.Tensor, target: torch.Tensor, registered: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """Smoothness of the appearance change (B,3,H,W), edge-aware on the residual target - registered, over mask."""
+    tx = (transform[..., :, :-1] - transform[..., :, 1:]).abs().mean(1, keepdim=True)
+    ty = (transform[..., :-1, :] - transform[..., 1:, :]).abs().mean(1, keepdim=True)
+    residual = target - registered
+    rx = (residual[..., :, :-1] - residual[..., :, 1:]).abs().mean(1, keepdim=True)
+    ry = (residual[..., :-1, :] - residual[..., 1:, :]).abs().mean(1, keepdim=True)
+    mx, my = mask[..., :, :-1], mask[..., :-1, :]
+    return (tx * torch.exp(-rx) * mx).sum() / mx.sum().clamp_min(1) + (ty * torch.exp(-ry) * my).sum() / my.sum().clamp_min(1)
+
+
+def masked_mean(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of loss (B,1,H,W) over mask (B,1,H,W)."""
+    return (loss * mask).sum() / mask.sum().clamp_min(1)

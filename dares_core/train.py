@@ -1,0 +1,499 @@
+"""`dares train`: self-supervised DARES training as the official trainer does it, on a trainer a lab can trust.
+
+Per batch, two steps (AF-SfMLearner/DARES): (0) the position (optical-flow) network alone learns to register
+each source frame onto the target; (1) depth, pose and transform (brightness) networks learn from the
+reprojection of the sources through depth and pose, compared with the target's appearance-corrected
+version, masked by the flow's occlusion mask, plus transform and smoothness terms, over four scales.
+
+Data order and augmentation depend only on (seed, epoch, index), and checkpoints hold every model,
+optimiser, scheduler, step and RNG state, so a resumed run repeats an uninterrupted one step for step.
+Launch on several GPUs with `torchrun --nproc_per_node N -m dares_core.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from .errors import DaresError
+from .evaluate import evaluate_depth
+from .files import atomic_file
+from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
+from .losses import brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
+from .model.appearance import PositionDecoder, TransformDecoder
+from .model.depth_net import DaresDepthNet, DepthNetConfig
+from .model.pose_net import PoseDecoder, ResnetEncoder
+from .model.weights import load_depth_net, read_tensors, save_depth_net
+
+AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the official DARES options (options.py); lengths in model units (nominal mm)."""
+
+    data: str = ""
+    out: str = "runs/dares"
+    split_dir: str = ""  # default: DATA/splits/endovis, or the only folder under DATA/splits
+    height: int = 256
+    width: int = 320
+    frame_ids: list = field(default_factory=lambda: [0, -1, 1])
+    scales: list = field(default_factory=lambda: [0, 1, 2, 3])
+    batch_size: int = 12
+    learning_rate: float = 1e-4
+    position_learning_rate: float = 1e-4
+    scheduler_step_size: int = 10
+    num_epochs: int = 20
+    min_depth: float = 0.1
+    max_depth: float = 150.0
+    disparity_smoothness: float = 1e-4
+    position_smoothness: float = 1e-3
+    transform_constraint: float = 0.01
+    transform_smoothness: float = 0.01
+    reprojection: str = "ms_ssim"  # ms_ssim (DARES) | ssim (Monodepth2 3x3 at 0.85) | l1
+    min_reprojection: bool = False  # Monodepth2 per-pixel minimum over sources
+    automask: bool = False  # Monodepth2 auto-masking of static pixels
+    stereo: bool = False  # add the other eye ("s") with the known baseline (Monodepth2 "MS")
+    stereo_baseline: float | None = None  # model units; None: calibration.yaml baseline_mm, else 0.1
+    encoder: str = "vits"
+    weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
+    hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
+    lora_ranks: list | None = None
+    af_weights: str = ""  # folder with AF-SfMLearner pose_encoder.pth, pose.pth, position*.pth, transform*.pth
+    train_backbone: bool = False
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with loss scaling, CUDA only)
+    device: str = "cuda"
+    num_workers: int = 2
+    seed: int = 0
+    log_every: int = 50
+    val_max_frames: int = 200
+    max_steps_per_epoch: int = 0  # 0: whole epochs; >0 caps them (smoke runs)
+
+    @classmethod
+    def from_sources(cls, config_file: Path | None, overrides: dict) -> "TrainConfig":
+        values = {}
+        if config_file is not None:
+            if not Path(config_file).is_file():
+                raise DaresError(f"config {config_file} not found")
+            values = yaml.safe_load(Path(config_file).read_text()) or {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise DaresError(f"unknown training option(s) {', '.join(unknown)}: see `dares train --help` for the names")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.height % 32 or self.width % 32:
+            raise DaresError(f"height and width must be multiples of 32 (got {self.height}x{self.width}), as official")
+        if self.frame_ids[0] != 0:
+            raise DaresError("frame_ids must start with 0 (the target frame)")
+        if self.reprojection not in ("ms_ssim", "ssim", "l1") or self.precision not in ("fp32", "bf16", "fp16"):
+            raise DaresError("reprojection is one of ms_ssim, ssim, l1 and precision one of fp32, bf16, fp16")
+        if not self.data:
+            raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        from .data.scared import ScaredSequenceDataset, default_split_dir, read_split
+
+        self.cfg = cfg
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if cfg.batch_size % self.world:
+            raise DaresError(f"batch_size {cfg.batch_size} does not split over {self.world} processes")
+        self.device = torch.device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.out = Path(cfg.out)
+        self.frame_ids = [f if f == "s" else int(f) for f in cfg.frame_ids] + (["s"] if cfg.stereo else [])
+        self.sources = self.frame_ids[1:]
+        self.temporal = [f for f in self.sources if f != "s"]
+        root = Path(cfg.data)
+        split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
+        make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
+            root, read_split(split_dir / f"{name}_files.txt"), cfg.height, cfg.width, self.frame_ids,
+            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed)
+        self.train_set = make("train", True)
+        self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
+        self.root = root
+
+        torch.manual_seed(cfg.seed)
+        self.models = self._build_models()
+        self.optimizer = torch.optim.Adam(self._phase_parameters(1), cfg.learning_rate)
+        self.optimizer_0 = torch.optim.Adam(self._phase_parameters(0), cfg.position_learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.scheduler_step_size, 0.1)
+        self.scheduler_0 = torch.optim.lr_scheduler.StepLR(self.optimizer_0, cfg.scheduler_step_size, 0.1)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16" and self.device.type == "cuda")
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = math.inf
+        self.writer = None
+
+    # --- models ---------------------------------------------------------------------------------------
+    def _build_models(self) -> dict:
+        cfg = self.cfg
+        if cfg.weights:
+            depth = load_depth_net(Path(cfg.weights), mode="dares")
+        else:
+            depth = DaresDepthNet(DepthNetConfig.dares(cfg.encoder, cfg.lora_ranks, hf_config=cfg.hf_config or None))
+        models = {
+            "depth": depth,
+            "pose_encoder": ResnetEncoder(2), "pose": PoseDecoder(),
+            "position_encoder": ResnetEncoder(2), "position": PositionDecoder(scales=cfg.scales),
+            "transform_encoder": ResnetEncoder(2), "transform": TransformDecoder(scales=cfg.scales),
+        }
+        if cfg.af_weights:
+            for name in AF_MODULES:
+                path = Path(cfg.af_weights) / f"{name}.pth"
+                state, _ = read_tensors(path)
+                missing = set(models[name].state_dict()) - set(state)
+                if missing:
+                    raise DaresError(f"{path}: {len(missing)} missing key(s) e.g. {sorted(missing)[0]}; pass AF-SfMLearner weights")
+                models[name].load_state_dict(state, strict=True)
+        return {k: m.to(self.device) for k, m in models.items()}
+
+    def _phase_parameters(self, phase: int) -> list:
+        if phase == 0:
+            return [p for k in ("position_encoder", "position") for p in self.models[k].parameters()]
+        params = self.models["depth"].trainable_parameters(self.cfg.train_backbone)
+        return params + [p for k in ("pose_encoder", "pose", "transform_encoder", "transform") for p in self.models[k].parameters()]
+
+    def _set_phase(self, phase: int) -> None:
+        """Phase 0 trains the position nets only; phase 1 everything else (as official set_train_0/set_train)."""
+        position = {"position_encoder", "position"}
+        for name, model in self.models.items():
+            training = (name in position) == (phase == 0)
+            model.train(training)
+            if name != "depth":
+                for p in model.parameters():
+                    p.requires_grad = training
+        self.models["depth"].trainable_parameters(self.cfg.train_backbone)
+        if phase == 0:
+            for p in self.models["depth"].parameters():
+                p.requires_grad = False
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    # --- the method -----------------------------------------------------------------------------------
+    def _appearance(self, inputs: dict, grad_position: bool) -> dict:
+        """Flow, registration, occlusion masks and appearance-corrected targets for each temporal source."""
+        size, out = (self.cfg.height, self.cfg.width), {}
+        target = inputs[("color", 0, 0)]
+        up = lambda x: F.interpolate(x, size, mode="bilinear", align_corners=True)  # noqa: E731
+        for f in self.temporal:
+            with torch.set_grad_enabled(grad_position):
+                flow = self.models["position"](self.models["position_encoder"](
+                    torch.cat([inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]], 1)))
+                flow_reverse = self.models["position"](self.models["position_encoder"](
+                    torch.cat([inputs[("color_aug", 0, 0)], inputs[("color_aug", f, 0)]], 1)))
+            out[("occlusion", f)] = occlusion_mask(up(flow_reverse[0]).detach())
+            for s in self.cfg.scales:
+                out[("flow", s, f)] = flow[s]
+                out[("registration", s, f)] = warp_by_flow(inputs[("color", f, 0)], up(flow[s]))
+            with torch.set_grad_enabled(not grad_position):
+                transform = self.models["transform"](self.models["transform_encoder"](
+                    torch.cat([out[("registration", 0, f)], target], 1)))
+            for s in self.cfg.scales:
+                out[("transform", s, f)] = up(transform[s])
+                out[("refined", s, f)] = (out[("transform", s, f)] * out[("occlusion", f)] + target).clamp(0, 1)
+        return out
+
+    def _loss_position(self, inputs: dict, out: dict) -> torch.Tensor:
+        total = 0.0
+        for s in self.cfg.scales:
+            registration = smooth = 0.0
+            for f in self.temporal:
+                mask = out[("occlusion", f)]
+                registration += masked_mean(reprojection_loss(out[("registration", s, f)], out[("refined", s, f)].detach(),
+                                                              self.cfg.reprojection), mask)
+                smooth += smoothness_loss(out[("flow", s, f)], inputs[("color", 0, s)])
+            n = len(self.temporal)
+            total += registration / n + self.cfg.position_smoothness * (smooth / n) / 2**s
+        return total / len(self.cfg.scales)
+
+    def _loss_depth(self, inputs: dict, out: dict) -> tuple[torch.Tensor, dict]:
+        cfg, size = self.cfg, (self.cfg.height, self.cfg.width)
+        disps = self.models["depth"](inputs[("color_aug", 0, 0)], scales=tuple(cfg.scales))
+        K = inputs[("K", 0)][:, :3, :3]
+        poses = {}
+        for f in self.temporal:
+            axisangle, translation = self.models["pose"]([self.models["pose_encoder"](
+                torch.cat([inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]], 1))])
+            poses[f] = pose_from_axisangle(axisangle[:, 0, 0].float(), translation[:, 0, 0].float())
+        if "s" in self.sources:
+            poses["s"] = inputs["stereo_T"]
+        target, total = inputs[("color", 0, 0)], 0.0
+        for s in cfg.scales:
+            _, depth = sigmoid_to_depth(F.interpolate(disps[s], size, mode="bilinear", align_corners=True),
+                                        cfg.min_depth, cfg.max_depth)
+            maps, masks, identity = [], [], []
+            transform = bright = 0.0
+            for f in self.sources:
+                warped, _ = warp_to_target(inputs[("color", f, 0)], depth.float(), K, poses[f])
+                out[("warped", s, f)] = warped
+                reference = out[("refined", s, f)] if f != "s" else target
+                mask = out[("occlusion", f)] if f != "s" else torch.ones_like(target[:, :1])
+                maps.append(reprojection_loss(warped, reference, cfg.reprojection))
+                masks.append(mask)
+                if cfg.automask:
+                    identity.append(reprojection_loss(inputs[("color", f, 0)], target, cfg.reprojection))
+                if f != "s":
+                    transform += masked_mean((out[("refined", s, f)] - out[("registration", 0, f)].detach()).abs().mean(1, True), mask)
+                    bright += brightness_smoothness(out[("transform", s, f)], target, out[("registration", s, f)].detach(), mask)
+            if cfg.min_reprojection or cfg.automask:
+                stack = torch.cat(maps, 1)
+                if cfg.automask:
+                    stack = torch.cat([stack, torch.cat(identity, 1) + 1e-5 * torch.randn_like(torch.cat(identity, 1))], 1)
+                reprojection = masked_mean(stack.min(1, keepdim=True)[0], torch.cat(masks, 1).min(1, keepdim=True)[0])
+            else:
+                reprojection = sum(masked_mean(m, k) for m, k in zip(maps, masks)) / len(maps)
+            disp = disps[s]
+            smooth = smoothness_loss(disp / (disp.mean((2, 3), keepdim=True) + 1e-7), inputs[("color", 0, s)])
+            n = max(len(self.temporal), 1)
+            total += (reprojection + cfg.transform_constraint * transform / n + cfg.transform_smoothness * bright / n
+                      + cfg.disparity_smoothness * smooth / 2**s)
+        out["disp"] = disps[0]
+        return total / len(cfg.scales), out
+
+    def _all_reduce_gradients(self, params) -> None:
+        """Average gradients over processes (data parallel over torch.distributed)."""
+        if not self.distributed:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+
+    def train_step(self, inputs: dict) -> dict:
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        self._set_phase(0)
+        with self._autocast():
+            out = self._appearance(inputs, grad_position=True)
+            loss_0 = self._loss_position(inputs, out)
+        self.optimizer_0.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_0).backward()
+        self._all_reduce_gradients(self._phase_parameters(0))
+        self.scaler.step(self.optimizer_0)
+        self._set_phase(1)
+        with self._autocast():
+            out = self._appearance(inputs, grad_position=False)
+            loss, out = self._loss_depth(inputs, out)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self._all_reduce_gradients(self._phase_parameters(1))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        losses = torch.stack([loss.detach().float(), loss_0.detach().float()])
+        if self.distributed:
+            dist.all_reduce(losses)
+            losses /= self.world
+        if not torch.isfinite(losses).all():
+            raise DaresError(f"loss became {losses.tolist()} at step {self.global_step}: lower the learning rate "
+                             "or use --precision fp32; the last good checkpoint is kept")
+        return {"loss": float(losses[0]), "loss_position": float(losses[1]), "out": out, "inputs": inputs}
+
+    # --- loop -----------------------------------------------------------------------------------------
+    def _loader(self, epoch: int):
+        from torch.utils.data import DataLoader
+
+        self.train_set.set_epoch(epoch)
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
+        per_rank = self.cfg.batch_size // self.world
+        batches = len(order) // self.cfg.batch_size
+        if self.cfg.max_steps_per_epoch:
+            batches = min(batches, self.cfg.max_steps_per_epoch)
+        if batches == 0:
+            raise DaresError(f"the train split has {len(order)} frames, fewer than one batch of {self.cfg.batch_size}")
+        indices = []
+        for b in range(self.step_in_epoch, batches):  # a resumed epoch skips the batches already done
+            chunk = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
+            indices += chunk[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+        loader = DataLoader(torch.utils.data.Subset(self.train_set, indices), per_rank, shuffle=False,
+                            num_workers=self.cfg.num_workers, drop_last=True,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        return loader, batches
+
+    def fit(self, progress: bool = True) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.out / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"))
+        start_epoch = self.epoch
+        for epoch in range(start_epoch, cfg.num_epochs):
+            self.epoch = epoch
+            loader, batches = self._loader(epoch)
+            bar = tqdm(total=batches, initial=self.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.num_epochs}",
+                       unit="batch", disable=not progress or self.rank != 0, dynamic_ncols=True)
+            tick = time.perf_counter()
+            for inputs in loader:
+                result = self.train_step(inputs)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                now = time.perf_counter()
+                images_per_s = cfg.batch_size / max(now - tick, 1e-9)
+                tick = now
+                bar.set_postfix(loss=f"{result['loss']:.4f}", img_s=f"{images_per_s:.1f}")
+                bar.update(1)
+                if self.rank == 0:
+                    self._log_step(result, images_per_s)
+            bar.close()
+            self.scheduler.step()
+            self.scheduler_0.step()
+            self.epoch, self.step_in_epoch = epoch + 1, 0
+            metrics = self.validate() if self.rank == 0 else {}
+            if self.rank == 0:
+                self._end_epoch(metrics)
+        if self.writer is not None:
+            self.writer.close()
+        return {"epoch": self.epoch, "step": self.global_step, "best_abs_rel": self.best}
+
+    def _log_step(self, result: dict, images_per_s: float) -> None:
+        with open(self.out / "losses.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.global_step, "epoch": self.epoch, "loss": result["loss"],
+                                "loss_position": result["loss_position"]}) + "\n")
+        w = self.writer
+        w.add_scalar("loss/depth_pose_transform", result["loss"], self.global_step)
+        w.add_scalar("loss/position", result["loss_position"], self.global_step)
+        w.add_scalar("lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+        w.add_scalar("images_per_s", images_per_s, self.global_step)
+        if self.global_step % self.cfg.log_every == 1 or self.cfg.log_every == 1:
+            out, inputs = result["out"], result["inputs"]
+            w.add_image("target", inputs[("color", 0, 0)][0].float().clamp(0, 1), self.global_step)
+            disp = out["disp"][0].detach().float()
+            w.add_image("disparity", (disp - disp.min()) / (disp.max() - disp.min() + 1e-7), self.global_step)
+            w.add_image("warped", out[("warped", 0, self.sources[0])][0].detach().float().clamp(0, 1), self.global_step)
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Median-scaled SCARED metrics on (a spread of) the val split, when it has ground truth."""
+        from .data.scared import gt_path, image_path, read_gt_depth
+
+        entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
+        if not entries:
+            return {}
+        if len(entries) > self.cfg.val_max_frames:
+            entries = [entries[i] for i in np.linspace(0, len(entries) - 1, self.cfg.val_max_frames).astype(int)]
+        net = self.models["depth"]
+        was_training = net.training
+        net.eval()
+        disps, gts = [], []
+        for e in entries:
+            import cv2
+
+            rgb = cv2.cvtColor(cv2.imread(str(image_path(self.root, e.folder, e.frame, e.side))), cv2.COLOR_BGR2RGB)
+            x = torch.from_numpy(cv2.resize(rgb, (self.cfg.width, self.cfg.height), interpolation=cv2.INTER_LANCZOS4))
+            x = x.permute(2, 0, 1)[None].float().div(255).to(self.device)
+            with self._autocast():
+                disp = net(x)[0].float()
+            disps.append(sigmoid_to_depth(disp, self.cfg.min_depth, self.cfg.max_depth)[0][0, 0].cpu().numpy())
+            gts.append(read_gt_depth(gt_path(self.root, e.folder, e.frame), rows=rgb.shape[0]))
+        net.train(was_training)
+        metrics = evaluate_depth(np.stack(disps), gts).mean
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"val/{k}", v, self.global_step)
+        return metrics
+
+    def _end_epoch(self, metrics: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": self.epoch, "step": self.global_step, **metrics}) + "\n")
+        score = metrics.get("abs_rel", math.inf)
+        improved = not metrics or score < self.best  # without validation ground truth the latest is the best
+        self.best = min(self.best, score)
+        self.save_checkpoint(self.out / "checkpoints" / "last.pt")
+        if improved:
+            self.save_checkpoint(self.out / "checkpoints" / "best.pt")
+            save_depth_net(self.models["depth"], self.out / "depth_model.safetensors",
+                           adapters_only=self.models["depth"].config.has_adapters and not self.cfg.train_backbone)
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "models": {k: m.state_dict() for k, m in self.models.items()},
+            "optimizer": self.optimizer.state_dict(), "optimizer_0": self.optimizer_0.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scheduler_0": self.scheduler_0.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "best": self.best, "config": json.dumps(dataclasses.asdict(self.cfg)),
+            "rng": self._rng_state(),
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Atomically: a crash mid-write leaves the previous checkpoint intact."""
+        with atomic_file(path) as tmp:
+            torch.save(self.state(), tmp)
+
+    def load_checkpoint(self, path: Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise DaresError(f"checkpoint {path} not found: pass --resume RUN_DIR or a .pt written by dares train")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # a torn or foreign file: say which and how to go on
+            raise DaresError(f"{path}: not a readable training checkpoint ({type(e).__name__}); "
+                             "resume from checkpoints/best.pt or start again") from None
+        for k, m in self.models.items():
+            m.load_state_dict(state["models"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer_0.load_state_dict(state["optimizer_0"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler_0.load_state_dict(state["scheduler_0"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.best = state["global_step"], state["best"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if torch.cuda.is_available() and "cuda" in rng:
+            torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+        np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), *rng["numpy_rest"]))
+
+    @staticmethod
+    def _rng_state() -> dict:
+        """Every global RNG, in types torch.load(weights_only=True) accepts."""
+        version, internal, gauss = random.getstate()
+        _, key, pos, has_gauss, cached = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
+                 "numpy_key": torch.from_numpy(key.astype(np.int64)), "numpy_rest": [int(pos), int(has_gauss), float(cached)]}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+
+def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> dict:
+    """Train (optionally resuming from a run folder or checkpoint); returns a summary."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device == "cuda" else "gloo")
+    try:
+        trainer = Trainer(cfg)
+        if resume is not None:
+            resume = Path(resume)
+            trainer.load_checkpoint(resume / "checkpoints" / "last.pt" if resume.is_dir() else resume)
+        return trainer.fit(progress)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
