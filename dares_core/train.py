@@ -166,6 +166,8 @@ class Trainer:
                 if missing:
                     raise DaresError(f"{path}: {len(missing)} missing key(s) e.g. {sorted(missing)[0]}; pass AF-SfMLearner weights")
                 models[name].load_state_dict(state, strict=True)
+        if self.distributed and self.device.type == "cuda":  # batch statistics over the global batch
+            models = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in models.items()}
         return {k: m.to(self.device) for k, m in models.items()}
 
     def _phase_parameters(self, phase: int) -> list:
