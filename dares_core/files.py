@@ -42,11 +42,16 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename."""
+def atomic_dir(path: Path, force: bool = False, create: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
+
+    create=False yields the temporary path not yet created (for writers that insist on making it).
+    """
     path = Path(path)
     ensure_writable_output(path, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    if not create:
+        tmp.rmdir()
     try:
         yield tmp
         if path.exists():

@@ -286,14 +286,16 @@ class Trainer:
 
     def train_step(self, inputs: dict) -> dict:
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-        self._set_phase(0)
-        with self._autocast():
-            out = self._appearance(inputs, grad_position=True)
-            loss_0 = self._loss_position(inputs, out)
-        self.optimizer_0.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_0).backward()
-        self._all_reduce_gradients(self._phase_parameters(0))
-        self.scaler.step(self.optimizer_0)
+        loss_0 = torch.zeros((), device=self.device)
+        if self.temporal:  # stereo-only ("S") training has no frames to register
+            self._set_phase(0)
+            with self._autocast():
+                out = self._appearance(inputs, grad_position=True)
+                loss_0 = self._loss_position(inputs, out)
+            self.optimizer_0.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_0).backward()
+            self._all_reduce_gradients(self._phase_parameters(0))
+            self.scaler.step(self.optimizer_0)
         self._set_phase(1)
         with self._autocast():
             out = self._appearance(inputs, grad_position=False)

@@ -22,7 +22,106 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
           f"p99 {depth.get('p99_ms')} ms, dropped {depth['dropped']}; wrote {path}")
 
 
+def cmd_bag(args: argparse.Namespace) -> None:
+    import json
+
+    from dares_core.cli import _progress
+    from dares_core.errors import DaresError
+
+    from . import bag
+
+    if args.bag_command in ("from-synth", "from-scared"):
+        counts = bag.write_sequence_bag(args.source, args.out, args.compressed, args.rig, args.force, args.storage)
+        print(f"wrote {args.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    elif args.bag_command == "info":
+        info = bag.bag_info(args.bag)
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return
+        print(f"{info['path']}: {info['messages']} messages over {info['duration_s']:.3f} s")
+        for topic, t in info["topics"].items():
+            print(f"  {topic:48s} {t['type']:32s} {t['count']:7d}  {t['rate_hz']:8.2f} Hz")
+    elif args.bag_command == "play":
+        remaps = {}
+        for item in args.remap:
+            src, sep, dst = item.partition(":=")
+            if not sep:
+                raise DaresError(f"--remap takes FROM:=TO, got {item!r}")
+            remaps[src] = dst
+        stats = bag.play_bag(args.bag, args.rate, args.loop, args.start, args.topics or None, remaps, args.clock)
+        skipped = f"; skipped types without Python bindings here: {', '.join(stats.skipped_types)}" if stats.skipped_types else ""
+        print(f"published {stats.published} messages{skipped}")
+    elif args.bag_command == "record":
+        counts = bag.record_bag(args.topics, args.out, args.duration, args.force)
+        print(f"recorded {args.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    elif args.bag_command == "infer":
+        total = bag.bag_info(args.bag)["topics"]
+        with _progress(None, "infer") as bar:
+            result = bag.infer_bag(args.bag, args.weights, args.out, args.force, args.image_topic, args.info_topic,
+                                   args.device, args.precision, (args.input_height, args.input_width), args.point_stride,
+                                   args.fixed_scale, args.base_weights, progress=bar.update)
+        print(f"wrote depth for {result['frames']} frames of {result['image_topic']} into {args.out} "
+              f"({len(total)} input topics copied)")
+    elif args.bag_command == "eval":
+        evaluation = bag.eval_bag(args.bag, args.depth_topic, args.gt_topic, not args.no_median_scaling)
+        print(evaluation.table())
+
+
+def _add_bag(root) -> None:
+    from . import bag
+
+    p = root.add_parser("bag", help="rosbag2 tools: from-synth, from-scared, info, play, record, infer, eval",
+                        description="Write, inspect, replay, record and run the model over rosbag2 bags (MCAP).")
+    sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
+    for name, what in (("from-synth", "a `dares synth` keyframe or dataset folder"),
+                       ("from-scared", "a prepared SCARED keyframe or dataset folder")):
+        q = sub.add_parser(name, help=f"write {what} as a bag")
+        q.add_argument("source", type=Path, help=what)
+        q.add_argument("--out", type=Path, required=True, help="output bag folder")
+        q.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw Image")
+        q.add_argument("--rig", default=bag.RIG, help=f"topic prefix, da Vinci style (default {bag.RIG})")
+        q.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
+        q.add_argument("--force", action="store_true", help="replace an existing output bag")
+    q = sub.add_parser("info", help="topics, types, counts, duration and rates")
+    q.add_argument("bag", type=Path)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = sub.add_parser("play", help="publish a bag at recorded timing with rclpy")
+    q.add_argument("bag", type=Path)
+    q.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    q.add_argument("--loop", action="store_true", help="start again at the end")
+    q.add_argument("--start", type=float, default=0.0, help="seconds into the bag to start at")
+    q.add_argument("--topics", nargs="*", default=[], help="only these topics")
+    q.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="publish FROM under TO")
+    q.add_argument("--clock", action="store_true", help="publish /clock for use_sim_time")
+    q = sub.add_parser("record", help="record live topics into an MCAP bag")
+    q.add_argument("topics", nargs="+")
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    q.add_argument("--force", action="store_true", help="replace an existing output bag")
+    q = sub.add_parser("infer", help="run the model over a bag's images offline into a new bag")
+    q.add_argument("bag", type=Path)
+    q.add_argument("--weights", type=Path, required=True)
+    q.add_argument("--base-weights", type=Path, default=None)
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--image-topic", default=None, help="left image topic (default: the bag's */left/image_raw)")
+    q.add_argument("--info-topic", default=None, help="left camera_info topic (default: */left/camera_info)")
+    q.add_argument("--input-height", type=int, default=256)
+    q.add_argument("--input-width", type=int, default=320)
+    q.add_argument("--point-stride", type=int, default=4)
+    q.add_argument("--fixed-scale", type=float, default=None, help="metres per model unit (default: units read as mm)")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    q.add_argument("--force", action="store_true", help="replace an existing output bag")
+    q = sub.add_parser("eval", help="SCARED metrics of a bag's depth against its ground_truth/depth")
+    q.add_argument("bag", type=Path)
+    q.add_argument("--depth-topic", default=f"{bag.OUTPUT_NAMESPACE}/depth/image")
+    q.add_argument("--gt-topic", default=None)
+    q.add_argument("--no-median-scaling", action="store_true")
+    p.set_defaults(func=cmd_bag)
+
+
 def add_commands(groups: dict) -> None:
+    _add_bag(groups["root"])
     p = groups["bench"].add_parser("node", help="dares_depth_node end to end: output rate and latency on stereo input")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size for random weights")

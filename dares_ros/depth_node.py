@@ -32,15 +32,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from dares_core.errors import DaresError
-from dares_core.geometry import backproject
 from dares_core.inference import DepthPredictor
 from dares_core.model.weights import load_depth_net
 from dares_core.scale import StereoScale
-from dares_core.visualize import colorize_inverse_depth
 
 from .conversions import (
-    ConversionError, bgr8_image, compressed_to_rgb8, depth_image, image_to_rgb8, intrinsics, point_cloud,
-    scale_camera_info, stereo_baseline,
+    ConversionError, compressed_to_rgb8, depth_outputs, image_to_rgb8, intrinsics, stereo_baseline,
 )
 from .sync import StereoMatcher
 
@@ -302,19 +299,14 @@ class DepthNode(LifecycleNode):
         scale = self._metric_scale(frame, rgb, depth, K)
         depth_m = (depth * scale).astype(np.float32)
         header = Header(stamp=frame.left.header.stamp, frame_id=self.p("frame_id") or frame.left.header.frame_id)
-        self.depth_pub.publish(depth_image(depth_m, header))
-        info = scale_camera_info(left_info, rgb.shape[1], rgb.shape[0])
-        info.header = header
-        self.info_pub.publish(info)
-        if self.p("publish_points"):
-            s = self.p("point_stride")
-            K_s = K.copy()
-            K_s[:2] /= s  # pixel u = s*u' samples the same rays with fx/s, cx/s
-            sub = np.ascontiguousarray(depth_m[::s, ::s])
-            points = backproject(torch.from_numpy(sub)[None, None], torch.from_numpy(K_s).float()[None])[0]
-            self.points_pub.publish(point_cloud(points.permute(1, 2, 0).numpy(), rgb[::s, ::s], header))
-        if self.p("publish_colored"):
-            self.colored_pub.publish(bgr8_image(colorize_inverse_depth(depth_m), header))
+        out = depth_outputs(depth_m, rgb, left_info, header, self.p("point_stride"),
+                            self.p("publish_points"), self.p("publish_colored"))
+        self.depth_pub.publish(out["depth"])
+        self.info_pub.publish(out["info"])
+        if "points" in out:
+            self.points_pub.publish(out["points"])
+        if "colored" in out:
+            self.colored_pub.publish(out["colored"])
         now = self.get_clock().now().nanoseconds * 1e-9
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
         self.latencies.append(now - stamp)

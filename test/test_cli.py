@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from dares_core.cli import build_parser, main
 

@@ -1,0 +1,457 @@
+"""rosbag2 tools on the `rosbags` library: SCARED/synthetic sequences to bags, info, play, record, offline infer, eval.
+
+Bags are rosbag2 folders (metadata.yaml + MCAP by default) that `ros2 bag play` reads. Messages are built by
+dares_ros.conversions (the node's own code) and serialised with rclpy's CDR, so bag and live graph carry
+identical bytes. Default topics are da Vinci style: /<rig>/left/image_raw, /<rig>/left/camera_info, right
+likewise, /<rig>/ground_truth/depth (32FC1 m), /<rig>/ground_truth/pose, and /tf_static (left -> right eye).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2.enums import StoragePlugin
+from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from dares_core.data.scared import gt_path, image_path, read_gt_depth
+from dares_core.errors import DaresError
+from dares_core.files import atomic_dir
+
+from .conversions import depth_image
+
+RIG = "jhu_daVinci"
+START_NS = 1_700_000_000 * 10**9  # fixed first stamp: the same sequence always gives the same bag
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+
+
+def msgtype_of(msg) -> str:
+    """'sensor_msgs/msg/Image' for an rclpy message instance."""
+    return f"{type(msg).__module__.split('.')[0]}/msg/{type(msg).__name__}"
+
+
+def message_class(msgtype: str):
+    """The rclpy class of 'pkg/msg/Name', or None when its package is not installed."""
+    pkg, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class BagWriter:
+    """Writes messages into a new rosbag2 folder; the folder appears only when complete (atomic rename)."""
+
+    def __init__(self, path: Path, force: bool = False, storage: str = "mcap"):
+        self.path, self.force = Path(path), force
+        self.plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+        self.connections: dict[str, object] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self):
+        self._atomic = atomic_dir(self.path, self.force, create=False)
+        self._tmp = self._atomic.__enter__()
+        self.writer = Writer(self._tmp, version=9, storage_plugin=self.plugin)
+        self.writer.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.writer.close()
+        finally:
+            return self._atomic.__exit__(exc_type, exc, tb)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int) -> None:
+        if topic not in self.connections:
+            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+        self.writer.write(self.connections[topic], stamp_ns, data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def write(self, topic: str, msg, stamp_ns: int) -> None:
+        self.write_raw(topic, msgtype_of(msg), serialize_message(msg), stamp_ns)
+
+
+def open_reader(path: Path) -> Reader:
+    path = Path(path)
+    if not path.exists():
+        raise DaresError(f"bag {path} not found")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise DaresError(f"{path}: no metadata.yaml, so not a rosbag2 folder (re-index it with `ros2 bag reindex`)")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as e:  # rosbags raises several types for damaged bags
+        raise DaresError(f"{path}: cannot be read as a rosbag2 ({type(e).__name__}: {e}); it may be truncated") from None
+    return reader
+
+
+# --- sequences to bags ----------------------------------------------------------------------------------
+def _camera_infos(calib: dict, width: int, height: int) -> tuple[CameraInfo, CameraInfo, float]:
+    """Left/right CameraInfo (ROS units: P[0,3] = -fx * B with B in metres) and the baseline in metres."""
+    baseline_m = calib["baseline_mm"] / 1000.0
+    infos = []
+    if calib.get("rectified", False):
+        Ks = [np.array(calib["K"])] * 2
+        Ds = [calib["D"]] * 2
+        Rs = [np.eye(3)] * 2
+        Ps = [np.array(calib["P_left"], float), np.array(calib["P_right"], float)]
+    else:  # raw SCARED: distorted images, R and P from stereoRectify so image_proc can rectify
+        rect = calib["rectification"]
+        Ks = [np.array(calib["K"]), np.array(calib["K_right"])]
+        Ds = [calib["D"], calib["D_right"]]
+        Rs = [np.array(rect["R1"]), np.array(rect["R2"])]
+        Ps = [np.array(rect["P_left"], float), np.array(rect["P_right"], float)]
+    for K, D, R, P in zip(Ks, Ds, Rs, Ps):
+        P = P.copy()
+        P[:, 3] /= 1000.0  # mm -> m
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.k, info.d, info.r, info.p = K.ravel().tolist(), [float(x) for x in D], R.ravel().tolist(), P.ravel().tolist()
+        infos.append(info)
+    return infos[0], infos[1], baseline_m
+
+
+def _tf_static(rig: str, baseline_m: float, stamp_ns: int) -> bytes:
+    T = TYPESTORE.types
+    stamp = T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    transform = T["geometry_msgs/msg/TransformStamped"](
+        header=T["std_msgs/msg/Header"](stamp=stamp, frame_id=f"{rig}/left_optical"),
+        child_frame_id=f"{rig}/right_optical",
+        transform=T["geometry_msgs/msg/Transform"](
+            translation=T["geometry_msgs/msg/Vector3"](x=baseline_m, y=0.0, z=0.0),
+            rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)))
+    return bytes(TYPESTORE.serialize_cdr(T["tf2_msgs/msg/TFMessage"](transforms=[transform]), "tf2_msgs/msg/TFMessage"))
+
+
+def _image_msg(bgr: np.ndarray, compressed: bool):
+    if compressed:
+        msg = CompressedImage(format="jpeg")
+        msg.data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        return msg
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=3 * bgr.shape[1])
+    msg.data = bgr.tobytes()
+    return msg
+
+
+def sequence_folders(path: Path) -> tuple[Path, list[str]]:
+    """(data root, ['datasetN/keyframeM', ...]) for a keyframe folder or a dataset folder of keyframes."""
+    path = Path(path).resolve()
+    if (path / "image_02" / "data").is_dir():
+        return path.parent.parent, [f"{path.parent.name}/{path.name}"]
+    keyframes = sorted((p for p in path.glob("keyframe*") if (p / "image_02" / "data").is_dir()),
+                       key=lambda p: int("".join(c for c in p.name if c.isdigit()) or 0))
+    if not keyframes:
+        raise DaresError(f"{path}: no image_02/data here or in keyframe*/: pass a prepared keyframe or dataset folder")
+    return path.parent, [f"{path.name}/{k.name}" for k in keyframes]
+
+
+def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: str = RIG, force: bool = False,
+                       storage: str = "mcap", progress=None) -> dict:
+    """A prepared SCARED or synthetic keyframe (or dataset) -> a rosbag2 folder; returns {topic: count}."""
+    root, folders = sequence_folders(source)
+    prefix = f"/{rig}"
+    suffix = "/compressed" if compressed else ""
+    with BagWriter(out, force, storage) as bag:
+        t_ns = START_NS
+        for folder in folders:
+            calib_file = root / folder / "calibration.yaml"
+            if not calib_file.is_file():
+                raise DaresError(f"{calib_file} not found: run `dares prepare-scared` or `dares synth` to write it")
+            calib = yaml.safe_load(calib_file.read_text())
+            left_info, right_info, baseline = _camera_infos(calib, calib["image_width"], calib["image_height"])
+            period_ns = int(round(1e9 / float(calib.get("fps") or 25.0)))
+            bag.write_raw("/tf_static", "tf2_msgs/msg/TFMessage", _tf_static(rig, baseline, t_ns), t_ns)
+            poses_file = root / folder / "camera_poses.npz"
+            poses = dict(zip(*[np.load(poses_file)[k] for k in ("frames", "poses")])) if poses_file.is_file() else {}
+            frames = sorted(int(p.stem) for p in (root / folder / "image_02" / "data").glob("*.png"))
+            for frame in frames:
+                stamp = Header(frame_id=f"{rig}/left_optical")
+                stamp.stamp.sec, stamp.stamp.nanosec = t_ns // 10**9, t_ns % 10**9
+                right_header = Header(stamp=stamp.stamp, frame_id=f"{rig}/right_optical")
+                for side, header, info in (("l", stamp, left_info), ("r", right_header, right_info)):
+                    eye = "left" if side == "l" else "right"
+                    bgr = cv2.imread(str(image_path(root, folder, frame, side)))
+                    if bgr is None:
+                        raise DaresError(f"{image_path(root, folder, frame, side)} is missing or unreadable")
+                    image = _image_msg(bgr, compressed)
+                    image.header, info.header = header, header
+                    bag.write(f"{prefix}/{eye}/camera_info", info, t_ns)
+                    bag.write(f"{prefix}/{eye}/image_raw{suffix}", image, t_ns)
+                gt = gt_path(root, folder, frame)
+                if gt.is_file():
+                    bag.write(f"{prefix}/ground_truth/depth", depth_image(read_gt_depth(gt, bgr.shape[0]) / 1000.0, stamp), t_ns)
+                if frame in poses:
+                    bag.write(f"{prefix}/ground_truth/pose", _pose_msg(poses[frame], stamp), t_ns)
+                t_ns += period_ns
+                if progress is not None:
+                    progress(1)
+    return dict(bag.counts)
+
+
+def _pose_msg(T_mm: np.ndarray, header):
+    import torch
+    from geometry_msgs.msg import PoseStamped
+    from kornia.geometry.conversions import rotation_matrix_to_quaternion
+
+    msg = PoseStamped(header=Header(stamp=header.stamp, frame_id="world"))
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) / 1000.0 for v in T_mm[:3, 3])
+    w, x, y, z = rotation_matrix_to_quaternion(torch.as_tensor(T_mm[:3, :3], dtype=torch.float64)).tolist()
+    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = x, y, z, w
+    return msg
+
+
+# --- info -----------------------------------------------------------------------------------------------
+def bag_info(path: Path) -> dict:
+    """Topics with type, count and rate, plus duration and storage."""
+    reader = open_reader(path)
+    try:
+        duration = reader.duration / 1e9
+        topics = {c.topic: {"type": c.msgtype, "count": c.msgcount,
+                            "rate_hz": round((c.msgcount - 1) / duration, 3) if duration > 0 and c.msgcount > 1 else 0.0}
+                  for c in reader.connections}
+        return {"path": str(path), "duration_s": round(duration, 6), "messages": reader.message_count,
+                "start_ns": reader.start_time, "topics": topics}
+    finally:
+        reader.close()
+
+
+@dataclass
+class PlayStats:
+    published: int = 0
+    skipped_types: tuple = ()
+    max_lateness_s: float = 0.0
+
+
+def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0.0, topics=None, remaps=None,
+             clock: bool = False, stop=None, context=None) -> PlayStats:
+    """Publish a bag's messages with rclpy at recorded timing (scaled by `rate`) against a monotonic clock.
+
+    remaps: {from: to}; clock: also publish /clock (rosgraph_msgs/Clock) for use_sim_time; stop: an Event.
+    """
+    import rclpy
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+    from rosgraph_msgs.msg import Clock
+
+    if rate <= 0:
+        raise DaresError("--rate must be positive")
+    reader = open_reader(path)
+    remaps = remaps or {}
+    own_context = context is None
+    if own_context:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+    node = rclpy.create_node("dares_bag_play", context=context)
+    stats = PlayStats()
+    try:
+        connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        publishers, skipped = {}, []
+        for c in connections:
+            cls = message_class(c.msgtype)
+            if cls is None:
+                skipped.append(c.msgtype)
+                continue
+            qos = QoSProfile(depth=10, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL) if c.topic == "/tf_static" else 10
+            publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
+        stats.skipped_types = tuple(sorted(set(skipped)))
+        clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
+        time.sleep(0.5)  # let subscribers match before the first message
+        first = reader.start_time + int(start * 1e9)
+        while True:
+            t0 = time.monotonic()
+            for conn, stamp, data in reader.messages(connections=[c for c in connections if c.topic in publishers]):
+                if stamp < first:
+                    continue
+                target = t0 + (stamp - first) / 1e9 / rate
+                while (delay := target - time.monotonic()) > 0:
+                    if stop is not None and stop.wait(min(delay, 0.05)):
+                        return stats
+                    if stop is None:
+                        time.sleep(delay)
+                stats.max_lateness_s = max(stats.max_lateness_s, time.monotonic() - target)
+                if clock_pub is not None:
+                    msg = Clock()
+                    msg.clock.sec, msg.clock.nanosec = stamp // 10**9, stamp % 10**9
+                    clock_pub.publish(msg)
+                publishers[conn.topic].publish(bytes(data))
+                stats.published += 1
+            if not loop or (stop is not None and stop.is_set()):
+                return stats
+    finally:
+        reader.close()
+        node.destroy_node()
+        if own_context:
+            rclpy.shutdown(context=context)
+
+
+def record_bag(topics: list[str], out: Path, duration: float | None = None, force: bool = False, stop=None,
+               context=None, discovery_timeout: float = 10.0) -> dict:
+    """Record live topics (serialized, as published) into a new MCAP bag until `duration` or `stop`."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+
+    own_context = context is None
+    if own_context:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+    node = rclpy.create_node("dares_bag_record", context=context)
+    lock = threading.Lock()
+    try:
+        types: dict[str, str] = {}
+        deadline = time.monotonic() + discovery_timeout
+        while len(types) < len(topics) and time.monotonic() < deadline:
+            known = dict(node.get_topic_names_and_types())
+            types = {t: known[t][0] for t in topics if t in known}
+            time.sleep(0.1)
+        missing = [t for t in topics if t not in types]
+        if missing:
+            raise DaresError(f"no publisher of {', '.join(missing)} found in {discovery_timeout:.0f} s: check the topic names")
+        with BagWriter(out, force) as bag:
+            def writer_for(topic):
+                def store(data):
+                    with lock:
+                        bag.write_raw(topic, types[topic], bytes(data), node.get_clock().now().nanoseconds)
+                return store
+            for topic in topics:
+                cls = message_class(types[topic])
+                qos = qos_profile_sensor_data if topic.endswith("points") else 10
+                node.create_subscription(cls, topic, writer_for(topic), qos, raw=True)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            end = time.monotonic() + duration if duration else None
+            while (end is None or time.monotonic() < end) and not (stop is not None and stop.is_set()):
+                executor.spin_once(timeout_sec=0.05)
+            executor.shutdown()
+            with lock:
+                return dict(bag.counts)
+    finally:
+        node.destroy_node()
+        if own_context:
+            rclpy.shutdown(context=context)
+
+
+def read_messages(path: Path, topic: str, cls) -> list:
+    """Every message of `topic` deserialised as `cls`, in bag order."""
+    reader = open_reader(path)
+    try:
+        conns = [c for c in reader.connections if c.topic == topic]
+        return [deserialize_message(bytes(data), cls) for _, _, data in reader.messages(connections=conns)]
+    finally:
+        reader.close()
+
+
+# --- offline inference and evaluation ----------------------------------------------------------------------
+OUTPUT_NAMESPACE = "/dares"
+
+
+def _find_topic(reader: Reader, wanted: str | None, suffixes: tuple[str, ...], what: str) -> str:
+    topics = [c.topic for c in reader.connections]
+    if wanted:
+        if wanted not in topics:
+            raise DaresError(f"topic {wanted} is not in the bag (it has {', '.join(sorted(topics))})")
+        return wanted
+    found = [t for t in topics if t.endswith(suffixes)]
+    if len(found) != 1:
+        raise DaresError(f"found {len(found)} {what} topics ({', '.join(found) or 'none'}): name one with the --{what}-topic option")
+    return found[0]
+
+
+def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_topic: str | None = None,
+              info_topic: str | None = None, device: str = "cpu", precision: str = "fp32", input_size=(256, 320),
+              point_stride: int = 4, fixed_scale: float | None = None, base_weights: Path | None = None,
+              batch: int = 8, progress=None) -> dict:
+    """Depth for every left image of `bag`, written with all input messages into a new bag; no ROS graph.
+
+    Outputs under /dares: depth/image, depth/camera_info, points, as the node publishes them (same code);
+    scale as the node's relative mode (model units read as mm) or `fixed_scale` metres per unit.
+    """
+    import torch
+
+    from dares_core.inference import DepthPredictor
+    from dares_core.model.weights import load_depth_net
+
+    from .conversions import ConversionError, compressed_to_rgb8, depth_outputs, image_to_rgb8
+
+    reader = open_reader(bag)
+    image_topic = _find_topic(reader, image_topic, ("left/image_raw", "left/image_rect", "left/image_raw/compressed",
+                                                    "left/image_rect/compressed"), "image")
+    info_topic = _find_topic(reader, info_topic, ("left/camera_info",), "info")
+    image_cls = CompressedImage if image_topic.endswith("compressed") else Image
+    predictor = DepthPredictor(load_depth_net(weights, base_weights=base_weights), input_size, device, precision)
+    scale = fixed_scale if fixed_scale is not None else 1e-3
+    infos = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(bag, info_topic, CameraInfo)}
+    if not infos:
+        raise DaresError(f"{info_topic} has no messages: the bag needs camera_info for the images")
+    latest_info = next(iter(infos.values()))
+    written = 0
+    try:
+        with BagWriter(out, force) as writer:
+            pending = []
+
+            def flush():
+                nonlocal written
+                if not pending:
+                    return
+                images = torch.from_numpy(np.stack([rgb for _, rgb, _, _ in pending]))
+                depths = predictor.predict(images).depth.cpu().numpy()
+                for (stamp_ns, rgb, msg, cam), depth in zip(pending, depths):
+                    out_msgs = depth_outputs((depth * scale).astype(np.float32), rgb, cam, msg.header, point_stride,
+                                             points=True, colored=False)
+                    for key, topic in (("depth", "depth/image"), ("info", "depth/camera_info"), ("points", "points")):
+                        writer.write(f"{OUTPUT_NAMESPACE}/{topic}", out_msgs[key], stamp_ns)
+                    written += 1
+                    if progress is not None:
+                        progress(1)
+                pending.clear()
+
+            for conn, stamp_ns, data in reader.messages():
+                writer.write_raw(conn.topic, conn.msgtype, bytes(data), stamp_ns)
+                if conn.topic == image_topic:
+                    msg = deserialize_message(bytes(data), image_cls)
+                    try:
+                        rgb = compressed_to_rgb8(msg) if image_cls is CompressedImage else image_to_rgb8(msg)
+                    except ConversionError as e:
+                        raise DaresError(f"{image_topic} at {stamp_ns} ns: {e}") from None
+                    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                    info = latest_info = infos.get(key, latest_info)  # same stamp, else the latest seen
+                    if pending and rgb.shape != pending[0][1].shape:
+                        flush()
+                    pending.append((stamp_ns, rgb, msg, info))
+                    if len(pending) == batch:
+                        flush()
+            flush()
+    finally:
+        reader.close()
+    return {"frames": written, "image_topic": image_topic}
+
+
+def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt_topic: str | None = None,
+             median_scaling: bool = True):
+    """SCARED metrics of a bag's depth against its ground-truth topic, frames paired by stamp."""
+    from dares_core.evaluate import evaluate_depth
+
+    reader = open_reader(bag)
+    gt_topic = _find_topic(reader, gt_topic, ("ground_truth/depth",), "gt")
+    reader.close()
+
+    def by_stamp(topic):
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
+                for m in read_messages(bag, topic, Image)}
+
+    preds, gts = by_stamp(depth_topic), by_stamp(gt_topic)
+    stamps = sorted(set(preds) & set(gts))
+    if not stamps:
+        raise DaresError(f"no {depth_topic} message shares a stamp with {gt_topic}: run `dares bag infer` on this bag first")
+    disps = [1.0 / np.where(np.isfinite(preds[s]) & (preds[s] > 0), preds[s] * 1000.0, np.inf) for s in stamps]
+    disps = [np.where(d > 0, d, np.min(d[d > 0])) for d in disps]  # invalid pixels: farthest valid disparity
+    return evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling)
