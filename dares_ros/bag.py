@@ -271,10 +271,11 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
                     continue
                 target = t0 + (stamp - first) / 1e9 / rate
                 while (delay := target - time.monotonic()) > 0:
-                    if stop is not None and stop.wait(min(delay, 0.05)):
-                        return stats
-                    if stop is None:
-                        time.sleep(delay)
+                    if delay > 0.002:  # sleep most of the wait, then spin the last millisecond for precision
+                        if stop is not None and stop.wait(min(delay - 0.001, 0.05)):
+                            return stats
+                        if stop is None:
+                            time.sleep(delay - 0.001)
                 stats.max_lateness_s = max(stats.max_lateness_s, time.monotonic() - target)
                 if clock_pub is not None:
                     msg = Clock()
@@ -292,8 +293,10 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
 
 
 def record_bag(topics: list[str], out: Path, duration: float | None = None, force: bool = False, stop=None,
-               context=None, discovery_timeout: float = 10.0) -> dict:
-    """Record live topics (serialized, as published) into a new MCAP bag until `duration` or `stop`."""
+               context=None, discovery_timeout: float = 10.0, ready=None) -> dict:
+    """Record live topics (serialized, as published) into a new MCAP bag until `duration` or `stop`.
+
+    ready: an Event set once every topic is subscribed."""
     import threading
 
     import rclpy
@@ -328,6 +331,10 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
                 node.create_subscription(cls, topic, writer_for(topic), qos, raw=True)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
+            for _ in range(10):  # let the subscriptions match their publishers
+                executor.spin_once(timeout_sec=0.05)
+            if ready is not None:
+                ready.set()
             end = time.monotonic() + duration if duration else None
             while (end is None or time.monotonic() < end) and not (stop is not None and stop.is_set()):
                 executor.spin_once(timeout_sec=0.05)

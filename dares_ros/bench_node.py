@@ -58,12 +58,14 @@ def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple
     return pairs, infos[0], infos[1]
 
 
-def node_command(namespace: str, params: dict) -> list[str]:
+def node_command(namespace: str, params: dict, remaps: dict | None = None) -> list[str]:
     """dares_depth_node as `ros2 run dares_ros dares_depth_node` starts it, with the shipped params file."""
     cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(CONFIG),
            "-r", f"__ns:={namespace}"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
+    for src, dst in (remaps or {}).items():
+        cmd += ["-r", f"{src}:={dst}"]
     return cmd
 
 

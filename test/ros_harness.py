@@ -23,10 +23,10 @@ from dares_ros.bench_node import node_command, stop_node  # noqa: F401  (re-expo
 
 
 
-def start_node(namespace: str, *params: str, log: Path) -> subprocess.Popen:
+def start_node(namespace: str, *params: str, log: Path, remaps: dict | None = None) -> subprocess.Popen:
     """The console entry point with the shipped params file; params as "name:=value"."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    cmd = node_command(namespace, dict(p.split(":=", 1) for p in params))
+    cmd = node_command(namespace, dict(p.split(":=", 1) for p in params), remaps)
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
