@@ -14,9 +14,9 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 def ms_ssim_betas(height: int, width: int, kernel: int = 11) -> tuple[float, ...]:
     """torchmetrics' five MS-SSIM weights, truncated (and renormalised) to as many scales as it accepts for an
-    image this small (its rule: min side > (kernel - 1) * (scales - 1)^2)."""
+    image this small (its rule: min side // max(1, scales - 1)^2 > kernel - 1)."""
     betas = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-    scales = max(n for n in range(1, 6) if n == 1 or min(height, width) > (kernel - 1) * (n - 1) ** 2)
+    scales = max(n for n in range(1, 6) if min(height, width) // max(1, n - 1) ** 2 > kernel - 1)
     kept = betas[:scales]
     return tuple(b / sum(kept) for b in kept)
 
