@@ -231,10 +231,11 @@ class PlayStats:
 
 
 def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0.0, topics=None, remaps=None,
-             clock: bool = False, stop=None, context=None) -> PlayStats:
+             clock: bool = False, stop=None, context=None, wait_for: tuple = (), wait_timeout: float = 30.0) -> PlayStats:
     """Publish a bag's messages with rclpy at recorded timing (scaled by `rate`) against a monotonic clock.
 
-    remaps: {from: to}; clock: also publish /clock (rosgraph_msgs/Clock) for use_sim_time; stop: an Event.
+    remaps: {from: to}; clock: also publish /clock (rosgraph_msgs/Clock) for use_sim_time; stop: an Event;
+    wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s).
     """
     import rclpy
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile
@@ -262,7 +263,15 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
         stats.skipped_types = tuple(sorted(set(skipped)))
         clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
-        time.sleep(0.5)  # let subscribers match before the first message
+        missing = [t for t in wait_for if t not in publishers]
+        if missing:
+            raise DaresError(f"--wait-for topic(s) {', '.join(missing)} are not in {path}")
+        deadline = time.monotonic() + wait_timeout
+        while any(publishers[t].get_subscription_count() == 0 for t in wait_for):
+            if time.monotonic() > deadline:
+                raise DaresError(f"no subscriber to {', '.join(wait_for)} after {wait_timeout:.0f} s: is the node running?")
+            time.sleep(0.05)
+        time.sleep(0.5)  # let other subscribers match before the first message
         first = reader.start_time + int(start * 1e9)
         while True:
             t0 = time.monotonic()

@@ -48,7 +48,8 @@ def cmd_bag(args: argparse.Namespace) -> None:
             if not sep:
                 raise DaresError(f"--remap takes FROM:=TO, got {item!r}")
             remaps[src] = dst
-        stats = bag.play_bag(args.bag, args.rate, args.loop, args.start, args.topics or None, remaps, args.clock)
+        stats = bag.play_bag(args.bag, args.rate, args.loop, args.start, args.topics or None, remaps, args.clock,
+                             wait_for=tuple(args.wait_for))
         skipped = f"; skipped types without Python bindings here: {', '.join(stats.skipped_types)}" if stats.skipped_types else ""
         print(f"published {stats.published} messages{skipped}")
     elif args.bag_command == "record":
@@ -93,6 +94,8 @@ def _add_bag(root) -> None:
     q.add_argument("--topics", nargs="*", default=[], help="only these topics")
     q.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="publish FROM under TO")
     q.add_argument("--clock", action="store_true", help="publish /clock for use_sim_time")
+    q.add_argument("--wait-for", nargs="*", default=[], metavar="TOPIC",
+                   help="bag topics that must have a subscriber before playing starts (up to 30 s)")
     q = sub.add_parser("record", help="record live topics into an MCAP bag")
     q.add_argument("topics", nargs="+")
     q.add_argument("--out", type=Path, required=True)

@@ -126,7 +126,7 @@ def test_round_trip_play_node_record_equals_bag_infer(setup, synth_bag, tmp_path
     try:
         recorder.start()
         assert ready.wait(40), "the recorder found no depth publisher"
-        play_bag(bag, rate=0.1)  # 2.5 Hz: a loaded CI machine never has to drop a frame
+        play_bag(bag, rate=0.25, wait_for=(f"{RIG}/left/image_raw", f"{RIG}/left/camera_info"))
         time.sleep(2)
     finally:
         stop.set()
