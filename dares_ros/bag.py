@@ -70,9 +70,14 @@ class BagWriter:
         finally:
             return self._atomic.__exit__(exc_type, exc, tb)
 
+    def add_topic(self, topic: str, msgtype: str, offered_qos=()) -> None:
+        """Declare a topic with the QoS profiles its publishers offered (kept in metadata.yaml)."""
+        self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=TYPESTORE,
+                                                             offered_qos_profiles=list(offered_qos))
+
     def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int) -> None:
         if topic not in self.connections:
-            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+            self.add_topic(topic, msgtype)
         self.writer.write(self.connections[topic], stamp_ns, data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
@@ -301,6 +306,31 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             rclpy.shutdown(context=context)
 
 
+def _bag_qos(profile):
+    """An rclpy QoSProfile as the rosbags Qos stored in metadata.yaml (the enums share rmw's numbering)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    def t(duration):
+        ns = duration.nanoseconds
+        return QosTime(sec=ns // 10**9, nsec=ns % 10**9)
+
+    return Qos(history=QosHistory(int(profile.history)), depth=profile.depth,
+               reliability=QosReliability(int(profile.reliability)), durability=QosDurability(int(profile.durability)),
+               deadline=t(profile.deadline), lifespan=t(profile.lifespan), liveliness=QosLiveliness(int(profile.liveliness)),
+               liveliness_lease_duration=t(profile.liveliness_lease_duration),
+               avoid_ros_namespace_conventions=profile.avoid_ros_namespace_conventions)
+
+
+def _matching_qos(infos):
+    """A subscription QoS that receives from every publisher: best effort if any is, transient local if all are."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
+    latched = bool(infos) and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
 def record_bag(topics: list[str], out: Path, duration: float | None = None, force: bool = False, stop=None,
                context=None, discovery_timeout: float = 10.0, ready=None) -> dict:
     """Record live topics (serialized, as published) into a new MCAP bag until `duration` or `stop`.
@@ -310,7 +340,6 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
 
     own_context = context is None
     if own_context:
@@ -335,9 +364,9 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
                         bag.write_raw(topic, types[topic], bytes(data), node.get_clock().now().nanoseconds)
                 return store
             for topic in topics:
-                cls = message_class(types[topic])
-                qos = qos_profile_sensor_data if topic.endswith("points") else 10
-                node.create_subscription(cls, topic, writer_for(topic), qos, raw=True)
+                infos = node.get_publishers_info_by_topic(topic)
+                bag.add_topic(topic, types[topic], [_bag_qos(i.qos_profile) for i in infos])
+                node.create_subscription(message_class(types[topic]), topic, writer_for(topic), _matching_qos(infos), raw=True)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
             for _ in range(10):  # let the subscriptions match their publishers

@@ -56,6 +56,9 @@ def cmd_bag(args: argparse.Namespace) -> None:
         counts = bag.record_bag(args.topics, args.out, args.duration, args.force)
         print(f"recorded {args.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     elif args.bag_command == "infer":
+        import torch
+
+        args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         total = bag.bag_info(args.bag)["topics"]
         with _progress(None, "infer") as bar:
             result = bag.infer_bag(args.bag, args.weights, args.out, args.force, args.image_topic, args.info_topic,
@@ -112,7 +115,7 @@ def _add_bag(root) -> None:
     q.add_argument("--input-width", type=int, default=320)
     q.add_argument("--point-stride", type=int, default=4)
     q.add_argument("--fixed-scale", type=float, default=None, help="metres per model unit (default: units read as mm)")
-    q.add_argument("--device", default="cpu")
+    q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     q.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q = sub.add_parser("eval", help="SCARED metrics of a bag's depth against its ground_truth/depth")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dares_core.cli import main
 from dares_core.data.prepare import prepare_scared
@@ -121,7 +121,7 @@ def test_round_trip_play_node_record_equals_bag_infer(setup, synth_bag, tmp_path
     deadline = time.monotonic() + 60
     while "loaded" not in (tmp_path / "node.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
-    recorder = threading.Thread(target=record_bag, args=([f"{ns}/depth/image"], recorded),
+    recorder = threading.Thread(target=record_bag, args=([f"{ns}/depth/image", f"{ns}/points"], recorded),
                                 kwargs=dict(stop=stop, discovery_timeout=30, ready=ready))
     try:
         recorder.start()
@@ -135,6 +135,9 @@ def test_round_trip_play_node_record_equals_bag_infer(setup, synth_bag, tmp_path
     live = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(recorded, f"{ns}/depth/image", Image)}
     off = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(offline, "/dares/depth/image", Image)}
     common = sorted(set(live) & set(off))
+    metadata = (recorded / "metadata.yaml").read_text()
+    assert "best_effort" in metadata.lower() or "reliability: 2" in metadata  # points are offered best effort
+    assert len(read_messages(recorded, f"{ns}/points", PointCloud2)) >= 1  # recorded with a matching QoS
     assert len(common) >= 6, (len(live), (tmp_path / "node.log").read_text()[-1500:])
     for stamp in common:
         a = np.frombuffer(bytes(live[stamp].data), np.float32)
