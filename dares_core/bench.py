@@ -162,3 +162,43 @@ def result_name(record: dict, *keys: str) -> str:
     device = record["machine"]["device"].lower().replace(" ", "-")
     return "-".join([record["benchmark"], device, *(str(record["settings"][k]) for k in keys)])
 
+
+
+def bench_train(encoder: str = "vits", height: int = 256, width: int = 320, batch: int = 12, device: str = "cpu",
+                precision: str = "fp32", steps: int = 5, warmup: int = 1, workdir: Path | None = None) -> dict:
+    """Images/s of full DARES training steps (position step + depth/pose/transform step) on synthetic scenes.
+
+    The step is the official trainer's (same networks, losses and two optimisers), so ours is the reference
+    style of step; the figure is the throughput a lab can expect, data loading excluded.
+    """
+    import tempfile
+
+
+    from .data.synthetic import SynthConfig, generate
+    from .train import TrainConfig, Trainer
+
+    dev = resolve_device(device)
+    with tempfile.TemporaryDirectory(prefix="dares-bench-train-", dir=workdir) as tmp:
+        data = generate(SynthConfig(width=width, height=height, frames=max(batch + 2, 5), sequences=1, seed=0),
+                        Path(tmp) / "data")
+        cfg = TrainConfig(data=str(data), out=str(Path(tmp) / "run"), height=height, width=width, batch_size=batch,
+                          encoder=encoder, device=device, precision=precision, num_workers=0)
+        cfg.validate()
+        trainer = Trainer(cfg)
+        loader, _ = trainer._loader(0)
+        inputs = next(iter(loader))
+        times = []
+        for i in range(warmup + steps):
+            synchronize(dev)
+            start = time.perf_counter()
+            trainer.train_step(inputs)
+            synchronize(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    ours = summarize(times, batch)
+    ours["peak_memory_mb"] = peak_memory_mb(dev)
+    return {"benchmark": "train", "machine": machine(dev),
+            "settings": {"encoder": encoder, "input": f"{height}x{width}", "batch": batch, "precision": precision,
+                         "frames": "[0,-1,1]"},
+            "paths": {"train step": ours},
+            "note": "one step = position-net step + depth/pose/transform step, as the official trainer; throughput in images/s"}

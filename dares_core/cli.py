@@ -111,6 +111,15 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from .bench import bench_train, result_name, write_result
+
+    record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps)
+    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir, args.docs)
+    step = record["paths"]["train step"]
+    print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); wrote {path}")
+
+
 def add_bench_output_options(p) -> None:
     """--results-dir and --docs, shared by every `dares bench` command."""
     p.add_argument("--results-dir", type=Path, default=Path("bench/results"), help="where the JSON goes")
@@ -133,6 +142,16 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--calls", type=int, default=5, help="calls per path per round (default 5)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_model)
+    p = kinds.add_parser("train", help="training throughput (images/s) of the DARES two-step training step")
+    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
+    p.add_argument("--height", type=int, default=256, help="training height (default 256)")
+    p.add_argument("--width", type=int, default=320, help="training width (default 320)")
+    p.add_argument("--batch", type=int, default=12, help="batch size (official 12)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="training precision")
+    p.add_argument("--steps", type=int, default=5, help="measured steps (default 5)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_train)
     return kinds
 
 

@@ -95,3 +95,26 @@ def test_configuration_errors_are_one_line(scenes, tmp_path, capsys):
     (bad / "splits" / "x" / "train_files.txt").write_text("dataset1/keyframe1 2 l\n")
     assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r2"), "--device", "cpu"]) == 2
     assert "not laid out as" in capsys.readouterr().err
+
+
+def test_af_sfmlearner_weights_load_unchanged(scenes, tmp_path):
+    """The six released files (torchvision key layout, plain state_dicts) initialise the pose and appearance nets."""
+    from dares_core.model.appearance import PositionDecoder, TransformDecoder
+    from dares_core.model.pose_net import PoseDecoder, ResnetEncoder
+    from dares_core.train import Trainer
+
+    torch.manual_seed(42)
+    released = {"pose_encoder": ResnetEncoder(2), "pose": PoseDecoder(), "position_encoder": ResnetEncoder(2),
+                "position": PositionDecoder(), "transform_encoder": ResnetEncoder(2), "transform": TransformDecoder()}
+    folder = tmp_path / "af_sfmlearner_weights"
+    folder.mkdir()
+    for name, model in released.items():
+        torch.save(model.state_dict(), folder / f"{name}.pth")
+    assert "encoder.layer4.1.bn2.running_var" in torch.load(folder / "pose_encoder.pth")
+    trainer = Trainer(config(scenes, tmp_path / "r", af_weights=str(folder)))
+    for name, model in released.items():
+        for key, value in model.state_dict().items():
+            assert torch.equal(trainer.models[name].state_dict()[key], value), (name, key)
+    (folder / "pose.pth").write_bytes(b"")
+    with pytest.raises(DaresError, match="pose.pth: file is empty"):
+        Trainer(config(scenes, tmp_path / "r2", af_weights=str(folder)))
