@@ -173,7 +173,6 @@ def bench_train(encoder: str = "vits", height: int = 256, width: int = 320, batc
     """
     import tempfile
 
-
     from .data.synthetic import SynthConfig, generate
     from .train import TrainConfig, Trainer
 
