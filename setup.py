@@ -33,7 +33,11 @@ ROS = [
     "ros-lifecycle-msgs==2.3.0",
     "ros-rosgraph-msgs==2.3.0",
 ]
-DEV = [
+EXPORT = [
+    "onnx==1.23.2",
+    "onnxruntime==1.32.0",
+]
+DEV = EXPORT + [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
     "hypothesis==6.170.17",
@@ -55,7 +59,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*")),
     ],
     install_requires=CORE,
-    extras_require={"ros": ROS, "dev": DEV},
+    extras_require={"ros": ROS, "export": EXPORT, "dev": DEV},
     zip_safe=False,
     entry_points={
         "console_scripts": [

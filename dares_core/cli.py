@@ -120,6 +120,29 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); wrote {path}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    result = export(args.weights, args.out, args.format, args.height, args.width, args.base_weights, args.force)
+    check = f", onnxruntime max |diff| {result['max_abs_diff']:.1e}" if result.get("max_abs_diff") is not None else ""
+    print(f"wrote {result['path']} ({result['format']}{check})")
+
+
+def _add_export(sub) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="deployment artifacts: ONNX, torch.export .pt2, merged safetensors",
+                       description="Merge LoRA, keep the full-resolution head and write a deployment artifact.")
+    p.add_argument("--weights", type=Path, required=True, help="any supported checkpoint")
+    p.add_argument("--base-weights", type=Path, default=None, help="DAv2 weights under an adapter-only checkpoint")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="artifact format (default onnx)")
+    p.add_argument("--out", type=Path, required=True, help="output file")
+    p.add_argument("--height", type=int, default=256, help="input height baked into the graph (default 256)")
+    p.add_argument("--width", type=int, default=320, help="input width (default 320)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_export)
+
+
 def add_bench_output_options(p) -> None:
     """--results-dir and --docs, shared by every `dares bench` command."""
     p.add_argument("--results-dir", type=Path, default=Path("bench/results"), help="where the JSON goes")
@@ -285,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_eval(sub)
     _add_train(sub)
+    _add_export(sub)
     bench = _add_bench(sub)
     _add_plugins({"root": sub, "bench": bench})
     return parser

@@ -1,0 +1,72 @@
+"""`dares export`: deployment artifacts of a depth network, LoRA merged, full-resolution head only.
+
+Formats: onnx (checked against PyTorch with onnxruntime when installed), pt2 (torch.export program),
+safetensors (merged weights that load without peft). The exported graph takes images (B,3,H,W) in [0,1]
+(ImageNet normalisation inside for zero-shot DAv2) and returns the network disparity (B,1,H,W): the
+sigmoid output for DARES (scaled disparity = 1/max + (1/min - 1/max) * output), relative for DAv2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DaresError
+from .files import atomic_file, ensure_writable_output
+from .model.depth_net import DaresDepthNet
+from .model.weights import load_depth_net, save_depth_net
+
+FORMATS = ("onnx", "pt2", "safetensors")
+
+
+class FullResolution(torch.nn.Module):
+    """images (B,3,H,W) in [0,1] -> disparity (B,1,H,W): only the scale-0 head."""
+
+    def __init__(self, net: DaresDepthNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images, scales=(0,))[0]
+
+
+def export(weights: Path, out: Path, fmt: str, height: int = 256, width: int = 320, base_weights: Path | None = None,
+           force: bool = False, opset: int = 17) -> dict:
+    """Write the artifact atomically; returns {"format", "path", "max_abs_diff" (onnx, when checked)}."""
+    if fmt not in FORMATS:
+        raise DaresError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    ensure_writable_output(Path(out), force)
+    net = load_depth_net(weights, base_weights=base_weights).merge_lora().eval()
+    result = {"format": fmt, "path": str(out)}
+    if fmt == "safetensors":
+        save_depth_net(net, out)
+        return result
+    module = FullResolution(net).eval()
+    example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    with atomic_file(Path(out)) as tmp:
+        if fmt == "onnx":
+            torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["disparity"],
+                              dynamic_axes={"images": {0: "batch"}, "disparity": {0: "batch"}}, opset_version=opset,
+                              dynamo=False)
+            result["max_abs_diff"] = _check_onnx(tmp, module, example)
+        else:
+            torch.export.save(torch.export.export(module, (example,)), str(tmp))
+    return result
+
+
+def _check_onnx(path: Path, module: torch.nn.Module, example: torch.Tensor) -> float | None:
+    """Max |onnxruntime - PyTorch| on a batch of two, or None when onnxruntime is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    batch = torch.cat([example, example.flip(-1)])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": batch.numpy()})[0]
+    with torch.no_grad():
+        expected = module(batch).numpy()
+    diff = float(abs(got - expected).max())
+    if diff > 1e-4:
+        raise DaresError(f"ONNX output differs from PyTorch by {diff:.2e} (> 1e-4): try another --opset")
+    return diff

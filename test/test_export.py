@@ -1,0 +1,44 @@
+"""`dares export`: ONNX and torch.export artifacts reproduce the PyTorch network; merged safetensors load."""
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from dares_core.cli import main
+from dares_core.model.weights import load_depth_net
+from test_infer import setup  # noqa: F401
+
+
+def reference(weights, images):
+    net = load_depth_net(weights)
+    with torch.no_grad():
+        return net(images)[0].numpy()
+
+
+def test_onnx_matches_pytorch(setup, tmp_path, capsys):  # noqa: F811
+    weights, _ = setup
+    out = tmp_path / "depth.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(out), "--height", "56", "--width", "70"]) == 0
+    assert "onnxruntime max |diff|" in capsys.readouterr().out
+    images = torch.rand(3, 3, 56, 70)
+    got = onnxruntime.InferenceSession(str(out)).run(None, {"images": images.numpy()})[0]
+    np.testing.assert_allclose(got, reference(weights, images), atol=1e-5)
+    assert main(["export", "--weights", str(weights), "--out", str(out)]) == 2  # exists, no --force
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "safetensors"])
+def test_pt2_and_merged_safetensors(setup, tmp_path, fmt):  # noqa: F811
+    weights, _ = setup
+    out = tmp_path / f"depth.{fmt}"
+    assert main(["export", "--weights", str(weights), "--format", fmt, "--out", str(out), "--height", "56",
+                 "--width", "70"]) == 0
+    images = torch.rand(1, 3, 56, 70)
+    if fmt == "pt2":
+        got = torch.export.load(str(out)).module()(images).detach().numpy()
+    else:
+        net = load_depth_net(out)
+        assert net.config.merged
+        with torch.no_grad():
+            got = net(images)[0].numpy()
+    np.testing.assert_allclose(got, reference(weights, images), atol=1e-5)
