@@ -94,15 +94,11 @@ def _add_eval(sub) -> None:
                        description="Evaluate official-format disparity arrays, a model on a data folder, or poses.")
     p.add_argument("--pred-disps", type=Path, default=None, help="(N,H,W) disparities (official --save_pred_disps .npy)")
     p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
-    p.add_argument("--weights", type=Path, default=None, help="evaluate this checkpoint on --data instead")
-    p.add_argument("--base-weights", type=Path, default=None, help="DAv2 weights under an adapter-only checkpoint")
-    p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM")
+    add_weights_options(p, required=False)
+    add_network_options(p)
+    p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
     p.add_argument("--split-dir", type=Path, default=None,
                    help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis)")
-    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
-    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
     p.add_argument("--no-median-scaling", action="store_true", help="predictions are metric: no per-frame median scaling")
     p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")
     p.add_argument("--gt-poses", type=Path, default=None, help="ground-truth relative poses (gt_poses_sq*.npz)")
@@ -133,12 +129,10 @@ def _add_export(sub) -> None:
 
     p = sub.add_parser("export", help="deployment artifacts: ONNX, torch.export .pt2, merged safetensors",
                        description="Merge LoRA, keep the full-resolution head and write a deployment artifact.")
-    p.add_argument("--weights", type=Path, required=True, help="any supported checkpoint")
-    p.add_argument("--base-weights", type=Path, default=None, help="DAv2 weights under an adapter-only checkpoint")
+    add_weights_options(p)
+    add_network_options(p, compute=False)
     p.add_argument("--format", choices=FORMATS, default="onnx", help="artifact format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output file")
-    p.add_argument("--height", type=int, default=256, help="input height baked into the graph (default 256)")
-    p.add_argument("--width", type=int, default=320, help="input width (default 320)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
@@ -259,6 +253,23 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def add_weights_options(p, required: bool = True) -> None:
+    """--weights and --base-weights, as every command that loads a depth network takes them."""
+    p.add_argument("--weights", type=Path, required=required, default=None,
+                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares .safetensors")
+    p.add_argument("--base-weights", type=Path, default=None,
+                   help="Depth Anything V2 weights under an adapter-only .safetensors checkpoint")
+
+
+def add_network_options(p, compute: bool = True) -> None:
+    """Network input size (and with compute, --device and --precision)."""
+    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
+    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
+    if compute:
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
                        description="Render procedural da Vinci-like stereo sequences with ground-truth depth and poses.")
@@ -278,14 +289,10 @@ def _add_synth(sub) -> None:
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="predict depth for an image, a folder of images or a video",
                        description="Run a DARES / Depth Anything V2 checkpoint on images and write depth files.")
-    p.add_argument("--weights", type=Path, required=True,
-                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares .safetensors")
-    p.add_argument("--base-weights", type=Path, default=None,
-                   help="Depth Anything V2 weights under an adapter-only .safetensors checkpoint")
+    add_weights_options(p)
+    add_network_options(p)
     p.add_argument("--input", type=Path, required=True, help="image file, folder of images, or video file")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
-    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
     p.add_argument("--min-depth", type=float, default=0.1, help="depth range minimum, as training (default 0.1)")
     p.add_argument("--max-depth", type=float, default=150.0, help="depth range maximum, as training (default 150)")
     p.add_argument("--save-disp", type=Path, default=None,
@@ -293,8 +300,6 @@ def _add_infer(sub) -> None:
     p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=float, default=None, help=f"intrinsic {k} in pixels of the input image")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 
