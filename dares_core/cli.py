@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -201,6 +202,18 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare_scared)
 
 
+def _check_writable(folder: Path, need_mb: int = 200) -> None:
+    """Fail before hours of work: the run folder must be writable with room for checkpoints."""
+    import shutil
+
+    probe = folder if folder.exists() else next(p for p in folder.parents if p.exists())
+    if not os.access(probe, os.W_OK):
+        raise DaresError(f"{probe} is not writable: choose an --out you can write to")
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    if free_mb < need_mb:
+        raise DaresError(f"only {free_mb:.0f} MB free under {probe}: checkpoints need more; free space or choose another --out")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import shutil
 
@@ -224,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         cfg = TrainConfig.from_sources(args.config, overrides)
     out = Path(cfg.out)
+    _check_writable(out)
     if args.resume is None and out.exists() and any(out.iterdir()):
         if not args.force:
             raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or --force to start over")

@@ -487,6 +487,16 @@ class Trainer:
         return state
 
 
+def _trim_logs(run: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a resume starts from (they will be written again)."""
+    for name, key in (("losses.jsonl", "step"), ("metrics.jsonl", "step")):
+        path = run / name
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= step]
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
+
+
 def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> dict:
     """Train (optionally resuming from a run folder or checkpoint); returns a summary."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -496,7 +506,12 @@ def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = 
         trainer = Trainer(cfg)
         if resume is not None:
             resume = Path(resume)
+            if resume.is_dir():
+                for torn in (resume / "checkpoints").glob(".*.partial*"):  # a write that a crash interrupted
+                    torn.unlink()
             trainer.load_checkpoint(resume / "checkpoints" / "last.pt" if resume.is_dir() else resume)
+            if resume.is_dir():
+                _trim_logs(resume, trainer.global_step)
         return trainer.fit(progress)
     finally:
         if distributed and dist.is_initialized():
