@@ -22,6 +22,20 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
           f"p99 {depth.get('p99_ms')} ms, dropped {depth['dropped']}; wrote {path}")
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> None:
+    from dares_core.bench import result_name, write_result
+
+    from .soak import soak
+
+    record = soak(args.weights, args.encoder, args.width, args.height, args.phase_seconds, args.device,
+                  (args.input_height, args.input_width))
+    path = write_result(result_name(record, "input", "phase_s"), record, args.results_dir, args.docs)
+    s = record["paths"]["node under abuse"]
+    print(f"node alive: {s['node_alive']}; answered per phase: "
+          + ", ".join(f"{k} {v['answered']}/{v['sent']}" for k, v in record["phases"].items())
+          + f"; latency p99 {s.get('p99_ms')} ms; memory growth {s['rss_growth_mb']} MB; wrote {path}")
+
+
 def cmd_bag(args: argparse.Namespace) -> None:
     import json
 
@@ -128,6 +142,17 @@ def _add_bag(root) -> None:
 
 def add_commands(groups: dict) -> None:
     _add_bag(groups["root"])
+    p = groups["bench"].add_parser("soak", help="the node under abuse: 2x rate, bursts, bad stamps, dropouts, resizes")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
+    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"))
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--phase-seconds", type=float, default=60.0, help="seconds per phase (5 phases; default 60)")
+    p.add_argument("--input-height", type=int, default=256)
+    p.add_argument("--input-width", type=int, default=320)
+    p.add_argument("--device", default="cpu")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_soak)
     p = groups["bench"].add_parser("node", help="dares_depth_node end to end: output rate and latency on stereo input")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size for random weights")
