@@ -108,7 +108,7 @@ def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
 def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") -> float:
     """Baseline in metres from the right camera's projection: B = -P[0,3] / P[0,0]."""
     P = np.asarray(right_info.p, dtype=np.float64).reshape(3, 4)
-    if P[0, 0] <= 0 or not -P[0, 3] > 0:
+    if not (np.isfinite(P[0, [0, 3]]).all() and P[0, 0] > 0 and -P[0, 3] > 0):
         raise ConversionError(f"{topic} has no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P with Tx = -fx*B")
     return float(-P[0, 3] / P[0, 0])
 

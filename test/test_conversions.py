@@ -118,3 +118,26 @@ def test_camera_info_scaling_baseline_and_validation():
         intrinsics(CameraInfo(), "left/camera_info")
     with pytest.raises(ConversionError, match="no stereo baseline"):
         stereo_baseline(CameraInfo())
+
+
+finite_or_not = st.one_of(st.floats(-1e4, 1e4), st.just(float("nan")), st.just(float("inf")), st.just(0.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(k=st.lists(finite_or_not, min_size=9, max_size=9), p=st.lists(finite_or_not, min_size=12, max_size=12),
+       width=st.integers(0, 4096), height=st.integers(0, 4096), out_w=st.integers(1, 4096), out_h=st.integers(1, 4096))
+def test_fuzzed_camera_info_is_valid_or_a_conversion_error(k, p, width, height, out_w, out_h):
+    info = CameraInfo(width=width, height=height)
+    info.k, info.p = k, p
+    for call in (lambda: intrinsics(info), lambda: stereo_baseline(info), lambda: scale_camera_info(info, out_w, out_h)):
+        try:
+            result = call()
+        except ConversionError as e:
+            assert "\n" not in str(e)
+            continue
+        if isinstance(result, np.ndarray):  # K: positive finite focal lengths
+            assert np.isfinite(result).all() and result[0, 0] > 0 and result[1, 1] > 0
+        elif isinstance(result, float):  # baseline
+            assert result > 0
+        else:
+            assert (result.width, result.height) == (out_w, out_h)
