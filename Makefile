@@ -24,9 +24,16 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[ros,dev]"
 	@touch $(STAMP)
 
+SCENE := demo_out/scenes/dataset1/keyframe1
 demo: $(STAMP)
-	$(VENV)/bin/dares synth --out demo_out/scenes --frames 30 --sequences 1 --width 320 --height 256 --force
-	@echo "demo: synthetic stereo sequence with ground truth written to demo_out/scenes"
+	$(VENV)/bin/dares synth --out demo_out/scenes --frames 30 --sequences 1 --width 320 --height 256 --seed 5 --force
+	$(VENV)/bin/dares infer --weights dares_core/assets/demo_model.safetensors --input $(SCENE)/image_02/data \
+		--out demo_out/depth --height 64 --width 96 --calibration $(SCENE)/calibration.yaml \
+		--save-disp demo_out/disparities.npy --force
+	$(VENV)/bin/dares eval --pred-disps demo_out/disparities.npy \
+		--gt-depths demo_out/scenes/splits/synthetic/gt_depths.npz --out demo_out/eval --force
+	@echo "demo: depth, colour maps and point clouds in demo_out/depth, SCARED metrics in demo_out/eval"
+	@echo "      (the built-in model is tiny and trained on synthetic scenes: docs/demo_model.md; real weights: README)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q test

@@ -23,6 +23,12 @@ def ensure_writable_output(path: Path, force: bool) -> None:
         raise DaresError(f"{parent} is not writable: choose an output folder you can write to")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
@@ -36,6 +42,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -50,6 +57,7 @@ def atomic_dir(path: Path, force: bool = False, create: bool = True) -> Iterator
     path = Path(path)
     ensure_writable_output(path, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     if not create:
         tmp.rmdir()
     try:

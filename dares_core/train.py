@@ -427,11 +427,12 @@ class Trainer:
         score = metrics.get("abs_rel", math.inf)
         improved = not metrics or score < self.best  # without validation ground truth the latest is the best
         self.best = min(self.best, score)
+        adapters_only = self.models["depth"].config.has_adapters and not self.cfg.train_backbone
         self.save_checkpoint(self.out / "checkpoints" / "last.pt")
+        save_depth_net(self.models["depth"], self.out / "depth_model_last.safetensors", adapters_only=adapters_only)
         if improved:
             self.save_checkpoint(self.out / "checkpoints" / "best.pt")
-            save_depth_net(self.models["depth"], self.out / "depth_model.safetensors",
-                           adapters_only=self.models["depth"].config.has_adapters and not self.cfg.train_backbone)
+            save_depth_net(self.models["depth"], self.out / "depth_model.safetensors", adapters_only=adapters_only)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def state(self) -> dict:

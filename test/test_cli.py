@@ -39,3 +39,19 @@ def test_synth_rejects_too_few_frames(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--frames", "2", "--width", "32", "--height", "32"]) == 2
     assert "--frames >= 3" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_outputs_get_the_users_usual_permissions(tmp_path):
+    from dares_core.files import atomic_file
+
+    with atomic_file(tmp_path / "out.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+
+
+def _current_umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
