@@ -7,6 +7,7 @@ depth image and point cloud, the time from the input stamp to its arrival here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -79,12 +80,65 @@ def stop_node(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@contextlib.contextmanager
+def node_session(namespace: str, params: dict, workdir: Path, name: str):
+    """dares_depth_node running as its console entry point (log in workdir/node.log) and an rclpy node of
+    this process spinning in a thread; yields (node process, local node) and tears both down."""
+    log = open(workdir / "node.log", "w")
+    proc = subprocess.Popen(node_command(namespace, params), stdout=log, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield proc, node
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        stop_node(proc)
+        log.close()
+
+
 def _peak_rss_mb(pid: int) -> float:
     try:
         line = next(s for s in open(f"/proc/{pid}/status") if s.startswith("VmHWM"))
         return round(int(line.split()[1]) / 1024, 1)
     except (OSError, StopIteration):
         return float("nan")
+
+
+def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup, duration, workdir) -> float:
+    """Publish the stereo stream on a drift-free schedule once the node answers; returns the node's peak RSS."""
+    def publish(i: int):
+        stamp = node.get_clock().now().to_msg()
+        left, right = pairs[i % len(pairs)]
+        for msg, topic in ((left_info, "left/camera_info"), (right_info, "right/camera_info"),
+                           (right, "right/image_rect"), (left, "left/image_rect")):
+            msg.header.stamp, msg.header.frame_id = stamp, "bench_left_optical"
+            pubs[topic].publish(msg)
+        return stamp.sec, stamp.nanosec
+
+    deadline = time.monotonic() + 180
+    i = 0
+    while not arrivals["depth"]:  # the node loads its model
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DaresError(f"the node produced no depth; its log: {(workdir / 'node.log').read_text()[-500:]}")
+        publish(i)
+        i += 1
+        time.sleep(0.5)
+    start = time.monotonic()
+    for k in range(int((warmup + duration) * rate)):
+        time.sleep(max(0.0, start + k / rate - time.monotonic()))  # drift-free schedule
+        stamp = publish(k)
+        if k >= warmup * rate:
+            sent[stamp] = stamp[0] + stamp[1] * 1e-9
+    time.sleep(1.0)  # let the last outputs arrive
+    return _peak_rss_mb(proc.pid)
 
 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
@@ -103,66 +157,23 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
         pairs, left_info, right_info = _stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "publish_colored": "false"}
-        log = open(workdir / "node.log", "w")
-        proc = subprocess.Popen(node_command(namespace, params), stdout=log, stderr=subprocess.STDOUT)
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        node = rclpy.create_node("dares_bench_publisher", context=context)
-        arrivals: dict[str, dict[tuple[int, int], float]] = {"depth": {}, "points": {}}
+        with node_session(namespace, params, workdir, "dares_bench_publisher") as (proc, node):
+            arrivals: dict[str, dict[tuple[int, int], float]] = {"depth": {}, "points": {}}
 
-        def record(kind):
-            def store(msg):
-                now = node.get_clock().now().nanoseconds * 1e-9
-                arrivals[kind][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
-            return store
+            def record(kind):
+                def store(msg):
+                    now = node.get_clock().now().nanoseconds * 1e-9
+                    arrivals[kind][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
+                return store
 
-        node.create_subscription(Image, f"{namespace}/depth/image", record("depth"), 10)
-        node.create_subscription(PointCloud2, f"{namespace}/points", record("points"), qos_profile_sensor_data)
-        pubs = {k: node.create_publisher(t, f"{namespace}/{k}", 10) for k, t in (
-            ("left/image_rect", Image), ("right/image_rect", Image), ("left/camera_info", CameraInfo),
-            ("right/camera_info", CameraInfo))}
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-
-        def publish(i: int):
-            stamp = node.get_clock().now().to_msg()
-            left, right = pairs[i % len(pairs)]
-            for msg, topic in ((left_info, "left/camera_info"), (right_info, "right/camera_info"),
-                               (right, "right/image_rect"), (left, "left/image_rect")):
-                msg.header.stamp, msg.header.frame_id = stamp, "bench_left_optical"
-                pubs[topic].publish(msg)
-            return stamp.sec, stamp.nanosec
-
-        try:
-            deadline = time.monotonic() + 180
-            i = 0
-            while not arrivals["depth"]:  # the node loads its model
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise DaresError(f"the node produced no depth; its log: {(workdir / 'node.log').read_text()[-500:]}")
-                publish(i)
-                i += 1
-                time.sleep(0.5)
+            node.create_subscription(Image, f"{namespace}/depth/image", record("depth"), 10)
+            node.create_subscription(PointCloud2, f"{namespace}/points", record("points"), qos_profile_sensor_data)
+            pubs = {k: node.create_publisher(t, f"{namespace}/{k}", 10) for k, t in (
+                ("left/image_rect", Image), ("right/image_rect", Image), ("left/camera_info", CameraInfo),
+                ("right/camera_info", CameraInfo))}
             sent: dict[tuple[int, int], float] = {}
-            start = time.monotonic()
-            total = int((warmup + duration) * rate)
-            for k in range(total):
-                target = start + k / rate  # drift-free schedule
-                time.sleep(max(0.0, target - time.monotonic()))
-                stamp = publish(k)
-                if k >= warmup * rate:
-                    sent[stamp] = stamp[0] + stamp[1] * 1e-9
-            time.sleep(1.0)  # let the last outputs arrive
-            peak = _peak_rss_mb(proc.pid)
-        finally:
-            executor.shutdown()
-            spinner.join(timeout=5)
-            node.destroy_node()
-            rclpy.shutdown(context=context)
-            stop_node(proc)
-            log.close()
-
+            peak = _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup,
+                               duration, workdir)
     paths = {}
     for kind in ("depth", "points"):
         latencies = [arrivals[kind][s] - t for s, t in sent.items() if s in arrivals[kind]]

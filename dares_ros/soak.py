@@ -9,15 +9,11 @@ the node's resident memory after warm-up and at the end.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import rclpy
 import torch
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, Image
 
 from dares_core.bench import machine, summarize
@@ -25,7 +21,7 @@ from dares_core.inference import resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 
-from .bench_node import _stereo_messages, node_command, stop_node
+from .bench_node import _stereo_messages, node_session
 
 PHASES = ("steady", "bursts", "duplicate_and_out_of_order_stamps", "publisher_gone_and_back", "resolution_change")
 
@@ -66,41 +62,32 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
         pairs, left_info, _ = _stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "input_height": input_size[0], "input_width": input_size[1],
                   "publish_colored": "false"}
-        log = open(workdir / "node.log", "w")
-        proc = subprocess.Popen(node_command(namespace, params), stdout=log, stderr=subprocess.STDOUT)
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        node = rclpy.create_node("dares_soak", context=context)
-        arrivals: dict[tuple[int, int], float] = {}
-        sizes: list[int] = []
+        with node_session(namespace, params, workdir, "dares_soak") as (proc, node):
+            arrivals: dict[tuple[int, int], float] = {}
+            sizes: list[int] = []
 
-        def on_depth(msg):
-            arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = node.get_clock().now().nanoseconds * 1e-9
-            sizes.append(msg.width)
+            def on_depth(msg):
+                arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = node.get_clock().now().nanoseconds * 1e-9
+                sizes.append(msg.width)
 
-        node.create_subscription(Image, f"{namespace}/depth/image", on_depth, 10)
-        info_pub = node.create_publisher(CameraInfo, f"{namespace}/left/camera_info", 10)
-        image_pub = [node.create_publisher(Image, f"{namespace}/left/image_rect", 10)]
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        sent: dict[tuple[int, int], tuple[str, float]] = {}
+            node.create_subscription(Image, f"{namespace}/depth/image", on_depth, 10)
+            info_pub = node.create_publisher(CameraInfo, f"{namespace}/left/camera_info", 10)
+            image_pub = [node.create_publisher(Image, f"{namespace}/left/image_rect", 10)]
+            sent: dict[tuple[int, int], tuple[str, float]] = {}
 
-        def publish(i: int, phase: str, stamp=None, small: bool = False):
-            msg, info = pairs[i % len(pairs)][0], left_info
-            if small:
-                msg, info = _half(msg, info)
-            stamp = stamp or node.get_clock().now().to_msg()
-            msg.header.stamp = info.header.stamp = stamp
-            msg.header.frame_id = info.header.frame_id = "soak_left_optical"
-            info_pub.publish(info)
-            image_pub[0].publish(msg)
-            key = (stamp.sec, stamp.nanosec)
-            sent.setdefault(key, (phase, stamp.sec + stamp.nanosec * 1e-9))
-            return stamp
+            def publish(i: int, phase: str, stamp=None, small: bool = False):
+                msg, info = pairs[i % len(pairs)][0], left_info
+                if small:
+                    msg, info = _half(msg, info)
+                stamp = stamp or node.get_clock().now().to_msg()
+                msg.header.stamp = info.header.stamp = stamp
+                msg.header.frame_id = info.header.frame_id = "soak_left_optical"
+                info_pub.publish(info)
+                image_pub[0].publish(msg)
+                key = (stamp.sec, stamp.nanosec)
+                sent.setdefault(key, (phase, stamp.sec + stamp.nanosec * 1e-9))
+                return stamp
 
-        try:
             deadline = time.monotonic() + 180
             i = 0
             while not arrivals:  # model loading
@@ -141,13 +128,6 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
             time.sleep(2.0)
             rss_end = _rss_mb(proc.pid)
             alive = proc.poll() is None
-        finally:
-            executor.shutdown()
-            spinner.join(timeout=5)
-            node.destroy_node()
-            rclpy.shutdown(context=context)
-            stop_node(proc)
-            log.close()
 
     per_phase = {}
     latencies = []
