@@ -275,11 +275,11 @@ class Trainer:
         out["disp"] = disps[0]
         return total / len(cfg.scales), out
 
-    def _all_reduce_gradients(self, params) -> None:
-        """Average gradients over processes (data parallel over torch.distributed)."""
+    def _all_reduce_gradients(self, phase: int) -> None:
+        """Average the phase's gradients over processes (data parallel over torch.distributed)."""
         if not self.distributed:
             return
-        for p in params:
+        for p in self._phase_parameters(phase):
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
@@ -294,7 +294,7 @@ class Trainer:
                 loss_0 = self._loss_position(inputs, out)
             self.optimizer_0.zero_grad(set_to_none=True)
             self.scaler.scale(loss_0).backward()
-            self._all_reduce_gradients(self._phase_parameters(0))
+            self._all_reduce_gradients(0)
             self.scaler.step(self.optimizer_0)
         self._set_phase(1)
         with self._autocast():
@@ -302,7 +302,7 @@ class Trainer:
             loss, out = self._loss_depth(inputs, out)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self._all_reduce_gradients(self._phase_parameters(1))
+        self._all_reduce_gradients(1)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         losses = torch.stack([loss.detach().float(), loss_0.detach().float()])
