@@ -67,8 +67,21 @@ class BagWriter:
     def __exit__(self, exc_type, exc, tb):
         try:
             self.writer.close()
+            if exc_type is None:
+                self._name_storage_files()
         finally:
             return self._atomic.__exit__(exc_type, exc, tb)
+
+    def _name_storage_files(self) -> None:
+        """rosbags names storage files after the (temporary) folder: give them the final name, `NAME_0.mcap`
+        as `ros2 bag record` does, in the folder and in metadata.yaml."""
+        metadata = self._tmp / "metadata.yaml"
+        text = metadata.read_text()
+        for i, f in enumerate(sorted(p for p in self._tmp.iterdir() if p.name != "metadata.yaml")):
+            final = f"{self.path.name}_{i}{''.join(f.suffixes[-1:])}"
+            f.rename(self._tmp / final)
+            text = text.replace(f.name, final)
+        metadata.write_text(text)
 
     def add_topic(self, topic: str, msgtype: str, offered_qos=()) -> None:
         """Declare a topic with the QoS profiles its publishers offered (kept in metadata.yaml)."""
@@ -236,11 +249,14 @@ class PlayStats:
 
 
 def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0.0, topics=None, remaps=None,
-             clock: bool = False, stop=None, context=None, wait_for: tuple = (), wait_timeout: float = 30.0) -> PlayStats:
+             clock: bool = False, stop=None, context=None, wait_for: tuple = (), wait_timeout: float = 30.0,
+             go=None, progress=None) -> PlayStats:
     """Publish a bag's messages with rclpy at recorded timing (scaled by `rate`) against a monotonic clock.
 
     remaps: {from: to}; clock: also publish /clock (rosgraph_msgs/Clock) for use_sim_time; stop: an Event;
-    wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s).
+    wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s);
+    go: an Event that must be set before the first message (same timeout), e.g. a recorder's `ready`;
+    progress: called with 1 per published message.
     """
     import rclpy
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile
@@ -276,6 +292,8 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             if time.monotonic() > deadline:
                 raise DaresError(f"no subscriber to {', '.join(wait_for)} after {wait_timeout:.0f} s: is the node running?")
             time.sleep(0.05)
+        if go is not None and not go.wait(max(0.0, deadline - time.monotonic())):
+            raise DaresError(f"playback was not released within {wait_timeout:.0f} s")
         time.sleep(0.5)  # let other subscribers match before the first message
         first = reader.start_time + int(start * 1e9)
         while True:
@@ -297,6 +315,8 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
                     clock_pub.publish(msg)
                 publishers[conn.topic].publish(bytes(data))
                 stats.published += 1
+                if progress is not None:
+                    progress(1)
             if not loop or (stop is not None and stop.is_set()):
                 return stats
     finally:
@@ -350,7 +370,7 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
     try:
         types: dict[str, str] = {}
         deadline = time.monotonic() + discovery_timeout
-        while len(types) < len(topics) and time.monotonic() < deadline:
+        while len(types) < len(topics) and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             known = dict(node.get_topic_names_and_types())
             types = {t: known[t][0] for t in topics if t in known}
             time.sleep(0.1)
