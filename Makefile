@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install clean
+.PHONY: demo readme-images test install clean
 
 install: $(STAMP)
 
@@ -24,16 +24,13 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[ros,dev]"
 	@touch $(STAMP)
 
-SCENE := demo_out/scenes/dataset1/keyframe1
 demo: $(STAMP)
-	$(VENV)/bin/dares synth --out demo_out/scenes --frames 30 --sequences 1 --width 320 --height 256 --seed 5 --force
-	$(VENV)/bin/dares infer --weights dares_core/assets/demo_model.safetensors --input $(SCENE)/image_02/data \
-		--out demo_out/depth --height 64 --width 96 --calibration $(SCENE)/calibration.yaml \
-		--save-disp demo_out/disparities.npy --force
-	$(VENV)/bin/dares eval --pred-disps demo_out/disparities.npy \
-		--gt-depths demo_out/scenes/splits/synthetic/gt_depths.npz --out demo_out/eval --force
-	@echo "demo: depth, colour maps and point clouds in demo_out/depth, SCARED metrics in demo_out/eval"
-	@echo "      (the built-in model is tiny and trained on synthetic scenes: docs/demo_model.md; real weights: README)"
+	$(VENV)/bin/dares demo --out demo_out
+
+# the README's pictures are the demo's own output
+readme-images: demo
+	cp demo_out/strip.png docs/images/demo_strip.png
+	cp demo_out/points.png docs/images/demo_points.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q test

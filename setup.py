@@ -19,6 +19,8 @@ CORE = [
     "tensorboard==2.21.0",
     "opencv-python-headless==5.0.0.93",
     "open3d==0.20.0",
+    "matplotlib==3.11.2",
+    "pillow==13.0.0",
     "rosbags==0.11.9",
     "pyyaml==6.0.4",
     "tqdm==4.70.1",

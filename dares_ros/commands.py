@@ -85,6 +85,39 @@ def cmd_bag(args: argparse.Namespace) -> None:
         print(evaluation.table())
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    import torch
+
+    from .demo import run_demo
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    size = (args.input_height, args.input_width) if args.input_height and args.input_width else None
+    run_demo(args.out, args.weights, args.bag, size, args.rate, args.frames, (args.width, args.height), device,
+             args.precision, args.scale_mode)
+
+
+def _add_demo(root) -> None:
+    p = root.add_parser("demo", help="the whole product on built-in data: bag -> depth node -> recorded bag -> pictures",
+                        description="Replays a synthetic da Vinci stereo bag (or --bag) into dares_depth_node on a "
+                                    "loopback ROS 2 graph, records its outputs and writes pictures, a point cloud and "
+                                    "report.md to --out (replaced on each run).")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--weights", type=Path, default=None, help="depth checkpoint (default: the built-in demo model)")
+    p.add_argument("--bag", type=Path, default=None, help="a stereo bag to replay, e.g. from `dares bag from-scared` "
+                                                          "(default: a synthetic sequence)")
+    p.add_argument("--frames", type=int, default=40, help="synthetic frames (default 40)")
+    p.add_argument("--width", type=int, default=320, help="synthetic image width (default 320)")
+    p.add_argument("--height", type=int, default=256, help="synthetic image height (default 256)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--input-height", type=int, default=None, help="network input height (default: the model's)")
+    p.add_argument("--input-width", type=int, default=None, help="network input width (default: the model's)")
+    p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default=None,
+                   help="node scale mode (default: stereo when the bag has a right eye)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.set_defaults(func=cmd_demo)
+
+
 def _add_bag(root) -> None:
     from . import bag
 
@@ -141,6 +174,7 @@ def _add_bag(root) -> None:
 
 
 def add_commands(groups: dict) -> None:
+    _add_demo(groups["root"])
     _add_bag(groups["root"])
     p = groups["bench"].add_parser("soak", help="the node under abuse: 2x rate, bursts, bad stamps, dropouts, resizes")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")

@@ -1,0 +1,416 @@
+"""`dares demo`: the whole product on built-in data, through a real ROS 2 graph (loopback only).
+
+A synthetic da Vinci stereo sequence is written as a rosbag, replayed at recorded timing into
+dares_depth_node (started as `ros2 run` starts it, stereo scale on), and the node's outputs are recorded
+into a new bag together with the input left image and ground truth. Everything shown is read back from
+that recorded bag: the picture strip and video (input | predicted | ground-truth depth on one mm scale),
+a point cloud (.ply and an oblique render), and report.md with the SCARED metrics, the recovered stereo
+scale error, and the achieved rate and latency. `--weights W --bag B` runs the same flow on real data.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+
+from dares_core.errors import DaresError
+from dares_core.files import atomic_dir, atomic_file, write_image
+from dares_core.model.weights import DEMO_MODEL
+from dares_core.visualize import depth_range, depth_strip, render_point_cloud
+
+from . import bag as bags
+from .conversions import compressed_to_rgb8, image_to_rgb8, read_point_cloud
+
+NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
+OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info", "points": f"{NAMESPACE}/points"}
+REPORT_TITLE = "# dares demo"
+
+
+@dataclass
+class Topics:
+    """Input topics of a bag: left/right image (raw or compressed) and camera_info; ground truth if any."""
+
+    left_image: str
+    left_info: str
+    right_image: str | None
+    right_info: str | None
+    gt_depth: str | None
+
+    @classmethod
+    def of_bag(cls, path: Path) -> "Topics":
+        reader = bags.open_reader(path)
+        try:
+            names = [c.topic for c in reader.connections]
+
+            def one(suffixes, required=True):
+                found = [t for t in names if t.endswith(suffixes)]
+                if len(found) == 1 or (found and not required):
+                    return sorted(found)[0]
+                if required or len(found) > 1:
+                    raise DaresError(f"{path}: expected one topic ending in {' or '.join(suffixes)}, found "
+                                     f"{len(found)} ({', '.join(found) or 'none'}); write the bag with da Vinci-style names")
+                return None
+            images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
+            return cls(one(tuple(f"left/{s}" for s in images)), one(("left/camera_info",)),
+                       one(tuple(f"right/{s}" for s in images), False), one(("right/camera_info",), False),
+                       one(("ground_truth/depth",), False))
+        finally:
+            reader.close()
+
+    @property
+    def compressed(self) -> bool:
+        return self.left_image.endswith("/compressed")
+
+    @property
+    def stereo(self) -> bool:
+        return self.right_image is not None and self.right_info is not None
+
+
+def demo_input_size() -> tuple[int, int]:
+    """The network input (height, width) the shipped demo model was trained at (its YAML beside it)."""
+    cfg = yaml.safe_load(DEMO_MODEL.with_suffix(".yaml").read_text())
+    return int(cfg["height"]), int(cfg["width"])
+
+
+def check_demo_folder(out: Path) -> None:
+    """Only a folder an earlier demo wrote (or an empty one) is ever replaced."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    report = out / "report.md"
+    if not (out.is_dir() and report.is_file() and report.read_text().startswith(REPORT_TITLE)):
+        raise DaresError(f"{out} exists and is not a dares demo output: pass another --out (the demo replaces its folder)")
+
+
+class Progress:
+    """Numbered step lines with their durations."""
+
+    def __init__(self, steps: int, say=print):
+        self.steps, self.say, self.n, self.t0 = steps, say, 0, None
+
+    def step(self, text: str) -> None:
+        self.done()
+        self.n += 1
+        self.t0 = time.monotonic()
+        self.say(f"[{self.n}/{self.steps}] {text}")
+
+    def done(self) -> None:
+        if self.t0 is not None:
+            self.say(f"      done in {time.monotonic() - self.t0:.1f} s")
+            self.t0 = None
+
+
+def _wait_until_loaded(proc, log: Path, timeout: float = 180.0) -> None:
+    """Block until the node logs its model as loaded; a load error or an exit becomes a DaresError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.is_file() else ""
+        if " loaded " in text:
+            return
+        errors = [line for line in text.splitlines() if "ERROR" in line and "weights" in line]
+        if errors:
+            raise DaresError(f"the depth node could not load its model: {errors[-1].split(']: ')[-1]}")
+        if proc.poll() is not None:
+            raise DaresError(f"the depth node exited (status {proc.returncode}); its log ends: {text[-300:]}")
+        time.sleep(0.2)
+    raise DaresError(f"the depth node did not load its model within {timeout:.0f} s; log: {log}")
+
+
+def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, workdir: Path,
+                        rate: float = 1.0, progress=None) -> dict:
+    """Start the node, record its outputs (and the left image, camera_info and ground truth), play `bag`
+    into it at recorded timing; returns {"published": n, "recorded": {topic: count}}."""
+    from .bench_node import node_session
+
+    remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
+    if topics.stereo:
+        remaps.update({"right/image_rect": topics.right_image, "right/camera_info": topics.right_info})
+    if topics.compressed:
+        params = dict(params, input_transport="compressed")
+        remaps = {k + "/compressed" if k.endswith("image_rect") else k: v for k, v in remaps.items()}
+    record = [topics.left_image, topics.left_info, *([topics.gt_depth] if topics.gt_depth else []), *OUTPUTS.values()]
+    results, failures = {}, []
+    ready, stop = threading.Event(), threading.Event()
+
+    def guarded(name, fn):
+        def run():
+            try:
+                results[name] = fn()
+            except Exception as e:  # surfaced in the calling thread below
+                failures.append(e)
+                ready.set()
+                stop.set()
+        return threading.Thread(target=run, name=f"dares-demo-{name}", daemon=True)
+
+    with node_session(NAMESPACE, params, workdir, "dares_demo", remaps) as (proc, node):
+        _wait_until_loaded(proc, workdir / "node.log")
+        context = node.context
+        recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
+                                                               discovery_timeout=60.0, ready=ready))
+        player = guarded("published", lambda: bags.play_bag(bag, rate, context=context, go=ready, wait_timeout=90.0,
+                                                            progress=progress).published)
+        player.start()
+        time.sleep(0.5)  # the player's publishers exist before the recorder looks for them
+        recorder.start()
+        while player.is_alive():
+            player.join(timeout=0.2)
+            if proc.poll() is not None:
+                stop.set()
+                failures.append(DaresError(f"the depth node exited during playback (status {proc.returncode}): "
+                                           f"see {workdir / 'node.log'}"))
+                break
+        time.sleep(1.5)  # the last frames' outputs arrive
+        stop.set()
+        recorder.join(timeout=30)
+    if failures:
+        raise failures[0] if isinstance(failures[0], DaresError) else DaresError(f"replay failed: {failures[0]}")
+    return results
+
+
+@dataclass
+class RecordedFrame:
+    """One input frame that got depth: rgb (H,W,3) uint8; depth_mm, gt_mm (H,W) or None; latency_s from
+    the input image to its depth, both as received by the recorder."""
+
+    stamp: tuple[int, int]
+    rgb: np.ndarray
+    depth_mm: np.ndarray
+    gt_mm: np.ndarray | None
+    latency_s: float
+
+
+def _by_stamp(path: Path, topic: str, cls) -> dict:
+    """{header stamp: (receive time s, message)} of one topic of a recorded bag."""
+    reader = bags.open_reader(path)
+    try:
+        out = {}
+        for _, t_ns, data in reader.messages(connections=[c for c in reader.connections if c.topic == topic]):
+            msg = deserialize_message(bytes(data), cls)
+            out[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (t_ns * 1e-9, msg)
+        return out
+    finally:
+        reader.close()
+
+
+def _image(msg) -> np.ndarray:
+    return np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, msg.width)
+
+
+def recorded_frames(path: Path, topics: Topics) -> tuple[list[RecordedFrame], dict]:
+    """The frames of a recorded demo bag that got depth, in stamp order, and the rate/latency summary."""
+    lefts = _by_stamp(path, topics.left_image, CompressedImage if topics.compressed else Image)
+    depths = _by_stamp(path, OUTPUTS["depth"], Image)
+    gts = _by_stamp(path, topics.gt_depth, Image) if topics.gt_depth else {}
+    to_rgb = compressed_to_rgb8 if topics.compressed else image_to_rgb8
+    frames = [RecordedFrame(s, to_rgb(lefts[s][1]), _image(depths[s][1]) * 1000.0,
+                            _image(gts[s][1]) * 1000.0 if s in gts else None, depths[s][0] - lefts[s][0])
+              for s in sorted(set(lefts) & set(depths))]
+    if not frames:
+        raise DaresError(f"{path}: the node published no depth for the replayed frames; see the node log above")
+
+    def rate(times):
+        times = sorted(times)
+        return round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+    latency_ms = np.array([f.latency_s for f in frames]) * 1000
+    timing = {"input_frames": len(lefts), "depth_frames": len(frames), "dropped": len(lefts) - len(frames),
+              "input_rate_hz": rate(t for t, _ in lefts.values()), "output_rate_hz": rate(t for t, _ in depths.values()),
+              "latency_ms": {"median": round(float(np.median(latency_ms)), 1),
+                             "p99": round(float(np.percentile(latency_ms, 99)), 1),
+                             "max": round(float(latency_ms.max()), 1)}}
+    return frames, timing
+
+
+def write_pictures(frames: list[RecordedFrame], out: Path, fps: float) -> dict:
+    """strip.png (three moments), demo.mp4 and demo.gif (every frame) on one depth scale; returns the scale."""
+    from PIL import Image as PILImage
+
+    has_gt = frames[0].gt_mm is not None
+    near, far = depth_range(*[f.gt_mm if has_gt else f.depth_mm for f in frames])
+    picks = sorted({int(round(q * (len(frames) - 1))) for q in (0.15, 0.5, 0.85)})
+    strip = np.vstack([depth_strip(frames[i].rgb, frames[i].depth_mm, frames[i].gt_mm, near, far, titles=(k == 0))
+                       for k, i in enumerate(picks)])
+    write_image(out / "strip.png", strip)
+    rows = [depth_strip(f.rgb, f.depth_mm, f.gt_mm, near, far) for f in frames]
+    height, width = rows[0].shape[:2]
+    with atomic_file(out / "demo.mp4") as tmp:
+        video = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not video.isOpened():
+            raise DaresError(f"OpenCV cannot write MPEG-4 video to {tmp.parent}: check opencv-python-headless")
+        for row in rows:
+            video.write(row)
+        video.release()
+    small = [PILImage.fromarray(cv2.cvtColor(cv2.resize(r, (width // 2, height // 2), interpolation=cv2.INTER_AREA),
+                                             cv2.COLOR_BGR2RGB)) for r in rows]
+    with atomic_file(out / "demo.gif") as tmp:
+        small[0].save(tmp, save_all=True, append_images=small[1:], duration=int(round(1000 / fps)), loop=0)
+    return {"near_mm": round(near, 1), "far_mm": round(far, 1)}
+
+
+def write_point_cloud(recorded: Path, stamp: tuple[int, int], out: Path) -> int:
+    """points.ply (metres, camera optical frame) of the node's published cloud at `stamp` and points.png."""
+    import open3d as o3d
+
+    _, msg = _by_stamp(recorded, OUTPUTS["points"], PointCloud2).get(stamp, (None, None))
+    if msg is None:
+        raise DaresError(f"{recorded}: no {OUTPUTS['points']} message for the chosen frame (points are best effort)")
+    points, rgb = read_point_cloud(msg)
+    valid = np.isfinite(points).all(-1)
+    points, rgb = points[valid].astype(np.float64), rgb[valid]
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    cloud.colors = o3d.utility.Vector3dVector(rgb / 255.0)
+    with atomic_file(out / "points.ply") as tmp:
+        if not o3d.io.write_point_cloud(str(tmp), cloud):
+            raise DaresError(f"could not write {out / 'points.ply'}")
+    render_point_cloud(points * 1000.0, rgb, out / "points.png", f"{OUTPUTS['points']}: {len(points)} points")
+    return len(points)
+
+
+def _metrics_table(rows: dict) -> str:
+    from dares_core.evaluate import METRICS
+
+    names = ("AbsRel", "SqRel", "RMSE (mm)", "RMSElog", "δ<1.25", "δ<1.25²", "δ<1.25³")
+    lines = ["| scaling | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for label, evaluation in rows.items():
+        lines.append(f"| {label} | " + " | ".join(f"{evaluation.mean[m]:.3f}" for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
+    s, t = summary, summary["timing"]
+    lines = [REPORT_TITLE, "",
+             f"{s['source']} was replayed at {s['rate']}x recorded timing into `dares_depth_node` on a ROS 2 graph "
+             f"(ROS_DOMAIN_ID {s['domain_id']}, loopback only); the node's outputs were recorded into `recorded_bag/`, "
+             "and everything below is read back from that bag.", "",
+             f"- model: {s['model']}",
+             f"- device {s['device']}, {s['precision']}, network input {s['input_size'][0]}x{s['input_size'][1]}, "
+             f"scale mode `{s['scale_mode']}`", ""]
+    if s["model_is_demo"]:
+        lines += ["The built-in model is a tiny Depth-Anything-V2-architecture network trained by `dares train` on "
+                  "synthetic scenes (docs/demo_model.md): it shows the pipeline working, not DARES accuracy. For real "
+                  "data run `dares demo --weights depth_model.pth --bag your_scared_bag` with the official DARES "
+                  "checkpoint.", ""]
+    if metric_rows:
+        lines += ["## Depth against ground truth (SCARED protocol)", "",
+                  f"{t['depth_frames']} frames, ground truth capped at 150 mm. Median-scaled is the protocol of the "
+                  "paper; metric uses the node's own scale.", "", _metrics_table(metric_rows), ""]
+    if "stereo_scale_error" in s:
+        lines += ["## Stereo scale", "",
+                  f"The node recovers metric scale from the rectified pair (SGBM). Ground truth / predicted depth, "
+                  f"median over frames: {s['stereo_scale_ratio']:.3f}, a scale error of "
+                  f"**{100 * s['stereo_scale_error']:+.1f} %** (frame-to-frame spread {100 * s['stereo_scale_spread']:.1f} %).", ""]
+    lines += ["## Rate and latency", "",
+              f"Input {t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
+              f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
+              f"Latency from the input image to its depth image, both as received by the recorder: "
+              f"median {t['latency_ms']['median']} ms, p99 {t['latency_ms']['p99']} ms, max {t['latency_ms']['max']} ms.",
+              "", "## Files", "",
+              "- `strip.png`: input | predicted depth | ground-truth depth at three moments, one colour scale "
+              f"({s['depth_scale']['near_mm']}-{s['depth_scale']['far_mm']} mm)",
+              "- `demo.mp4`, `demo.gif`: the same for every frame",
+              f"- `points.ply` (metres, optical frame, {s['points']} points) and `points.png`: the node's point cloud "
+              "of the middle frame",
+              "- `recorded_bag/`: the recorded rosbag2 (MCAP); `dares bag info recorded_bag`, `ros2 bag play recorded_bag`",
+              "- `summary.json`: these figures for scripts", ""]
+    with atomic_file(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Path | None = None,
+             input_size: tuple[int, int] | None = None, rate: float = 1.0, frames: int = 40,
+             size: tuple[int, int] = (320, 256), device: str = "cpu", precision: str = "fp32",
+             scale_mode: str | None = None, say=print) -> dict:
+    """The demo flow (see the module docstring); writes `out` in one rename at the end and returns the summary."""
+    import os
+
+    from tqdm import tqdm
+
+    from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # the demo graph never leaves this machine
+    out = Path(out).resolve()
+    check_demo_folder(out)
+    if bag is not None and weights is None:
+        raise DaresError("--bag needs --weights too: the built-in model is trained on synthetic scenes only")
+    progress = Progress(5 if bag is None else 4, say)
+    say(f"dares demo: writing {out}")
+    with tempfile.TemporaryDirectory(prefix="dares-demo-") as tmp, atomic_dir(out, force=True) as stage:
+        work = Path(tmp)
+        if bag is None:
+            progress.step(f"synthesising a {frames}-frame da Vinci stereo sequence ({size[0]}x{size[1]}) with ground truth")
+            cfg = SynthConfig(width=size[0], height=size[1], frames=frames, sequences=1, seed=7)
+            root = generate(cfg, work / "scenes")
+            bags.write_sequence_bag(root / sequence_folder(0), work / "input_bag")
+            bag, source = work / "input_bag", f"A synthetic {size[0]}x{size[1]} stereo sequence ({frames} frames, {cfg.fps:g} Hz)"
+        else:
+            source = f"`{bag}`"
+        topics = Topics.of_bag(bag)
+        scale_mode = scale_mode or ("stereo" if topics.stereo else "relative")
+        if scale_mode == "stereo" and not topics.stereo:
+            raise DaresError(f"{bag}: stereo scale needs right image and camera_info topics; pass --scale-mode relative")
+        model = Path(weights) if weights else DEMO_MODEL
+        input_size = input_size or (demo_input_size() if weights is None else (256, 320))
+        params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
+                  "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
+                  "publish_colored": "false", "qos": "reliable"}
+        progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
+                      "and recording its outputs")
+        total = bags.bag_info(bag)["messages"]
+        with tqdm(total=total, desc="play", unit="msg", dynamic_ncols=True, leave=False) as bar:
+            replay = replay_through_node(bag, topics, params, stage / "recorded_bag", work, rate, bar.update)
+        progress.step("reading the recorded bag back and evaluating against ground truth")
+        recorded = stage / "recorded_bag"
+        frame_list, timing = recorded_frames(recorded, topics)
+        summary = {"source": source, "rate": rate, "domain_id": int(os.environ.get("ROS_DOMAIN_ID", "0")),
+                   "model": "the built-in demo model (tiny, synthetic-trained)" if weights is None else str(model),
+                   "model_is_demo": weights is None, "device": device, "precision": precision,
+                   "input_size": list(input_size), "scale_mode": scale_mode, "timing": timing,
+                   "recorded_messages": replay["recorded"]}
+        metric_rows = {}
+        if topics.gt_depth:
+            scaled = bags.eval_bag(recorded, OUTPUTS["depth"], topics.gt_depth, median_scaling=True)
+            metric_rows["median-scaled"] = scaled
+            summary["metrics_median_scaled"] = scaled.mean
+            if scale_mode != "relative":
+                metric = bags.eval_bag(recorded, OUTPUTS["depth"], topics.gt_depth, median_scaling=False)
+                metric_rows[f"metric ({scale_mode} scale)"] = metric
+                summary["metrics_metric"] = metric.mean
+            if scale_mode == "stereo":
+                ratio = scaled.ratio_summary()
+                summary.update(stereo_scale_ratio=ratio["median"], stereo_scale_error=ratio["median"] - 1.0,
+                               stereo_scale_spread=ratio["std_over_median"])
+        progress.step("drawing the picture strip, video and point cloud")
+        fps = timing["input_rate_hz"] / rate if timing["input_rate_hz"] else 25.0
+        summary["depth_scale"] = write_pictures(frame_list, stage, fps)
+        summary["points"] = write_point_cloud(recorded, frame_list[len(frame_list) // 2].stamp, stage)
+        progress.step("writing report.md")
+        write_report(stage, summary, metric_rows)
+        with atomic_file(stage / "summary.json") as f:
+            f.write_text(json.dumps(summary, indent=2) + "\n")
+        progress.done()
+    _print_summary(out, summary, say)
+    return summary
+
+
+def _print_summary(out: Path, s: dict, say) -> None:
+    t = s["timing"]
+    say(f"\ndepth for {t['depth_frames']}/{t['input_frames']} frames at {t['output_rate_hz']} Hz, "
+        f"latency median {t['latency_ms']['median']} ms, p99 {t['latency_ms']['p99']} ms")
+    if "metrics_median_scaled" in s:
+        m = s["metrics_median_scaled"]
+        say(f"SCARED metrics (median-scaled): AbsRel {m['abs_rel']:.3f}, RMSE {m['rmse']:.2f} mm, δ<1.25 {m['a1']:.3f}")
+    if "stereo_scale_error" in s:
+        say(f"stereo scale error: {100 * s['stereo_scale_error']:+.1f} %")
+    if s["model_is_demo"]:
+        say("the built-in model is tiny and trained on synthetic scenes; real weights: "
+            "dares demo --weights depth_model.pth --bag BAG")
+    say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png, recorded_bag/")

@@ -1,0 +1,100 @@
+"""`dares demo`: the whole flow (synthetic bag -> live node -> recorded bag -> pictures, cloud, report) on a
+short sequence, every promised file checked; and the guard that only a demo folder is ever replaced."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import open3d as o3d
+import pytest
+from PIL import Image as PILImage
+
+from dares_core.errors import DaresError
+from dares_ros.bag import bag_info
+from dares_ros.demo import Topics, check_demo_folder
+
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    out.mkdir()
+    (out / "report.md").write_text("# dares demo\nfrom an earlier run\n")
+    (out / "stale.txt").write_text("left by an earlier run")
+    (out.parent / "mine.txt").write_text("the user's")
+    run = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(out), "--frames", str(FRAMES),
+                          "--width", "192", "--height", "160"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return out, run.stdout, json.loads((out / "summary.json").read_text())
+
+
+def test_demo_writes_every_promised_file(demo):
+    out, stdout, summary = demo
+    assert not (out / "stale.txt").exists() and (out.parent / "mine.txt").read_text() == "the user's"
+    assert "[1/5]" in stdout and "[5/5]" in stdout and f"wrote {out}/" in stdout
+    timing = summary["timing"]
+    assert timing["input_frames"] == FRAMES and timing["depth_frames"] >= FRAMES // 2
+    assert 0 < timing["latency_ms"]["median"] < 1000
+
+    strip = cv2.imread(str(out / "strip.png"))
+    assert strip is not None and strip.shape[1] > 3 * 192  # input | predicted | ground truth | colour bar
+    assert cv2.imread(str(out / "points.png")) is not None
+    gif = PILImage.open(out / "demo.gif")
+    assert gif.n_frames == timing["depth_frames"]
+    video, n = cv2.VideoCapture(str(out / "demo.mp4")), 0
+    while video.read()[0]:
+        n += 1
+    assert n == timing["depth_frames"]
+
+    cloud = o3d.io.read_point_cloud(str(out / "points.ply"))
+    points = np.asarray(cloud.points)
+    assert len(points) == summary["points"] > 1000 and cloud.has_colors()
+    assert 0.03 < np.median(points[:, 2]) < 0.2  # metres, in front of the camera (scenes are ~50-150 mm deep)
+
+    topics = bag_info(out / "recorded_bag")["topics"]
+    assert topics["/dares/depth/image"]["count"] == timing["depth_frames"]
+    assert topics["/jhu_daVinci/ground_truth/depth"]["count"] == FRAMES
+    assert "/dares/points" in topics and "/dares/depth/camera_info" in topics
+
+    report = (out / "report.md").read_text()
+    for needle in ("SCARED protocol", "AbsRel", "| median-scaled |", "| metric (stereo scale) |", "scale error",
+                   "Rate and latency", "p99", "tiny"):
+        assert needle in report, needle
+
+
+def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
+    _, _, summary = demo
+    # the built-in model on unseen synthetic frames, and SGBM scale from the replayed stereo pair
+    assert summary["metrics_median_scaled"]["abs_rel"] < 0.1
+    assert abs(summary["stereo_scale_error"]) < 0.1
+    assert summary["metrics_metric"]["abs_rel"] < 0.15
+
+
+def test_only_a_demo_folder_is_replaced(tmp_path):
+    check_demo_folder(tmp_path / "new")  # absent: fine
+    (tmp_path / "empty").mkdir()
+    check_demo_folder(tmp_path / "empty")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "thesis.tex").write_text("months of it")
+    with pytest.raises(DaresError, match="not a dares demo output"):
+        check_demo_folder(tmp_path / "work")
+
+
+def test_bag_topics_are_found_by_their_da_vinci_names(demo):
+    out, _, _ = demo
+    topics = Topics.of_bag(out / "recorded_bag")  # left image, camera_info and ground truth; no right eye
+    assert topics.left_image == "/jhu_daVinci/left/image_raw" and not topics.stereo and not topics.compressed
+    assert topics.gt_depth == "/jhu_daVinci/ground_truth/depth"
+
+
+def test_readme_pictures_are_there():
+    root = Path(__file__).resolve().parents[1]
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (root / "README.md").read_text())
+    assert len(pictures) >= 2
+    for rel in pictures:
+        assert cv2.imread(str(root / rel)) is not None, rel
