@@ -1,7 +1,7 @@
 """Self-supervised losses of DARES / AF-SfMLearner.
 
-reprojection = 0.9 * (1 - MS-SSIM) + 0.1 * L1 (MS-SSIM from torchmetrics over the batch, as the official
-trainer computes it; L1 per pixel), or Monodepth2's 0.85 * (1 - SSIM 3x3)/2 + 0.15 * L1 per pixel.
+reprojection = 0.9 * (1 - MS-SSIM) + 0.1 * L1 (MS-SSIM from torchmetrics averaged over the batch, as the
+official trainer computes it, over every process's batch under torch.distributed; L1 per pixel), or Monodepth2's 0.85 * (1 - SSIM 3x3)/2 + 0.15 * L1 per pixel.
 Smoothness terms are edge-aware: gradients are down-weighted where the image (or residual) changes.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from kornia.metrics import ssim as kornia_ssim
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+from .distributed import all_reduce_sum, batch_mean, world_size
 
 
 def ms_ssim_betas(height: int, width: int, kernel: int = 11) -> tuple[float, ...]:
@@ -30,9 +32,9 @@ def reprojection_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ms_
         dssim = ((1 - kornia_ssim(pred, target, window_size=3, padding="valid")) / 2).mean(1, keepdim=True)
         dssim = torch.nn.functional.pad(dssim, (1, 1, 1, 1), mode="replicate")
         return 0.85 * dssim + 0.15 * l1
-    ms = multiscale_structural_similarity_index_measure(
-        pred.float(), target.float(), data_range=1.0, betas=ms_ssim_betas(*pred.shape[-2:]))
-    return 0.9 * (1 - ms) + 0.1 * l1
+    per_image = multiscale_structural_similarity_index_measure(
+        pred.float(), target.float(), data_range=1.0, betas=ms_ssim_betas(*pred.shape[-2:]), reduction="none")
+    return 0.9 * (1 - batch_mean(per_image)) + 0.1 * l1
 
 
 def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -52,10 +54,11 @@ def brightness_smoothness(transform: torch.Tensor, target: torch.Tensor, registe
     residual = target - registered
     rx = (residual[..., :, :-1] - residual[..., :, 1:]).abs().mean(1, keepdim=True)
     ry = (residual[..., :-1, :] - residual[..., 1:, :]).abs().mean(1, keepdim=True)
-    mx, my = mask[..., :, :-1], mask[..., :-1, :]
-    return (tx * torch.exp(-rx) * mx).sum() / mx.sum().clamp_min(1) + (ty * torch.exp(-ry) * my).sum() / my.sum().clamp_min(1)
+    return masked_mean(tx * torch.exp(-rx), mask[..., :, :-1]) + masked_mean(ty * torch.exp(-ry), mask[..., :-1, :])
 
 
 def masked_mean(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of loss (B,1,H,W) over mask (B,1,H,W)."""
-    return (loss * mask).sum() / mask.sum().clamp_min(1)
+    """Mean of loss (B,1,H,W) over mask (B,1,H,W) (no gradient through the mask) over the global batch: under
+    torch.distributed each process returns its share times the world size, so the average over processes,
+    as the trainer averages losses and gradients, is the mean over every process's masked pixels."""
+    return (loss * mask).sum() * world_size() / all_reduce_sum(mask.sum().detach()).clamp_min(1)

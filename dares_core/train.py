@@ -31,6 +31,7 @@ from .errors import DaresError
 from .evaluate import evaluate_depth
 from .files import atomic_file
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
+from .distributed import global_batchnorm
 from .losses import brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
 from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
@@ -166,8 +167,8 @@ class Trainer:
                 if missing:
                     raise DaresError(f"{path}: {len(missing)} missing key(s) e.g. {sorted(missing)[0]}; pass AF-SfMLearner weights")
                 models[name].load_state_dict(state, strict=True)
-        if self.distributed and self.device.type == "cuda":  # batch statistics over the global batch
-            models = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in models.items()}
+        if self.distributed:  # batch statistics over the global batch, as one process would have them
+            models = {k: global_batchnorm(m, self.device) for k, m in models.items()}
         return {k: m.to(self.device) for k, m in models.items()}
 
     def _phase_parameters(self, phase: int) -> list:
