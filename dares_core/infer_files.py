@@ -123,7 +123,8 @@ def run_infer(args: argparse.Namespace) -> None:
     intrinsics = intrinsics_from_args(args)
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)
-    predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth, args.max_depth)
+    predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth, args.max_depth,
+                               compile=args.compile)
     out.mkdir(parents=True, exist_ok=True)
     disparities = []
     with tqdm(total=count or None, desc="infer", unit="frame", dynamic_ncols=True) as bar:

@@ -32,12 +32,27 @@ class Prediction:
     depth: torch.Tensor
 
 
+def compile_options(device: torch.device) -> dict:
+    """Inductor options of the compiled path: weights frozen into the graph (constant-folded, prepacked for
+    oneDNN/MKL on CPU), autotuned kernels; on CPU a C++ wrapper calls the kernels (no Python between them),
+    on GPU CUDA graphs replay them (no per-kernel launch cost)."""
+    options = {"freezing": True, "max_autotune": True}
+    if device.type == "cuda":
+        options["triton.cudagraphs"] = True
+    else:
+        options["cpp_wrapper"] = True
+    return options
+
+
 class DepthPredictor:
     """Runs a depth network for deployment: LoRA merged, full-resolution head only, inference mode,
-    channels-last memory (faster convolutions on CPU and GPU), optional fp16/bf16 autocast."""
+    channels-last memory (faster convolutions on CPU and GPU), optional fp16/bf16 autocast, and optionally
+    `torch.compile` (compile_options; compiled once here for batch 1, a new batch size compiles again).
+
+    On CUDA, host images go through pinned memory and are copied asynchronously."""
 
     def __init__(self, net: DaresDepthNet, input_size=(256, 320), device="cpu", precision="fp32",
-                 min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True):
+                 min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True, compile: bool = False):
         if precision not in PRECISIONS:
             raise DaresError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -46,11 +61,35 @@ class DepthPredictor:
         self.size = tuple(input_size)
         self.dtype = PRECISIONS[precision]
         self.min_depth, self.max_depth = min_depth, max_depth
+        self._network = self._run_network
+        if compile:
+            self._network = self._compiled(torch.compile(self._run_network, dynamic=False), compile_options(self.device))
+            try:
+                self.predict(torch.zeros((1, *self.size, 3), dtype=torch.uint8))
+            except Exception as e:  # inductor raises many types; the cause is nearly always the toolchain
+                raise DaresError(f"torch.compile failed on {self.device} ({type(e).__name__}: {str(e)[:200]}): "
+                                 "run without compile, or install a C++ compiler (CPU) / Triton (GPU)") from None
 
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @staticmethod
+    def _compiled(compiled, options: dict):
+        """Calls of `compiled` under inductor `options`, so every (re)compilation sees them: passed to
+        torch.compile(options=...) freezing was not applied (measured on CPU: 109 ms instead of 91 ms)."""
+        from torch._inductor import config
+
+        def network(x: torch.Tensor) -> torch.Tensor:
+            with config.patch(options):
+                return compiled(x)
+        return network
+
+    def _run_network(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B,3,h,w) in [0,1] at the input size -> the full-resolution head's output (B,1,h,w) fp32."""
+        with self._autocast():
+            return self.net(x, scales=(0,))[0].float()
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> Prediction:
@@ -58,12 +97,12 @@ class DepthPredictor:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise DaresError(f"expected (B,H,W,3) uint8 RGB images, got {tuple(images.shape)} {images.dtype}")
         height, width = images.shape[1:3]
+        if self.device.type == "cuda" and images.device.type == "cpu":
+            images = images.pin_memory()  # page-locked, so the copy below is asynchronous
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         if (height, width) != self.size:
             x = F.interpolate(x, self.size, mode="bilinear", align_corners=False, antialias=True)
-        x = x.contiguous(memory_format=self.memory_format)
-        with self._autocast():
-            out = self.net(x, scales=(0,))[0].float()
+        out = self._network(x.contiguous(memory_format=self.memory_format))
         if self.net.config.mode == "dares":
             disparity, _ = sigmoid_to_depth(out, self.min_depth, self.max_depth)
         else:

@@ -60,6 +60,8 @@ PARAMETERS = {
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
     "device": Param("cuda", "torch device; falls back to cpu with one warning when CUDA is absent"),
     "precision": Param("fp32", "compute precision on the device", choices=("fp32", "fp16", "bf16")),
+    "compile": Param(False, "torch.compile the network at start (faster frames; about 30 s to compile on a CPU, "
+                            "CUDA graphs on GPU)"),
     "input_height": Param(256, "network input height in pixels", range=(28, 2048)),
     "input_width": Param(320, "network input width in pixels", range=(28, 2048)),
     "min_depth": Param(0.1, "model depth range minimum (model units), as trained", range=(1e-3, 1e3)),
@@ -218,7 +220,8 @@ class DepthNode(LifecycleNode):
         try:
             net = load_depth_net(weights, base_weights=self.p("base_weights") or None)
             self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
-                                            self.p("precision"), self.p("min_depth"), self.p("max_depth"))
+                                            self.p("precision"), self.p("min_depth"), self.p("max_depth"),
+                                            compile=self.p("compile"))
         except DaresError as e:
             self.last_error = f"weights: {e}"
             self.get_logger().error(self.last_error)

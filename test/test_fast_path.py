@@ -1,0 +1,46 @@
+"""The deployment path's options keep the output: torch.compile equals the plain path at fp32, and fp16/bf16
+stay within the documented tolerance (README: at most 1% relative depth) on the trained demo model."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from dares_core.data.scared import image_path
+from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.inference import DepthPredictor
+from dares_core.infer_files import read_rgb
+from dares_core.model.weights import DEMO_MODEL, load_depth_net
+
+REDUCED_PRECISION_DEPTH_TOLERANCE = 0.01  # relative, documented in the README
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    root = generate(SynthConfig(width=160, height=128, frames=3, sequences=1, seed=4), tmp_path_factory.mktemp("fast") / "scenes")
+    return torch.from_numpy(np.stack([read_rgb(image_path(root, sequence_folder(0), i)) for i in (1, 2, 3)]))
+
+
+@pytest.fixture(scope="module")
+def plain(frames):
+    net = load_depth_net(DEMO_MODEL)
+    return net, DepthPredictor(copy.deepcopy(net), (64, 96)).predict(frames)
+
+
+def test_compiled_path_equals_plain_path(frames, plain):
+    net, expected = plain
+    compiled = DepthPredictor(copy.deepcopy(net), (64, 96), compile=True)
+    for batch in (frames[:1], frames):  # the batch it was compiled for, then another size
+        got = compiled.predict(batch)
+        want = expected.disparity[: len(batch)]
+        assert torch.allclose(got.disparity, want, atol=1e-4, rtol=0)
+        assert torch.allclose(got.depth, expected.depth[: len(batch)], rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_stays_within_the_documented_tolerance(frames, plain, precision):
+    net, expected = plain
+    got = DepthPredictor(copy.deepcopy(net), (64, 96), precision=precision).predict(frames)
+    relative = ((got.depth - expected.depth).abs() / expected.depth).max()
+    assert 0 < relative < REDUCED_PRECISION_DEPTH_TOLERANCE  # really computed in reduced precision, and close
