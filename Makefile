@@ -17,6 +17,8 @@ install: $(STAMP)
 $(STAMP): setup.py
 	@# open3d's wheel links against libusb from Debian
 	@ldconfig -p | grep -q libusb-1.0.so.0 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libusb-1.0-0; }
+	@# torch.compile (the --compile fast path) builds its CPU kernels with g++
+	@command -v g++ >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# the CPU build of torch from local disk first, so nothing else pulls a CUDA build
