@@ -140,27 +140,30 @@ def read_point_cloud(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     return points, rgb
 
 
-def depth_outputs(depth_m: np.ndarray, rgb: np.ndarray, info: CameraInfo, header, point_stride: int = 1,
+def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, point_stride: int = 1,
                   points: bool = True, colored: bool = True) -> dict:
     """Everything published for one depth map: {"depth", "info", "points"?, "colored"?} messages.
 
-    depth_m: (H,W) metres; rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H). The one place
-    that turns depth into messages, shared by the node and `dares bag infer`.
+    depth_m: (H,W) float32 metres, an array or a tensor on any device (back-projection runs where it lies,
+    on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H). The one
+    place that turns depth into messages, shared by the node and `dares bag infer`.
     """
     import torch
 
     from dares_core.geometry import backproject
     from dares_core.visualize import colorize_inverse_depth
 
+    depth_t = torch.as_tensor(depth_m)
+    depth_m = depth_t.cpu().numpy()
     out = {"depth": depth_image(depth_m, header)}
     out["info"] = scale_camera_info(info, rgb.shape[1], rgb.shape[0])
     out["info"].header = header
     if points:
         K = intrinsics(info).copy()
         K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
-        sub = np.ascontiguousarray(depth_m[::point_stride, ::point_stride])
-        xyz = backproject(torch.from_numpy(sub)[None, None], torch.from_numpy(K).float()[None])[0]
-        out["points"] = point_cloud(xyz.permute(1, 2, 0).numpy(), rgb[::point_stride, ::point_stride], header)
+        sub = depth_t[::point_stride, ::point_stride].contiguous()
+        xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
+        out["points"] = point_cloud(xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride], header)
     if colored:
         out["colored"] = bgr8_image(colorize_inverse_depth(depth_m), header)
     return out

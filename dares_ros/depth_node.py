@@ -298,9 +298,9 @@ class DepthNode(LifecycleNode):
         left_info = self.left_info
         rgb = self._to_rgb(frame.left, self.left_topic)
         K = self._checked_info(left_info, "left/camera_info", rgb)
-        depth = self.predictor.predict(torch.from_numpy(rgb)[None]).depth[0].cpu().numpy()
+        depth = self.predictor.predict(torch.from_numpy(rgb)[None]).depth[0]  # on the model's device
         scale = self._metric_scale(frame, rgb, depth, K)
-        depth_m = (depth * scale).astype(np.float32)
+        depth_m = depth.float() * scale  # back-projected to points on that device too
         header = Header(stamp=frame.left.header.stamp, frame_id=self.p("frame_id") or frame.left.header.frame_id)
         out = depth_outputs(depth_m, rgb, left_info, header, self.p("point_stride"),
                             self.p("publish_points"), self.p("publish_colored"))
@@ -316,7 +316,7 @@ class DepthNode(LifecycleNode):
         self.output_times.append(time.monotonic())
         self.published += 1
 
-    def _metric_scale(self, frame: Frame, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray) -> float:
+    def _metric_scale(self, frame: Frame, rgb: np.ndarray, depth: torch.Tensor, K: np.ndarray) -> float:
         mode = self.p("scale_mode")
         if mode == "relative":
             return MM
@@ -330,7 +330,7 @@ class DepthNode(LifecycleNode):
                                   f"{rgb.shape[1]}x{rgb.shape[0]}; publish a rectified pair of one size")
         self._checked_info(self.right_info, "right/camera_info", right)
         baseline = stereo_baseline(self.right_info)
-        est = self.stereo.update(rgb, right, depth, K[0, 0], baseline)
+        est = self.stereo.update(rgb, right, depth.cpu().numpy(), K[0, 0], baseline)
         self.scale, self.scale_confidence = est.scale, est.confidence
         if not np.isfinite(est.scale):
             raise ConversionError(f"{self.right_topic}: too few stereo matches for a first scale "
