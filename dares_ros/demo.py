@@ -53,12 +53,17 @@ class Topics:
             names = [c.topic for c in reader.connections]
 
             def one(suffixes, required=True):
-                found = [t for t in names if t.endswith(suffixes)]
-                if len(found) == 1 or (found and not required):
-                    return sorted(found)[0]
-                if required or len(found) > 1:
-                    raise DaresError(f"{path}: expected one topic ending in {' or '.join(suffixes)}, found "
-                                     f"{len(found)} ({', '.join(found) or 'none'}); write the bag with da Vinci-style names")
+                """The topic ending in the first of `suffixes` (in order of preference) that one topic has."""
+                for suffix in suffixes:
+                    found = sorted(t for t in names if t.endswith(suffix))
+                    if len(found) > 1:
+                        raise DaresError(f"{path}: {len(found)} topics end in {suffix} ({', '.join(found)}); "
+                                         "replay a bag of one stereo rig")
+                    if found:
+                        return found[0]
+                if required:
+                    raise DaresError(f"{path}: no topic ends in {' or '.join(suffixes)}; write the bag with da "
+                                     "Vinci-style names (`dares bag from-scared`)")
                 return None
             images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
             return cls(one(tuple(f"left/{s}" for s in images)), one(("left/camera_info",)),

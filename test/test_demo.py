@@ -120,3 +120,22 @@ def test_demo_on_a_given_compressed_bag_with_given_weights(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(tmp_path / "o2"), "--bag",
                               str(tmp_path / "scared.bag")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "--bag needs --weights" in missing.stderr
+
+
+def test_rectified_images_are_preferred_and_two_rigs_are_refused(tmp_path):
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from dares_ros.bag import BagWriter
+
+    def bag(name, topics):
+        with BagWriter(tmp_path / name) as writer:
+            for topic in topics:
+                writer.write(topic, CameraInfo() if topic.endswith("camera_info") else Image(), 1)
+        return tmp_path / name
+
+    topics = Topics.of_bag(bag("rect", ["/r/left/image_raw", "/r/left/image_rect", "/r/left/camera_info"]))
+    assert topics.left_image == "/r/left/image_rect" and topics.right_image is None and topics.gt_depth is None
+    with pytest.raises(DaresError, match="2 topics end in left/image_raw"):
+        Topics.of_bag(bag("two", ["/a/left/image_raw", "/b/left/image_raw", "/a/left/camera_info"]))
+    with pytest.raises(DaresError, match="no topic ends in left/camera_info"):
+        Topics.of_bag(bag("noinfo", ["/a/left/image_raw"]))
