@@ -1,7 +1,8 @@
 """Self-supervised losses of DARES / AF-SfMLearner.
 
 reprojection = 0.9 * (1 - MS-SSIM) + 0.1 * L1 (MS-SSIM from torchmetrics averaged over the batch, as the
-official trainer computes it, over every process's batch under torch.distributed; L1 per pixel), or Monodepth2's 0.85 * (1 - SSIM 3x3)/2 + 0.15 * L1 per pixel.
+official trainer computes it, over every process's batch under torch.distributed; L1 per pixel), or
+Monodepth2's 0.85 * (1 - SSIM 3x3)/2 + 0.15 * L1 per pixel.
 Smoothness terms are edge-aware: gradients are down-weighted where the image (or residual) changes.
 """
 

@@ -27,7 +27,7 @@ from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.errors import DaresError
 from dares_core.files import atomic_dir
 
-from .conversions import depth_image
+from .conversions import depth_image, read_depth_image
 
 RIG = "jhu_daVinci"
 START_NS = 1_700_000_000 * 10**9  # fixed first stamp: the same sequence always gives the same bag
@@ -510,7 +510,7 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
     reader.close()
 
     def by_stamp(topic):
-        return {(m.header.stamp.sec, m.header.stamp.nanosec): np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): read_depth_image(m)
                 for m in read_messages(bag, topic, Image)}
 
     preds, gts = by_stamp(depth_topic), by_stamp(gt_topic)

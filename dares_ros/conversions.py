@@ -71,6 +71,11 @@ def depth_image(depth_m: np.ndarray, header) -> Image:
     return msg
 
 
+def read_depth_image(msg: Image) -> np.ndarray:
+    """A 32FC1 depth Image (as depth_image writes it) -> (H,W) float32 metres, NaN invalid."""
+    return np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.float32).reshape(msg.height, msg.width)
+
+
 def bgr8_image(bgr: np.ndarray, header) -> Image:
     """(H,W,3) uint8 BGR -> bgr8 Image."""
     bgr = np.ascontiguousarray(bgr, dtype=np.uint8)

@@ -29,7 +29,7 @@ from dares_core.model.weights import DEMO_MODEL
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
 from . import bag as bags
-from .conversions import compressed_to_rgb8, image_to_rgb8, read_point_cloud
+from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, read_point_cloud
 
 NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info", "points": f"{NAMESPACE}/points"}
@@ -206,18 +206,14 @@ def _by_stamp(path: Path, topic: str, cls) -> dict:
         reader.close()
 
 
-def _image(msg) -> np.ndarray:
-    return np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, msg.width)
-
-
 def recorded_frames(path: Path, topics: Topics) -> tuple[list[RecordedFrame], dict]:
     """The frames of a recorded demo bag that got depth, in stamp order, and the rate/latency summary."""
     lefts = _by_stamp(path, topics.left_image, CompressedImage if topics.compressed else Image)
     depths = _by_stamp(path, OUTPUTS["depth"], Image)
     gts = _by_stamp(path, topics.gt_depth, Image) if topics.gt_depth else {}
     to_rgb = compressed_to_rgb8 if topics.compressed else image_to_rgb8
-    frames = [RecordedFrame(s, to_rgb(lefts[s][1]), _image(depths[s][1]) * 1000.0,
-                            _image(gts[s][1]) * 1000.0 if s in gts else None, depths[s][0] - lefts[s][0])
+    frames = [RecordedFrame(s, to_rgb(lefts[s][1]), read_depth_image(depths[s][1]) * 1000.0,
+                            read_depth_image(gts[s][1]) * 1000.0 if s in gts else None, depths[s][0] - lefts[s][0])
               for s in sorted(set(lefts) & set(depths))]
     if not frames:
         raise DaresError(f"{path}: the node published no depth for the replayed frames; see the node log above")

@@ -14,7 +14,7 @@ from dares_core.model.weights import save_depth_net
 from lifecycle_msgs.msg import Transition
 from sensor_msgs.msg import CompressedImage
 
-from dares_ros.conversions import read_point_cloud
+from dares_ros.conversions import read_depth_image, read_point_cloud
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
 from test_infer import TINY
 
@@ -35,10 +35,6 @@ def assets(tmp_path_factory):
         for f in range(1, CFG.frames + 1)
     ]
     return root, weights, frames
-
-
-def depth_array(msg):
-    return np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, msg.width)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,7 @@ def test_outputs_follow_ros_conventions(relative_node):
     depth_msg = h.outputs_with_stamp("depth", stamp)[0]
     assert (depth_msg.encoding, depth_msg.height, depth_msg.width) == ("32FC1", CFG.height, CFG.width)
     assert depth_msg.header.frame_id == "cam_left_optical"
-    depth = depth_array(depth_msg)
+    depth = read_depth_image(depth_msg)
     assert np.isfinite(depth).all() and (depth > 0).all()
     info_msg = h.outputs_with_stamp("info", stamp)[0]
     np.testing.assert_allclose(np.array(info_msg.k).reshape(3, 3), K)
@@ -157,7 +153,7 @@ def test_stereo_mode_recovers_metric_depth(assets):
         errors = []
         for msg in h.received["depth"][3:]:
             gt = frames[sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)]]["gt_m"]
-            errors.append(abs(np.median(depth_array(msg)) / np.median(gt) - 1))
+            errors.append(abs(np.median(read_depth_image(msg)) / np.median(gt) - 1))
         assert max(errors) < 0.10, errors
         # a right eye of another size is refused, the node goes on
         small = cv2.resize(frames[0]["r"], (CFG.width // 2, CFG.height // 2))
