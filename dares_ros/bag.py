@@ -28,6 +28,7 @@ from dares_core.errors import DaresError
 from dares_core.files import atomic_dir
 
 from .conversions import depth_image, read_depth_image
+from .graph import prepare_dds
 
 RIG = "jhu_daVinci"
 START_NS = 1_700_000_000 * 10**9  # fixed first stamp: the same sequence always gives the same bag
@@ -268,6 +269,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
     remaps = remaps or {}
     own_context = context is None
     if own_context:
+        prepare_dds()
         context = rclpy.Context()
         rclpy.init(context=context)
     node = rclpy.create_node("dares_bag_play", context=context)
@@ -363,6 +365,7 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
 
     own_context = context is None
     if own_context:
+        prepare_dds()
         context = rclpy.Context()
         rclpy.init(context=context)
     node = rclpy.create_node("dares_bag_record", context=context)

@@ -32,8 +32,7 @@ from dares_core.inference import resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 
-CONFIG = Path(__file__).resolve().parents[1] / "config" / "dares.yaml"
-
+from .graph import config_file, prepare_dds
 
 def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
     cfg = SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1)
@@ -61,7 +60,7 @@ def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple
 
 def node_command(namespace: str, params: dict, remaps: dict | None = None) -> list[str]:
     """dares_depth_node as `ros2 run dares_ros dares_depth_node` starts it, with the shipped params file."""
-    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(CONFIG),
+    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(config_file("dares.yaml")),
            "-r", f"__ns:={namespace}"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
@@ -146,7 +145,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
                precision: str = "fp32", input_size=(256, 320), scale_mode: str = "relative") -> dict:
     """Run the node against a fixed-rate stereo stream; returns the benchmark record."""
     dev = resolve_device(device)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS never leaves this machine
+    prepare_dds(local_only=True)  # DDS never leaves this machine
     namespace = f"/dares_bench_{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="dares-bench-node-") as tmp:
         workdir = Path(tmp)

@@ -30,6 +30,7 @@ from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
 from . import bag as bags
 from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, read_point_cloud
+from .graph import prepare_dds
 
 NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info", "points": f"{NAMESPACE}/points"}
@@ -337,7 +338,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
 
     from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # the demo graph never leaves this machine
+    prepare_dds(local_only=True)  # the demo graph never leaves this machine
     out = Path(out).resolve()
     check_demo_folder(out)
     if bag is not None and weights is None:

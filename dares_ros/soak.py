@@ -22,6 +22,7 @@ from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 
 from .bench_node import _stereo_messages, node_session
+from .graph import prepare_dds
 
 PHASES = ("steady", "bursts", "duplicate_and_out_of_order_stamps", "publisher_gone_and_back", "resolution_change")
 
@@ -51,7 +52,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
          phase_s: float = 10.0, device: str = "cpu", input_size=(256, 320), hf_config: dict | None = None) -> dict:
     """Run the phases against a node started as its console entry point; returns the record."""
     dev = resolve_device(device)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    prepare_dds(local_only=True)
     namespace = f"/dares_soak_{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="dares-soak-") as tmp:
         workdir = Path(tmp)

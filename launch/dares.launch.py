@@ -7,7 +7,7 @@ davinci.launch.py for dVRK stereo video.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -15,7 +15,12 @@ from launch_ros.substitutions import FindPackageShare
 
 def generate_launch_description():
     default_params = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.yaml"])
+    profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
     return LaunchDescription([
+        DeclareLaunchArgument("fastdds_profile", default_value=profile,
+                              description="Fast DDS profile of the started nodes (large shared-memory segment)"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Humble, Jazzy
         DeclareLaunchArgument("weights", description="depth checkpoint (DARES depth_model.pth, .safetensors, DAv2)"),
         DeclareLaunchArgument("params_file", default_value=default_params, description="node parameters"),
         DeclareLaunchArgument("device", default_value="cuda", description="cuda or cpu"),

@@ -2,12 +2,14 @@
 
 import ast
 import importlib.metadata
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import yaml
 
 from dares_ros.depth_node import PARAMETERS
+from dares_ros.graph import PROFILE_VARIABLES, prepare_dds
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_OUTPUTS = {"depth/image", "depth/camera_info", "points", "depth/colored"}
@@ -62,3 +64,19 @@ def test_package_xml_matches_setup():
     deps = {d.text for d in package.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "diagnostic_msgs", "launch_ros"} <= deps
     assert (ROOT / "resource" / "dares_ros").is_file()
+
+
+def test_prepare_dds_uses_the_shipped_profile_unless_one_is_set(monkeypatch, tmp_path):
+    for variable in (*PROFILE_VARIABLES, "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.delenv(variable, raising=False)
+    shipped = prepare_dds(local_only=True)
+    assert shipped == str(ROOT / "config" / "fastdds_large_data.xml")
+    assert all(os.environ[v] == shipped for v in PROFILE_VARIABLES)
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    segment = ET.parse(shipped).getroot().find(".//{http://www.eprosima.com}segment_size")
+    assert int(segment.text) >= 16 * 2**20  # a 1280x1024 32FC1 depth image is 5 MiB
+    mine = tmp_path / "mine.xml"
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(mine))
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE")
+    assert prepare_dds() is None
+    assert os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] == str(mine)

@@ -1,0 +1,35 @@
+"""How our processes join the ROS graph: the shipped config files and the DDS settings set before rclpy.init."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from dares_core.errors import DaresError
+
+PACKAGE = "dares_ros"
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
+
+
+def config_file(name: str) -> Path:
+    """A file of config/: from the source checkout, else from the installed share/dares_ros/config."""
+    for folder in (Path(__file__).resolve().parents[1] / "config", Path(sys.prefix) / "share" / PACKAGE / "config"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DaresError(f"config/{name} is missing from this dares_ros install: reinstall the package")
+
+
+def prepare_dds(local_only: bool = False) -> str | None:
+    """Call before rclpy.init. Uses config/fastdds_large_data.xml (a 64 MiB shared-memory segment, so full-size
+    images and clouds reach same-machine subscribers whole) unless a Fast DDS profile is already set; with
+    local_only, discovery stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST). Returns the profile
+    it set, None when one was set already."""
+    if local_only:
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if any(os.environ.get(v) for v in PROFILE_VARIABLES):
+        return None
+    profile = str(config_file("fastdds_large_data.xml"))
+    for variable in PROFILE_VARIABLES:
+        os.environ[variable] = profile
+    return profile
