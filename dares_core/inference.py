@@ -47,12 +47,13 @@ def compile_options(device: torch.device) -> dict:
 class DepthPredictor:
     """Runs a depth network for deployment: LoRA merged, full-resolution head only, inference mode,
     channels-last memory (faster convolutions on CPU and GPU), optional fp16/bf16 autocast, and optionally
-    `torch.compile` (compile_options; compiled once here for batch 1, a new batch size compiles again).
+    `torch.compile` (compile_options; compiled here for `batch_size` images, another batch size compiles again).
 
     On CUDA, host images go through pinned memory and are copied asynchronously."""
 
     def __init__(self, net: DaresDepthNet, input_size=(256, 320), device="cpu", precision="fp32",
-                 min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True, compile: bool = False):
+                 min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True, compile: bool = False,
+                 batch_size: int = 1):
         if precision not in PRECISIONS:
             raise DaresError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -65,7 +66,7 @@ class DepthPredictor:
         if compile:
             self._network = self._compiled(torch.compile(self._run_network, dynamic=False), compile_options(self.device))
             try:
-                self.predict(torch.zeros((1, *self.size, 3), dtype=torch.uint8))
+                self.predict(torch.zeros((batch_size, *self.size, 3), dtype=torch.uint8))
             except Exception as e:  # inductor raises many types; the cause is nearly always the toolchain
                 raise DaresError(f"torch.compile failed on {self.device} ({type(e).__name__}: {str(e)[:200]}): "
                                  "run without compile, or install a C++ compiler (CPU) / Triton (GPU)") from None

@@ -3,7 +3,9 @@
 Subscribes (relative names, remap them): left/image_rect, left/camera_info, right/image_rect,
 right/camera_info (`/compressed` suffixed image topics with input_transport: compressed).
 Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
-depth/colored (bgr8) and /diagnostics. Output headers carry the input stamp and frame_id.
+depth/colored (bgr8) and /diagnostics; with eyes: both the same for the right eye under right/ (right/depth/image,
+...), both eyes computed in one batch. Output headers carry the input stamp and frame_id. Outputs are reliable
+(KEEP_LAST 5), so reliable and best-effort subscribers both match.
 
 With lifecycle: true it is a managed node (configure loads the model and creates the outputs, activate
 starts processing); otherwise it configures and activates itself. The subscription callbacks only store
@@ -39,6 +41,7 @@ from dares_core.scale import StereoScale
 from .conversions import (
     ConversionError, compressed_to_rgb8, depth_outputs, image_to_rgb8, intrinsics, stereo_baseline,
 )
+from .graph import prepare_dds
 from .sync import StereoMatcher
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
@@ -62,6 +65,8 @@ PARAMETERS = {
     "precision": Param("fp32", "compute precision on the device", choices=("fp32", "fp16", "bf16")),
     "compile": Param(False, "torch.compile the network at start (faster frames; about 30 s to compile on a CPU, "
                             "CUDA graphs on GPU)"),
+    "eyes": Param("left", "left: depth of the left eye; both: of both eyes, in one batch (right outputs under right/)",
+                  choices=("left", "both")),
     "input_height": Param(256, "network input height in pixels", range=(28, 2048)),
     "input_width": Param(320, "network input width in pixels", range=(28, 2048)),
     "min_depth": Param(0.1, "model depth range minimum (model units), as trained", range=(1e-3, 1e3)),
@@ -80,7 +85,8 @@ PARAMETERS = {
     "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable", choices=("sensor_data", "reliable")),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
                              choices=("raw", "compressed")),
-    "frame_id": Param("", "output frame_id; empty keeps the input image's frame_id", read_only=False),
+    "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
+                          "always keep the right image's)", read_only=False),
     "lifecycle": Param(False, "managed node: wait for configure/activate instead of starting at once"),
 }
 
@@ -125,6 +131,20 @@ class Frame:
     right: Any | None
 
 
+@dataclass
+class EyeOutputs:
+    """The publishers of one eye's outputs."""
+
+    depth: Any
+    info: Any
+    points: Any
+    colored: Any
+
+    def publish(self, messages: dict) -> None:
+        for key, msg in messages.items():
+            getattr(self, key).publish(msg)
+
+
 class DepthNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("dares_depth_node", **kwargs)
@@ -145,6 +165,8 @@ class DepthNode(LifecycleNode):
         self.worker: threading.Thread | None = None
         self._stop = threading.Event()
         self.matcher = StereoMatcher(self.p("sync_tolerance"))
+        self.eyes = ("left", "right") if self.p("eyes") == "both" else ("left",)
+        self.outputs: dict[str, EyeOutputs] = {}
         self.mailbox = LatestFrame()
 
         qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -168,10 +190,10 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE  # stays unconfigured; set weights and configure again
         self.stereo = StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
                                   smoothing=self.p("stereo_smoothing"))
-        self.depth_pub = self.create_lifecycle_publisher(Image, "depth/image", 5)
-        self.info_pub = self.create_lifecycle_publisher(CameraInfo, "depth/camera_info", 5)
-        self.points_pub = self.create_lifecycle_publisher(PointCloud2, "points", qos_profile_sensor_data)
-        self.colored_pub = self.create_lifecycle_publisher(Image, "depth/colored", 5)
+        for eye in self.eyes:
+            prefix = "right/" if eye == "right" else ""
+            self.outputs[eye] = EyeOutputs(*(self.create_lifecycle_publisher(t, prefix + name, 5) for t, name in (
+                (Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"), (Image, "depth/colored"))))
         self._stop.clear()
         self.worker = threading.Thread(target=self._work, name="dares-inference", daemon=True)
         self.worker.start()
@@ -187,8 +209,10 @@ class DepthNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for pub in (self.depth_pub, self.info_pub, self.points_pub, self.colored_pub):
-            self.destroy_lifecycle_publisher(pub)
+        for outputs in self.outputs.values():
+            for pub in vars(outputs).values():
+                self.destroy_lifecycle_publisher(pub)
+        self.outputs = {}
         self.predictor = None
         return TransitionCallbackReturn.SUCCESS
 
@@ -221,7 +245,7 @@ class DepthNode(LifecycleNode):
             net = load_depth_net(weights, base_weights=self.p("base_weights") or None)
             self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
                                             self.p("precision"), self.p("min_depth"), self.p("max_depth"),
-                                            compile=self.p("compile"))
+                                            compile=self.p("compile"), batch_size=len(self.eyes))
         except DaresError as e:
             self.last_error = f"weights: {e}"
             self.get_logger().error(self.last_error)
@@ -244,7 +268,7 @@ class DepthNode(LifecycleNode):
     def _on_image(self, side: str, msg) -> None:
         if not self.active:
             return
-        if self.p("scale_mode") != "stereo":
+        if self.p("scale_mode") != "stereo" and self.eyes == ("left",):
             if side == "left":
                 self.mailbox.put(Frame(msg, None))
             return
@@ -295,42 +319,52 @@ class DepthNode(LifecycleNode):
     def _process(self, frame: Frame) -> None:
         if self.predictor is None:
             raise ConversionError(f"weights: {self.last_error or 'no model loaded'}")
-        left_info = self.left_info
-        rgb = self._to_rgb(frame.left, self.left_topic)
-        K = self._checked_info(left_info, "left/camera_info", rgb)
-        depth = self.predictor.predict(torch.from_numpy(rgb)[None]).depth[0]  # on the model's device
-        scale = self._metric_scale(frame, rgb, depth, K)
-        depth_m = depth.float() * scale  # back-projected to points on that device too
-        header = Header(stamp=frame.left.header.stamp, frame_id=self.p("frame_id") or frame.left.header.frame_id)
-        out = depth_outputs(depth_m, rgb, left_info, header, self.p("point_stride"),
-                            self.p("publish_points"), self.p("publish_colored"))
-        self.depth_pub.publish(out["depth"])
-        self.info_pub.publish(out["info"])
-        if "points" in out:
-            self.points_pub.publish(out["points"])
-        if "colored" in out:
-            self.colored_pub.publish(out["colored"])
+        left_info, right_info = self.left_info, self.right_info
+        left = self._to_rgb(frame.left, self.left_topic)
+        K = self._checked_info(left_info, "left/camera_info", left)
+        right = None if frame.right is None else self._right_image(frame.right, right_info, left)
+        if self.eyes == ("left",):
+            images, infos, messages = [left], [left_info], [frame.left]
+        elif right is None:  # eyes: both, a lone left frame queued before pairing started
+            raise ConversionError(f"{self.right_topic}: waiting for a right frame matching the left stamp")
+        else:
+            images, infos, messages = [left, right], [left_info, right_info], [frame.left, frame.right]
+        depth = self.predictor.predict(torch.from_numpy(np.stack(images))).depth  # (eyes,H,W) on the model's device
+        scale = self._metric_scale(left, right, depth[0], K, right_info)
+        for eye, rgb, info, msg, eye_depth in zip(self.eyes, images, infos, messages, depth):
+            header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
+            out = depth_outputs(eye_depth.float() * scale, rgb, info, header, self.p("point_stride"),
+                                self.p("publish_points"), self.p("publish_colored"))  # points back-projected on device
+            self.outputs[eye].publish(out)
         now = self.get_clock().now().nanoseconds * 1e-9
-        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        stamp = frame.left.header.stamp.sec + frame.left.header.stamp.nanosec * 1e-9
         self.latencies.append(now - stamp)
         self.output_times.append(time.monotonic())
         self.published += 1
 
-    def _metric_scale(self, frame: Frame, rgb: np.ndarray, depth: torch.Tensor, K: np.ndarray) -> float:
+    def _frame_id(self, eye: str, msg) -> str:
+        """frame_id names the left output frame; the right eye keeps its image's frame_id."""
+        return (eye == "left" and self.p("frame_id")) or msg.header.frame_id
+
+    def _right_image(self, msg, info: CameraInfo | None, left: np.ndarray) -> np.ndarray:
+        right = self._to_rgb(msg, self.right_topic)
+        if right.shape != left.shape:
+            raise ConversionError(f"{self.right_topic}: is {right.shape[1]}x{right.shape[0]} but left is "
+                                  f"{left.shape[1]}x{left.shape[0]}; publish a rectified pair of one size")
+        self._checked_info(info, "right/camera_info", right)
+        return right
+
+    def _metric_scale(self, left: np.ndarray, right: np.ndarray | None, depth: torch.Tensor, K: np.ndarray,
+                      right_info: CameraInfo | None) -> float:
+        """Metres per model depth unit; depth: (H,W) of the left eye in model units."""
         mode = self.p("scale_mode")
         if mode == "relative":
             return MM
         if mode == "fixed":
             return self.p("fixed_scale")
-        if frame.right is None:  # switched to stereo while this left frame was queued
+        if right is None:  # switched to stereo while this left frame was queued
             raise ConversionError(f"{self.right_topic}: waiting for a right frame matching the left stamp")
-        right = self._to_rgb(frame.right, self.right_topic)
-        if right.shape != rgb.shape:
-            raise ConversionError(f"{self.right_topic}: is {right.shape[1]}x{right.shape[0]} but left is "
-                                  f"{rgb.shape[1]}x{rgb.shape[0]}; publish a rectified pair of one size")
-        self._checked_info(self.right_info, "right/camera_info", right)
-        baseline = stereo_baseline(self.right_info)
-        est = self.stereo.update(rgb, right, depth.cpu().numpy(), K[0, 0], baseline)
+        est = self.stereo.update(left, right, depth.cpu().numpy(), K[0, 0], stereo_baseline(right_info))
         self.scale, self.scale_confidence = est.scale, est.confidence
         if not np.isfinite(est.scale):
             raise ConversionError(f"{self.right_topic}: too few stereo matches for a first scale "
@@ -367,8 +401,11 @@ class DepthNode(LifecycleNode):
 
 
 def main(args=None) -> None:
+    profile = prepare_dds()
     rclpy.init(args=args)
     node = DepthNode()
+    if profile:
+        node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE to use yours)")
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -10,7 +10,7 @@ an optical frame: set frame_id:=<rig>_left_optical if your TF tree has one.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -38,7 +38,7 @@ def generate_launch_description():
             package="dares_ros", executable="dares_depth_node", name="dares_depth_node", namespace="dares",
             condition=condition, output="screen",
             parameters=[params, {"weights": LaunchConfiguration("weights"), "device": LaunchConfiguration("device"),
-                                 "scale_mode": LaunchConfiguration("scale_mode"),
+                                 "scale_mode": LaunchConfiguration("scale_mode"), "eyes": LaunchConfiguration("eyes"),
                                  "frame_id": LaunchConfiguration("frame_id")}],
             remappings=[("left/image_rect", eye("left") + [image_suffix]),
                         ("left/camera_info", eye("left") + ["/camera_info"]),
@@ -46,11 +46,17 @@ def generate_launch_description():
                         ("right/camera_info", eye("right") + ["/camera_info"])],
         )
 
+    profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
     return LaunchDescription([
+        DeclareLaunchArgument("fastdds_profile", default_value=profile,
+                              description="Fast DDS profile of the started nodes (large shared-memory segment)"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Humble, Jazzy
         DeclareLaunchArgument("weights", description="depth checkpoint"),
         DeclareLaunchArgument("rig", default_value="jhu_daVinci", description="dVRK stereo rig name"),
         DeclareLaunchArgument("device", default_value="cuda"),
         DeclareLaunchArgument("scale_mode", default_value="stereo", description="relative, stereo or fixed"),
+        DeclareLaunchArgument("eyes", default_value="left", description="left, or both (right depth under /dares/right/)"),
         DeclareLaunchArgument("frame_id", default_value="", description="output frame_id override"),
         DeclareLaunchArgument("rectify", default_value="true", description="rectify image_raw with image_proc"),
         DeclareLaunchArgument("rviz", default_value="true", description="open RViz with config/dares.rviz"),

@@ -54,7 +54,8 @@ class Harness:
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("dares_test_harness", context=self.context)
         self.lock = threading.RLock()
-        self.received: dict[str, list] = {"depth": [], "info": [], "points": [], "colored": [], "diagnostics": []}
+        self.received: dict[str, list] = {"depth": [], "info": [], "points": [], "colored": [], "diagnostics": [],
+                                          "right_depth": [], "right_info": [], "right_points": []}
         self.pub = {
             "left": self.node.create_publisher(Image, f"{namespace}/left/image_rect", 10),
             "right": self.node.create_publisher(Image, f"{namespace}/right/image_rect", 10),
@@ -66,6 +67,9 @@ class Harness:
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)
         self._record("points", PointCloud2, f"{namespace}/points", qos_profile_sensor_data)
         self._record("colored", Image, f"{namespace}/depth/colored", 10)
+        self._record("right_depth", Image, f"{namespace}/right/depth/image", 10)
+        self._record("right_info", CameraInfo, f"{namespace}/right/depth/camera_info", 10)
+        self._record("right_points", PointCloud2, f"{namespace}/right/points", qos_profile_sensor_data)
         self._record("diagnostics", DiagnosticArray, "/diagnostics", 10)
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_depth_node/set_parameters")
         self.lifecycle = self.node.create_client(ChangeState, f"{namespace}/dares_depth_node/change_state")
@@ -84,13 +88,15 @@ class Harness:
         return self.node.get_clock().now().to_msg()
 
     def publish(self, left: Image | CompressedImage, left_info: CameraInfo | None, right: Image | None = None,
-                right_info: CameraInfo | None = None, frame_id: str = "cam_left_optical"):
+                right_info: CameraInfo | None = None, frame_id: str = "cam_left_optical",
+                right_frame_id: str = "cam_right_optical"):
         """Stamp and publish one frame (infos first); returns the stamp."""
         stamp = self.now()
         left_key = "left_compressed" if isinstance(left, CompressedImage) else "left"
-        for msg, key in ((left_info, "left_info"), (right_info, "right_info"), (right, "right"), (left, left_key)):
+        for msg, key, frame in ((left_info, "left_info", frame_id), (right_info, "right_info", right_frame_id),
+                                (right, "right", right_frame_id), (left, left_key, frame_id)):
             if msg is not None:
-                msg.header.stamp, msg.header.frame_id = stamp, frame_id
+                msg.header.stamp, msg.header.frame_id = stamp, frame
                 self.pub[key].publish(msg)
         return stamp
 

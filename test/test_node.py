@@ -9,8 +9,9 @@ import torch
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.inference import DepthPredictor
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
-from dares_core.model.weights import save_depth_net
+from dares_core.model.weights import load_depth_net, save_depth_net
 from lifecycle_msgs.msg import Transition
 from sensor_msgs.msg import CompressedImage
 
@@ -159,6 +160,47 @@ def test_stereo_mode_recovers_metric_depth(assets):
         small = cv2.resize(frames[0]["r"], (CFG.width // 2, CFG.height // 2))
         h.publish(rgb_image(frames[0]["l"]), left_info, rgb_image(small), right_info)
         assert h.wait_for(lambda: "publish a rectified pair of one size" in log.read_text(), timeout=10)
+        assert proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
+
+
+def test_both_eyes_at_full_size_in_one_batch(assets):
+    """eyes: both at 1280x1024: each eye's depth is the model's depth of that eye's image, and the large outputs
+    (5 MiB depth, 1.3 MiB clouds) reach best-effort subscribers in another process (the Fast DDS large-data
+    profile; without it Fast DDS drops nearly every best-effort message over 512 KiB)."""
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_eyes"
+    log = root / "eyes.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70", "eyes:=both",
+                      "point_stride:=4", "publish_colored:=false", log=log)
+    h = Harness(ns)
+    try:
+        width, height = 1280, 1024
+        K = np.diag([width / CFG.width, height / CFG.height, 1.0]) @ CFG.intrinsics()
+        left_info, right_info = camera_info(K, width, height), camera_info(K, width, height, CFG.baseline_mm / 1000)
+        left, right = (cv2.resize(frames[1][side], (width, height)) for side in "lr")
+        stamps = []
+        assert h.wait_for(lambda: any(h.outputs_with_stamp("points", s) and h.outputs_with_stamp("right_points", s)
+                                      for s in stamps),
+                          publish=lambda: stamps.append(h.publish(rgb_image(left), left_info, rgb_image(right), right_info)),
+                          timeout=90, period=0.5), log.read_text()[-2000:]
+        stamp = next(s for s in stamps if h.outputs_with_stamp("points", s) and h.outputs_with_stamp("right_points", s))
+        assert h.wait_for(lambda: h.outputs_with_stamp("depth", stamp) and h.outputs_with_stamp("right_depth", stamp),
+                          timeout=10)
+        predictor = DepthPredictor(load_depth_net(weights), (56, 70), "cpu")
+        expected = predictor.predict(torch.from_numpy(np.stack([left, right]))).depth.numpy() * 1e-3  # mm -> m
+        for i, key in enumerate(("depth", "right_depth")):
+            msg = h.outputs_with_stamp(key, stamp)[0]
+            assert (msg.height, msg.width) == (height, width)
+            np.testing.assert_allclose(read_depth_image(msg), expected[i], rtol=1e-4)
+        assert h.outputs_with_stamp("right_depth", stamp)[0].header.frame_id == "cam_right_optical"
+        np.testing.assert_allclose(np.array(h.outputs_with_stamp("right_info", stamp)[0].p), right_info.p)
+        points, _ = read_point_cloud(h.outputs_with_stamp("right_points", stamp)[0])
+        assert points.shape == (height // 4, width // 4, 3)
+        v, u = 100, 200
+        assert points[v, u, 2] == pytest.approx(expected[1][4 * v, 4 * u], rel=1e-4)
         assert proc.poll() is None
     finally:
         h.close()
