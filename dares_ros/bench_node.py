@@ -142,8 +142,10 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
                rate: float = 30.0, duration: float = 20.0, warmup: float = 3.0, device: str = "cpu",
-               precision: str = "fp32", input_size=(256, 320), scale_mode: str = "relative") -> dict:
-    """Run the node against a fixed-rate stereo stream; returns the benchmark record."""
+               precision: str = "fp32", input_size=(256, 320), scale_mode: str = "relative", eyes: str = "left",
+               compile: bool = False) -> dict:
+    """Run the node against a fixed-rate stereo stream; returns the benchmark record. eyes: both also measures
+    the right eye's depth (computed in the same batch); compile: the node's `compile` parameter."""
     dev = resolve_device(device)
     prepare_dds(local_only=True)  # DDS never leaves this machine
     namespace = f"/dares_bench_{os.getpid()}"
@@ -155,9 +157,13 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
         pairs, left_info, right_info = _stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
-                  "input_width": input_size[1], "scale_mode": scale_mode, "publish_colored": "false"}
+                  "input_width": input_size[1], "scale_mode": scale_mode, "publish_colored": "false", "eyes": eyes,
+                  "compile": str(compile).lower()}
         with node_session(namespace, params, workdir, "dares_bench_publisher") as (proc, node):
-            arrivals: dict[str, dict[tuple[int, int], float]] = {"depth": {}, "points": {}}
+            outputs = {"depth": (Image, "depth/image"), "points": (PointCloud2, "points")}
+            if eyes == "both":
+                outputs["right depth"] = (Image, "right/depth/image")
+            arrivals: dict[str, dict[tuple[int, int], float]] = {kind: {} for kind in outputs}
 
             def record(kind):
                 def store(msg):
@@ -165,8 +171,8 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
                     arrivals[kind][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
                 return store
 
-            node.create_subscription(Image, f"{namespace}/depth/image", record("depth"), 10)
-            node.create_subscription(PointCloud2, f"{namespace}/points", record("points"), qos_profile_sensor_data)
+            for kind, (msg_type, topic) in outputs.items():
+                node.create_subscription(msg_type, f"{namespace}/{topic}", record(kind), qos_profile_sensor_data)
             pubs = {k: node.create_publisher(t, f"{namespace}/{k}", 10) for k, t in (
                 ("left/image_rect", Image), ("right/image_rect", Image), ("left/camera_info", CameraInfo),
                 ("right/camera_info", CameraInfo))}
@@ -174,7 +180,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             peak = _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup,
                                duration, workdir)
     paths = {}
-    for kind in ("depth", "points"):
+    for kind in arrivals:
         latencies = [arrivals[kind][s] - t for s, t in sent.items() if s in arrivals[kind]]
         stats = summarize(latencies, 1) if latencies else {}
         achieved = round(len(latencies) / duration, 2)
@@ -186,7 +192,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
         "benchmark": "node", "machine": machine(dev),
         "settings": {"input": f"{width}x{height} stereo", "rate_hz": rate, "duration_s": duration,
                      "network": f"{input_size[0]}x{input_size[1]}", "precision": precision, "scale_mode": scale_mode,
-                     "encoder": encoder},
+                     "encoder": encoder, "eyes": eyes, "compile": compile},
         "paths": paths,
         "note": "latency: input stamp to arrival at a subscriber in another process (transport included)",
     }

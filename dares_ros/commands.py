@@ -14,9 +14,10 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
     from .bench_node import bench_node
 
     record = bench_node(args.weights, args.encoder, args.width, args.height, args.rate, args.duration, args.warmup,
-                        args.device, args.precision, (args.input_height, args.input_width), args.scale_mode)
-    path = write_result(result_name(record, "network", "rate_hz", "precision", "scale_mode"), record,
-                        args.results_dir, args.docs)
+                        args.device, args.precision, (args.input_height, args.input_width), args.scale_mode, args.eyes,
+                        args.compile)
+    name = result_name(record, "network", "rate_hz", "precision", "scale_mode", "eyes") + ("-compiled" if args.compile else "")
+    path = write_result(name, record, args.results_dir, args.docs)
     depth = record["paths"]["node depth"]
     print(f"depth at {depth['achieved_rate_hz']} Hz of {args.rate} Hz, latency p50 {depth.get('median_ms')} ms, "
           f"p99 {depth.get('p99_ms')} ms, dropped {depth['dropped']}; wrote {path}")
@@ -200,5 +201,7 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="node precision")
     p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default="relative", help="node scale mode")
+    p.add_argument("--eyes", choices=("left", "both"), default="left", help="node eyes: both batches the right eye too")
+    p.add_argument("--compile", action="store_true", help="node compile: torch.compile the network at start")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_node)

@@ -10,6 +10,7 @@ from dares_core.errors import DaresError
 
 PACKAGE = "dares_ros"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
+FAST_DDS_2_DISTROS = ("humble", "jazzy")  # read only the older variable; newer ones warn that it is deprecated
 
 
 def config_file(name: str) -> Path:
@@ -30,6 +31,6 @@ def prepare_dds(local_only: bool = False) -> str | None:
     if any(os.environ.get(v) for v in PROFILE_VARIABLES):
         return None
     profile = str(config_file("fastdds_large_data.xml"))
-    for variable in PROFILE_VARIABLES:
-        os.environ[variable] = profile
+    fast_dds_2 = os.environ.get("ROS_DISTRO") in FAST_DDS_2_DISTROS
+    os.environ["FASTRTPS_DEFAULT_PROFILES_FILE" if fast_dds_2 else "FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     return profile

@@ -8,7 +8,8 @@ davinci.launch.py for dVRK stereo video.
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.conditions import IfCondition, UnlessCondition
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -16,11 +17,14 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     default_params = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.yaml"])
     profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
+    fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""), "' in ('humble', 'jazzy')"])
     return LaunchDescription([
         DeclareLaunchArgument("fastdds_profile", default_value=profile,
                               description="Fast DDS profile of the started nodes (large shared-memory segment)"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Humble, Jazzy
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile"),
+                               condition=UnlessCondition(fast_dds_2)),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile"),
+                               condition=IfCondition(fast_dds_2)),
         DeclareLaunchArgument("weights", description="depth checkpoint (DARES depth_model.pth, .safetensors, DAv2)"),
         DeclareLaunchArgument("params_file", default_value=default_params, description="node parameters"),
         DeclareLaunchArgument("device", default_value="cuda", description="cuda or cpu"),

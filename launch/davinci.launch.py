@@ -12,7 +12,7 @@ an optical frame: set frame_id:=<rig>_left_optical if your TF tree has one.
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -47,11 +47,14 @@ def generate_launch_description():
         )
 
     profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
+    fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""), "' in ('humble', 'jazzy')"])
     return LaunchDescription([
         DeclareLaunchArgument("fastdds_profile", default_value=profile,
                               description="Fast DDS profile of the started nodes (large shared-memory segment)"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),  # Humble, Jazzy
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile"),
+                               condition=UnlessCondition(fast_dds_2)),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile"),
+                               condition=IfCondition(fast_dds_2)),
         DeclareLaunchArgument("weights", description="depth checkpoint"),
         DeclareLaunchArgument("rig", default_value="jhu_daVinci", description="dVRK stereo rig name"),
         DeclareLaunchArgument("device", default_value="cuda"),

@@ -2,7 +2,13 @@
 
 import json
 
+import torch
+
 from dares_core.bench import bench_model, render_docs, result_name, write_result
+from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
+from dares_core.model.weights import save_depth_net
+from dares_ros.bench_node import bench_node
+from test_infer import TINY
 
 
 def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
@@ -17,3 +23,16 @@ def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
     assert "| model | cpu |" in table and name + ".json" in table and "**pending**" in table
     render_docs(tmp_path / "results", tmp_path / "again.md")
     assert (tmp_path / "again.md").read_text() == table
+
+
+def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_depth_net(DaresDepthNet(DepthNetConfig.dares("tiny", hf_config=TINY)), weights)
+    record = bench_node(weights, width=320, height=256, rate=5.0, duration=3.0, warmup=1.0, input_size=(56, 70),
+                        eyes="both")
+    assert set(record["paths"]) == {"node depth", "node points", "node right depth"}
+    for path in record["paths"].values():
+        assert path["published"] == 15 and path["received"] >= 10  # a tiny model on 2 cores keeps 5 Hz
+        assert 0 < path["median_ms"] < 1000
+    assert record["settings"]["eyes"] == "both" and record["settings"]["compile"] is False

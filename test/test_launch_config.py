@@ -67,16 +67,19 @@ def test_package_xml_matches_setup():
 
 
 def test_prepare_dds_uses_the_shipped_profile_unless_one_is_set(monkeypatch, tmp_path):
-    for variable in (*PROFILE_VARIABLES, "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+    for variable in (*PROFILE_VARIABLES, "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DISTRO"):
         monkeypatch.delenv(variable, raising=False)
     shipped = prepare_dds(local_only=True)
     assert shipped == str(ROOT / "config" / "fastdds_large_data.xml")
-    assert all(os.environ[v] == shipped for v in PROFILE_VARIABLES)
+    assert os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] == shipped and "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE")
+    monkeypatch.setenv("ROS_DISTRO", "humble")  # Fast DDS 2.x
+    assert prepare_dds() == shipped and os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] == shipped
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE")
     segment = ET.parse(shipped).getroot().find(".//{http://www.eprosima.com}segment_size")
     assert int(segment.text) >= 16 * 2**20  # a 1280x1024 32FC1 depth image is 5 MiB
     mine = tmp_path / "mine.xml"
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(mine))
-    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE")
     assert prepare_dds() is None
     assert os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] == str(mine)
