@@ -170,5 +170,5 @@ def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, point_stri
         xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
         out["points"] = point_cloud(xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride], header)
     if colored:
-        out["colored"] = bgr8_image(colorize_inverse_depth(depth_m), header)
+        out["colored"] = bgr8_image(colorize_inverse_depth(depth_t), header)
     return out

@@ -3,11 +3,13 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from dares_core.visualize import colorize_inverse_depth
 from dares_ros.conversions import (
     IMAGE_ENCODINGS, ConversionError, compressed_to_rgb8, depth_image, image_to_rgb8, intrinsics, point_cloud,
     read_point_cloud, scale_camera_info, stereo_baseline,
@@ -141,3 +143,13 @@ def test_fuzzed_camera_info_is_valid_or_a_conversion_error(k, p, width, height, 
             assert result > 0
         else:
             assert (result.width, result.height) == (out_w, out_h)
+
+
+def test_colored_depth_is_warm_near_and_the_same_from_a_tensor():
+    depth = np.linspace(0.05, 0.15, 64 * 80, dtype=np.float32).reshape(64, 80)  # far along rows
+    depth[0, 0] = np.nan
+    colored = colorize_inverse_depth(depth)
+    assert colored.shape == (64, 80, 3) and colored.dtype == np.uint8
+    assert (colored == colorize_inverse_depth(torch.from_numpy(depth))).all()
+    near, far = colored[0, 1].astype(int), colored[-1, -1].astype(int)  # BGR
+    assert near[2] > near[0] and far[0] > far[2]
