@@ -157,7 +157,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
         pairs, left_info, right_info = _stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
-                  "input_width": input_size[1], "scale_mode": scale_mode, "publish_colored": "false", "eyes": eyes,
+                  "input_width": input_size[1], "scale_mode": scale_mode, "eyes": eyes,
                   "compile": str(compile).lower()}
         with node_session(namespace, params, workdir, "dares_bench_publisher") as (proc, node):
             outputs = {"depth": (Image, "depth/image"), "points": (PointCloud2, "points")}
@@ -194,5 +194,6 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
                      "network": f"{input_size[0]}x{input_size[1]}", "precision": precision, "scale_mode": scale_mode,
                      "encoder": encoder, "eyes": eyes, "compile": compile},
         "paths": paths,
-        "note": "latency: input stamp to arrival at a subscriber in another process (transport included)",
+        "note": "the node runs with config/dares.yaml plus these settings (coloured preview on); latency: input "
+                "stamp to arrival at a subscriber in another process (transport included)",
     }
