@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -135,8 +136,9 @@ def test_round_trip_play_node_record_equals_bag_infer(setup, synth_bag, tmp_path
     live = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(recorded, f"{ns}/depth/image", Image)}
     off = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(offline, "/dares/depth/image", Image)}
     common = sorted(set(live) & set(off))
-    metadata = (recorded / "metadata.yaml").read_text()
-    assert "best_effort" in metadata.lower() or "reliability: 2" in metadata  # points are offered best effort
+    topics = yaml.safe_load((recorded / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["topics_with_message_count"]
+    points_qos = next(t["topic_metadata"]["offered_qos_profiles"] for t in topics if t["topic_metadata"]["name"] == f"{ns}/points")
+    assert [q["reliability"] for q in points_qos] == ["reliable"]  # the publisher's offer, kept for ros2 bag play
     assert len(read_messages(recorded, f"{ns}/points", PointCloud2)) >= 1  # recorded with a matching QoS
     assert len(common) >= 6, (len(live), (tmp_path / "node.log").read_text()[-1500:])
     for stamp in common:
