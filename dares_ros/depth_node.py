@@ -27,6 +27,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -45,6 +46,9 @@ from .graph import prepare_dds
 from .sync import StereoMatcher
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
+LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
+                         "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
+                         "fastdds_large_data.xml (the dares launch files do), or set qos: reliable")
 SCALE_MODES = ("relative", "stereo", "fixed")
 
 
@@ -154,6 +158,7 @@ class DepthNode(LifecycleNode):
         self._last_report: dict[str, float] = {}
         self.last_error = ""
         self.bad_inputs = 0
+        self.lost_in_transport = 0
         self.published = 0
         self.latencies: deque[float] = deque(maxlen=500)
         self.output_times: deque[float] = deque(maxlen=500)
@@ -173,8 +178,9 @@ class DepthNode(LifecycleNode):
         compressed = self.p("input_transport") == "compressed"
         image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
         self.left_topic, self.right_topic = f"left/image_rect{suffix}", f"right/image_rect{suffix}"
-        self.create_subscription(image_type, self.left_topic, lambda m: self._on_image("left", m), qos)
-        self.create_subscription(image_type, self.right_topic, lambda m: self._on_image("right", m), qos)
+        for side, topic in (("left", self.left_topic), ("right", self.right_topic)):
+            lost = SubscriptionEventCallbacks(message_lost=lambda info, t=topic: self._on_message_lost(t, info))
+            self.create_subscription(image_type, topic, lambda m, s=side: self._on_image(s, m), qos, event_callbacks=lost)
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
@@ -281,11 +287,20 @@ class DepthNode(LifecycleNode):
         """One throttled error line per topic and problem (every 5 s at most)."""
         self.bad_inputs += 1
         self.last_error = f"{topic}: {problem}"
-        key = f"{topic}:{problem}"
+        self._log_throttled(f"{topic}:{problem}", f"{topic}: {problem} (frame skipped)")
+
+    def _on_message_lost(self, topic: str, info) -> None:
+        """Messages the DDS transport reported lost (never seen by the node), with the usual cause and its fix."""
+        self.lost_in_transport += info.total_count_change
+        self.last_error = f"{topic}: {info.total_count} messages lost in transport"
+        self._log_throttled(f"{topic}:lost", f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
+
+    def _log_throttled(self, key: str, line: str) -> None:
+        """Log `line` as an error unless the same key was logged in the last 5 s."""
         now = time.monotonic()
         if now - self._last_report.get(key, -1e9) >= 5.0:
             self._last_report[key] = now
-            self.get_logger().error(f"{topic}: {problem} (frame skipped)")
+            self.get_logger().error(line)
 
     def _to_rgb(self, msg, topic: str) -> np.ndarray:
         try:
@@ -387,6 +402,7 @@ class DepthNode(LifecycleNode):
             "rate_hz": f"{rate:.2f}", "latency_p50_s": f"{np.nanpercentile(lat, 50):.4f}",
             "latency_p99_s": f"{np.nanpercentile(lat, 99):.4f}", "published": str(self.published),
             "dropped_frames": str(self.mailbox.dropped), "bad_inputs": str(self.bad_inputs),
+            "lost_in_transport": str(self.lost_in_transport),
             "scale_mode": self.p("scale_mode"), "scale_m_per_unit": f"{self.scale:.6g}",
             "scale_confidence": f"{self.scale_confidence:.3f}", "last_error": self.last_error,
         }

@@ -1,6 +1,8 @@
 """dares_depth_node end to end on real rclpy (Fast DDS on loopback), started as its console entry point."""
 
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -129,6 +131,39 @@ def test_bad_input_is_reported_skipped_and_survived(relative_node):
     # an image whose camera_info describes another size is refused
     h.publish(rgb_image(frames[0]["l"]), small_info)
     assert h.wait_for(lambda: "publish camera_info matching the images" in log.read_text(), timeout=10)
+    assert proc.poll() is None
+
+
+LOSSY_PUBLISHER = """
+import sys, time, rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("lossy_camera")
+pub = node.create_publisher(Image, sys.argv[1], qos_profile_sensor_data)
+msg = Image(height=1024, width=1280, encoding="bgr8", step=3 * 1280, data=bytes(1024 * 1280 * 3))
+for _ in range(40):
+    msg.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(msg)
+    time.sleep(0.1)
+"""
+
+
+def test_images_lost_in_transport_are_reported_with_the_fix(relative_node, tmp_path):
+    """A camera publishing 1280x1024 best effort without the large-data profile: Fast DDS loses the frames
+    (its shared-memory segments hold 512 KiB); the node says so and names the profile."""
+    h, _, log, proc = relative_node
+    plain = tmp_path / "plain.xml"  # Fast DDS defaults: what a camera driver started elsewhere has
+    plain.write_text('<dds xmlns="http://www.eprosima.com"><profiles><participant profile_name="plain" '
+                     'is_default_profile="true"><rtps/></participant></profiles></dds>')
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(plain))
+    camera = subprocess.run([sys.executable, "-c", LOSSY_PUBLISHER, f"{h.ns}/left/image_rect"], env=env, timeout=60,
+                            capture_output=True, text=True)
+    assert camera.returncode == 0, camera.stderr[-1000:]
+    assert h.wait_for(lambda: "messages lost in transport" in log.read_text(), timeout=10), log.read_text()[-1000:]
+    assert "fastdds_large_data.xml" in log.read_text()
+    assert h.wait_for(lambda: any(int(dict((v.key, v.value) for v in s.values).get("lost_in_transport", 0)) > 0
+                                  for d in h.received["diagnostics"] for s in d.status), timeout=5)
     assert proc.poll() is None
 
 
