@@ -269,9 +269,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
     remaps = remaps or {}
     own_context = context is None
     if own_context:
-        prepare_dds()
-        context = rclpy.Context()
-        rclpy.init(context=context)
+        context = _new_context()
     node = rclpy.create_node("dares_bag_play", context=context)
     stats = PlayStats()
     try:
@@ -328,6 +326,16 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             rclpy.shutdown(context=context)
 
 
+def _new_context():
+    """An rclpy context of a bag tool's own, with the large-data Fast DDS profile (full-size images whole)."""
+    import rclpy
+
+    prepare_dds()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    return context
+
+
 def _bag_qos(profile):
     """An rclpy QoSProfile as the rosbags Qos stored in metadata.yaml (the enums share rmw's numbering)."""
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -365,9 +373,7 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
 
     own_context = context is None
     if own_context:
-        prepare_dds()
-        context = rclpy.Context()
-        rclpy.init(context=context)
+        context = _new_context()
     node = rclpy.create_node("dares_bag_record", context=context)
     lock = threading.Lock()
     try:
