@@ -34,6 +34,7 @@ from dares_core.model.weights import save_depth_net
 
 from .graph import config_file, prepare_dds
 
+
 def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
     cfg = SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1)
     root = generate(cfg, workdir / "scenes")
@@ -60,8 +61,8 @@ def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple
 
 def node_command(namespace: str, params: dict, remaps: dict | None = None) -> list[str]:
     """dares_depth_node as `ros2 run dares_ros dares_depth_node` starts it, with the shipped params file."""
-    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "--params-file", str(config_file("dares.yaml")),
-           "-r", f"__ns:={namespace}"]
+    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args",
+           "--params-file", str(config_file("dares.yaml")), "-r", f"__ns:={namespace}"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
     for src, dst in (remaps or {}).items():
