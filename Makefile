@@ -35,6 +35,7 @@ readme-images: demo
 	cp demo_out/points.png docs/images/demo_points.png
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q test
 
 clean:

@@ -43,6 +43,7 @@ DEV = EXPORT + [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
     "hypothesis==6.170.17",
+    "ruff==0.17.6",
 ]
 
 setup(

@@ -82,7 +82,8 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
         has_gpu |= r["machine"]["device"] != "cpu"
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
         for label, m in r["paths"].items():
-            rows.append(f"| {r['benchmark']} | {r['machine']['device']} | {settings} | {label} | {m.get('median_ms', '')} | "
+            rows.append(f"| {r['benchmark']} | {r['machine']['device']} | {settings} | {label} | "
+                        f"{m.get('median_ms', '')} | "
                         f"{m.get('p99_ms', '')} | {m.get('throughput_fps', '')} | {m.get('peak_memory_mb', '')} | "
                         f"{m.get('speedup', '')} | {path.name} |")
     lines = [
@@ -216,4 +217,5 @@ def bench_train(encoder: str = "vits", height: int = 256, width: int = 320, batc
             "settings": {"encoder": encoder, "input": f"{height}x{width}", "batch": batch, "precision": precision,
                          "frames": "[0,-1,1]"},
             "paths": {"train step": ours},
-            "note": "one step = position-net step + depth/pose/transform step, as the official trainer; throughput in images/s"}
+            "note": "one step = position-net step + depth/pose/transform step, as the official trainer; throughput in "
+                    "images/s"}

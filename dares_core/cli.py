@@ -43,7 +43,8 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
 
     record = bench_model(args.encoder, args.height, args.width, args.batch, args.device, args.precision,
                          args.rounds, args.calls, args.weights, args.compile)
-    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir, args.docs)
+    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir,
+                        args.docs)
     print(f"reference {record['paths']['reference']['median_ms']} ms; " + "; ".join(
         f"{label} {m['median_ms']} ms ({m['throughput_fps']} fps, {m['speedup']}x, max |disparity diff| "
         f"{m['max_abs_diff_disparity']:.2e})" for label, m in record["paths"].items() if label != "reference")
@@ -59,8 +60,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.pred_poses or args.gt_poses:
         if not (args.pred_poses and args.gt_poses):
             raise DaresError("pose evaluation needs both --pred-poses and --gt-poses")
-        result = evaluate_pose(load_npz_data(args.pred_poses, "predicted poses"), load_npz_data(args.gt_poses, "ground-truth poses"))
-        print(f"ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std {result['re_std']:.4f})")
+        result = evaluate_pose(load_npz_data(args.pred_poses, "predicted poses"), load_npz_data(args.gt_poses,
+                                                                                                "ground-truth poses"))
+        print(f"ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std "
+              f"{result['re_std']:.4f})")
         return
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         raise DaresError(f"{args.out} already has files: choose another --out or pass --force")
@@ -94,14 +97,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="SCARED depth metrics (official protocol) or pose ATE",
                        description="Evaluate official-format disparity arrays, a model on a data folder, or poses.")
-    p.add_argument("--pred-disps", type=Path, default=None, help="(N,H,W) disparities (official --save_pred_disps .npy)")
+    p.add_argument("--pred-disps", type=Path, default=None,
+                   help="(N,H,W) disparities (official --save_pred_disps .npy)")
     p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
     add_weights_options(p, required=False)
     add_network_options(p)
     p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
     p.add_argument("--split-dir", type=Path, default=None,
                    help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis)")
-    p.add_argument("--no-median-scaling", action="store_true", help="predictions are metric: no per-frame median scaling")
+    p.add_argument("--no-median-scaling", action="store_true",
+                   help="predictions are metric: no per-frame median scaling")
     p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")
     p.add_argument("--gt-poses", type=Path, default=None, help="ground-truth relative poses (gt_poses_sq*.npz)")
     p.add_argument("--out", type=Path, default=Path("dares_eval"), help="folder for metrics.json and per_frame.csv")
@@ -113,9 +118,11 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     from .bench import bench_train, result_name, write_result
 
     record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps)
-    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir, args.docs)
+    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir,
+                        args.docs)
     step = record["paths"]["train step"]
-    print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); wrote {path}")
+    print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); "
+          f"wrote {path}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -142,7 +149,8 @@ def _add_export(sub) -> None:
 def add_bench_output_options(p) -> None:
     """--results-dir and --docs, shared by every `dares bench` command."""
     p.add_argument("--results-dir", type=Path, default=Path("bench/results"), help="where the JSON goes")
-    p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"), help="the table regenerated from all results")
+    p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"),
+                   help="the table regenerated from all results")
 
 
 def _add_bench(sub) -> argparse._SubParsersAction:
@@ -213,7 +221,8 @@ def _check_writable(folder: Path, need_mb: int = 200) -> None:
         raise DaresError(f"{probe} is not writable: choose an --out you can write to")
     free_mb = shutil.disk_usage(probe).free / 2**20
     if free_mb < need_mb:
-        raise DaresError(f"only {free_mb:.0f} MB free under {probe}: checkpoints need more; free space or choose another --out")
+        raise DaresError(f"only {free_mb:.0f} MB free under {probe}: checkpoints need more; free space or choose "
+                         f"another --out")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -242,10 +251,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     _check_writable(out)
     if args.resume is None and out.exists() and any(out.iterdir()):
         if not args.force:
-            raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or --force to start over")
+            raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
+                             f"--force to start over")
         shutil.rmtree(out)
     summary = run_training(cfg, args.resume)
-    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val AbsRel {summary['best_abs_rel']:.4f}; "
+    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val AbsRel "
+          f"{summary['best_abs_rel']:.4f}; "
           f"depth model: {out / 'depth_model.safetensors'}")
 
 
@@ -255,7 +266,8 @@ def _add_train(sub) -> None:
                                    "see dares_core/train.py TrainConfig for every key usable in --config or --set.")
     p.add_argument("--config", type=Path, default=None, help="YAML of TrainConfig keys")
     p.add_argument("--data", type=Path, default=None, help="data root (datasetN/keyframeM/...)")
-    p.add_argument("--out", type=Path, default=None, help="run folder: config.yaml, checkpoints/, tb/, depth_model.safetensors")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder: config.yaml, checkpoints/, tb/, depth_model.safetensors")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (official 20)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (official 12)")
     p.add_argument("--weights", type=Path, default=None, help="initial depth weights (DAv2 folder/.pth or DARES)")
@@ -272,7 +284,8 @@ def _add_train(sub) -> None:
 def add_weights_options(p, required: bool = True) -> None:
     """--weights and --base-weights, as every command that loads a depth network takes them."""
     p.add_argument("--weights", type=Path, required=required, default=None,
-                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares .safetensors")
+                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares "
+                        ".safetensors")
     p.add_argument("--base-weights", type=Path, default=None,
                    help="Depth Anything V2 weights under an adapter-only .safetensors checkpoint")
 
@@ -290,7 +303,8 @@ def add_network_options(p, compute: bool = True) -> None:
 
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
-                       description="Render procedural da Vinci-like stereo sequences with ground-truth depth and poses.")
+                       description="Render procedural da Vinci-like stereo sequences with ground-truth depth "
+                                   "and poses.")
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
     p.add_argument("--frames", type=int, default=100, help="frames per sequence (default 100)")
     p.add_argument("--sequences", type=int, default=3, help="sequences; the last is held out for test (default 3)")
@@ -314,7 +328,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--min-depth", type=float, default=0.1, help="depth range minimum, as training (default 0.1)")
     p.add_argument("--max-depth", type=float, default=150.0, help="depth range maximum, as training (default 150)")
     p.add_argument("--save-disp", type=Path, default=None,
-                   help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth --save_pred_disps")
+                   help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth "
+                        "--save_pred_disps")
     p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=float, default=None, help=f"intrinsic {k} in pixels of the input image")

@@ -74,7 +74,8 @@ def global_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            bn = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats)
             bn.load_state_dict(child.state_dict())
             setattr(module, name, bn)
         else:

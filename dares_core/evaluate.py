@@ -70,7 +70,8 @@ def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = Tru
     rows, ratios = [], []
     for i, (disp, gt) in enumerate(zip(pred_disps, gt_depths)):
         if not np.isfinite(disp).all() or (disp <= 0).any():
-            raise DaresError(f"predicted disparity of frame {i} has NaN, inf or non-positive values: check the model output")
+            raise DaresError(f"predicted disparity of frame {i} has NaN, inf or non-positive values: check the model "
+                             f"output")
         height, width = gt.shape[:2]
         pred = 1.0 / cv2.resize(np.asarray(disp, np.float32), (width, height))
         mask = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
@@ -143,7 +144,8 @@ def predict_split_disparities(predictor, root: Path, split_file: Path, batch: in
         paths = [image_path(root, e.folder, e.frame, e.side) for e in chunk]
         missing = [p for p in paths if not p.is_file()]
         if missing:
-            raise DaresError(f"{missing[0]} not found for {split_file}: is --data the folder holding datasetN/keyframeM?")
+            raise DaresError(f"{missing[0]} not found for {split_file}: is --data the folder holding "
+                             f"datasetN/keyframeM?")
         images = torch.from_numpy(np.stack([read_rgb(p) for p in paths]))
         out.append(predictor.predict(images).disparity.float().cpu().numpy())
         if progress is not None:
@@ -160,7 +162,8 @@ def load_npz_data(path: Path, what: str) -> np.ndarray:
         with np.load(path, allow_pickle=False) as f:
             return f["data"]
     except (KeyError, ValueError, OSError) as e:
-        raise DaresError(f"{path}: not an .npz with a 'data' array ({e}); export it with `dares prepare-scared`") from None
+        raise DaresError(f"{path}: not an .npz with a 'data' array ({e}); "
+                         "export it with `dares prepare-scared`") from None
 
 
 def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict) -> None:

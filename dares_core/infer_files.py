@@ -8,8 +8,8 @@ NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -20,8 +20,8 @@ from .errors import DaresError
 from .files import atomic_file, write_image, write_npy
 from .geometry import backproject
 from .inference import DepthPredictor
-from .visualize import colorize_inverse_depth
 from .model.weights import load_depth_net
+from .visualize import colorize_inverse_depth
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
@@ -123,7 +123,8 @@ def run_infer(args: argparse.Namespace) -> None:
     intrinsics = intrinsics_from_args(args)
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)
-    predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth, args.max_depth,
+    predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth,
+                               args.max_depth,
                                compile=args.compile)
     out.mkdir(parents=True, exist_ok=True)
     disparities = []

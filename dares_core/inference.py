@@ -64,7 +64,8 @@ class DepthPredictor:
         self.min_depth, self.max_depth = min_depth, max_depth
         self._network = self._run_network
         if compile:
-            self._network = self._compiled(torch.compile(self._run_network, dynamic=False), compile_options(self.device))
+            self._network = self._compiled(torch.compile(self._run_network, dynamic=False),
+                                           compile_options(self.device))
             try:
                 self.predict(torch.zeros((batch_size, *self.size, 3), dtype=torch.uint8))
             except Exception as e:  # inductor raises many types; the cause is nearly always the toolchain

@@ -45,7 +45,8 @@ class StereoScale:
         """Stereo depth (H,W) at input resolution, units of `baseline`; NaN where SGBM found no match."""
         h, w = left_rgb.shape[:2]
         size = (w // self.downscale, h // self.downscale)
-        gray = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA) for im in (left_rgb, right_rgb)]
+        gray = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), size,
+                           interpolation=cv2.INTER_AREA) for im in (left_rgb, right_rgb)]
         disparity = self.sgbm.compute(gray[0], gray[1]).astype(np.float32) / 16.0  # fixed point, 4 fraction bits
         disparity[disparity <= 0] = np.nan
         disparity = cv2.resize(disparity, (w, h), interpolation=cv2.INTER_NEAREST) * (w / size[0])

@@ -70,8 +70,10 @@ class BagWriter:
             self.writer.close()
             if exc_type is None:
                 self._name_storage_files()
-        finally:
-            return self._atomic.__exit__(exc_type, exc, tb)
+        except BaseException as e:  # a bag that failed to close is not committed
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self._atomic.__exit__(exc_type, exc, tb)
 
     def _name_storage_files(self) -> None:
         """rosbags names storage files after the (temporary) folder: give them the final name, `NAME_0.mcap`
@@ -109,7 +111,8 @@ def open_reader(path: Path) -> Reader:
         reader = Reader(path)
         reader.open()
     except Exception as e:  # rosbags raises several types for damaged bags
-        raise DaresError(f"{path}: cannot be read as a rosbag2 ({type(e).__name__}: {e}); it may be truncated") from None
+        raise DaresError(f"{path}: cannot be read as a rosbag2 ({type(e).__name__}: {e}); "
+                         "it may be truncated") from None
     return reader
 
 
@@ -133,7 +136,8 @@ def _camera_infos(calib: dict, width: int, height: int) -> tuple[CameraInfo, Cam
         P = P.copy()
         P[:, 3] /= 1000.0  # mm -> m
         info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-        info.k, info.d, info.r, info.p = K.ravel().tolist(), [float(x) for x in D], R.ravel().tolist(), P.ravel().tolist()
+        info.k, info.r, info.p = K.ravel().tolist(), R.ravel().tolist(), P.ravel().tolist()
+        info.d = [float(x) for x in D]
         infos.append(info)
     return infos[0], infos[1], baseline_m
 
@@ -206,7 +210,8 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
                     bag.write(f"{prefix}/{eye}/image_raw{suffix}", image, t_ns)
                 gt = gt_path(root, folder, frame)
                 if gt.is_file():
-                    bag.write(f"{prefix}/ground_truth/depth", depth_image(read_gt_depth(gt, bgr.shape[0]) / 1000.0, stamp), t_ns)
+                    bag.write(f"{prefix}/ground_truth/depth", depth_image(read_gt_depth(gt, bgr.shape[0]) / 1000.0,
+                                                                          stamp), t_ns)
                 if frame in poses:
                     bag.write(f"{prefix}/ground_truth/pose", _pose_msg(poses[frame], stamp), t_ns)
                 t_ns += period_ns
@@ -234,7 +239,8 @@ def bag_info(path: Path) -> dict:
     try:
         duration = reader.duration / 1e9
         topics = {c.topic: {"type": c.msgtype, "count": c.msgcount,
-                            "rate_hz": round((c.msgcount - 1) / duration, 3) if duration > 0 and c.msgcount > 1 else 0.0}
+                            "rate_hz": round((c.msgcount - 1) / duration,
+                                             3) if duration > 0 and c.msgcount > 1 else 0.0}
                   for c in reader.connections}
         return {"path": str(path), "duration_s": round(duration, 6), "messages": reader.message_count,
                 "start_ns": reader.start_time, "topics": topics}
@@ -280,7 +286,8 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             if cls is None:
                 skipped.append(c.msgtype)
                 continue
-            qos = QoSProfile(depth=10, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL) if c.topic == "/tf_static" else 10
+            qos = QoSProfile(depth=10,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL) if c.topic == "/tf_static" else 10
             publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
         stats.skipped_types = tuple(sorted(set(skipped)))
         clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
@@ -290,7 +297,8 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
         deadline = time.monotonic() + wait_timeout
         while any(publishers[t].get_subscription_count() == 0 for t in wait_for):
             if time.monotonic() > deadline:
-                raise DaresError(f"no subscriber to {', '.join(wait_for)} after {wait_timeout:.0f} s: is the node running?")
+                raise DaresError(f"no subscriber to {', '.join(wait_for)} after {wait_timeout:.0f} s: is the node "
+                                 f"running?")
             time.sleep(0.05)
         if go is not None and not go.wait(max(0.0, deadline - time.monotonic())):
             raise DaresError(f"playback was not released within {wait_timeout:.0f} s")
@@ -346,7 +354,8 @@ def _bag_qos(profile):
 
     return Qos(history=QosHistory(int(profile.history)), depth=profile.depth,
                reliability=QosReliability(int(profile.reliability)), durability=QosDurability(int(profile.durability)),
-               deadline=t(profile.deadline), lifespan=t(profile.lifespan), liveliness=QosLiveliness(int(profile.liveliness)),
+               deadline=t(profile.deadline), lifespan=t(profile.lifespan),
+               liveliness=QosLiveliness(int(profile.liveliness)),
                liveliness_lease_duration=t(profile.liveliness_lease_duration),
                avoid_ros_namespace_conventions=profile.avoid_ros_namespace_conventions)
 
@@ -357,7 +366,8 @@ def _matching_qos(infos):
 
     best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
     latched = bool(infos) and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-    return QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+    return QoSProfile(depth=100,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
@@ -385,7 +395,8 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
             time.sleep(0.1)
         missing = [t for t in topics if t not in types]
         if missing:
-            raise DaresError(f"no publisher of {', '.join(missing)} found in {discovery_timeout:.0f} s: check the topic names")
+            raise DaresError(f"no publisher of {', '.join(missing)} found in {discovery_timeout:.0f} s: check the "
+                             f"topic names")
         with BagWriter(out, force) as bag:
             def writer_for(topic):
                 def store(data):
@@ -395,7 +406,8 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
             for topic in topics:
                 infos = node.get_publishers_info_by_topic(topic)
                 bag.add_topic(topic, types[topic], [_bag_qos(i.qos_profile) for i in infos])
-                node.create_subscription(message_class(types[topic]), topic, writer_for(topic), _matching_qos(infos), raw=True)
+                node.create_subscription(message_class(types[topic]), topic, writer_for(topic), _matching_qos(infos),
+                                         raw=True)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
             for _ in range(10):  # let the subscriptions match their publishers
@@ -436,7 +448,8 @@ def _find_topic(reader: Reader, wanted: str | None, suffixes: tuple[str, ...], w
         return wanted
     found = [t for t in topics if t.endswith(suffixes)]
     if len(found) != 1:
-        raise DaresError(f"found {len(found)} {what} topics ({', '.join(found) or 'none'}): name one with the --{what}-topic option")
+        raise DaresError(f"found {len(found)} {what} topics ({', '.join(found) or 'none'}): name one with the "
+                         f"--{what}-topic option")
     return found[0]
 
 
@@ -525,7 +538,8 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
     preds, gts = by_stamp(depth_topic), by_stamp(gt_topic)
     stamps = sorted(set(preds) & set(gts))
     if not stamps:
-        raise DaresError(f"no {depth_topic} message shares a stamp with {gt_topic}: run `dares bag infer` on this bag first")
+        raise DaresError(f"no {depth_topic} message shares a stamp with {gt_topic}: run `dares bag infer` on this bag "
+                         f"first")
     disps = [1.0 / np.where(np.isfinite(preds[s]) & (preds[s] > 0), preds[s] * 1000.0, np.inf) for s in stamps]
     disps = [np.where(d > 0, d, np.min(d[d > 0])) for d in disps]  # invalid pixels: farthest valid disparity
     return evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling)

@@ -35,7 +35,8 @@ from dares_core.model.weights import save_depth_net
 from .graph import config_file, prepare_dds
 
 
-def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
+def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo,
+                                                                      CameraInfo]:
     cfg = SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1)
     root = generate(cfg, workdir / "scenes")
     pairs = []
@@ -112,7 +113,8 @@ def _peak_rss_mb(pid: int) -> float:
         return float("nan")
 
 
-def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup, duration, workdir) -> float:
+def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup, duration,
+                workdir) -> float:
     """Publish the stereo stream on a drift-free schedule once the node answers; returns the node's peak RSS."""
     def publish(i: int):
         stamp = node.get_clock().now().to_msg()

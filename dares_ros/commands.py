@@ -16,7 +16,8 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
     record = bench_node(args.weights, args.encoder, args.width, args.height, args.rate, args.duration, args.warmup,
                         args.device, args.precision, (args.input_height, args.input_width), args.scale_mode, args.eyes,
                         args.compile)
-    name = result_name(record, "network", "rate_hz", "precision", "scale_mode", "eyes") + ("-compiled" if args.compile else "")
+    name = result_name(record, "network", "rate_hz", "precision", "scale_mode",
+                       "eyes") + ("-compiled" if args.compile else "")
     path = write_result(name, record, args.results_dir, args.docs)
     depth = record["paths"]["node depth"]
     print(f"depth at {depth['achieved_rate_hz']} Hz of {args.rate} Hz, latency p50 {depth.get('median_ms')} ms, "
@@ -65,7 +66,8 @@ def cmd_bag(args: argparse.Namespace) -> None:
             remaps[src] = dst
         stats = bag.play_bag(args.bag, args.rate, args.loop, args.start, args.topics or None, remaps, args.clock,
                              wait_for=tuple(args.wait_for))
-        skipped = f"; skipped types without Python bindings here: {', '.join(stats.skipped_types)}" if stats.skipped_types else ""
+        skipped = (f"; skipped types without Python bindings here: {', '.join(stats.skipped_types)}"
+                   if stats.skipped_types else "")
         print(f"published {stats.published} messages{skipped}")
     elif args.bag_command == "record":
         counts = bag.record_bag(args.topics, args.out, args.duration, args.force)
@@ -77,7 +79,8 @@ def cmd_bag(args: argparse.Namespace) -> None:
         total = bag.bag_info(args.bag)["topics"]
         with _progress(None, "infer") as bar:
             result = bag.infer_bag(args.bag, args.weights, args.out, args.force, args.image_topic, args.info_topic,
-                                   args.device, args.precision, (args.input_height, args.input_width), args.point_stride,
+                                   args.device, args.precision, (args.input_height, args.input_width),
+                                   args.point_stride,
                                    args.fixed_scale, args.base_weights, progress=bar.update)
         print(f"wrote depth for {result['frames']} frames of {result['image_topic']} into {args.out} "
               f"({len(total)} input topics copied)")
@@ -98,7 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _add_demo(root) -> None:
-    p = root.add_parser("demo", help="the whole product on built-in data: bag -> depth node -> recorded bag -> pictures",
+    p = root.add_parser("demo",
+                        help="the whole product on built-in data: bag -> depth node -> recorded bag -> pictures",
                         description="Replays a synthetic da Vinci stereo bag (or --bag) into dares_depth_node on a "
                                     "loopback ROS 2 graph, records its outputs and writes pictures, a point cloud and "
                                     "report.md to --out (replaced on each run).")

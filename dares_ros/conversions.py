@@ -37,10 +37,12 @@ def image_to_rgb8(msg: Image) -> np.ndarray:
         raise ConversionError(f"empty image ({width}x{height}): the publisher sent no pixels")
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise ConversionError(f"step {step} is smaller than width*channels*bytes = {row_bytes}: fix the publisher's step")
+        raise ConversionError(f"step {step} is smaller than width*channels*bytes = {row_bytes}: fix the publisher's "
+                              f"step")
     data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
     if data.size < height * step:
-        raise ConversionError(f"data has {data.size} bytes, height*step needs {height * step}: the message is truncated")
+        raise ConversionError(f"data has {data.size} bytes, height*step needs {height * step}: "
+                              "the message is truncated")
     rows = data[: height * step].reshape(height, step)[:, :row_bytes]
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
@@ -89,7 +91,8 @@ def intrinsics(info: CameraInfo, topic: str = "camera_info") -> np.ndarray:
     """K (3,3) from a CameraInfo, or ConversionError when it carries no calibration."""
     K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ConversionError(f"{topic} has no valid intrinsics (K = {K.ravel().tolist()}): calibrate the camera and publish K")
+        raise ConversionError(f"{topic} has no valid intrinsics (K = {K.ravel().tolist()}): calibrate the camera and "
+                              f"publish K")
     return K
 
 
@@ -114,7 +117,8 @@ def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") ->
     """Baseline in metres from the right camera's projection: B = -P[0,3] / P[0,0]."""
     P = np.asarray(right_info.p, dtype=np.float64).reshape(3, 4)
     if not (np.isfinite(P[0, [0, 3]]).all() and P[0, 0] > 0 and -P[0, 3] > 0):
-        raise ConversionError(f"{topic} has no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P with Tx = -fx*B")
+        raise ConversionError(f"{topic} has no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P "
+                              f"with Tx = -fx*B")
     return float(-P[0, 3] / P[0, 0])
 
 

@@ -33,7 +33,8 @@ from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, re
 from .graph import prepare_dds
 
 NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
-OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info", "points": f"{NAMESPACE}/points"}
+OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
+           "points": f"{NAMESPACE}/points"}
 REPORT_TITLE = "# dares demo"
 
 
@@ -48,7 +49,7 @@ class Topics:
     gt_depth: str | None
 
     @classmethod
-    def of_bag(cls, path: Path) -> "Topics":
+    def of_bag(cls, path: Path) -> Topics:
         reader = bags.open_reader(path)
         try:
             names = [c.topic for c in reader.connections]
@@ -94,7 +95,8 @@ def check_demo_folder(out: Path) -> None:
         return
     report = out / "report.md"
     if not (out.is_dir() and report.is_file() and report.read_text().startswith(REPORT_TITLE)):
-        raise DaresError(f"{out} exists and is not a dares demo output: pass another --out (the demo replaces its folder)")
+        raise DaresError(f"{out} exists and is not a dares demo output: pass another --out (the demo replaces its "
+                         f"folder)")
 
 
 class Progress:
@@ -225,7 +227,8 @@ def recorded_frames(path: Path, topics: Topics) -> tuple[list[RecordedFrame], di
 
     latency_ms = np.array([f.latency_s for f in frames]) * 1000
     timing = {"input_frames": len(lefts), "depth_frames": len(frames), "dropped": len(lefts) - len(frames),
-              "input_rate_hz": rate(t for t, _ in lefts.values()), "output_rate_hz": rate(t for t, _ in depths.values()),
+              "input_rate_hz": rate(t for t, _ in lefts.values()), "output_rate_hz": rate(t for t,
+                                                                                          _ in depths.values()),
               "latency_ms": {"median": round(float(np.median(latency_ms)), 1),
                              "p99": round(float(np.percentile(latency_ms, 99)), 1),
                              "max": round(float(latency_ms.max()), 1)}}
@@ -309,19 +312,22 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
         lines += ["## Stereo scale", "",
                   f"The node recovers metric scale from the rectified pair (SGBM). Ground truth / predicted depth, "
                   f"median over frames: {s['stereo_scale_ratio']:.3f}, a scale error of "
-                  f"**{100 * s['stereo_scale_error']:+.1f} %** (frame-to-frame spread {100 * s['stereo_scale_spread']:.1f} %).", ""]
+                  f"**{100 * s['stereo_scale_error']:+.1f} %** (frame-to-frame spread "
+                  f"{100 * s['stereo_scale_spread']:.1f} %).", ""]
     lines += ["## Rate and latency", "",
               f"Input {t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
               f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
               f"Latency from the input image to its depth image, both as received by the recorder: "
-              f"median {t['latency_ms']['median']} ms, p99 {t['latency_ms']['p99']} ms, max {t['latency_ms']['max']} ms.",
+              f"median {t['latency_ms']['median']} ms, p99 {t['latency_ms']['p99']} ms, max {t['latency_ms']['max']} "
+              f"ms.",
               "", "## Files", "",
               "- `strip.png`: input | predicted depth | ground-truth depth at three moments, one colour scale "
               f"({s['depth_scale']['near_mm']}-{s['depth_scale']['far_mm']} mm)",
               "- `demo.mp4`, `demo.gif`: the same for every frame",
               f"- `points.ply` (metres, optical frame, {s['points']} points) and `points.png`: the node's point cloud "
               "of the middle frame",
-              "- `recorded_bag/`: the recorded rosbag2 (MCAP); `dares bag info recorded_bag`, `ros2 bag play recorded_bag`",
+              "- `recorded_bag/`: the recorded rosbag2 (MCAP); `dares bag info recorded_bag`, `ros2 bag play "
+              "recorded_bag`",
               "- `summary.json`: these figures for scripts", ""]
     with atomic_file(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
@@ -348,17 +354,20 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
     with tempfile.TemporaryDirectory(prefix="dares-demo-") as tmp, atomic_dir(out, force=True) as stage:
         work = Path(tmp)
         if bag is None:
-            progress.step(f"synthesising a {frames}-frame da Vinci stereo sequence ({size[0]}x{size[1]}) with ground truth")
+            progress.step(f"synthesising a {frames}-frame da Vinci stereo sequence ({size[0]}x{size[1]}) with ground "
+                          f"truth")
             cfg = SynthConfig(width=size[0], height=size[1], frames=frames, sequences=1, seed=7)
             root = generate(cfg, work / "scenes")
             bags.write_sequence_bag(root / sequence_folder(0), work / "input_bag")
-            bag, source = work / "input_bag", f"A synthetic {size[0]}x{size[1]} stereo sequence ({frames} frames, {cfg.fps:g} Hz)"
+            bag = work / "input_bag"
+            source = f"A synthetic {size[0]}x{size[1]} stereo sequence ({frames} frames, {cfg.fps:g} Hz)"
         else:
             source = f"`{bag}`"
         topics = Topics.of_bag(bag)
         scale_mode = scale_mode or ("stereo" if topics.stereo else "relative")
         if scale_mode == "stereo" and not topics.stereo:
-            raise DaresError(f"{bag}: stereo scale needs right image and camera_info topics; pass --scale-mode relative")
+            raise DaresError(f"{bag}: stereo scale needs right image and camera_info topics; "
+                             "pass --scale-mode relative")
         model = Path(weights) if weights else DEMO_MODEL
         input_size = input_size or (demo_input_size() if weights is None else (256, 320))
         params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],

@@ -40,7 +40,12 @@ from dares_core.model.weights import load_depth_net
 from dares_core.scale import StereoScale
 
 from .conversions import (
-    ConversionError, compressed_to_rgb8, depth_outputs, image_to_rgb8, intrinsics, stereo_baseline,
+    ConversionError,
+    compressed_to_rgb8,
+    depth_outputs,
+    image_to_rgb8,
+    intrinsics,
+    stereo_baseline,
 )
 from .graph import prepare_dds
 from .sync import StereoMatcher
@@ -76,17 +81,20 @@ PARAMETERS = {
     "min_depth": Param(0.1, "model depth range minimum (model units), as trained", range=(1e-3, 1e3)),
     "max_depth": Param(150.0, "model depth range maximum (model units), as trained", range=(1e-2, 1e5)),
     "scale_mode": Param("relative", "relative: model units read as mm; stereo: metric scale from the rectified "
-                                    "pair every frame; fixed: multiply by fixed_scale", read_only=False, choices=SCALE_MODES),
+                                    "pair every frame; fixed: multiply by fixed_scale", read_only=False,
+                                    choices=SCALE_MODES),
     "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", read_only=False, range=(1e-9, 1e3)),
     "stereo_downscale": Param(2, "SGBM runs on images reduced by this factor", range=(1, 8)),
     "stereo_num_disparities": Param(64, "SGBM disparity search range at the reduced resolution", range=(16, 512)),
     "stereo_smoothing": Param(0.3, "weight of each new frame in the running scale (log space)", range=(0.01, 1.0)),
     "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),
     "point_stride": Param(4, "publish every Nth pixel in each direction in points (depth comes from the network "
-                             "resolution, so 4 loses nothing at 1280x1024 and keeps clouds ~1 MB)", read_only=False, range=(1, 64)),
+                             "resolution, so 4 loses nothing at 1280x1024 and keeps clouds ~1 MB)", read_only=False,
+                             range=(1, 64)),
     "publish_points": Param(True, "publish points (PointCloud2)", read_only=False),
     "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", read_only=False),
-    "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable", choices=("sensor_data", "reliable")),
+    "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable", choices=("sensor_data",
+                                                                                                    "reliable")),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
                              choices=("raw", "compressed")),
     "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
@@ -102,7 +110,8 @@ def _descriptor(name: str, p: Param) -> ParameterDescriptor:
     if p.range and isinstance(p.default, int) and not isinstance(p.default, bool):
         d.integer_range = [IntegerRange(from_value=p.range[0], to_value=p.range[1], step=1)]
     elif p.range:
-        d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]), step=0.0)]
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
+                                                     step=0.0)]
     return d
 
 
@@ -174,13 +183,15 @@ class DepthNode(LifecycleNode):
         self.outputs: dict[str, EyeOutputs] = {}
         self.mailbox = LatestFrame()
 
-        qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else QoSProfile(depth=5,
+                                                                                        reliability=ReliabilityPolicy.RELIABLE)
         compressed = self.p("input_transport") == "compressed"
         image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
         self.left_topic, self.right_topic = f"left/image_rect{suffix}", f"right/image_rect{suffix}"
         for side, topic in (("left", self.left_topic), ("right", self.right_topic)):
             lost = SubscriptionEventCallbacks(message_lost=lambda info, t=topic: self._on_message_lost(t, info))
-            self.create_subscription(image_type, topic, lambda m, s=side: self._on_image(s, m), qos, event_callbacks=lost)
+            self.create_subscription(image_type, topic, lambda m, s=side: self._on_image(s, m), qos,
+                                     event_callbacks=lost)
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
@@ -199,7 +210,8 @@ class DepthNode(LifecycleNode):
         for eye in self.eyes:
             prefix = "right/" if eye == "right" else ""
             self.outputs[eye] = EyeOutputs(*(self.create_lifecycle_publisher(t, prefix + name, 5) for t, name in (
-                (Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"), (Image, "depth/colored"))))
+                (Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"), (Image,
+                                                                                                     "depth/colored"))))
         self._stop.clear()
         self.worker = threading.Thread(target=self._work, name="dares-inference", daemon=True)
         self.worker.start()
@@ -263,7 +275,8 @@ class DepthNode(LifecycleNode):
         for param in params:
             spec = PARAMETERS.get(param.name)
             if spec and spec.choices and param.value not in spec.choices:
-                return SetParametersResult(successful=False, reason=f"{param.name} must be one of {', '.join(spec.choices)}")
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name} must be one of {', '.join(spec.choices)}")
             if param.name == "weights" and self.worker is not None:  # configured: swap the model now
                 error = self._load_model(param.value)
                 if error:
@@ -421,7 +434,8 @@ def main(args=None) -> None:
     rclpy.init(args=args)
     node = DepthNode()
     if profile:
-        node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE to use yours)")
+        node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE "
+                               f"to use yours)")
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

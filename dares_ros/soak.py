@@ -144,6 +144,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
                   "rss_growth_mb": round(rss_end - rss_warm, 1), "node_alive": alive,
                   "half_size_outputs": int(sum(1 for w in sizes if w == width // 2))})
     return {"benchmark": "soak", "machine": machine(dev),
-            "settings": {"input": f"{width}x{height}", "phase_s": phase_s, "network": f"{input_size[0]}x{input_size[1]}",
+            "settings": {"input": f"{width}x{height}", "phase_s": phase_s,
+                         "network": f"{input_size[0]}x{input_size[1]}",
                          "encoder": encoder},
             "paths": {"node under abuse": stats}, "phases": per_phase}

@@ -23,7 +23,8 @@ class StereoMatcher:
         if stamp <= self.last_matched:
             return None
         other = "right" if side == "left" else "left"
-        candidates = [(abs(s - stamp), i) for i, (s, _) in enumerate(self.queues[other]) if abs(s - stamp) <= self.tolerance]
+        candidates = [(abs(s - stamp), i) for i, (s, _) in enumerate(self.queues[other])
+                      if abs(s - stamp) <= self.tolerance]
         if not candidates:
             self.queues[side].append((stamp, item))
             return None

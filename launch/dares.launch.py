@@ -6,18 +6,20 @@ Remap its inputs (left/image_rect, left/camera_info, right/...) with your camera
 davinci.launch.py for dVRK stereo video.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from launch import LaunchDescription
+
 
 def generate_launch_description():
     default_params = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.yaml"])
     profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
-    fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""), "' in ('humble', 'jazzy')"])
+    fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""),
+                                   "' in ('humble', 'jazzy')"])
     return LaunchDescription([
         DeclareLaunchArgument("fastdds_profile", default_value=profile,
                               description="Fast DDS profile of the started nodes (large shared-memory segment)"),

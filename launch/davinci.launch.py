@@ -9,12 +9,13 @@ each eye from the calibrated camera_info; with rectify:=false the raw images go 
 an optical frame: set frame_id:=<rig>_left_optical if your TF tree has one.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -47,7 +48,8 @@ def generate_launch_description():
         )
 
     profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
-    fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""), "' in ('humble', 'jazzy')"])
+    fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""),
+                                   "' in ('humble', 'jazzy')"])
     return LaunchDescription([
         DeclareLaunchArgument("fastdds_profile", default_value=profile,
                               description="Fast DDS profile of the started nodes (large shared-memory segment)"),
@@ -59,7 +61,8 @@ def generate_launch_description():
         DeclareLaunchArgument("rig", default_value="jhu_daVinci", description="dVRK stereo rig name"),
         DeclareLaunchArgument("device", default_value="cuda"),
         DeclareLaunchArgument("scale_mode", default_value="stereo", description="relative, stereo or fixed"),
-        DeclareLaunchArgument("eyes", default_value="left", description="left, or both (right depth under /dares/right/)"),
+        DeclareLaunchArgument("eyes", default_value="left",
+                              description="left, or both (right depth under /dares/right/)"),
         DeclareLaunchArgument("frame_id", default_value="", description="output frame_id override"),
         DeclareLaunchArgument("rectify", default_value="true", description="rectify image_raw with image_proc"),
         DeclareLaunchArgument("rviz", default_value="true", description="open RViz with config/dares.rviz"),

@@ -86,7 +86,8 @@ def calibration_yaml(calib: dict, width: int, height: int, fps: float) -> dict:
         "K": calib["K1"].tolist(), "D": calib["D1"].tolist(), "K_right": calib["K2"].tolist(),
         "D_right": calib["D2"].tolist(), "R": calib["R"].tolist(), "T": calib["T"].tolist(),
         "baseline_mm": float(np.linalg.norm(calib["T"])),
-        "rectification": {"R1": R1.tolist(), "R2": R2.tolist(), "P_left": P1.tolist(), "P_right": P2.tolist(), "Q": Q.tolist()},
+        "rectification": {"R1": R1.tolist(), "R2": R2.tolist(), "P_left": P1.tolist(), "P_right": P2.tolist(),
+                          "Q": Q.tolist()},
     }
 
 
@@ -190,7 +191,8 @@ def export_split(dst: Path, splits: Path) -> str:
     entries: list[SplitEntry] = read_split(split_dir / "test_files.txt")
     missing = [e for e in entries if not gt_path(dst, e.folder, e.frame).is_file()]
     if missing:
-        return f"gt_depths.npz not written: {len(missing)} of {len(entries)} test frames lack ground truth (first: {missing[0].folder} {missing[0].frame})"
+        return (f"gt_depths.npz not written: {len(missing)} of {len(entries)} test frames lack ground truth "
+                f"(first: {missing[0].folder} {missing[0].frame})")
     rows = cv2.imread(str(image_path(dst, entries[0].folder, entries[0].frame)), cv2.IMREAD_UNCHANGED).shape[0]
     n = export_gt_depths(dst, split_dir / "test_files.txt", split_dir / "gt_depths.npz", rows=rows)
     return f"wrote {split_dir / 'gt_depths.npz'} ({n} frames)"

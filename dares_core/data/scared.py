@@ -161,7 +161,8 @@ class ScaredSequenceDataset:
             path = image_path(root, first.folder, first.frame + (0 if f == "s" else f), _side(first.side, f))
             if not path.is_file():
                 raise DaresError(f"{path} not found: the data folder is not laid out as "
-                                 "datasetN/keyframeM/image_02/data/%010d.png (run `dares prepare-scared` or `dares synth`)")
+                                 "datasetN/keyframeM/image_02/data/%010d.png (run `dares prepare-scared` or `dares "
+                                 "synth`)")
 
     def __len__(self) -> int:
         return len(self.entries)

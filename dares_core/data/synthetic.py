@@ -48,7 +48,9 @@ class SynthConfig:
     def intrinsics(self) -> np.ndarray:
         """K (3,3) in pixels for the configured image size."""
         return np.array(
-            [[self.fx_norm * self.width, 0, 0.5 * self.width], [0, self.fy_norm * self.height, 0.5 * self.height], [0, 0, 1]],
+            [[self.fx_norm * self.width, 0, 0.5 * self.width], [0, self.fy_norm * self.height, 0.5 * self.height], [0,
+                                                                                                                    0,
+                                                                                                                    1]],
             dtype=np.float64,
         )
 
@@ -123,7 +125,8 @@ class TissueTexture:
             if depth < 2 and rng.random() < 0.05:
                 branch = heading + rng.choice([-1.0, 1.0]) * 0.8
                 TissueTexture._draw_vessel(rng, canvas, p, branch, max(width * 0.6, 1.0), depth + 1)
-        cv2.polylines(canvas, [np.round(np.array(points)).astype(np.int32)], False, 1.0, max(int(width), 1), cv2.LINE_AA)
+        cv2.polylines(canvas, [np.round(np.array(points)).astype(np.int32)], False, 1.0, max(int(width), 1),
+                      cv2.LINE_AA)
 
     def sample(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Albedo (H,W,3) at world (X, Y) mm, bilinear."""
@@ -245,8 +248,10 @@ def generate_sequence(cfg: SynthConfig, index: int, root: Path, progress=None) -
         T_right[:3, 3] += right_offset
         left, xyz = render_view(surface, texture, K, (cfg.width, cfg.height), T, light)
         right, _ = render_view(surface, texture, K, (cfg.width, cfg.height), T_right, light)
-        write_image(image_path(root, folder, frame, "l"), cv2.cvtColor(to_srgb8(left, rng, cfg.noise), cv2.COLOR_RGB2BGR))
-        write_image(image_path(root, folder, frame, "r"), cv2.cvtColor(to_srgb8(right, rng, cfg.noise), cv2.COLOR_RGB2BGR))
+        write_image(image_path(root, folder, frame, "l"), cv2.cvtColor(to_srgb8(left, rng, cfg.noise),
+                                                                       cv2.COLOR_RGB2BGR))
+        write_image(image_path(root, folder, frame, "r"), cv2.cvtColor(to_srgb8(right, rng, cfg.noise),
+                                                                       cv2.COLOR_RGB2BGR))
         write_scene_points(gt_path(root, folder, frame, "l"), xyz)
         if progress is not None:
             progress(1)

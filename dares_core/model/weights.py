@@ -100,7 +100,8 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
                 metadata = f.metadata() or {}
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it may be truncated, export it again") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e}); "
+                                  "it may be truncated, export it again") from None
     else:
         metadata = {}
         try:
@@ -111,7 +112,8 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
                 " re-save it as a plain state_dict or safetensors"
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]}); it may be truncated") from None
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]}); it may be "
+                                  f"truncated") from None
         for wrapper in ("state_dict", "model", "model_state_dict"):
             if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
                 state = state[wrapper]
@@ -132,7 +134,8 @@ def load_strict(net: DaresDepthNet, state: dict, source: Path) -> None:
     unexpected = [k for k in state if k not in expected]
     shapes = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if shapes and "backbone.embeddings.cls_token" in shapes:
-        got, want = state["backbone.embeddings.cls_token"].shape[-1], expected["backbone.embeddings.cls_token"].shape[-1]
+        key = "backbone.embeddings.cls_token"
+        got, want = state[key].shape[-1], expected[key].shape[-1]
         raise CheckpointError(
             f"{source}: checkpoint is a {_encoder_of(got)} model but {_encoder_of(want)} was asked for; "
             "pass the matching --encoder or weights"
@@ -146,7 +149,8 @@ def load_strict(net: DaresDepthNet, state: dict, source: Path) -> None:
         if shapes:
             k = shapes[0]
             parts.append(f"shape of {k} is {tuple(state[k].shape)}, model has {tuple(expected[k].shape)}")
-        raise CheckpointError(f"{source}: does not match the model ({'; '.join(parts)}); pass a checkpoint of this architecture")
+        raise CheckpointError(f"{source}: does not match the model ({'; '.join(parts)}); pass a checkpoint of this "
+                              f"architecture")
     net.load_state_dict(state, strict=False)
 
 
@@ -156,7 +160,8 @@ def _config_from_backbone_state(state: dict, mode: str, lora: dict[str, list[int
     layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"backbone\.encoder\.layer\.(\d+)\.", k)))
     encoder = _encoder_of(width)
     if encoder not in ENCODERS or ENCODERS[encoder]["layers"] != layers:
-        raise CheckpointError(f"checkpoint has a {width}-wide, {layers}-block ViT: not a Depth Anything V2 Small/Base/Large")
+        raise CheckpointError(f"checkpoint has a {width}-wide, {layers}-block ViT: not a Depth Anything V2 "
+                              f"Small/Base/Large")
     if lora:
         return DepthNetConfig(encoder=encoder, mode=mode, lora_ranks=lora["ranks"], lora_targets=lora["targets"])
     return DepthNetConfig(encoder=encoder, mode=mode)
@@ -178,13 +183,15 @@ def _read_hf_folder(path: Path, mode: str) -> tuple[DepthNetConfig, dict]:
     config_file = path / "config.json"
     weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
     if not config_file.is_file() or weights is None:
-        raise CheckpointError(f"{path}: a Hugging Face folder needs config.json and model.safetensors (or pytorch_model.bin)")
+        raise CheckpointError(f"{path}: a Hugging Face folder needs config.json and model.safetensors (or "
+                              f"pytorch_model.bin)")
     try:
         hf = json.loads(config_file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({e}); download the folder again") from None
     if hf.get("model_type") != "depth_anything" or "backbone_config" not in hf:
-        raise CheckpointError(f"{config_file}: model_type is {hf.get('model_type')!r}, expected a 'depth_anything' config")
+        raise CheckpointError(f"{config_file}: model_type is {hf.get('model_type')!r}, expected a 'depth_anything' "
+                              f"config")
     state, _ = read_tensors(weights)
     keep = ("backbone_config", "reassemble_hidden_size", "patch_size", "fusion_hidden_size", "neck_hidden_sizes",
             "head_hidden_size", "depth_estimation_type", "reassemble_factors", "head_in_index", "max_depth")
@@ -234,11 +241,13 @@ def load_depth_net(path: Path, base_weights: Path | None = None, mode: str | Non
     if meta.get("format") == FORMAT_TAG:
         return _load_ours(path, state, meta, base_weights).eval()
     if path.suffix == ".safetensors":
-        raise CheckpointError(f"{path}: safetensors without dares metadata; pass a file written by `dares` or a HF folder")
+        raise CheckpointError(f"{path}: safetensors without dares metadata; pass a file written by `dares` or a HF "
+                              f"folder")
     if any(k.startswith("pretrained.") for k in state):
         return _load_plain(path, *_from_dav2_release(state, path, mode or "zero_shot"))
     if not any(k.startswith("backbone.encoder.layer.") for k in state):
-        raise CheckpointError(f"{path}: unknown checkpoint layout (keys like {next(iter(state))}); see the README's table of formats")
+        raise CheckpointError(f"{path}: unknown checkpoint layout (keys like {next(iter(state))}); see the README's "
+                              f"table of formats")
     lora = _official_dares_lora(state)  # the official DARES depth_model.pth
     state = _rename(_rename(state, LEGACY_RENAMES), DARES_LORA_RENAMES)
     net = DaresDepthNet(_config_from_backbone_state(state, "dares", lora if lora["ranks"] else None))
@@ -266,10 +275,13 @@ def _load_ours(path: Path, state: dict, meta: dict, base_weights: Path | None) -
     net = DaresDepthNet(config)
     if meta.get("contents") == "adapters":
         if base_weights is None:
-            raise CheckpointError(f"{path}: holds adapters only; pass the Depth Anything V2 weights it was trained on with --base-weights")
+            raise CheckpointError(f"{path}: holds adapters only; pass the Depth Anything V2 weights it was trained on "
+                                  f"with --base-weights")
         base_config, base_state = _read_base(base_weights, config.mode)
-        if base_config.hf_config["backbone_config"]["hidden_size"] != config.hf_config["backbone_config"]["hidden_size"]:
-            raise CheckpointError(f"{base_weights}: is {base_config.encoder} but the adapters in {path} are for {config.encoder}")
+        width = lambda c: c.hf_config["backbone_config"]["hidden_size"]  # noqa: E731
+        if width(base_config) != width(config):
+            raise CheckpointError(f"{base_weights}: is {base_config.encoder} but the adapters in {path} are for "
+                                  f"{config.encoder}")
         backbone = {k: v for k, v in _under_lora_wrappers(base_state, net).items() if k.startswith("backbone.")}
         state = {**backbone, **state}
     load_strict(net, state, path)
@@ -287,7 +299,8 @@ def save_depth_net(net: DaresDepthNet, path: Path, adapters_only: bool = False) 
             raise DaresError("adapters_only needs a network with unmerged LoRA adapters")
         state = {k: v for k, v in state.items() if not k.startswith("backbone.") or "lora_" in k}
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    metadata = {"format": FORMAT_TAG, "config": net.config.to_json(), "contents": "adapters" if adapters_only else "full"}
+    metadata = {"format": FORMAT_TAG, "config": net.config.to_json(),
+                "contents": "adapters" if adapters_only else "full"}
     with atomic_file(Path(path)) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
