@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from .distributed import global_batchnorm
 from .errors import DaresError
 from .evaluate import evaluate_depth
 from .files import atomic_file
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
-from .distributed import global_batchnorm
 from .losses import brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
 from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
@@ -39,6 +40,20 @@ from .model.pose_net import PoseDecoder, ResnetEncoder
 from .model.weights import load_depth_net, read_tensors, save_depth_net
 
 AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
+CRASH_AT_VARIABLE = "DARES_CRASH_AT"  # fault injection for the crash-safety test: "POINT:N"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process the Nth time it passes `name` when DARES_CRASH_AT is "name:N" (the test of crash-safe
+    training kills at named moments instead of after guessed delays). Points: step (a train step done),
+    checkpoint-written (the temporary file written, not yet renamed), checkpoint-renamed."""
+    wanted, _, count = os.environ.get(CRASH_AT_VARIABLE, "").partition(":")
+    if wanted != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -83,7 +98,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0: whole epochs; >0 caps them (smoke runs)
 
     @classmethod
-    def from_sources(cls, config_file: Path | None, overrides: dict) -> "TrainConfig":
+    def from_sources(cls, config_file: Path | None, overrides: dict) -> TrainConfig:
         values = {}
         if config_file is not None:
             if not Path(config_file).is_file():
@@ -165,7 +180,8 @@ class Trainer:
                 state, _ = read_tensors(path)
                 missing = set(models[name].state_dict()) - set(state)
                 if missing:
-                    raise DaresError(f"{path}: {len(missing)} missing key(s) e.g. {sorted(missing)[0]}; pass AF-SfMLearner weights")
+                    raise DaresError(f"{path}: {len(missing)} missing key(s) e.g. {sorted(missing)[0]}; pass "
+                                     f"AF-SfMLearner weights")
                 models[name].load_state_dict(state, strict=True)
         if self.distributed:  # batch statistics over the global batch, as one process would have them
             models = {k: global_batchnorm(m, self.device) for k, m in models.items()}
@@ -175,7 +191,8 @@ class Trainer:
         if phase == 0:
             return [p for k in ("position_encoder", "position") for p in self.models[k].parameters()]
         params = self.models["depth"].trainable_parameters(self.cfg.train_backbone)
-        return params + [p for k in ("pose_encoder", "pose", "transform_encoder", "transform") for p in self.models[k].parameters()]
+        return params + [p for k in ("pose_encoder", "pose", "transform_encoder",
+                                     "transform") for p in self.models[k].parameters()]
 
     def _set_phase(self, phase: int) -> None:
         """Phase 0 trains the position nets only; phase 1 everything else (as official set_train_0/set_train)."""
@@ -225,7 +242,8 @@ class Trainer:
             registration = smooth = 0.0
             for f in self.temporal:
                 mask = out[("occlusion", f)]
-                registration += masked_mean(reprojection_loss(out[("registration", s, f)], out[("refined", s, f)].detach(),
+                registration += masked_mean(reprojection_loss(out[("registration", s, f)], out[("refined", s,
+                                                                                                f)].detach(),
                                                               self.cfg.reprojection), mask)
                 smooth += smoothness_loss(out[("flow", s, f)], inputs[("color", 0, s)])
             n = len(self.temporal)
@@ -259,12 +277,15 @@ class Trainer:
                 if cfg.automask:
                     identity.append(reprojection_loss(inputs[("color", f, 0)], target, cfg.reprojection))
                 if f != "s":
-                    transform += masked_mean((out[("refined", s, f)] - out[("registration", 0, f)].detach()).abs().mean(1, True), mask)
-                    bright += brightness_smoothness(out[("transform", s, f)], target, out[("registration", s, f)].detach(), mask)
+                    transform += masked_mean((out[("refined", s, f)] - out[("registration", 0,
+                                                                            f)].detach()).abs().mean(1, True), mask)
+                    bright += brightness_smoothness(out[("transform", s, f)], target, out[("registration", s,
+                                                                                           f)].detach(), mask)
             if cfg.min_reprojection or cfg.automask:
                 stack = torch.cat(maps, 1)
                 if cfg.automask:
-                    stack = torch.cat([stack, torch.cat(identity, 1) + 1e-5 * torch.randn_like(torch.cat(identity, 1))], 1)
+                    stack = torch.cat([stack, torch.cat(identity, 1) + 1e-5 * torch.randn_like(torch.cat(identity, 1))],
+                                      1)
                 reprojection = masked_mean(stack.min(1, keepdim=True)[0], torch.cat(masks, 1).min(1, keepdim=True)[0])
             else:
                 reprojection = sum(masked_mean(m, k) for m, k in zip(maps, masks)) / len(maps)
@@ -320,7 +341,8 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         self.train_set.set_epoch(epoch)
-        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
+        order = torch.randperm(len(self.train_set),
+                               generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
         per_rank = self.cfg.batch_size // self.world
         batches = len(order) // self.cfg.batch_size
         if self.cfg.max_steps_per_epoch:
@@ -358,6 +380,7 @@ class Trainer:
                 result = self.train_step(inputs)
                 self.step_in_epoch += 1
                 self.global_step += 1
+                crash_point("step")
                 now = time.perf_counter()
                 images_per_s = cfg.batch_size / max(now - tick, 1e-9)
                 tick = now
@@ -451,6 +474,8 @@ class Trainer:
         """Atomically: a crash mid-write leaves the previous checkpoint intact."""
         with atomic_file(path) as tmp:
             torch.save(self.state(), tmp)
+            crash_point("checkpoint-written")
+        crash_point("checkpoint-renamed")
 
     def load_checkpoint(self, path: Path) -> None:
         path = Path(path)
@@ -483,7 +508,8 @@ class Trainer:
         version, internal, gauss = random.getstate()
         _, key, pos, has_gauss, cached = np.random.get_state()
         state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
-                 "numpy_key": torch.from_numpy(key.astype(np.int64)), "numpy_rest": [int(pos), int(has_gauss), float(cached)]}
+                 "numpy_key": torch.from_numpy(key.astype(np.int64)), "numpy_rest": [int(pos), int(has_gauss),
+                                                                                     float(cached)]}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state

@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import save_file
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
-
 TRANSFORMERS4_NAMES = [
     (".attention.q_proj.", ".attention.attention.query."),
     (".attention.k_proj.", ".attention.attention.key."),

@@ -22,7 +22,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from dares_ros.bench_node import node_command, stop_node  # noqa: F401  (re-exported for the tests)
 
 
-
 def start_node(namespace: str, *params: str, log: Path, remaps: dict | None = None) -> subprocess.Popen:
     """The console entry point with the shipped params file; params as "name:=value"."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
@@ -61,7 +60,8 @@ class Harness:
             "right": self.node.create_publisher(Image, f"{namespace}/right/image_rect", 10),
             "left_info": self.node.create_publisher(CameraInfo, f"{namespace}/left/camera_info", 10),
             "right_info": self.node.create_publisher(CameraInfo, f"{namespace}/right/camera_info", 10),
-            "left_compressed": self.node.create_publisher(CompressedImage, f"{namespace}/left/image_rect/compressed", 10),
+            "left_compressed": self.node.create_publisher(CompressedImage, f"{namespace}/left/image_rect/compressed",
+                                                          10),
         }
         self._record("depth", Image, f"{namespace}/depth/image", 10)
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)

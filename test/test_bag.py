@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
+from helpers import write_raw_keyframe
 from rclpy.executors import SingleThreadedExecutor
+from ros_harness import start_node, stop_node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dares_core.cli import main
@@ -16,9 +18,6 @@ from dares_core.data.prepare import prepare_scared
 from dares_core.data.synthetic import SynthConfig, generate
 from dares_ros.bag import bag_info, infer_bag, play_bag, read_messages, record_bag, write_sequence_bag
 from dares_ros.conversions import compressed_to_rgb8, image_to_rgb8
-from ros_harness import start_node, stop_node
-from test_infer import setup  # noqa: F401  (the tiny weights and a synthetic sequence)
-from test_prepare import write_raw_keyframe
 
 RIG = "/jhu_daVinci"
 
@@ -74,6 +73,7 @@ def test_bad_bags_are_named(tmp_path, capsys):
     assert main(["bag", "info", str(tmp_path / "nometa")]) == 2
     assert "no metadata.yaml" in capsys.readouterr().err
     assert main(["bag", "info", str(tmp_path / "missing")]) == 2
+    assert f"bag {tmp_path / 'missing'} not found" in capsys.readouterr().err
 
 
 def test_play_keeps_recorded_timing(tmp_path):
@@ -92,38 +92,60 @@ def test_play_keeps_recorded_timing(tmp_path):
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        stats = play_bag(bag, topics=[f"{RIG}/left/image_raw"], remaps={f"{RIG}/left/image_raw": f"/t{os.getpid()}/left"},
-                         context=context)
+        stats = play_bag(
+            bag,
+            topics=[f"{RIG}/left/image_raw"],
+            remaps={f"{RIG}/left/image_raw": f"/t{os.getpid()}/left"},
+            context=context,
+        )
         time.sleep(0.5)
     finally:
         executor.shutdown()
         spinner.join(timeout=5)
         node.destroy_node()
         rclpy.shutdown(context=context)
-    assert stats.published == 100 and stats.max_lateness_s < 0.005
-    assert len(arrivals) == 100
-    offsets = np.array([t - s for t, s in arrivals])  # arrival time minus stamp: constant if no drift
-    jitter = np.abs(offsets - np.median(offsets))
-    assert np.median(jitter) < 0.005 and jitter.max() < 0.05
+    assert stats.published == 100 and len(arrivals) == 100
+    arrival, stamp = np.array(arrivals).T
+    assert (np.diff(stamp) > 0).all()  # in recorded order
+    # the playback rate over 50-frame spans (1.67 s), median over spans: 1 at recorded timing and free of drift;
+    # a loaded machine delays single messages by milliseconds, which moves this by a few percent at most
+    rates = (stamp[50:] - stamp[:-50]) / (arrival[50:] - arrival[:-50])
+    assert np.median(rates) == pytest.approx(1.0, abs=0.05)
+    assert arrival[-1] - arrival[0] >= (stamp[-1] - stamp[0]) * 0.98  # never faster than recorded
 
 
-def test_round_trip_play_node_record_equals_bag_infer(setup, synth_bag, tmp_path):  # noqa: F811
-    weights, _ = setup
+def test_round_trip_play_node_record_equals_bag_infer(tiny_model, synth_bag, tmp_path):
+    weights, _ = tiny_model
     _, _, bag = synth_bag
     offline = tmp_path / "offline.bag"
     infer_bag(bag, weights, offline, input_size=(28, 42), point_stride=4)
     ns = f"/rt{os.getpid()}"
-    remaps = {"left/image_rect": f"{RIG}/left/image_raw", "left/camera_info": f"{RIG}/left/camera_info",
-              "right/image_rect": f"{RIG}/right/image_raw", "right/camera_info": f"{RIG}/right/camera_info"}
-    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=28", "input_width:=42",
-                      "qos:=reliable", log=tmp_path / "node.log", remaps=remaps)
+    remaps = {
+        "left/image_rect": f"{RIG}/left/image_raw",
+        "left/camera_info": f"{RIG}/left/camera_info",
+        "right/image_rect": f"{RIG}/right/image_raw",
+        "right/camera_info": f"{RIG}/right/camera_info",
+    }
+    proc = start_node(
+        ns,
+        f"weights:={weights}",
+        "device:=cpu",
+        "input_height:=28",
+        "input_width:=42",
+        "qos:=reliable",
+        log=tmp_path / "node.log",
+        remaps=remaps,
+    )
     stop, ready = threading.Event(), threading.Event()
     recorded = tmp_path / "live.bag"
     deadline = time.monotonic() + 60
     while "loaded" not in (tmp_path / "node.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
-    recorder = threading.Thread(target=record_bag, args=([f"{ns}/depth/image", f"{ns}/points"], recorded),
-                                kwargs=dict(stop=stop, discovery_timeout=30, ready=ready))
+    recorder = threading.Thread(
+        target=record_bag,
+        args=([f"{ns}/depth/image", f"{ns}/points"], recorded),
+        kwargs=dict(stop=stop, discovery_timeout=30, ready=ready),
+    )
     try:
         recorder.start()
         assert ready.wait(40), "the recorder found no depth publisher"
@@ -133,11 +155,17 @@ def test_round_trip_play_node_record_equals_bag_infer(setup, synth_bag, tmp_path
         stop.set()
         recorder.join(timeout=30)
         stop_node(proc)
-    live = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(recorded, f"{ns}/depth/image", Image)}
+    live = {
+        (m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(recorded, f"{ns}/depth/image", Image)
+    }
     off = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(offline, "/dares/depth/image", Image)}
     common = sorted(set(live) & set(off))
-    topics = yaml.safe_load((recorded / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["topics_with_message_count"]
-    points_qos = next(t["topic_metadata"]["offered_qos_profiles"] for t in topics if t["topic_metadata"]["name"] == f"{ns}/points")
+    topics = yaml.safe_load((recorded / "metadata.yaml").read_text())["rosbag2_bagfile_information"][
+        "topics_with_message_count"
+    ]
+    points_qos = next(
+        t["topic_metadata"]["offered_qos_profiles"] for t in topics if t["topic_metadata"]["name"] == f"{ns}/points"
+    )
     assert [q["reliability"] for q in points_qos] == ["reliable"]  # the publisher's offer, kept for ros2 bag play
     assert len(read_messages(recorded, f"{ns}/points", PointCloud2)) >= 1  # recorded with a matching QoS
     assert len(common) >= 6, (len(live), (tmp_path / "node.log").read_text()[-1500:])

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-
 from dares_core.cli import build_parser, main
 
 
@@ -24,7 +23,8 @@ def test_existing_output_is_refused_without_force(tmp_path, capsys):
     out = tmp_path / "scenes"
     out.mkdir()
     (out / "mine.txt").write_text("user data")
-    assert main(["synth", "--out", str(out), "--frames", "3", "--sequences", "1", "--width", "32", "--height", "32"]) == 2
+    assert main(["synth", "--out", str(out), "--frames", "3", "--sequences", "1", "--width", "32", "--height",
+                 "32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
     assert (out / "mine.txt").read_text() == "user data"

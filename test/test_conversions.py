@@ -11,8 +11,16 @@ from std_msgs.msg import Header
 
 from dares_core.visualize import colorize_inverse_depth
 from dares_ros.conversions import (
-    IMAGE_ENCODINGS, ConversionError, compressed_to_rgb8, depth_image, image_to_rgb8, intrinsics, point_cloud,
-    read_point_cloud, scale_camera_info, stereo_baseline,
+    IMAGE_ENCODINGS,
+    ConversionError,
+    compressed_to_rgb8,
+    depth_image,
+    image_to_rgb8,
+    intrinsics,
+    point_cloud,
+    read_point_cloud,
+    scale_camera_info,
+    stereo_baseline,
 )
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -131,7 +139,8 @@ finite_or_not = st.one_of(st.floats(-1e4, 1e4), st.just(float("nan")), st.just(f
 def test_fuzzed_camera_info_is_valid_or_a_conversion_error(k, p, width, height, out_w, out_h):
     info = CameraInfo(width=width, height=height)
     info.k, info.p = k, p
-    for call in (lambda: intrinsics(info), lambda: stereo_baseline(info), lambda: scale_camera_info(info, out_w, out_h)):
+    for call in (lambda: intrinsics(info), lambda: stereo_baseline(info), lambda: scale_camera_info(info, out_w,
+                                                                                                    out_h)):
         try:
             result = call()
         except ConversionError as e:

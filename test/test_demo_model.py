@@ -7,8 +7,8 @@ import torch
 from dares_core.data.scared import gt_path, image_path, read_gt_depth, read_split
 from dares_core.data.synthetic import SynthConfig, generate
 from dares_core.evaluate import evaluate_depth
-from dares_core.inference import DepthPredictor
 from dares_core.infer_files import read_rgb
+from dares_core.inference import DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
 
 
@@ -17,7 +17,8 @@ def test_demo_model_beats_constant_depth_by_2x_on_unseen_scenes(tmp_path):
     net = load_depth_net(DEMO_MODEL)
     assert net.config.merged or not net.config.has_adapters
     root = generate(SynthConfig(width=128, height=96, frames=6, sequences=3, seed=11), tmp_path / "unseen")
-    entries = read_split(root / "splits" / "synthetic" / "test_files.txt") + read_split(root / "splits" / "synthetic" / "val_files.txt")
+    splits = root / "splits" / "synthetic"
+    entries = read_split(splits / "test_files.txt") + read_split(splits / "val_files.txt")
     predictor = DepthPredictor(net, (64, 96))
     images = torch.from_numpy(np.stack([read_rgb(image_path(root, e.folder, e.frame)) for e in entries]))
     disps = predictor.predict(images).disparity.numpy()

@@ -7,7 +7,6 @@ import torch
 
 from dares_core.cli import main
 from dares_core.model.weights import load_depth_net
-from test_infer import setup  # noqa: F401
 
 
 def reference(weights, images):
@@ -16,8 +15,8 @@ def reference(weights, images):
         return net(images)[0].numpy()
 
 
-def test_onnx_matches_pytorch(setup, tmp_path, capsys):  # noqa: F811
-    weights, _ = setup
+def test_onnx_matches_pytorch(tiny_model, tmp_path, capsys):
+    weights, _ = tiny_model
     out = tmp_path / "depth.onnx"
     assert main(["export", "--weights", str(weights), "--out", str(out), "--height", "56", "--width", "70"]) == 0
     assert "onnxruntime max |diff|" in capsys.readouterr().out
@@ -28,8 +27,8 @@ def test_onnx_matches_pytorch(setup, tmp_path, capsys):  # noqa: F811
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "safetensors"])
-def test_pt2_and_merged_safetensors(setup, tmp_path, fmt):  # noqa: F811
-    weights, _ = setup
+def test_pt2_and_merged_safetensors(tiny_model, tmp_path, fmt):
+    weights, _ = tiny_model
     out = tmp_path / f"depth.{fmt}"
     assert main(["export", "--weights", str(weights), "--format", fmt, "--out", str(out), "--height", "56",
                  "--width", "70"]) == 0

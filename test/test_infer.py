@@ -6,40 +6,32 @@ import cv2
 import numpy as np
 import open3d as o3d
 import pytest
-import torch
 import yaml
 
 from dares_core.cli import main
-from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.infer_files import DEPTH_PNG_UNITS_PER_MM
-from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
-from dares_core.model.weights import save_depth_net
-
-TINY = dict(
-    backbone_config=dict(model_type="dinov2", hidden_size=48, num_hidden_layers=4, num_attention_heads=4, mlp_ratio=2,
-                         image_size=518, patch_size=14, out_indices=[1, 2, 3, 4], apply_layernorm=True,
-                         reshape_hidden_states=False),
-    reassemble_hidden_size=48, patch_size=14, fusion_hidden_size=16, neck_hidden_sizes=[8, 16, 32, 48],
-    head_hidden_size=8, depth_estimation_type="relative",
-)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("infer")
-    torch.manual_seed(0)
-    net = DaresDepthNet(DepthNetConfig.dares("tiny", hf_config=TINY))
-    weights = root / "tiny.safetensors"
-    save_depth_net(net, weights)
-    scenes = generate(SynthConfig(width=64, height=48, frames=3, sequences=1), root / "scenes")
-    return weights, scenes / sequence_folder(0)
-
-
-def test_folder_writes_every_output_and_official_disparities(setup, tmp_path):
-    weights, seq = setup
+def test_folder_writes_every_output_and_official_disparities(tiny_model, tmp_path):
+    weights, seq = tiny_model
     out, disp_file = tmp_path / "out", tmp_path / "disps.npy"
-    args = ["infer", "--weights", str(weights), "--input", str(seq / "image_02" / "data"), "--out", str(out),
-            "--height", "56", "--width", "70", "--save-disp", str(disp_file), "--calibration", str(seq / "calibration.yaml")]
+    args = [
+        "infer",
+        "--weights",
+        str(weights),
+        "--input",
+        str(seq / "image_02" / "data"),
+        "--out",
+        str(out),
+        "--height",
+        "56",
+        "--width",
+        "70",
+        "--save-disp",
+        str(disp_file),
+        "--calibration",
+        str(seq / "calibration.yaml"),
+    ]
     assert main(args) == 0
     disps = np.load(disp_file)
     assert disps.shape == (3, 56, 70) and disps.dtype == np.float32
@@ -62,20 +54,37 @@ def test_folder_writes_every_output_and_official_disparities(setup, tmp_path):
         assert (K @ p / p[2])[:2] == pytest.approx([u, v], abs=1e-3)  # the point re-projects to its pixel
 
 
-def test_video_input(setup, tmp_path):
-    weights, seq = setup
+def test_video_input(tiny_model, tmp_path):
+    weights, seq = tiny_model
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
     for f in (1, 2, 3):
         writer.write(cv2.imread(str(seq / "image_02" / "data" / f"{f:010d}.png")))
     writer.release()
     out = tmp_path / "out"
-    assert main(["infer", "--weights", str(weights), "--input", str(video), "--out", str(out), "--height", "28", "--width", "42"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--weights",
+                str(weights),
+                "--input",
+                str(video),
+                "--out",
+                str(out),
+                "--height",
+                "28",
+                "--width",
+                "42",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*_depth.npy")) == [f"frame_{i:06d}_depth.npy" for i in (1, 2, 3)]
 
 
-def test_infer_errors_are_one_line(setup, tmp_path, capsys):
-    weights, seq = setup
+def test_infer_errors_are_one_line(tiny_model, tmp_path, capsys):
+    weights, seq = tiny_model
     image = seq / "image_02" / "data" / "0000000001.png"
     out = tmp_path / "out"
     out.mkdir()
@@ -84,7 +93,10 @@ def test_infer_errors_are_one_line(setup, tmp_path, capsys):
         (["--weights", str(weights), "--input", str(image), "--out", str(out)], "already has files"),
         (["--weights", str(tmp_path / "none.pth"), "--input", str(image), "--out", str(tmp_path / "o2")], "not found"),
         (["--weights", str(weights), "--input", str(tmp_path / "none"), "--out", str(tmp_path / "o3")], "input"),
-        (["--weights", str(weights), "--input", str(image), "--out", str(tmp_path / "o4"), "--fx", "100"], "--fx --fy --cx --cy"),
+        (
+            ["--weights", str(weights), "--input", str(image), "--out", str(tmp_path / "o4"), "--fx", "100"],
+            "--fx --fy --cx --cy",
+        ),
     ]
     for extra, message in cases:
         assert main(["infer", *extra]) == 2
@@ -93,15 +105,41 @@ def test_infer_errors_are_one_line(setup, tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_eval_of_model_on_data_equals_eval_of_saved_disparities(setup, tmp_path):
-    weights, seq = setup
+def test_eval_of_model_on_data_equals_eval_of_saved_disparities(tiny_model, tmp_path):
+    weights, seq = tiny_model
     root = seq.parent.parent
     split = root / "splits" / "synthetic"
     disps = tmp_path / "disps.npy"
-    assert main(["infer", "--weights", str(weights), "--input", str(seq / "image_02" / "data"), "--out",
-                 str(tmp_path / "depth"), "--save-disp", str(disps)]) == 0
-    assert main(["eval", "--pred-disps", str(disps), "--gt-depths", str(split / "gt_depths.npz"),
-                 "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--weights",
+                str(weights),
+                "--input",
+                str(seq / "image_02" / "data"),
+                "--out",
+                str(tmp_path / "depth"),
+                "--save-disp",
+                str(disps),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--pred-disps",
+                str(disps),
+                "--gt-depths",
+                str(split / "gt_depths.npz"),
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "--weights", str(weights), "--data", str(root), "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text())["metrics"] for n in "ab")
     assert a == pytest.approx(b, rel=1e-6)

@@ -22,11 +22,13 @@ def launch_calls(path: Path, name: str):
 
 
 def keyword(call, key):
-    return next((ast.literal_eval(k.value) for k in call.keywords if k.arg == key and isinstance(k.value, ast.Constant)), None)
+    return next((ast.literal_eval(k.value) for k in call.keywords if k.arg == key and isinstance(k.value,
+                                                                                                 ast.Constant)), None)
 
 
 def test_launch_files_name_existing_executables_and_files():
-    scripts = {ep.name for ep in importlib.metadata.distribution("dares_ros").entry_points if ep.group == "console_scripts"}
+    entry_points = importlib.metadata.distribution("dares_ros").entry_points
+    scripts = {ep.name for ep in entry_points if ep.group == "console_scripts"}
     launch_files = sorted((ROOT / "launch").glob("*.launch.py"))
     assert {p.name for p in launch_files} >= {"dares.launch.py", "davinci.launch.py"}
     for path in launch_files:

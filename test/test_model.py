@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-
 from checkpoints import plain_dav2, to_official_dares, to_official_dav2, write_hf_folder
+
 from dares_core.errors import DaresError
 from dares_core.model.depth_net import PAPER_RANKS_VITS, DaresDepthNet, DepthNetConfig, hf_config_for, linear_ranks
 from dares_core.model.weights import CheckpointError, load_depth_net, load_strict, save_depth_net
@@ -53,8 +53,10 @@ def test_vector_lora_ranks_and_trainable_count(dares_vits):
     lora = sum(p.numel() for n, p in dares_vits.named_parameters() if "lora_" in n)
     assert lora == 2 * 2 * 384 * sum(PAPER_RANKS_VITS) == 184_320  # q and v, A and B, per block
     assert 2_850_000 < trainable < 2_950_000  # the paper's ~2.9 M for ViT-S
-    assert all(not p.requires_grad for n, p in dares_vits.named_parameters() if n.startswith("backbone.") and "lora_" not in n)
-    assert linear_ranks(24)[0] == 14 and linear_ranks(24)[-1] == 8 and sorted(linear_ranks(24), reverse=True) == linear_ranks(24)
+    assert all(not p.requires_grad for n,
+               p in dares_vits.named_parameters() if n.startswith("backbone.") and "lora_" not in n)
+    assert linear_ranks(24)[0] == 14 and linear_ranks(24)[-1] == 8 and sorted(linear_ranks(24),
+                                                                              reverse=True) == linear_ranks(24)
     assert DepthNetConfig.dares("vitb").lora_ranks == linear_ranks(12)
 
 

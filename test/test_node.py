@@ -8,18 +8,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import TINY
+from lifecycle_msgs.msg import Transition
+from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
+from sensor_msgs.msg import CompressedImage
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.inference import DepthPredictor
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
-from lifecycle_msgs.msg import Transition
-from sensor_msgs.msg import CompressedImage
-
 from dares_ros.conversions import read_depth_image, read_point_cloud
-from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
-from test_infer import TINY
 
 CFG = SynthConfig(width=160, height=128, frames=4, sequences=1, seed=11)
 
@@ -78,8 +77,10 @@ def test_outputs_follow_ros_conventions(relative_node):
     assert p[2] == pytest.approx(depth[v, u], rel=1e-5)
     assert (K @ p / p[2])[:2] == pytest.approx([u, v], abs=1e-3)  # re-projects to its pixel
     assert (rgb[v, u] == frames[0]["l"][v, u]).all()
-    assert h.wait_for(lambda: any(s.name.startswith("dares_depth_node") for d in h.received["diagnostics"] for s in d.status),
-                      timeout=5)
+    assert h.wait_for(
+        lambda: any(s.name.startswith("dares_depth_node") for d in h.received["diagnostics"] for s in d.status),
+        timeout=5,
+    )
     assert proc.poll() is None
 
 
@@ -88,8 +89,11 @@ def test_point_stride_changes_live(relative_node):
     info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
     assert h.set_parameter("point_stride", 4)
     stamps = []
-    assert h.wait_for(lambda: any(m.width == CFG.width // 4 and m.header.stamp in stamps for m in h.received["points"]),
-                      publish=lambda: stamps.append(h.publish(rgb_image(frames[1]["l"]), info)), timeout=30)
+    assert h.wait_for(
+        lambda: any(m.width == CFG.width // 4 and m.header.stamp in stamps for m in h.received["points"]),
+        publish=lambda: stamps.append(h.publish(rgb_image(frames[1]["l"]), info)),
+        timeout=30,
+    )
     assert not h.set_parameter("scale_mode", "magic")
     assert not h.set_parameter("input_width", 99)  # read-only
     h.set_parameter("point_stride", 1)
@@ -117,17 +121,23 @@ def test_bad_input_is_reported_skipped_and_survived(relative_node):
     info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
     for problem, (image, bad_info) in _bad_inputs().items():
         bad_stamp = h.publish(image, bad_info or info)
-        assert h.wait_for(lambda: problem in log.read_text(), timeout=15), problem
+        assert h.wait_for(lambda problem=problem: problem in log.read_text(), timeout=15), problem
         assert not h.outputs_with_stamp("depth", bad_stamp)  # skipped
         stamps = []  # good data returns: the node recovers
-        assert h.wait_for(lambda: any(h.outputs_with_stamp("depth", s) for s in stamps),
-                          publish=lambda: stamps.append(h.publish(rgb_image(frames[2]["l"]), info)), timeout=30), problem
+        assert h.wait_for(
+            lambda stamps=stamps: any(h.outputs_with_stamp("depth", s) for s in stamps),
+            publish=lambda stamps=stamps: stamps.append(h.publish(rgb_image(frames[2]["l"]), info)),
+            timeout=30,
+        ), problem
     # the image size changes mid-stream, camera_info with it
     small = cv2.resize(frames[3]["l"], (CFG.width // 2, CFG.height // 2))
     small_info = camera_info(np.diag([0.5, 0.5, 1.0]) @ CFG.intrinsics(), CFG.width // 2, CFG.height // 2)
     stamps = []
-    assert h.wait_for(lambda: any(m.width == CFG.width // 2 and m.header.stamp in stamps for m in h.received["depth"]),
-                      publish=lambda: stamps.append(h.publish(rgb_image(small), small_info)), timeout=30)
+    assert h.wait_for(
+        lambda: any(m.width == CFG.width // 2 and m.header.stamp in stamps for m in h.received["depth"]),
+        publish=lambda: stamps.append(h.publish(rgb_image(small), small_info)),
+        timeout=30,
+    )
     # an image whose camera_info describes another size is refused
     h.publish(rgb_image(frames[0]["l"]), small_info)
     assert h.wait_for(lambda: "publish camera_info matching the images" in log.read_text(), timeout=10)
@@ -154,16 +164,29 @@ def test_images_lost_in_transport_are_reported_with_the_fix(relative_node, tmp_p
     (its shared-memory segments hold 512 KiB); the node says so and names the profile."""
     h, _, log, proc = relative_node
     plain = tmp_path / "plain.xml"  # Fast DDS defaults: what a camera driver started elsewhere has
-    plain.write_text('<dds xmlns="http://www.eprosima.com"><profiles><participant profile_name="plain" '
-                     'is_default_profile="true"><rtps/></participant></profiles></dds>')
+    plain.write_text(
+        '<dds xmlns="http://www.eprosima.com"><profiles><participant profile_name="plain" '
+        'is_default_profile="true"><rtps/></participant></profiles></dds>'
+    )
     env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(plain))
-    camera = subprocess.run([sys.executable, "-c", LOSSY_PUBLISHER, f"{h.ns}/left/image_rect"], env=env, timeout=60,
-                            capture_output=True, text=True)
+    camera = subprocess.run(
+        [sys.executable, "-c", LOSSY_PUBLISHER, f"{h.ns}/left/image_rect"],
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert camera.returncode == 0, camera.stderr[-1000:]
     assert h.wait_for(lambda: "messages lost in transport" in log.read_text(), timeout=10), log.read_text()[-1000:]
     assert "fastdds_large_data.xml" in log.read_text()
-    assert h.wait_for(lambda: any(int(dict((v.key, v.value) for v in s.values).get("lost_in_transport", 0)) > 0
-                                  for d in h.received["diagnostics"] for s in d.status), timeout=5)
+    assert h.wait_for(
+        lambda: any(
+            int(dict((v.key, v.value) for v in s.values).get("lost_in_transport", 0)) > 0
+            for d in h.received["diagnostics"]
+            for s in d.status
+        ),
+        timeout=5,
+    )
     assert proc.poll() is None
 
 
@@ -171,8 +194,17 @@ def test_stereo_mode_recovers_metric_depth(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_stereo"
     log = root / "stereo.log"
-    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
-                      "scale_mode:=stereo", "stereo_downscale:=1", "stereo_num_disparities:=32", log=log)
+    proc = start_node(
+        ns,
+        f"weights:={weights}",
+        "device:=cpu",
+        "input_height:=56",
+        "input_width:=70",
+        "scale_mode:=stereo",
+        "stereo_downscale:=1",
+        "stereo_num_disparities:=32",
+        log=log,
+    )
     h = Harness(ns)
     try:
         K = CFG.intrinsics()
@@ -208,8 +240,17 @@ def test_both_eyes_at_full_size_in_one_batch(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_eyes"
     log = root / "eyes.log"
-    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70", "eyes:=both",
-                      "point_stride:=4", "publish_colored:=false", log=log)
+    proc = start_node(
+        ns,
+        f"weights:={weights}",
+        "device:=cpu",
+        "input_height:=56",
+        "input_width:=70",
+        "eyes:=both",
+        "point_stride:=4",
+        "publish_colored:=false",
+        log=log,
+    )
     h = Harness(ns)
     try:
         width, height = 1280, 1024
@@ -217,13 +258,16 @@ def test_both_eyes_at_full_size_in_one_batch(assets):
         left_info, right_info = camera_info(K, width, height), camera_info(K, width, height, CFG.baseline_mm / 1000)
         left, right = (cv2.resize(frames[1][side], (width, height)) for side in "lr")
         stamps = []
-        assert h.wait_for(lambda: any(h.outputs_with_stamp("points", s) and h.outputs_with_stamp("right_points", s)
-                                      for s in stamps),
-                          publish=lambda: stamps.append(h.publish(rgb_image(left), left_info, rgb_image(right), right_info)),
-                          timeout=90, period=0.5), log.read_text()[-2000:]
+        assert h.wait_for(
+            lambda: any(h.outputs_with_stamp("points", s) and h.outputs_with_stamp("right_points", s) for s in stamps),
+            publish=lambda: stamps.append(h.publish(rgb_image(left), left_info, rgb_image(right), right_info)),
+            timeout=90,
+            period=0.5,
+        ), log.read_text()[-2000:]
         stamp = next(s for s in stamps if h.outputs_with_stamp("points", s) and h.outputs_with_stamp("right_points", s))
-        assert h.wait_for(lambda: h.outputs_with_stamp("depth", stamp) and h.outputs_with_stamp("right_depth", stamp),
-                          timeout=10)
+        assert h.wait_for(
+            lambda: h.outputs_with_stamp("depth", stamp) and h.outputs_with_stamp("right_depth", stamp), timeout=10
+        )
         predictor = DepthPredictor(load_depth_net(weights), (56, 70), "cpu")
         expected = predictor.predict(torch.from_numpy(np.stack([left, right]))).depth.numpy() * 1e-3  # mm -> m
         for i, key in enumerate(("depth", "right_depth")):
@@ -246,8 +290,15 @@ def test_lifecycle_mode_with_compressed_input(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_lc"
     log = root / "lifecycle.log"
-    proc = start_node(ns, "device:=cpu", "input_height:=56", "input_width:=70", "lifecycle:=true",
-                      "input_transport:=compressed", log=log)
+    proc = start_node(
+        ns,
+        "device:=cpu",
+        "input_height:=56",
+        "input_width:=70",
+        "lifecycle:=true",
+        "input_transport:=compressed",
+        log=log,
+    )
     h = Harness(ns)
     try:
         info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
@@ -261,7 +312,9 @@ def test_lifecycle_mode_with_compressed_input(assets):
         assert "no weights set" in log.read_text()
         assert h.set_parameter("weights", str(weights))
         assert h.change_state(Transition.TRANSITION_CONFIGURE)
-        assert not h.wait_for(lambda: h.received["depth"], publish=lambda: h.publish(jpeg(), info), timeout=3)  # inactive
+        assert not h.wait_for(
+            lambda: h.received["depth"], publish=lambda: h.publish(jpeg(), info), timeout=3
+        )  # inactive
         assert h.change_state(Transition.TRANSITION_ACTIVATE)
         assert h.wait_for(lambda: h.received["depth"], publish=lambda: h.publish(jpeg(), info), timeout=30)
         msg = h.received["depth"][-1]

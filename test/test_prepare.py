@@ -1,53 +1,17 @@
 """`dares prepare-scared` on a small fake SCARED download written in the challenge's raw layout."""
 
-import io
-import json
-import tarfile
 
 import cv2
 import numpy as np
 import pytest
 import yaml
+from helpers import RAW_FRAMES as FRAMES
+from helpers import RAW_H as H
+from helpers import RAW_W as W
+from helpers import write_raw_keyframe
 
 from dares_core.cli import main
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
-
-W, H, FRAMES = 64, 48, 3
-
-
-def write_raw_keyframe(folder, seed):
-    rng = np.random.default_rng(seed)
-    data = folder / "data"
-    data.mkdir(parents=True)
-    video = cv2.VideoWriter(str(data / "rgb.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (W, 2 * H))
-    stacks = []
-    for i in range(FRAMES):
-        stacked = np.zeros((2 * H, W, 3), np.uint8)
-        stacked[:H] = (40 + 60 * i, 80, 160)  # left eye: flat colours a lossy codec keeps
-        stacked[H:] = (200, 30 + 60 * i, 90)
-        stacks.append(stacked)
-        video.write(stacked)
-    video.release()
-    gts = []
-    with tarfile.open(data / "scene_points.tar.gz", "w:gz") as tar, tarfile.open(data / "frame_data.tar.gz", "w:gz") as poses:
-        for i in range(FRAMES):
-            xyz = rng.uniform(10, 100, (2 * H, W, 3)).astype(np.float32)  # left over right, X Y Z
-            gts.append(xyz[:H, :, 2])
-            ok, buf = cv2.imencode(".tiff", xyz[..., ::-1].copy())  # stored X,Y,Z: OpenCV reads Z first
-            assert ok
-            for t, name, payload in ((tar, f"scene_points/scene_points{i:06d}.tiff", buf.tobytes()),
-                                     (poses, f"frame_data/frame_data{i:06d}.json",
-                                      json.dumps({"camera-pose": (np.eye(4) + i).tolist()}).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(payload)
-                t.addfile(info, io.BytesIO(payload))
-    fs = cv2.FileStorage(str(folder / "endoscope_calibration.yaml"), cv2.FILE_STORAGE_WRITE)
-    K = np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
-    for name, value in (("M1", K), ("D1", np.zeros((1, 5))), ("M2", K), ("D2", np.zeros((1, 5))), ("R", np.eye(3)),
-                        ("T", np.array([[-4.2], [0.1], [0.0]]))):
-        fs.write(name, value)
-    fs.release()
-    return stacks, gts
 
 
 @pytest.fixture

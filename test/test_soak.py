@@ -1,7 +1,8 @@
 """The node survives abuse (short soak; `dares bench soak` runs the long one and publishes its figures)."""
 
+from helpers import TINY
+
 from dares_ros.soak import PHASES, soak
-from test_infer import TINY
 
 
 def test_node_keeps_publishing_under_abuse_with_bounded_latency_and_memory():
@@ -11,5 +12,5 @@ def test_node_keeps_publishing_under_abuse_with_bounded_latency_and_memory():
     for phase in PHASES:
         assert phases[phase]["answered"] > 0, (phase, phases)
     assert stats["half_size_outputs"] > 0  # followed the resolution change
-    assert stats["p99_ms"] < 5000  # latency stays bounded: stale frames are dropped, never queued
+    assert stats["p99_ms"] < 4000  # under a phase (4 s): stale frames are dropped, never queued behind
     assert stats["rss_growth_mb"] < 100

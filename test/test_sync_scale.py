@@ -40,9 +40,11 @@ def test_stereo_scale_recovers_metric_depth(scene):
     folder, K = sequence_folder(0), cfg.intrinsics()
     estimator = StereoScale(downscale=1, num_disparities=48)
     for frame in (1, 2, 3, 4):
-        left, right = (np.ascontiguousarray(cv2.imread(str(image_path(root, folder, frame, s)))[..., ::-1]) for s in "lr")
+        left, right = (np.ascontiguousarray(cv2.imread(str(image_path(root, folder, frame, s)))[...,
+                                                                                                ::-1]) for s in "lr")
         gt_mm = read_gt_depth(gt_path(root, folder, frame))
-        model_depth = gt_mm / 37.0 * (1 + 0.05 * np.random.default_rng(frame).standard_normal(gt_mm.shape))  # up to scale
+        noise = np.random.default_rng(frame).standard_normal(gt_mm.shape)
+        model_depth = gt_mm / 37.0 * (1 + 0.05 * noise)  # up to scale
         est = estimator.update(left, right, model_depth, K[0, 0], cfg.baseline_mm / 1000)
     assert est.updated and est.confidence > 0.5
     assert est.scale == pytest.approx(37.0 / 1000, rel=0.05)  # metres per model unit
