@@ -24,6 +24,11 @@ def ms_ssim_betas(height: int, width: int, kernel: int = 11) -> tuple[float, ...
     return tuple(b / sum(kept) for b in kept)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or in float64 when it is (reduced-precision autocast outputs go up, never fp64 down)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def reprojection_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ms_ssim") -> torch.Tensor:
     """Photometric error (B,1,H,W) between images in [0,1]; kind: ms_ssim (DARES) or ssim (Monodepth2)."""
     l1 = (target - pred).abs().mean(1, keepdim=True)
@@ -34,7 +39,8 @@ def reprojection_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ms_
         dssim = torch.nn.functional.pad(dssim, (1, 1, 1, 1), mode="replicate")
         return 0.85 * dssim + 0.15 * l1
     per_image = multiscale_structural_similarity_index_measure(
-        pred.float(), target.float(), data_range=1.0, betas=ms_ssim_betas(*pred.shape[-2:]), reduction="none")
+        at_least_fp32(pred), at_least_fp32(target), data_range=1.0, betas=ms_ssim_betas(*pred.shape[-2:]),
+        reduction="none")
     return 0.9 * (1 - batch_mean(per_image)) + 0.1 * l1
 
 

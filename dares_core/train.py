@@ -33,7 +33,7 @@ from .errors import DaresError
 from .evaluate import evaluate_depth
 from .files import atomic_file
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
-from .losses import brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
+from .losses import at_least_fp32, brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
 from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
 from .model.pose_net import PoseDecoder, ResnetEncoder
@@ -258,7 +258,7 @@ class Trainer:
         for f in self.temporal:
             axisangle, translation = self.models["pose"]([self.models["pose_encoder"](
                 torch.cat([inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]], 1))])
-            poses[f] = pose_from_axisangle(axisangle[:, 0, 0].float(), translation[:, 0, 0].float())
+            poses[f] = pose_from_axisangle(at_least_fp32(axisangle[:, 0, 0]), at_least_fp32(translation[:, 0, 0]))
         if "s" in self.sources:
             poses["s"] = inputs["stereo_T"]
         target, total = inputs[("color", 0, 0)], 0.0
@@ -268,7 +268,7 @@ class Trainer:
             maps, masks, identity = [], [], []
             transform = bright = 0.0
             for f in self.sources:
-                warped, _ = warp_to_target(inputs[("color", f, 0)], depth.float(), K, poses[f])
+                warped, _ = warp_to_target(inputs[("color", f, 0)], at_least_fp32(depth), K, poses[f])
                 out[("warped", s, f)] = warped
                 reference = out[("refined", s, f)] if f != "s" else target
                 mask = out[("occlusion", f)] if f != "s" else torch.ones_like(target[:, :1])

@@ -85,7 +85,8 @@ def test_two_process_data_parallel_matches_one_process(scenes, tmp_path):
     losses of two steps, and the all-reduced gradients of the first step (BatchNorm statistics, masked means
     and the batch MS-SSIM all over the global batch). Gradients are compared before the optimizer, relative
     to each network's gradient norm: after Adam a near-zero gradient whose sign depends on the summation
-    order moves a weight by the full learning rate either way, so weights are no fair comparison."""
+    order moves a weight by the full learning rate either way, so weights are no fair comparison. Both runs
+    are in float64 (train_step_gradients.py says why), so the bound is tight on any CPU."""
     cfg = config(scenes, tmp_path / "run", batch_size=2)
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.__dict__))
@@ -103,7 +104,7 @@ def test_two_process_data_parallel_matches_one_process(scenes, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         results[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
     single, ddp = results["single"], results["ddp"]
-    torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(single["losses"]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(single["losses"]), rtol=1e-9, atol=0)
     assert single["gradients"].keys() == ddp["gradients"].keys()
     networks = {key.split("/")[0] for key in single["gradients"]}
     assert networks == {
@@ -120,7 +121,7 @@ def test_two_process_data_parallel_matches_one_process(scenes, tmp_path):
         a = torch.cat([single["gradients"][k].flatten() for k in keys])
         b = torch.cat([ddp["gradients"][k].flatten() for k in keys])
         assert a.norm() > 0, network
-        assert (a - b).norm() / a.norm() < 1e-4, (network, float((a - b).norm() / a.norm()))
+        assert (a - b).norm() / a.norm() < 1e-9, (network, float((a - b).norm() / a.norm()))  # measured 1e-13
 
 
 def test_configuration_errors_are_one_line(scenes, tmp_path, capsys):
