@@ -27,6 +27,7 @@ CORE = [
 ]
 ROS = [
     "ros-rclpy==9.1.2",
+    "ros-ament-index-python==1.11.0",
     "ros-rmw-fastrtps-cpp==9.3.3",
     "ros-sensor-msgs==5.5.1",
     "ros-std-msgs==5.5.1",
@@ -44,6 +45,13 @@ DEV = EXPORT + [
     "pytest-timeout==2.4.0",
     "hypothesis==6.170.17",
     "ruff==0.17.6",
+    # colcon, to build and test the package as a ROS workspace installs it
+    "colcon-core==0.21.3",
+    "colcon-ros==0.5.0",
+    "colcon-python-setup-py==0.2.9",
+    "colcon-package-selection==0.2.10",
+    "colcon-bash==0.5.0",
+    "catkin_pkg==1.1.1",
 ]
 
 setup(

@@ -22,7 +22,7 @@ import torch
 from . import __version__
 from .files import atomic_file
 from .geometry import sigmoid_to_depth
-from .inference import DepthPredictor, resolve_device
+from .inference import DepthPredictor, network_input_size, resolve_device
 from .model.depth_net import DaresDepthNet, DepthNetConfig
 from .model.weights import load_depth_net
 
@@ -106,7 +106,8 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
         tmp.write_text("\n".join(lines))
 
 
-def bench_model(encoder: str = "vits", height: int = 256, width: int = 320, batch: int = 1, device: str = "cpu",
+def bench_model(encoder: str = "vits", height: int | None = None, width: int | None = None, batch: int = 1,
+                device: str = "cpu",
                 precision: str = "fp32", rounds: int = 10, calls: int = 5, weights: Path | None = None,
                 compile: bool = False) -> dict:
     """Our deployment path (and with `compile` the compiled one) vs the reference path on the same network
@@ -122,6 +123,7 @@ def bench_model(encoder: str = "vits", height: int = 256, width: int = 320, batc
                 if "lora_B" in name:
                     p.normal_(0, 0.01)
     net.eval()
+    height, width = network_input_size(net, (height, width))
     reference = copy.deepcopy(net).to(dev)
     predictors = {"ours": DepthPredictor(copy.deepcopy(net), (height, width), dev, precision)}
     if compile:

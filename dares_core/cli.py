@@ -87,7 +87,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths")
         with _progress(len(gt), "predict") as bar:
             disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)
-        source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir)}
+        source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir),
+                  "input_size": list(predictor.size)}
     evaluation = evaluate_depth(disps, gt, median_scaling=not args.no_median_scaling)
     print(evaluation.table())
     write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling})
@@ -160,8 +161,7 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p = kinds.add_parser("model", help="the depth network alone: our deployment path vs the official-style path")
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
     p.add_argument("--weights", type=Path, default=None, help="benchmark this checkpoint instead of random weights")
-    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
-    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
+    add_network_options(p, compute=False)
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="our path's precision")
@@ -292,8 +292,10 @@ def add_weights_options(p, required: bool = True) -> None:
 
 def add_network_options(p, compute: bool = True) -> None:
     """Network input size (and with compute, --device and --precision)."""
-    p.add_argument("--height", type=int, default=256, help="network input height (default 256)")
-    p.add_argument("--width", type=int, default=320, help="network input width (default 320)")
+    p.add_argument("--height", type=int, default=None,
+                   help="network input height (default: the size the checkpoint was trained at, else 256)")
+    p.add_argument("--width", type=int, default=None,
+                   help="network input width (default: the size the checkpoint was trained at, else 320)")
     if compute:
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
         p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")

@@ -14,6 +14,7 @@ import torch
 
 from .errors import DaresError
 from .files import atomic_file, ensure_writable_output
+from .inference import network_input_size
 from .model.depth_net import DaresDepthNet
 from .model.weights import load_depth_net, save_depth_net
 
@@ -31,8 +32,8 @@ class FullResolution(torch.nn.Module):
         return self.net(images, scales=(0,))[0]
 
 
-def export(weights: Path, out: Path, fmt: str, height: int = 256, width: int = 320, base_weights: Path | None = None,
-           force: bool = False, opset: int = 17) -> dict:
+def export(weights: Path, out: Path, fmt: str, height: int | None = None, width: int | None = None,
+           base_weights: Path | None = None, force: bool = False, opset: int = 17) -> dict:
     """Write the artifact atomically; returns {"format", "path", "max_abs_diff" (onnx, when checked)}."""
     if fmt not in FORMATS:
         raise DaresError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -43,6 +44,7 @@ def export(weights: Path, out: Path, fmt: str, height: int = 256, width: int = 3
         save_depth_net(net, out)
         return result
     module = FullResolution(net).eval()
+    height, width = network_input_size(net, (height, width))
     example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     with atomic_file(Path(out)) as tmp:
         if fmt == "onnx":

@@ -13,6 +13,14 @@ from .geometry import sigmoid_to_depth
 from .model.depth_net import DaresDepthNet
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_INPUT_SIZE = (256, 320)  # (height, width): DARES's training size, for checkpoints that record none
+
+
+def network_input_size(net: DaresDepthNet, requested=(None, None)) -> tuple[int, int]:
+    """(height, width) the network runs at: each requested dimension that is given (not None or 0), else the
+    size the checkpoint records (ours are trained at it), else DEFAULT_INPUT_SIZE."""
+    recorded = net.config.input_size or DEFAULT_INPUT_SIZE
+    return tuple(int(want or have) for want, have in zip(requested, recorded))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,10 +56,11 @@ class DepthPredictor:
     """Runs a depth network for deployment: LoRA merged, full-resolution head only, inference mode,
     channels-last memory (faster convolutions on CPU and GPU), optional fp16/bf16 autocast, and optionally
     `torch.compile` (compile_options; compiled here for `batch_size` images, another batch size compiles again).
+    input_size: (height, width), either None for the checkpoint's own (network_input_size).
 
     On CUDA, host images go through pinned memory and are copied asynchronously."""
 
-    def __init__(self, net: DaresDepthNet, input_size=(256, 320), device="cpu", precision="fp32",
+    def __init__(self, net: DaresDepthNet, input_size=(None, None), device="cpu", precision="fp32",
                  min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True, compile: bool = False,
                  batch_size: int = 1):
         if precision not in PRECISIONS:
@@ -59,7 +68,10 @@ class DepthPredictor:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.merge_lora().to(self.device, memory_format=self.memory_format).eval()
-        self.size = tuple(input_size)
+        self.size = network_input_size(net, input_size)
+        if min(self.size) < 2 * net.patch_size:
+            raise DaresError(f"network input {self.size[0]}x{self.size[1]} is too small: give a height and width of "
+                             f"at least {2 * net.patch_size} pixels")
         self.dtype = PRECISIONS[precision]
         self.min_depth, self.max_depth = min_depth, max_depth
         self._network = self._run_network

@@ -168,6 +168,7 @@ class Trainer:
             depth = load_depth_net(Path(cfg.weights), mode="dares")
         else:
             depth = DaresDepthNet(DepthNetConfig.dares(cfg.encoder, cfg.lora_ranks, hf_config=cfg.hf_config or None))
+        depth.config.input_size = [cfg.height, cfg.width]  # saved with it: inference runs where it was trained
         models = {
             "depth": depth,
             "pose_encoder": ResnetEncoder(2), "pose": PoseDecoder(),

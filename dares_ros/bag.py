@@ -20,14 +20,14 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.typesys import Stores, get_typestore
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.errors import DaresError
 from dares_core.files import atomic_dir
 
-from .conversions import depth_image, read_depth_image
+from .conversions import OUTPUT_QUEUE_DEPTH, depth_image, read_depth_image
 from .graph import prepare_dds
 
 RIG = "jhu_daVinci"
@@ -49,8 +49,35 @@ def message_class(msgtype: str):
         return None
 
 
+def _qos(reliable: bool = True, transient_local: bool = False, depth: int = 10):
+    """A rosbags Qos (what metadata.yaml stores per topic) of a KEEP_LAST publisher."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    never = QosTime(sec=0, nsec=0)
+    return Qos(history=QosHistory.KEEP_LAST, depth=depth,
+               reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+               deadline=never, lifespan=never, liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=never,
+               avoid_ros_namespace_conventions=False)
+
+
+# What the publishers of our bags' topics offer, recorded per topic so that `ros2 bag play` offers the same:
+TF_STATIC_QOS = _qos(transient_local=True, depth=1)  # as tf2's static broadcaster: late joiners get it
+STREAM_QOS = _qos()  # images, camera_info, ground truth: reliable, so best-effort and reliable subscribers match
+NODE_OUTPUT_QOS = _qos(depth=OUTPUT_QUEUE_DEPTH)  # what dares_depth_node offers on its outputs
+
+
+def default_qos(topic: str):
+    """The QoS our tools record for `topic` when no publisher told us its own."""
+    return TF_STATIC_QOS if topic == "/tf_static" else STREAM_QOS
+
+
 class BagWriter:
-    """Writes messages into a new rosbag2 folder; the folder appears only when complete (atomic rename)."""
+    """Writes messages into a new rosbag2 folder; the folder appears only when complete (atomic rename).
+
+    Laid out as `ros2 bag record` does: NAME/metadata.yaml and NAME/NAME_0.mcap, the file named so in
+    metadata.yaml and in the rosbag2 metadata record inside the MCAP (rosbags names the storage file after the
+    folder it writes, so it writes NAME_0/ inside the temporary folder, whose contents then move up)."""
 
     def __init__(self, path: Path, force: bool = False, storage: str = "mcap"):
         self.path, self.force = Path(path), force
@@ -59,9 +86,10 @@ class BagWriter:
         self.counts: dict[str, int] = {}
 
     def __enter__(self):
-        self._atomic = atomic_dir(self.path, self.force, create=False)
+        self._atomic = atomic_dir(self.path, self.force)
         self._tmp = self._atomic.__enter__()
-        self.writer = Writer(self._tmp, version=9, storage_plugin=self.plugin)
+        self._storage = self._tmp / f"{self.path.name}_0"
+        self.writer = Writer(self._storage, version=9, storage_plugin=self.plugin)
         self.writer.open()
         return self
 
@@ -69,27 +97,19 @@ class BagWriter:
         try:
             self.writer.close()
             if exc_type is None:
-                self._name_storage_files()
+                for f in self._storage.iterdir():
+                    f.rename(self._tmp / f.name)
+                self._storage.rmdir()
         except BaseException as e:  # a bag that failed to close is not committed
             self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
         return self._atomic.__exit__(exc_type, exc, tb)
 
-    def _name_storage_files(self) -> None:
-        """rosbags names storage files after the (temporary) folder: give them the final name, `NAME_0.mcap`
-        as `ros2 bag record` does, in the folder and in metadata.yaml."""
-        metadata = self._tmp / "metadata.yaml"
-        text = metadata.read_text()
-        for i, f in enumerate(sorted(p for p in self._tmp.iterdir() if p.name != "metadata.yaml")):
-            final = f"{self.path.name}_{i}{''.join(f.suffixes[-1:])}"
-            f.rename(self._tmp / final)
-            text = text.replace(f.name, final)
-        metadata.write_text(text)
-
     def add_topic(self, topic: str, msgtype: str, offered_qos=()) -> None:
-        """Declare a topic with the QoS profiles its publishers offered (kept in metadata.yaml)."""
-        self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=TYPESTORE,
-                                                             offered_qos_profiles=list(offered_qos))
+        """Declare a topic with the QoS profiles its publishers offered (kept in metadata.yaml and the MCAP);
+        none given: default_qos(topic)."""
+        self.connections[topic] = self.writer.add_connection(
+            topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=list(offered_qos) or [default_qos(topic)])
 
     def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int) -> None:
         if topic not in self.connections:
@@ -266,7 +286,6 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
     progress: called with 1 per published message.
     """
     import rclpy
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile
     from rosgraph_msgs.msg import Clock
 
     if rate <= 0:
@@ -286,9 +305,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             if cls is None:
                 skipped.append(c.msgtype)
                 continue
-            qos = QoSProfile(depth=10,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL) if c.topic == "/tf_static" else 10
-            publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), qos)
+            publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), _play_qos(c))
         stats.skipped_types = tuple(sorted(set(skipped)))
         clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
         missing = [t for t in wait_for if t not in publishers]
@@ -332,6 +349,21 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
         node.destroy_node()
         if own_context:
             rclpy.shutdown(context=context)
+
+
+def _play_qos(connection):
+    """The publisher QoS for replaying a bag topic, as `ros2 bag play` chooses it from the recorded offers:
+    reliable if every recorded publisher was, transient local if every one was (so /tf_static reaches late
+    joiners); bags that recorded none get default_qos."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosbags.interfaces import QosDurability, QosReliability
+
+    offered = connection.ext.offered_qos_profiles or [default_qos(connection.topic)]
+    reliable = all(q.reliability == QosReliability.RELIABLE for q in offered)
+    latched = all(q.durability == QosDurability.TRANSIENT_LOCAL for q in offered)
+    return QoSProfile(depth=max(q.depth for q in offered) or 10,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
 def _new_context():
@@ -437,6 +469,54 @@ def read_messages(path: Path, topic: str, cls) -> list:
 
 
 # --- offline inference and evaluation ----------------------------------------------------------------------
+
+
+@dataclass
+class Topics:
+    """Input topics of a bag: left/right image (raw or compressed) and camera_info; ground truth if any.
+    The one topic selection of every bag tool: rectified images before raw, raw before compressed."""
+
+    left_image: str
+    left_info: str
+    right_image: str | None
+    right_info: str | None
+    gt_depth: str | None
+
+    @classmethod
+    def of_bag(cls, path: Path) -> Topics:
+        reader = open_reader(path)
+        try:
+            names = [c.topic for c in reader.connections]
+
+            def one(suffixes, required=True):
+                """The topic ending in the first of `suffixes` (in order of preference) that one topic has."""
+                for suffix in suffixes:
+                    found = sorted(t for t in names if t.endswith(suffix))
+                    if len(found) > 1:
+                        raise DaresError(f"{path}: {len(found)} topics end in {suffix} ({', '.join(found)}); "
+                                         "replay a bag of one stereo rig")
+                    if found:
+                        return found[0]
+                if required:
+                    raise DaresError(f"{path}: no topic ends in {' or '.join(suffixes)}; write the bag with da "
+                                     "Vinci-style names (`dares bag from-scared`)")
+                return None
+            images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
+            return cls(one(tuple(f"left/{s}" for s in images)), one(("left/camera_info",)),
+                       one(tuple(f"right/{s}" for s in images), False), one(("right/camera_info",), False),
+                       one(("ground_truth/depth",), False))
+        finally:
+            reader.close()
+
+    @property
+    def compressed(self) -> bool:
+        return self.left_image.endswith("/compressed")
+
+    @property
+    def stereo(self) -> bool:
+        return self.right_image is not None and self.right_info is not None
+
+
 OUTPUT_NAMESPACE = "/dares"
 
 
@@ -454,7 +534,7 @@ def _find_topic(reader: Reader, wanted: str | None, suffixes: tuple[str, ...], w
 
 
 def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_topic: str | None = None,
-              info_topic: str | None = None, device: str = "cpu", precision: str = "fp32", input_size=(256, 320),
+              info_topic: str | None = None, device: str = "cpu", precision: str = "fp32", input_size=(None, None),
               point_stride: int = 4, fixed_scale: float | None = None, base_weights: Path | None = None,
               batch: int = 8, progress=None) -> dict:
     """Depth for every left image of `bag`, written with all input messages into a new bag; no ROS graph.
@@ -469,10 +549,10 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
 
     from .conversions import ConversionError, compressed_to_rgb8, depth_outputs, image_to_rgb8
 
+    found = Topics.of_bag(bag) if not (image_topic and info_topic) else None
     reader = open_reader(bag)
-    image_topic = _find_topic(reader, image_topic, ("left/image_raw", "left/image_rect", "left/image_raw/compressed",
-                                                    "left/image_rect/compressed"), "image")
-    info_topic = _find_topic(reader, info_topic, ("left/camera_info",), "info")
+    image_topic = _find_topic(reader, image_topic, (), "image") if image_topic else found.left_image
+    info_topic = _find_topic(reader, info_topic, (), "info") if info_topic else found.left_info
     image_cls = CompressedImage if image_topic.endswith("compressed") else Image
     predictor = DepthPredictor(load_depth_net(weights, base_weights=base_weights), input_size, device, precision)
     scale = fixed_scale if fixed_scale is not None else 1e-3
@@ -501,6 +581,11 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
                         progress(1)
                 pending.clear()
 
+            for conn in reader.connections:  # each input topic keeps the QoS its publishers offered
+                if conn.topic not in writer.connections:
+                    writer.add_topic(conn.topic, conn.msgtype, conn.ext.offered_qos_profiles)
+            for topic, cls in (("depth/image", Image), ("depth/camera_info", CameraInfo), ("points", PointCloud2)):
+                writer.add_topic(f"{OUTPUT_NAMESPACE}/{topic}", msgtype_of(cls()), [NODE_OUTPUT_QOS])
             for conn, stamp_ns, data in reader.messages():
                 writer.write_raw(conn.topic, conn.msgtype, bytes(data), stamp_ns)
                 if conn.topic == image_topic:
@@ -519,7 +604,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
             flush()
     finally:
         reader.close()
-    return {"frames": written, "image_topic": image_topic}
+    return {"frames": written, "image_topic": image_topic, "input_size": list(predictor.size)}
 
 
 def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt_topic: str | None = None,

@@ -28,9 +28,9 @@ from dares_core.bench import machine, summarize
 from dares_core.data.scared import image_path
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.errors import DaresError
-from dares_core.inference import resolve_device
+from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
-from dares_core.model.weights import save_depth_net
+from dares_core.model.weights import load_depth_net, save_depth_net
 
 from .graph import config_file, prepare_dds
 
@@ -145,7 +145,7 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
                rate: float = 30.0, duration: float = 20.0, warmup: float = 3.0, device: str = "cpu",
-               precision: str = "fp32", input_size=(256, 320), scale_mode: str = "relative", eyes: str = "left",
+               precision: str = "fp32", input_size=(None, None), scale_mode: str = "relative", eyes: str = "left",
                compile: bool = False) -> dict:
     """Run the node against a fixed-rate stereo stream; returns the benchmark record. eyes: both also measures
     the right eye's depth (computed in the same batch); compile: the node's `compile` parameter."""
@@ -158,6 +158,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             torch.manual_seed(0)
             weights = workdir / f"random-{encoder}.safetensors"
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
+        input_size = network_input_size(load_depth_net(weights), input_size)  # what the node will run at
         pairs, left_info, right_info = _stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "eyes": eyes,

@@ -8,6 +8,14 @@ from pathlib import Path
 from dares_core.cli import add_bench_output_options
 
 
+def add_input_size_options(p) -> None:
+    """--input-height and --input-width of the network; by default the size the checkpoint was trained at."""
+    p.add_argument("--input-height", type=int, default=None,
+                   help="network input height (default: the checkpoint's training size, else 256)")
+    p.add_argument("--input-width", type=int, default=None,
+                   help="network input width (default: the checkpoint's training size, else 320)")
+
+
 def cmd_bench_node(args: argparse.Namespace) -> None:
     from dares_core.bench import result_name, write_result
 
@@ -82,8 +90,9 @@ def cmd_bag(args: argparse.Namespace) -> None:
                                    args.device, args.precision, (args.input_height, args.input_width),
                                    args.point_stride,
                                    args.fixed_scale, args.base_weights, progress=bar.update)
-        print(f"wrote depth for {result['frames']} frames of {result['image_topic']} into {args.out} "
-              f"({len(total)} input topics copied)")
+        height, width = result["input_size"]
+        print(f"wrote depth for {result['frames']} frames of {result['image_topic']} (network input {height}x{width}) "
+              f"into {args.out} ({len(total)} input topics copied)")
     elif args.bag_command == "eval":
         evaluation = bag.eval_bag(args.bag, args.depth_topic, args.gt_topic, not args.no_median_scaling)
         print(evaluation.table())
@@ -95,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    size = (args.input_height, args.input_width) if args.input_height and args.input_width else None
+    size = (args.input_height, args.input_width)
     run_demo(args.out, args.weights, args.bag, size, args.rate, args.frames, (args.width, args.height), device,
              args.precision, args.scale_mode)
 
@@ -114,8 +123,7 @@ def _add_demo(root) -> None:
     p.add_argument("--width", type=int, default=320, help="synthetic image width (default 320)")
     p.add_argument("--height", type=int, default=256, help="synthetic image height (default 256)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
-    p.add_argument("--input-height", type=int, default=None, help="network input height (default: the model's)")
-    p.add_argument("--input-width", type=int, default=None, help="network input width (default: the model's)")
+    add_input_size_options(p)
     p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default=None,
                    help="node scale mode (default: stereo when the bag has a right eye)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
@@ -163,8 +171,7 @@ def _add_bag(root) -> None:
     q.add_argument("--out", type=Path, required=True)
     q.add_argument("--image-topic", default=None, help="left image topic (default: the bag's */left/image_raw)")
     q.add_argument("--info-topic", default=None, help="left camera_info topic (default: */left/camera_info)")
-    q.add_argument("--input-height", type=int, default=256)
-    q.add_argument("--input-width", type=int, default=320)
+    add_input_size_options(q)
     q.add_argument("--point-stride", type=int, default=4)
     q.add_argument("--fixed-scale", type=float, default=None, help="metres per model unit (default: units read as mm)")
     q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
@@ -187,8 +194,7 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--phase-seconds", type=float, default=60.0, help="seconds per phase (5 phases; default 60)")
-    p.add_argument("--input-height", type=int, default=256)
-    p.add_argument("--input-width", type=int, default=320)
+    add_input_size_options(p)
     p.add_argument("--device", default="cpu")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_soak)
@@ -200,8 +206,7 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--rate", type=float, default=30.0, help="stereo frames per second published (default 30)")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default 3)")
-    p.add_argument("--input-height", type=int, default=256, help="network input height (default 256)")
-    p.add_argument("--input-width", type=int, default=320, help="network input width (default 320)")
+    add_input_size_options(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="node precision")
     p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default="relative", help="node scale mode")

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
+OUTPUT_QUEUE_DEPTH = 5  # KEEP_LAST depth of the node's (reliable, volatile) outputs
+
 # encoding -> (bytes per channel, channels, OpenCV conversion to RGB or None)
 IMAGE_ENCODINGS = {
     "rgb8": (1, 3, None), "bgr8": (1, 3, cv2.COLOR_BGR2RGB), "rgba8": (1, 4, cv2.COLOR_RGBA2RGB),

@@ -19,16 +19,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from dares_core.errors import DaresError
 from dares_core.files import atomic_dir, atomic_file, write_image
-from dares_core.model.weights import DEMO_MODEL
+from dares_core.inference import network_input_size
+from dares_core.model.weights import DEMO_MODEL, load_depth_net
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
 from . import bag as bags
+from .bag import Topics
 from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, read_point_cloud
 from .graph import prepare_dds
 
@@ -36,57 +37,6 @@ NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py 
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
            "points": f"{NAMESPACE}/points"}
 REPORT_TITLE = "# dares demo"
-
-
-@dataclass
-class Topics:
-    """Input topics of a bag: left/right image (raw or compressed) and camera_info; ground truth if any."""
-
-    left_image: str
-    left_info: str
-    right_image: str | None
-    right_info: str | None
-    gt_depth: str | None
-
-    @classmethod
-    def of_bag(cls, path: Path) -> Topics:
-        reader = bags.open_reader(path)
-        try:
-            names = [c.topic for c in reader.connections]
-
-            def one(suffixes, required=True):
-                """The topic ending in the first of `suffixes` (in order of preference) that one topic has."""
-                for suffix in suffixes:
-                    found = sorted(t for t in names if t.endswith(suffix))
-                    if len(found) > 1:
-                        raise DaresError(f"{path}: {len(found)} topics end in {suffix} ({', '.join(found)}); "
-                                         "replay a bag of one stereo rig")
-                    if found:
-                        return found[0]
-                if required:
-                    raise DaresError(f"{path}: no topic ends in {' or '.join(suffixes)}; write the bag with da "
-                                     "Vinci-style names (`dares bag from-scared`)")
-                return None
-            images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
-            return cls(one(tuple(f"left/{s}" for s in images)), one(("left/camera_info",)),
-                       one(tuple(f"right/{s}" for s in images), False), one(("right/camera_info",), False),
-                       one(("ground_truth/depth",), False))
-        finally:
-            reader.close()
-
-    @property
-    def compressed(self) -> bool:
-        return self.left_image.endswith("/compressed")
-
-    @property
-    def stereo(self) -> bool:
-        return self.right_image is not None and self.right_info is not None
-
-
-def demo_input_size() -> tuple[int, int]:
-    """The network input (height, width) the shipped demo model was trained at (its YAML beside it)."""
-    cfg = yaml.safe_load(DEMO_MODEL.with_suffix(".yaml").read_text())
-    return int(cfg["height"]), int(cfg["width"])
 
 
 def check_demo_folder(out: Path) -> None:
@@ -369,7 +319,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
             raise DaresError(f"{bag}: stereo scale needs right image and camera_info topics; "
                              "pass --scale-mode relative")
         model = Path(weights) if weights else DEMO_MODEL
-        input_size = input_size or (demo_input_size() if weights is None else (256, 320))
+        input_size = network_input_size(load_depth_net(model), input_size or (None, None))  # the model's own
         params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
                   "publish_colored": "false", "qos": "reliable"}

@@ -16,6 +16,7 @@ skipped; the node keeps running.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -26,7 +27,7 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -40,6 +41,7 @@ from dares_core.model.weights import load_depth_net
 from dares_core.scale import StereoScale
 
 from .conversions import (
+    OUTPUT_QUEUE_DEPTH,
     ConversionError,
     compressed_to_rgb8,
     depth_outputs,
@@ -59,11 +61,15 @@ SCALE_MODES = ("relative", "stereo", "fixed")
 
 @dataclass(frozen=True)
 class Param:
+    """A node parameter: its type is the default's; range (inclusive) for numbers, choices for strings;
+    zero_means: what 0 stands for when 0 is allowed outside the range."""
+
     default: Any
     description: str
     read_only: bool = True
     range: tuple | None = None
     choices: tuple | None = None
+    zero_means: str = ""
 
 
 PARAMETERS = {
@@ -76,8 +82,10 @@ PARAMETERS = {
                             "CUDA graphs on GPU)"),
     "eyes": Param("left", "left: depth of the left eye; both: of both eyes, in one batch (right outputs under right/)",
                   choices=("left", "both")),
-    "input_height": Param(256, "network input height in pixels", range=(28, 2048)),
-    "input_width": Param(320, "network input width in pixels", range=(28, 2048)),
+    "input_height": Param(0, "network input height in pixels", range=(28, 2048),
+                          zero_means="the size the checkpoint was trained at (256 when it records none)"),
+    "input_width": Param(0, "network input width in pixels", range=(28, 2048),
+                         zero_means="the size the checkpoint was trained at (320 when it records none)"),
     "min_depth": Param(0.1, "model depth range minimum (model units), as trained", range=(1e-3, 1e3)),
     "max_depth": Param(150.0, "model depth range maximum (model units), as trained", range=(1e-2, 1e5)),
     "scale_mode": Param("relative", "relative: model units read as mm; stereo: metric scale from the rectified "
@@ -103,16 +111,38 @@ PARAMETERS = {
 }
 
 
-def _descriptor(name: str, p: Param) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
+ROS_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
+
+
+def _allowed(p: Param) -> str:
+    """What a parameter accepts, in words."""
     if p.choices:
-        d.additional_constraints = "one of: " + ", ".join(p.choices)
-    if p.range and isinstance(p.default, int) and not isinstance(p.default, bool):
-        d.integer_range = [IntegerRange(from_value=p.range[0], to_value=p.range[1], step=1)]
-    elif p.range:
-        d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
-                                                     step=0.0)]
-    return d
+        return "one of " + ", ".join(p.choices)
+    text = ROS_TYPE_NAMES[type(p.default)]
+    if p.range:
+        text += f" from {p.range[0]} to {p.range[1]}"
+    if p.zero_means:
+        text += f", or 0 for {p.zero_means}"
+    return text
+
+
+def check_parameter(name: str, value) -> str:
+    """"" when `value` is allowed for parameter `name`, else one line naming the parameter, the value and what
+    is allowed. The one rule for values given at start (-p, --params-file) and set live."""
+    p = PARAMETERS[name]
+    kind = type(p.default)
+    ok = type(value) in (int, float) if kind is float else type(value) is kind  # an integer serves a double
+    ok = ok and not (p.choices and value not in p.choices)
+    if ok and p.range and not (p.zero_means and value == 0):
+        ok = p.range[0] <= value <= p.range[1]
+    return "" if ok else f"parameter {name}: {value!r} is not allowed: give {_allowed(p)}"
+
+
+def _descriptor(name: str, p: Param) -> ParameterDescriptor:
+    """Description and constraints for `ros2 param describe`; values are checked by check_parameter (typing is
+    dynamic so that a wrong value reaches it and gets its one-line answer, at start and live)."""
+    return ParameterDescriptor(name=name, description=p.description, read_only=p.read_only, dynamic_typing=True,
+                               additional_constraints=_allowed(p))
 
 
 class LatestFrame:
@@ -163,6 +193,7 @@ class DepthNode(LifecycleNode):
         super().__init__("dares_depth_node", **kwargs)
         for name, p in PARAMETERS.items():
             self.declare_parameter(name, p.default, _descriptor(name, p))
+        self.parameter_error = next(filter(None, (check_parameter(n, self.p(n)) for n in PARAMETERS)), "")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._last_report: dict[str, float] = {}
         self.last_error = ""
@@ -180,6 +211,7 @@ class DepthNode(LifecycleNode):
         self._stop = threading.Event()
         self.matcher = StereoMatcher(self.p("sync_tolerance"))
         self.eyes = ("left", "right") if self.p("eyes") == "both" else ("left",)
+        self.last_error = self.parameter_error
         self.outputs: dict[str, EyeOutputs] = {}
         self.mailbox = LatestFrame()
 
@@ -196,12 +228,17 @@ class DepthNode(LifecycleNode):
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         self.create_timer(1.0, self._publish_diagnostics)
+        if self.parameter_error and not self.p("lifecycle"):
+            raise DaresError(self.parameter_error)  # a self-starting node stops: main() says why and exits 2
         if not self.p("lifecycle"):
             self.trigger_configure()
             self.trigger_activate()
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.parameter_error:  # a managed node with a bad start-up parameter: restart it with a good one
+            self.get_logger().error(self.parameter_error)
+            return TransitionCallbackReturn.FAILURE
         error = self._load_model(self.p("weights"))
         if error and self.p("lifecycle"):
             return TransitionCallbackReturn.FAILURE  # stays unconfigured; set weights and configure again
@@ -209,9 +246,10 @@ class DepthNode(LifecycleNode):
                                   smoothing=self.p("stereo_smoothing"))
         for eye in self.eyes:
             prefix = "right/" if eye == "right" else ""
-            self.outputs[eye] = EyeOutputs(*(self.create_lifecycle_publisher(t, prefix + name, 5) for t, name in (
-                (Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"), (Image,
-                                                                                                     "depth/colored"))))
+            outputs = ((Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"),
+                       (Image, "depth/colored"))
+            self.outputs[eye] = EyeOutputs(*(self.create_lifecycle_publisher(t, prefix + name, OUTPUT_QUEUE_DEPTH)
+                                             for t, name in outputs))
         self._stop.clear()
         self.worker = threading.Thread(target=self._work, name="dares-inference", daemon=True)
         self.worker.start()
@@ -268,15 +306,16 @@ class DepthNode(LifecycleNode):
             self.last_error = f"weights: {e}"
             self.get_logger().error(self.last_error)
             return self.last_error
-        self.get_logger().info(f"loaded {weights} ({net.config.encoder}, {net.config.mode}) on {device}")
+        height, width = self.predictor.size
+        self.get_logger().info(f"loaded {weights} ({net.config.encoder}, {net.config.mode}) on {device}, "
+                               f"network input {height}x{width}")
         return ""
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
-            spec = PARAMETERS.get(param.name)
-            if spec and spec.choices and param.value not in spec.choices:
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} must be one of {', '.join(spec.choices)}")
+            error = check_parameter(param.name, param.value) if param.name in PARAMETERS else ""
+            if error:
+                return SetParametersResult(successful=False, reason=error)
             if param.name == "weights" and self.worker is not None:  # configured: swap the model now
                 error = self._load_model(param.value)
                 if error:
@@ -432,7 +471,12 @@ class DepthNode(LifecycleNode):
 def main(args=None) -> None:
     profile = prepare_dds()
     rclpy.init(args=args)
-    node = DepthNode()
+    try:
+        node = DepthNode()
+    except DaresError as e:  # a bad start-up parameter: one line, exit status 2
+        rclpy.logging.get_logger("dares_depth_node").fatal(str(e))
+        rclpy.try_shutdown()
+        sys.exit(2)
     if profile:
         node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE "
                                f"to use yours)")

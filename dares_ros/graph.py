@@ -14,11 +14,24 @@ FAST_DDS_2_DISTROS = ("humble", "jazzy")  # read only the older variable; newer 
 
 
 def config_file(name: str) -> Path:
-    """A file of config/: from the source checkout, else from the installed share/dares_ros/config."""
-    for folder in (Path(__file__).resolve().parents[1] / "config", Path(sys.prefix) / "share" / PACKAGE / "config"):
+    """A file of config/: from the source checkout when running from it; else from the package's share folder
+    in the ament index (a colcon workspace or /opt/ros, as `ros2 pkg prefix dares_ros` finds it); else from
+    sys.prefix/share/dares_ros (a pip install)."""
+    for folder in _config_folders():
         if (folder / name).is_file():
             return folder / name
     raise DaresError(f"config/{name} is missing from this dares_ros install: reinstall the package")
+
+
+def _config_folders():
+    yield Path(__file__).resolve().parents[1] / "config"
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        yield Path(get_package_share_directory(PACKAGE)) / "config"
+    except (ImportError, LookupError, OSError):  # no ament index here, or dares_ros not registered in it
+        pass
+    yield Path(sys.prefix) / "share" / PACKAGE / "config"
 
 
 def prepare_dds(local_only: bool = False) -> str | None:

@@ -17,9 +17,9 @@ import torch
 from sensor_msgs.msg import CameraInfo, Image
 
 from dares_core.bench import machine, summarize
-from dares_core.inference import resolve_device
+from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
-from dares_core.model.weights import save_depth_net
+from dares_core.model.weights import load_depth_net, save_depth_net
 
 from .bench_node import _stereo_messages, node_session
 from .graph import prepare_dds
@@ -49,7 +49,7 @@ def _half(msg: Image, info: CameraInfo) -> tuple[Image, CameraInfo]:
 
 
 def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, height: int = 512,
-         phase_s: float = 10.0, device: str = "cpu", input_size=(256, 320), hf_config: dict | None = None) -> dict:
+         phase_s: float = 10.0, device: str = "cpu", input_size=(None, None), hf_config: dict | None = None) -> dict:
     """Run the phases against a node started as its console entry point; returns the record."""
     dev = resolve_device(device)
     prepare_dds(local_only=True)
@@ -60,6 +60,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
             torch.manual_seed(0)
             weights = workdir / "random.safetensors"
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder, hf_config=hf_config)), weights)
+        input_size = network_input_size(load_depth_net(weights), input_size)  # what the node will run at
         pairs, left_info, _ = _stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "input_height": input_size[0], "input_width": input_size[1],
                   "publish_colored": "false"}

@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,84 @@ def test_synthetic_sequence_bag_topics_and_camera_info(synth_bag, tmp_path):
     jpeg = read_messages(compressed, f"{RIG}/left/image_raw/compressed", CompressedImage)[0]
     assert np.abs(compressed_to_rgb8(jpeg).astype(int) - image_to_rgb8(images[0])).mean() < 6
     assert main(["bag", "from-synth", str(scenes / "dataset1"), "--out", str(compressed)]) == 2  # exists, no --force
+
+
+def mcap_metadata(mcap: Path) -> dict:
+    """The rosbag2 metadata record inside an MCAP file (its serialized_metadata YAML), read from the bytes."""
+    data = mcap.read_bytes()
+    at = data.rindex(b"serialized_metadata") + len(b"serialized_metadata")
+    length = int.from_bytes(data[at:at + 4], "little")
+    return yaml.safe_load(data[at + 4:at + 4 + length].decode())
+
+
+def offered_qos(bag: Path) -> dict:
+    """{topic: offered_qos_profiles} from metadata.yaml, checked equal to the MCAP's own record; and the file
+    names both list."""
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    files = info["relative_file_paths"]
+    assert files == [f"{bag.name}_0.mcap"] and {p.name for p in bag.iterdir()} == {"metadata.yaml", *files}
+    inside = mcap_metadata(bag / files[0])
+    assert inside["relative_file_paths"] == files and [f["path"] for f in inside["files"]] == files
+    topics = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
+              for t in info["topics_with_message_count"]}
+    assert topics == {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
+                      for t in inside["topics_with_message_count"]}
+    return topics
+
+
+def test_every_topic_carries_its_publishers_qos_and_the_files_their_names(synth_bag, tiny_model, tmp_path):
+    """ros2 bag play replays each topic with the recorded offer: /tf_static must be transient local (RViz's and
+    tf2's static listeners are), and no topic may have an empty list (rosbag2 calls that invalid)."""
+    _, _, bag = synth_bag
+    topics = offered_qos(bag)
+    assert all(len(profiles) == 1 for profiles in topics.values()), topics
+    tf_static = topics["/tf_static"][0]
+    assert (tf_static["reliability"], tf_static["durability"], tf_static["history"], tf_static["depth"]) == (
+        "reliable", "transient_local", "keep_last", 1)
+    for topic in (f"{RIG}/left/image_raw", f"{RIG}/right/camera_info", f"{RIG}/ground_truth/depth"):
+        assert (topics[topic][0]["reliability"], topics[topic][0]["durability"]) == ("reliable", "volatile")
+    weights, _ = tiny_model
+    inferred = tmp_path / "inferred.bag"
+    infer_bag(bag, weights, inferred, input_size=(28, 42))
+    out_topics = offered_qos(inferred)
+    assert {t: q for t, q in out_topics.items() if t in topics} == topics  # every input topic's offer, copied
+    for topic in ("/dares/depth/image", "/dares/depth/camera_info", "/dares/points"):
+        assert (out_topics[topic][0]["reliability"], out_topics[topic][0]["depth"]) == ("reliable", 5)  # the node's
+
+
+def test_a_transient_local_topic_reaches_a_subscriber_that_joins_during_playback(tmp_path):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from dares_ros.bag import STREAM_QOS, TF_STATIC_QOS, BagWriter
+
+    latched, stream = f"/latched{os.getpid()}", f"/stream{os.getpid()}"
+    with BagWriter(tmp_path / "latched.bag") as writer:
+        writer.add_topic(latched, "sensor_msgs/msg/CameraInfo", [TF_STATIC_QOS])
+        writer.add_topic(stream, "sensor_msgs/msg/CameraInfo", [STREAM_QOS])
+        writer.write(latched, CameraInfo(width=7), 0)
+        for i in range(1, 40):  # two seconds of playback after the latched message
+            writer.write(stream, CameraInfo(width=i), i * 50_000_000)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("late_joiner", context=context)
+    published, received = threading.Event(), []
+    player = threading.Thread(target=play_bag, args=(tmp_path / "latched.bag",),
+                              kwargs=dict(context=context, progress=lambda n: published.set()))
+    try:
+        player.start()
+        assert published.wait(30)  # the latched message is out; now join
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(CameraInfo, latched, received.append, qos)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        player.join(timeout=30)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert [m.width for m in received] == [7]
 
 
 def test_scared_keyframe_bag_has_rectified_intrinsics_and_baseline(tmp_path):
@@ -173,3 +252,20 @@ def test_round_trip_play_node_record_equals_bag_infer(tiny_model, synth_bag, tmp
         a = np.frombuffer(bytes(live[stamp].data), np.float32)
         b = np.frombuffer(bytes(off[stamp].data), np.float32)
         np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_bag_infer_picks_topics_as_the_demo_does(synth_bag, tiny_model, tmp_path):
+    """A bag with image_raw and image_rect: every bag tool takes image_rect (one topic selection)."""
+    from dares_ros.bag import BagWriter, Topics
+
+    weights, _ = tiny_model
+    _, _, bag = synth_bag
+    both = tmp_path / "both.bag"
+    with BagWriter(both) as writer:
+        for topic, msg in ((f"{RIG}/left/camera_info", read_messages(bag, f"{RIG}/left/camera_info", CameraInfo)[0]),
+                           (f"{RIG}/left/image_raw", read_messages(bag, f"{RIG}/left/image_raw", Image)[0]),
+                           (f"{RIG}/left/image_rect", read_messages(bag, f"{RIG}/left/image_raw", Image)[1])):
+            writer.write(topic, msg, 1)
+    assert Topics.of_bag(both).left_image == f"{RIG}/left/image_rect"
+    result = infer_bag(both, weights, tmp_path / "out.bag", input_size=(28, 42))
+    assert result["image_topic"] == f"{RIG}/left/image_rect"

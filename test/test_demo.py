@@ -14,8 +14,8 @@ import pytest
 from PIL import Image as PILImage
 
 from dares_core.errors import DaresError
-from dares_ros.bag import bag_info
-from dares_ros.demo import Topics, check_demo_folder
+from dares_ros.bag import Topics, bag_info
+from dares_ros.demo import check_demo_folder
 
 FRAMES = 12
 

@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -323,3 +325,67 @@ def test_lifecycle_mode_with_compressed_input(assets):
     finally:
         h.close()
         stop_node(proc)
+
+
+BAD_PARAMETERS = {  # kind: (-p argument, what the one line must name)
+    "unknown choice": ("scale_mode:=magic", "parameter scale_mode: 'magic' is not allowed: give one of relative"),
+    "out of range": ("point_stride:=0", "parameter point_stride: 0 is not allowed: give integer from 1 to 64"),
+    "wrong type": ("fixed_scale:=abc", "parameter fixed_scale: 'abc' is not allowed: give double"),
+}
+
+
+def bare_node_command(namespace: str, *params: str) -> list[str]:
+    """`ros2 run dares_ros dares_depth_node --ros-args -p ...` without a params file: rcl drops a -p value whose
+    type differs from the same parameter's in a params file, so a wrong type reaches the node only this way."""
+    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args", "-r", f"__ns:={namespace}"]
+    return cmd + [arg for param in params for arg in ("-p", param)]
+
+
+@pytest.mark.parametrize("kind", BAD_PARAMETERS)
+def test_invalid_parameters_stop_a_self_starting_node_with_one_line(assets, kind):
+    root, weights, _ = assets
+    argument, line = BAD_PARAMETERS[kind]
+    cmd = bare_node_command(f"/t{os.getpid()}_bad", f"weights:={weights}", "device:=cpu", argument)
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert line in run.stderr + run.stdout and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("kind", BAD_PARAMETERS)
+def test_invalid_parameters_fail_a_lifecycle_nodes_configure(assets, kind):
+    root, weights, _ = assets
+    argument, line = BAD_PARAMETERS[kind]
+    ns, log = f"/t{os.getpid()}_badlc", root / f"bad_lifecycle_{kind.replace(' ', '_')}.log"
+    cmd = bare_node_command(ns, f"weights:={weights}", "device:=cpu", "lifecycle:=true", argument)
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1"))
+    h = Harness(ns)
+    try:
+        assert not h.change_state(Transition.TRANSITION_CONFIGURE)
+        assert line in log.read_text() and proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
+
+
+def test_live_parameter_changes_are_checked_by_the_same_rule(relative_node):
+    h, _, _, _ = relative_node
+    assert not h.set_parameter("point_stride", 0) and not h.set_parameter("scale_mode", "magic")
+    assert not h.set_parameter("fixed_scale", "abc")
+    assert h.set_parameter("fixed_scale", 2) and h.set_parameter("point_stride", 1)  # an integer serves a double
+
+
+def test_network_input_size_comes_from_the_checkpoint_unless_given(tmp_path):
+    from dares_core.model.weights import DEMO_MODEL
+
+    for extra, size in (((), "64x96"), (("input_height:=32", "input_width:=48"), "32x48")):
+        log = tmp_path / f"{size}.log"
+        proc = start_node(f"/t{os.getpid()}_size", f"weights:={DEMO_MODEL}", "device:=cpu", *extra, log=log)
+        try:
+            deadline = time.monotonic() + 60
+            while " loaded " not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            assert f"network input {size}" in log.read_text()
+        finally:
+            stop_node(proc)

@@ -68,6 +68,8 @@ class DepthNetConfig:
     mode: "dares" (sigmoid disparity, multi-scale, input in [0,1] as the official trainer feeds it) or
     "zero_shot" (plain Depth Anything V2 relative inverse depth, ImageNet-normalised input).
     lora_ranks: one rank per ViT block; empty for no adapters. merged: adapters folded into the weights.
+    input_size: (height, width) in pixels the network was trained at; None for files that do not record it
+    (official DARES and Depth Anything V2 releases), which run at DEFAULT_INPUT_SIZE.
     """
 
     encoder: str = "vits"
@@ -76,6 +78,7 @@ class DepthNetConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])
     merged: bool = False
     hf_config: dict = field(default_factory=dict)
+    input_size: list[int] | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
