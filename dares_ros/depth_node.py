@@ -101,8 +101,8 @@ PARAMETERS = {
                              range=(1, 64)),
     "publish_points": Param(True, "publish points (PointCloud2)", read_only=False),
     "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", read_only=False),
-    "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable", choices=("sensor_data",
-                                                                                                    "reliable")),
+    "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable",
+                 choices=("sensor_data", "reliable")),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
                              choices=("raw", "compressed")),
     "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
@@ -215,8 +215,8 @@ class DepthNode(LifecycleNode):
         self.outputs: dict[str, EyeOutputs] = {}
         self.mailbox = LatestFrame()
 
-        qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else QoSProfile(depth=5,
-                                                                                        reliability=ReliabilityPolicy.RELIABLE)
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else reliable
         compressed = self.p("input_transport") == "compressed"
         image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
         self.left_topic, self.right_topic = f"left/image_rect{suffix}", f"right/image_rect{suffix}"
