@@ -354,17 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM, raised where the program is so that unfinished outputs are cleaned up as on Ctrl-C."""
+
+
+def _terminate(*_) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # commands that end cleanly on a signal (bag record) set their own
     try:
         args.func(args)
     except DaresError as e:
         print(f"dares {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"dares {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        print(f"dares {args.command}: interrupted; nothing partial was left", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return 0
 
 

@@ -404,10 +404,12 @@ def _matching_qos(infos):
 
 
 def record_bag(topics: list[str], out: Path, duration: float | None = None, force: bool = False, stop=None,
-               context=None, discovery_timeout: float = 10.0, ready=None) -> dict:
-    """Record live topics (serialized, as published) into a new MCAP bag until `duration` or `stop`.
-
-    ready: an Event set once every topic is subscribed."""
+               context=None, discovery_timeout: float | None = None, ready=None, say=None) -> dict:
+    """Record live topics (serialized, as published) into a new MCAP bag until `duration` s or `stop` (an Event:
+    the CLI sets it on Ctrl-C and SIGTERM), then close the bag whole, as `ros2 bag record` does. Each topic is
+    subscribed once its first publisher appears, with a QoS that matches every publisher (their offers are
+    kept in the bag). discovery_timeout: give up if a topic has no publisher by then (None: keep waiting);
+    ready: an Event set once every topic is subscribed; say: called with progress lines."""
     import threading
 
     import rclpy
@@ -417,42 +419,53 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
     if own_context:
         context = _new_context()
     node = rclpy.create_node("dares_bag_record", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
     lock = threading.Lock()
+    start = time.monotonic()
+
+    def stopped() -> bool:
+        return (stop is not None and stop.is_set()) or bool(duration and time.monotonic() - start >= duration)
+
     try:
-        types: dict[str, str] = {}
-        deadline = time.monotonic() + discovery_timeout
-        while len(types) < len(topics) and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
-            known = dict(node.get_topic_names_and_types())
-            types = {t: known[t][0] for t in topics if t in known}
-            time.sleep(0.1)
-        missing = [t for t in topics if t not in types]
-        if missing:
-            raise DaresError(f"no publisher of {', '.join(missing)} found in {discovery_timeout:.0f} s: check the "
-                             f"topic names")
         with BagWriter(out, force) as bag:
-            def writer_for(topic):
+            def writer_for(topic, msgtype):
                 def store(data):
                     with lock:
-                        bag.write_raw(topic, types[topic], bytes(data), node.get_clock().now().nanoseconds)
+                        bag.write_raw(topic, msgtype, bytes(data), node.get_clock().now().nanoseconds)
                 return store
-            for topic in topics:
-                infos = node.get_publishers_info_by_topic(topic)
-                bag.add_topic(topic, types[topic], [_bag_qos(i.qos_profile) for i in infos])
-                node.create_subscription(message_class(types[topic]), topic, writer_for(topic), _matching_qos(infos),
-                                         raw=True)
-            executor = SingleThreadedExecutor(context=context)
-            executor.add_node(node)
-            for _ in range(10):  # let the subscriptions match their publishers
+
+            waiting, last_look, announced = list(topics), 0.0, False
+            while not stopped():
+                if waiting and time.monotonic() - last_look > 0.2:
+                    last_look = time.monotonic()
+                    known = dict(node.get_topic_names_and_types())
+                    for topic in [t for t in waiting if t in known]:
+                        msgtype = known[topic][0]
+                        if message_class(msgtype) is None:
+                            raise DaresError(f"{topic} is a {msgtype}, which has no Python bindings here: "
+                                             "record it with `ros2 bag record`")
+                        infos = node.get_publishers_info_by_topic(topic)
+                        bag.add_topic(topic, msgtype, [_bag_qos(i.qos_profile) for i in infos])
+                        node.create_subscription(message_class(msgtype), topic, writer_for(topic, msgtype),
+                                                 _matching_qos(infos), raw=True)
+                        waiting.remove(topic)
+                    if not waiting:
+                        for _ in range(10):  # let the subscriptions match their publishers
+                            executor.spin_once(timeout_sec=0.05)
+                        if ready is not None:
+                            ready.set()
+                    elif discovery_timeout is not None and time.monotonic() - start > discovery_timeout:
+                        raise DaresError(f"no publisher of {', '.join(waiting)} found in {discovery_timeout:.0f} s: "
+                                         "check the topic names")
+                    elif say is not None and not announced:
+                        say(f"waiting for publishers of {', '.join(waiting)} (Ctrl-C ends the recording)")
+                        announced = True
                 executor.spin_once(timeout_sec=0.05)
-            if ready is not None:
-                ready.set()
-            end = time.monotonic() + duration if duration else None
-            while (end is None or time.monotonic() < end) and not (stop is not None and stop.is_set()):
-                executor.spin_once(timeout_sec=0.05)
-            executor.shutdown()
             with lock:
                 return dict(bag.counts)
     finally:
+        executor.shutdown()
         node.destroy_node()
         if own_context:
             rclpy.shutdown(context=context)

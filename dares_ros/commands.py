@@ -78,8 +78,14 @@ def cmd_bag(args: argparse.Namespace) -> None:
                    if stats.skipped_types else "")
         print(f"published {stats.published} messages{skipped}")
     elif args.bag_command == "record":
-        counts = bag.record_bag(args.topics, args.out, args.duration, args.force)
-        print(f"recorded {args.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+        import signal
+        import threading
+
+        stop = threading.Event()  # Ctrl-C and SIGTERM end the recording; the bag is closed whole
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        counts = bag.record_bag(args.topics, args.out, args.duration, args.force, stop=stop, say=print)
+        print(f"recorded {args.out}: " + (", ".join(f"{t} {n}" for t, n in counts.items()) or "no messages"))
     elif args.bag_command == "infer":
         import torch
 

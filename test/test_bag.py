@@ -1,6 +1,9 @@
 """rosbag2 tools: sequences to bags, SCARED intrinsics, playback timing, and the live round trip vs `bag infer`."""
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -269,3 +272,42 @@ def test_bag_infer_picks_topics_as_the_demo_does(synth_bag, tiny_model, tmp_path
     assert Topics.of_bag(both).left_image == f"{RIG}/left/image_rect"
     result = infer_bag(both, weights, tmp_path / "out.bag", input_size=(28, 42))
     assert result["image_topic"] == f"{RIG}/left/image_rect"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_record_waits_for_a_late_publisher_and_ctrl_c_or_sigterm_keep_the_bag(tmp_path, stop_signal):
+    """`dares bag record` without --duration: started before the publisher, it waits (saying so); Ctrl-C and
+    SIGTERM end it with a complete, readable bag, as `ros2 bag record` does, and nothing partial is left."""
+    topic, out = f"/rec{os.getpid()}_{int(stop_signal)}", tmp_path / "rec.bag"
+    recorder = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "bag", "record", topic, "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(recorder.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting for publishers" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(f"waiting for publishers of {topic}" in line for line in lines), lines
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("late_publisher", context=context)
+    publisher = node.create_publisher(CameraInfo, topic, 10)
+    try:
+        deadline = time.monotonic() + 30
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for i in range(20):
+            publisher.publish(CameraInfo(width=i + 1))
+            time.sleep(0.05)
+        time.sleep(1.0)
+        recorder.send_signal(stop_signal)
+        recorder.wait(timeout=60)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    reader.join(timeout=10)
+    assert recorder.returncode == 0, lines
+    assert bag_info(out)["topics"][topic]["count"] == 20
+    assert [m.width for m in read_messages(out, topic, CameraInfo)] == list(range(1, 21))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.bag"]  # no partial folder beside it
