@@ -19,14 +19,14 @@ def _progress(total: int, desc: str):
 
 def cmd_synth(args: argparse.Namespace) -> None:
     from .data.synthetic import SynthConfig, generate
-    from .files import ensure_writable_output
+    from .files import SYNTH_ENTRIES, ensure_writable_output
 
     cfg = SynthConfig(
         width=args.width, height=args.height, frames=args.frames, sequences=args.sequences, seed=args.seed,
         baseline_mm=args.baseline_mm, fps=args.fps, noise=args.noise,
     )
     cfg.validate()
-    ensure_writable_output(args.out, args.force)
+    ensure_writable_output(args.out, args.force, SYNTH_ENTRIES)
     with _progress(cfg.frames * cfg.sequences, "synth") as bar:
         out = generate(cfg, args.out, force=args.force, progress=bar.update)
     print(f"wrote {cfg.sequences} sequence(s) of {cfg.frames} frames at {cfg.width}x{cfg.height} to {out}")
@@ -230,6 +230,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     import yaml
 
+    from .files import RUN_ENTRIES, ensure_writable_output
     from .train import TrainConfig, run_training
 
     overrides = {"data": str(args.data) if args.data else None, "out": str(args.out) if args.out else None,
@@ -242,8 +243,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not sep:
             raise DaresError(f"--set takes key=value, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
-    if args.resume is not None and (args.resume / "config.yaml").is_file():
-        base = yaml.safe_load((args.resume / "config.yaml").read_text())
+    if args.resume is not None and (args.resume / "config.yaml").is_file():  # a run folder resumes in place
+        base = {**yaml.safe_load((args.resume / "config.yaml").read_text()), "out": str(args.resume.resolve())}
         cfg = TrainConfig.from_sources(None, {**base, **{k: v for k, v in overrides.items() if v is not None}})
     else:
         cfg = TrainConfig.from_sources(args.config, overrides)
@@ -253,6 +254,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not args.force:
             raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
                              f"--force to start over")
+        ensure_writable_output(out, True, RUN_ENTRIES)  # only an earlier run is deleted, never other files
         shutil.rmtree(out)
     summary = run_training(cfg, args.resume)
     print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val AbsRel "

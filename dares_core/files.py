@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -11,12 +12,29 @@ from pathlib import Path
 
 from .errors import DaresError
 
+# What each folder-writing command writes (glob patterns of the entries of its output folder): --force replaces
+# an existing folder only when every entry matches, i.e. it is that command's earlier output.
+BAG_ENTRIES = ("metadata.yaml", "*.mcap", "*.db3", "*.zstd")
+SYNTH_ENTRIES = ("dataset*", "splits", "scene.json")
+RUN_ENTRIES = ("config.yaml", "checkpoints", "tb", "depth_model*.safetensors", "losses.jsonl", "metrics.jsonl")
 
-def ensure_writable_output(path: Path, force: bool) -> None:
-    """Refuse to replace an existing `path` unless `force`; fail early if its folder is unwritable."""
+
+def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None) -> None:
+    """Refuse to replace an existing `path` unless `force`; with `ours` (what the command writes, see above),
+    --force replaces only a folder holding nothing else, so nobody's other files are deleted. Fail early if
+    the folder to write in is unwritable."""
     path = Path(path)
     if path.exists() and not force:
         raise DaresError(f"{path} already exists: choose another output path or pass --force to replace it")
+    if path.exists() and ours is not None:
+        if Path.cwd().resolve().is_relative_to(path.resolve()):
+            raise DaresError(f"{path} is the current folder or holds it: choose a new --out folder")
+        foreign = sorted(p.name for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, o) for o in ours)) \
+            if path.is_dir() else [path.name]
+        if foreign:
+            raise DaresError(f"{path} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which this "
+                             "command did not write: --force replaces only its own earlier output; choose another "
+                             "--out")
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
@@ -49,13 +67,15 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, force: bool = False, create: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
+def atomic_dir(path: Path, force: bool = False, create: bool = True, ours: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename. An existing `path`
+    is replaced only with `force` and only when it holds nothing but entries matching `ours` (see
+    ensure_writable_output).
 
     create=False yields the temporary path not yet created (for writers that insist on making it).
     """
     path = Path(path)
-    ensure_writable_output(path, force)
+    ensure_writable_output(path, force, ours)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     if not create:

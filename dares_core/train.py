@@ -40,6 +40,7 @@ from .model.pose_net import PoseDecoder, ResnetEncoder
 from .model.weights import load_depth_net, read_tensors, save_depth_net
 
 AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
+PATH_OPTIONS = ("data", "out", "split_dir", "weights", "af_weights")  # TrainConfig keys that name files or folders
 CRASH_AT_VARIABLE = "DARES_CRASH_AT"  # fault injection for the crash-safety test: "POINT:N"
 _crash_counts: dict[str, int] = {}
 
@@ -109,6 +110,9 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise DaresError(f"unknown training option(s) {', '.join(unknown)}: see `dares train --help` for the names")
+        for key in PATH_OPTIONS:  # stored absolute in the run's config.yaml: it resumes from any folder
+            if values.get(key):
+                values[key] = str(Path(values[key]).expanduser().resolve())
         cfg = cls(**values)
         cfg.validate()
         return cfg

@@ -25,7 +25,7 @@ from std_msgs.msg import Header
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.errors import DaresError
-from dares_core.files import atomic_dir
+from dares_core.files import BAG_ENTRIES, atomic_dir
 
 from .conversions import OUTPUT_QUEUE_DEPTH, depth_image, read_depth_image
 from .graph import prepare_dds
@@ -86,7 +86,7 @@ class BagWriter:
         self.counts: dict[str, int] = {}
 
     def __enter__(self):
-        self._atomic = atomic_dir(self.path, self.force)
+        self._atomic = atomic_dir(self.path, self.force, ours=BAG_ENTRIES)
         self._tmp = self._atomic.__enter__()
         self._storage = self._tmp / f"{self.path.name}_0"
         self.writer = Writer(self._storage, version=9, storage_plugin=self.plugin)

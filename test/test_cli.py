@@ -55,3 +55,43 @@ def _current_umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def someone_elses_folder(path):
+    """A folder of a user's own files, as --out by mistake."""
+    (path / "photos").mkdir(parents=True)
+    (path / "photos" / "holiday.jpg").write_bytes(b"\xff\xd8 not really")
+    (path / "thesis").mkdir()
+    (path / "thesis" / "main.tex").write_text("months of it")
+    return path
+
+
+def untouched(path):
+    return (path / "thesis" / "main.tex").read_text() == "months of it" and (path / "photos" / "holiday.jpg").exists()
+
+
+def test_force_replaces_only_what_the_same_command_wrote(tmp_path, capsys, monkeypatch):
+    """--force on a folder holding someone's files is refused with one line and deletes nothing; on the
+    command's own earlier output it replaces it."""
+    from dares_ros.bag import write_sequence_bag
+
+    synth = ["synth", "--frames", "3", "--sequences", "1", "--width", "32", "--height", "32", "--force", "--out"]
+    scenes = tmp_path / "scenes"
+    assert main([*synth, str(scenes)]) == 0
+    assert main([*synth, str(scenes)]) == 0  # its own earlier output: replaced
+    keyframe = scenes / "dataset1" / "keyframe1"
+    write_sequence_bag(keyframe, tmp_path / "seq.bag")
+    mine = someone_elses_folder(tmp_path / "mine")
+    capsys.readouterr()
+    for args in ([*synth, str(mine)],
+                 ["bag", "from-synth", str(keyframe), "--out", str(mine), "--force"],
+                 ["train", "--data", str(scenes), "--out", str(mine), "--force", "--device", "cpu"]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "which this command did not write" in err[0] and "photos" in err[0], err
+        assert untouched(mine)
+    assert main(["bag", "from-synth", str(keyframe), "--out", str(tmp_path / "seq.bag"), "--force"]) == 0  # a bag
+    monkeypatch.chdir(scenes)
+    assert main([*synth, "."]) == 2 and "current folder" in capsys.readouterr().err
+    assert main([*synth, ".."]) == 2 and "current folder" in capsys.readouterr().err
+    assert untouched(mine) and (scenes / "splits").is_dir()

@@ -209,3 +209,21 @@ def test_sigkill_at_any_moment_never_loses_the_last_good_checkpoint(scenes, tmp_
     for x, y in zip(a, b):
         assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
     assert not list((run / "checkpoints").glob(".*partial*"))
+
+
+def test_a_run_resumes_in_place_from_any_folder(scenes, tmp_path, monkeypatch):
+    """Paths in a run's config.yaml are absolute, and --resume RUN continues RUN itself, from any working folder,
+    without --data."""
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(first)
+    values = {**config(scenes, "run", num_epochs=1).__dict__, "data": os.path.relpath(scenes, first)}
+    (first / "run.yaml").write_text(yaml.safe_dump(values))
+    assert main(["train", "--config", "run.yaml"]) == 0
+    stored = yaml.safe_load((first / "run" / "config.yaml").read_text())
+    assert stored["out"] == str(first / "run") and stored["data"] == str(scenes.resolve())
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--resume", str(first / "run"), "--epochs", "2"]) == 0
+    assert list(elsewhere.iterdir()) == []
+    assert [r["step"] for r in losses(first / "run")] == list(range(1, 7))

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from ..errors import DaresError
-from ..files import atomic_dir, write_image, write_npz
+from ..files import SYNTH_ENTRIES, atomic_dir, write_image, write_npz
 from .scared import SplitEntry, export_gt_depths, gt_path, image_path, write_scene_points, write_split
 
 SPLIT_NAME = "synthetic"
@@ -285,7 +285,7 @@ def generate(cfg: SynthConfig, out: Path, force: bool = False, progress=None) ->
     """
     cfg.validate()
     out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, ours=SYNTH_ENTRIES) as tmp:
         for s in range(cfg.sequences):
             generate_sequence(cfg, s, tmp, progress)
         split_dir = tmp / "splits" / SPLIT_NAME
