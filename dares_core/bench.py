@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .errors import DaresError
 from .files import atomic_file
 from .geometry import sigmoid_to_depth
 from .inference import DepthPredictor, network_input_size, resolve_device
@@ -28,6 +29,17 @@ from .model.weights import load_depth_net
 
 RESULTS_DIR = Path("bench/results")
 DOCS = Path("docs/benchmarks.md")
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the repository, when running from a checkout
+
+
+def bench_destination(out: Path | None) -> tuple[Path, Path, bool]:
+    """(results folder, docs table, is_project): this repository's bench/results and docs/benchmarks.md when run
+    from its root without --out (re-measuring replaces a figure); else OUT/results and OUT/benchmarks.md, OUT
+    being --out or ./dares_bench, so a user's own docs/ and bench/ are never touched."""
+    if out is None and Path.cwd().resolve() == SOURCE_ROOT and (SOURCE_ROOT / RESULTS_DIR).is_dir():
+        return SOURCE_ROOT / RESULTS_DIR, SOURCE_ROOT / DOCS, True
+    out = Path(out or "dares_bench")
+    return out / "results", out / "benchmarks.md", False
 
 
 def machine(device: torch.device) -> dict:
@@ -64,10 +76,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def write_result(name: str, record: dict, results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> Path:
-    """Write one benchmark's JSON atomically and regenerate the docs table from every result."""
+def write_result(name: str, record: dict, results_dir: Path = RESULTS_DIR, docs: Path = DOCS,
+                 replace: bool = True) -> Path:
+    """Write one benchmark's JSON atomically and regenerate the docs table from every result; an existing
+    result of the same name is replaced only with `replace`."""
     record = {**record, "date": datetime.date.today().isoformat()}
     path = Path(results_dir) / f"{name}.json"
+    if path.exists() and not replace:
+        raise DaresError(f"{path} already exists: pass --force to replace it, or another --out")
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     render_docs(results_dir, docs)

@@ -39,12 +39,11 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_model(args: argparse.Namespace) -> None:
-    from .bench import bench_model, result_name, write_result
+    from .bench import bench_model, result_name
 
     record = bench_model(args.encoder, args.height, args.width, args.batch, args.device, args.precision,
                          args.rounds, args.calls, args.weights, args.compile)
-    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir,
-                        args.docs)
+    path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
     print(f"reference {record['paths']['reference']['median_ms']} ms; " + "; ".join(
         f"{label} {m['median_ms']} ms ({m['throughput_fps']} fps, {m['speedup']}x, max |disparity diff| "
         f"{m['max_abs_diff_disparity']:.2e})" for label, m in record["paths"].items() if label != "reference")
@@ -116,11 +115,10 @@ def _add_eval(sub) -> None:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
-    from .bench import bench_train, result_name, write_result
+    from .bench import bench_train, result_name
 
     record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps)
-    path = write_result(result_name(record, "encoder", "input", "batch", "precision"), record, args.results_dir,
-                        args.docs)
+    path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
     step = record["paths"]["train step"]
     print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); "
           f"wrote {path}")
@@ -148,10 +146,19 @@ def _add_export(sub) -> None:
 
 
 def add_bench_output_options(p) -> None:
-    """--results-dir and --docs, shared by every `dares bench` command."""
-    p.add_argument("--results-dir", type=Path, default=Path("bench/results"), help="where the JSON goes")
-    p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"),
-                   help="the table regenerated from all results")
+    """--out and --force, shared by every `dares bench` command (see publish_result)."""
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for results/NAME.json and benchmarks.md (default: ./dares_bench; run from the dares "
+                        "repository's root without --out: its bench/results and docs/benchmarks.md)")
+    p.add_argument("--force", action="store_true", help="replace an existing result of the same name")
+
+
+def publish_result(args: argparse.Namespace, name: str, record: dict) -> Path:
+    """Write a benchmark's JSON and regenerate the table where bench_destination says."""
+    from .bench import bench_destination, write_result
+
+    results_dir, docs, project = bench_destination(args.out)
+    return write_result(name, record, results_dir, docs, replace=project or args.force)
 
 
 def _add_bench(sub) -> argparse._SubParsersAction:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dares_core.cli import add_bench_output_options
+from dares_core.cli import add_bench_output_options, publish_result
 
 
 def add_input_size_options(p) -> None:
@@ -17,7 +17,7 @@ def add_input_size_options(p) -> None:
 
 
 def cmd_bench_node(args: argparse.Namespace) -> None:
-    from dares_core.bench import result_name, write_result
+    from dares_core.bench import result_name
 
     from .bench_node import bench_node
 
@@ -26,20 +26,20 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
                         args.compile)
     name = result_name(record, "network", "rate_hz", "precision", "scale_mode",
                        "eyes") + ("-compiled" if args.compile else "")
-    path = write_result(name, record, args.results_dir, args.docs)
+    path = publish_result(args, name, record)
     depth = record["paths"]["node depth"]
     print(f"depth at {depth['achieved_rate_hz']} Hz of {args.rate} Hz, latency p50 {depth.get('median_ms')} ms, "
           f"p99 {depth.get('p99_ms')} ms, dropped {depth['dropped']}; wrote {path}")
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> None:
-    from dares_core.bench import result_name, write_result
+    from dares_core.bench import result_name
 
     from .soak import soak
 
     record = soak(args.weights, args.encoder, args.width, args.height, args.phase_seconds, args.device,
                   (args.input_height, args.input_width))
-    path = write_result(result_name(record, "input", "phase_s"), record, args.results_dir, args.docs)
+    path = publish_result(args, result_name(record, "input", "phase_s"), record)
     s = record["paths"]["node under abuse"]
     print(f"node alive: {s['node_alive']}; answered per phase: "
           + ", ".join(f"{k} {v['answered']}/{v['sent']}" for k, v in record["phases"].items())

@@ -37,3 +37,22 @@ def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
         assert path["published"] == 15 and 1 <= path["received"] <= 15 and path["median_ms"] > 0
     assert paths["node right depth"]["received"] == paths["node depth"]["received"]  # both eyes in one batch
     assert record["settings"]["eyes"] == "both" and record["settings"]["compile"] is False
+
+
+def test_benchmarks_run_elsewhere_never_touch_that_folders_docs(tmp_path, monkeypatch, capsys):
+    """Run in a user's project: its docs/benchmarks.md and bench/ stay as they were; results go to ./dares_bench,
+    and a result is not replaced without --force."""
+    from dares_core.cli import main
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "benchmarks.md").write_text("my own benchmarks")
+    monkeypatch.chdir(tmp_path)
+    run = ["bench", "model", "--height", "56", "--width", "70", "--rounds", "1", "--calls", "1"]
+    assert main(run) == 0
+    assert (tmp_path / "docs" / "benchmarks.md").read_text() == "my own benchmarks"
+    assert not (tmp_path / "bench").exists()
+    assert [p.name for p in (tmp_path / "dares_bench" / "results").iterdir()] == ["model-cpu-vits-56x70-1-fp32.json"]
+    assert "| model | cpu |" in (tmp_path / "dares_bench" / "benchmarks.md").read_text()
+    capsys.readouterr()
+    assert main(run) == 2 and "pass --force" in capsys.readouterr().err
+    assert main([*run, "--force"]) == 0
