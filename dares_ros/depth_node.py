@@ -57,6 +57,7 @@ LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DD
                          "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
                          "fastdds_large_data.xml (the dares launch files do), or set qos: reliable")
 SCALE_MODES = ("relative", "stereo", "fixed")
+DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,11 @@ class LatestFrame:
 
 @dataclass
 class Frame:
+    """A left image (and its right partner); received: time.monotonic() when the frame was complete."""
+
     left: Any
     right: Any | None
+    received: float
 
 
 @dataclass
@@ -200,8 +204,10 @@ class DepthNode(LifecycleNode):
         self.bad_inputs = 0
         self.lost_in_transport = 0
         self.published = 0
-        self.latencies: deque[float] = deque(maxlen=500)
-        self.output_times: deque[float] = deque(maxlen=500)
+        # what happened in the last DIAGNOSTICS_WINDOW_S (time.monotonic() of each event): what diagnostics judge
+        self.recent: dict[str, deque] = {k: deque() for k in ("inputs", "pairs", "published", "problems")}
+        self.latencies: deque[float] = deque(maxlen=200)  # receipt to publication, seconds
+        self.stamp_ages: deque[float] = deque(maxlen=200)  # ROS clock at publication minus the image stamp
         self.scale, self.scale_confidence = float("nan"), 0.0
         self.left_info: CameraInfo | None = None
         self.right_info: CameraInfo | None = None
@@ -302,8 +308,9 @@ class DepthNode(LifecycleNode):
             self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
                                             self.p("precision"), self.p("min_depth"), self.p("max_depth"),
                                             compile=self.p("compile"), batch_size=len(self.eyes))
-        except DaresError as e:
-            self.last_error = f"weights: {e}"
+        except Exception as e:  # DaresError names the file and the fix; anything else is still reported, not raised
+            self.last_error = f"weights: {e}" if isinstance(e, DaresError) else \
+                f"weights: {weights}: {type(e).__name__}: {e}"
             self.get_logger().error(self.last_error)
             return self.last_error
         height, width = self.predictor.size
@@ -323,29 +330,58 @@ class DepthNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # --- input ----------------------------------------------------------------------------------------
+    def _needs_pairs(self) -> bool:
+        return self.p("scale_mode") == "stereo" or self.eyes != ("left",)
+
     def _on_image(self, side: str, msg) -> None:
         if not self.active:
             return
-        if self.p("scale_mode") != "stereo" and self.eyes == ("left",):
+        now = time.monotonic()
+        if side == "left":
+            self._note("inputs", now)
+        if not self._needs_pairs():
             if side == "left":
-                self.mailbox.put(Frame(msg, None))
+                self.mailbox.put(Frame(msg, None, now))
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         pair = self.matcher.add(side, stamp, msg)
         if pair is not None:
-            self.mailbox.put(Frame(*pair))
+            self._note("pairs", now)
+            self.mailbox.put(Frame(*pair, now))
+
+    def _note(self, kind: str, when: float | None = None, count: int = 1) -> None:
+        self.recent[kind].extend([time.monotonic() if when is None else when] * count)
+
+    def _recent(self, kind: str) -> int:
+        """How many `kind` events happened in the last DIAGNOSTICS_WINDOW_S."""
+        times, start = self.recent[kind], time.monotonic() - DIAGNOSTICS_WINDOW_S
+        while times and times[0] < start:
+            times.popleft()
+        return len(times)
 
     def report(self, topic: str, problem: str) -> None:
         """One throttled error line per topic and problem (every 5 s at most)."""
         self.bad_inputs += 1
+        self._note("problems")
         self.last_error = f"{topic}: {problem}"
         self._log_throttled(f"{topic}:{problem}", f"{topic}: {problem} (frame skipped)")
 
     def _on_message_lost(self, topic: str, info) -> None:
         """Messages the DDS transport reported lost (never seen by the node), with the usual cause and its fix."""
         self.lost_in_transport += info.total_count_change
+        self._note("problems", count=info.total_count_change)
         self.last_error = f"{topic}: {info.total_count} messages lost in transport"
         self._log_throttled(f"{topic}:lost", f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
+
+    def _check_pairing(self) -> None:
+        """Left images arrive but none finds a right partner (right topic not remapped, stamps apart): say so."""
+        if self.active and self._needs_pairs() and self._recent("inputs") and not self._recent("pairs"):
+            self._note("problems")
+            self.last_error = (f"{self.right_topic}: no right image matched a left stamp (within sync_tolerance "
+                               f"{self.p('sync_tolerance')} s) in the last {DIAGNOSTICS_WINDOW_S:.0f} s; remap "
+                               "right/image_rect and right/camera_info to the right camera, or set scale_mode: "
+                               "relative (and eyes: left)")
+            self._log_throttled(f"{self.right_topic}:unpaired", self.last_error)
 
     def _log_throttled(self, key: str, line: str) -> None:
         """Log `line` as an error unless the same key was logged in the last 5 s."""
@@ -403,10 +439,10 @@ class DepthNode(LifecycleNode):
             out = depth_outputs(eye_depth.float() * scale, rgb, info, header, self.p("point_stride"),
                                 self.p("publish_points"), self.p("publish_colored"))  # points back-projected on device
             self.outputs[eye].publish(out)
-        now = self.get_clock().now().nanoseconds * 1e-9
         stamp = frame.left.header.stamp.sec + frame.left.header.stamp.nanosec * 1e-9
-        self.latencies.append(now - stamp)
-        self.output_times.append(time.monotonic())
+        self.stamp_ages.append(self.get_clock().now().nanoseconds * 1e-9 - stamp)
+        self.latencies.append(time.monotonic() - frame.received)
+        self._note("published")
         self.published += 1
 
     def _frame_id(self, eye: str, msg) -> str:
@@ -440,23 +476,36 @@ class DepthNode(LifecycleNode):
 
     # --- diagnostics ----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
-        times = list(self.output_times)
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        """Level and message judge the last DIAGNOSTICS_WINDOW_S: OK while depth is published and nothing went
+        wrong, WARN while published with problems (bad or lost frames) or while no image arrives, ERROR while
+        images arrive (or no model is loaded) and nothing is published."""
+        self._check_pairing()
+        published, problems, inputs = (self._recent(k) for k in ("published", "problems", "inputs"))
+        rate = published / DIAGNOSTICS_WINDOW_S
+        window = f"the last {DIAGNOSTICS_WINDOW_S:.0f} s"
         status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=self.get_fully_qualified_name())
         if self.predictor is None:
-            status.level, status.message = DiagnosticStatus.ERROR, self.last_error
-        elif self.last_error and self.published == 0:
-            status.level, status.message = DiagnosticStatus.WARN, self.last_error
+            status.level, status.message = DiagnosticStatus.ERROR, self.last_error or "no model loaded"
+        elif not published and (inputs or problems):
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"publishing nothing: {self.last_error or 'inputs arrive, no depth comes out'}"
+        elif not published:
+            status.level, status.message = DiagnosticStatus.WARN, f"no image on {self.left_topic} in {window}"
+        elif problems:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"publishing at {rate:.1f} Hz with {problems} problem(s) in {window}: {self.last_error}"
         else:
-            status.level, status.message = DiagnosticStatus.OK, "publishing depth"
+            status.level, status.message = DiagnosticStatus.OK, f"publishing depth at {rate:.1f} Hz"
+        latency = np.array(self.latencies) if self.latencies else np.full(1, np.nan)
+        stamp_age = np.median(self.stamp_ages) if self.stamp_ages else float("nan")
         values = {
-            "rate_hz": f"{rate:.2f}", "latency_p50_s": f"{np.nanpercentile(lat, 50):.4f}",
-            "latency_p99_s": f"{np.nanpercentile(lat, 99):.4f}", "published": str(self.published),
-            "dropped_frames": str(self.mailbox.dropped), "bad_inputs": str(self.bad_inputs),
-            "lost_in_transport": str(self.lost_in_transport),
-            "scale_mode": self.p("scale_mode"), "scale_m_per_unit": f"{self.scale:.6g}",
-            "scale_confidence": f"{self.scale_confidence:.3f}", "last_error": self.last_error,
+            "rate_hz": f"{rate:.2f}", "latency_p50_s": f"{np.percentile(latency, 50):.4f}",
+            "latency_p99_s": f"{np.percentile(latency, 99):.4f}", "stamp_age_p50_s": f"{stamp_age:.4f}",
+            "published": str(self.published), "dropped_frames": str(self.mailbox.dropped),
+            "bad_inputs": str(self.bad_inputs), "lost_in_transport": str(self.lost_in_transport),
+            "problems_in_window": str(problems), "scale_mode": self.p("scale_mode"),
+            "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
+            "last_error": self.last_error if problems or self.predictor is None else "",
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
@@ -468,7 +517,23 @@ class DepthNode(LifecycleNode):
         return super().destroy_node()
 
 
+def usage() -> str:
+    """What `dares_depth_node --help` prints: how to run it and every parameter."""
+    lines = ["usage: dares_depth_node [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
+             "", "DARES depth node: da Vinci stereo in, REP 118 depth images and point clouds out.",
+             "Parameters (all in $(ros2 pkg prefix dares_ros)/share/dares_ros/config/dares.yaml; * can change live):"]
+    for name, p in PARAMETERS.items():
+        lines.append(f"  {name}{'' if p.read_only else ' *'} = {p.default!r}  ({_allowed(p)})")
+        lines.append(f"      {p.description}")
+    return "\n".join(lines)
+
+
 def main(args=None) -> None:
+    argv = sys.argv if args is None else args
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "-h" in own or "--help" in own:
+        print(usage())
+        return
     profile = prepare_dds()
     rclpy.init(args=args)
     try:

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from diagnostic_msgs.msg import DiagnosticStatus
 from helpers import TINY
 from lifecycle_msgs.msg import Transition
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
@@ -389,3 +390,91 @@ def test_network_input_size_comes_from_the_checkpoint_unless_given(tmp_path):
             assert f"network input {size}" in log.read_text()
         finally:
             stop_node(proc)
+
+
+def latest_status(h):
+    """(level, message, values) of the newest diagnostics status of the node under the harness's namespace."""
+    with h.lock:
+        for array in reversed(h.received["diagnostics"]):
+            for status in array.status:
+                if status.hardware_id == f"{h.ns}/dares_depth_node":
+                    return status.level, status.message, {v.key: v.value for v in status.values}
+    return None, "", {}
+
+
+def test_dares_depth_node_help_lists_the_parameters_and_exits():
+    run = subprocess.run([str(Path(sys.executable).parent / "dares_depth_node"), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and "usage: dares_depth_node" in run.stdout
+    assert all(f"  {name}" in run.stdout for name in ("weights", "scale_mode", "input_height", "lifecycle"))
+
+
+def test_unreadable_weights_are_named_in_the_log_and_diagnostics(assets, tmp_path):
+    bad = tmp_path / "text.pth"
+    bad.write_text("not a checkpoint\n" * 10)
+    ns, log = f"/t{os.getpid()}_badweights", tmp_path / "node.log"
+    proc = start_node(ns, f"weights:={bad}", "device:=cpu", log=log)
+    h = Harness(ns)
+    try:
+        assert h.wait_for(lambda: latest_status(h)[0] is not None, timeout=60)
+        level, message, _ = latest_status(h)
+        assert level == DiagnosticStatus.ERROR and f"{bad}: not a readable PyTorch checkpoint" in message
+        assert f"{bad}: not a readable PyTorch checkpoint" in log.read_text() and proc.poll() is None
+        assert "Traceback" not in log.read_text()
+    finally:
+        h.close()
+        stop_node(proc)
+
+
+def test_stereo_mode_without_right_images_says_so(assets, tmp_path):
+    root, weights, frames = assets
+    ns, log = f"/t{os.getpid()}_noright", tmp_path / "node.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      "scale_mode:=stereo", log=log)
+    h = Harness(ns)
+    try:
+        info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+        image = rgb_image(frames[0]["l"])
+        assert h.wait_for(lambda: "no right image matched a left stamp" in log.read_text(),
+                          publish=lambda: h.publish(image, info), timeout=60), log.read_text()[-1000:]
+        h.wait_for(lambda: "right" in latest_status(h)[1], publish=lambda: h.publish(image, info), timeout=10)
+        level, message, _ = latest_status(h)
+        assert level == DiagnosticStatus.ERROR and "publishing nothing" in message and "right/image_rect" in message
+        assert not h.received["depth"]
+    finally:
+        h.close()
+        stop_node(proc)
+
+
+def test_diagnostics_tell_what_is_published_now(assets, tmp_path):
+    """ERROR while every frame is rejected, WARN while frames pass with recent problems, OK once a whole window
+    passes cleanly (last_error cleared); latency is measured from receipt, so a replayed bag's old stamps show
+    in stamp_age, not in latency."""
+    root, weights, frames = assets
+    ns, log = f"/t{os.getpid()}_diag", tmp_path / "node.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70", log=log)
+    h = Harness(ns)
+    try:
+        info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+        bad = rgb_image(frames[0]["l"])
+        bad.encoding = "yuv422"
+        assert h.wait_for(lambda: latest_status(h)[0] == DiagnosticStatus.ERROR,
+                          publish=lambda: h.publish(bad, info), timeout=60), latest_status(h)
+        assert "publishing nothing" in latest_status(h)[1] and "yuv422" in latest_status(h)[1]
+
+        def publish_old():  # stamped as a bag recorded long ago and replayed now would be
+            msg, cam = rgb_image(frames[1]["l"]), camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+            for m in (cam, msg):
+                m.header.stamp.sec, m.header.frame_id = 1_000_000, "cam_left_optical"
+            h.pub["left_info"].publish(cam)
+            h.pub["left"].publish(msg)
+
+        assert h.wait_for(lambda: latest_status(h)[0] == DiagnosticStatus.WARN, publish=publish_old, timeout=30)
+        assert h.wait_for(lambda: latest_status(h)[0] == DiagnosticStatus.OK, publish=publish_old, timeout=30)
+        level, message, values = latest_status(h)
+        assert message.startswith("publishing depth at") and values["last_error"] == ""
+        assert float(values["rate_hz"]) > 0 and float(values["stamp_age_p50_s"]) > 1e8
+        assert float(values["latency_p50_s"]) < float(values["stamp_age_p50_s"]) / 1e6
+    finally:
+        h.close()
+        stop_node(proc)

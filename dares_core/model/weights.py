@@ -106,14 +106,18 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         metadata = {}
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as e:
+            if "unsupported global" not in str(e).lower():  # no code-running object: not a pickle of ours at all
+                raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]}); it "
+                                      "may be truncated or not a checkpoint at all") from None
             raise CheckpointError(
                 f"{path}: refused, the file holds Python objects that could run code (loaded with weights_only=True);"
                 " re-save it as a plain state_dict or safetensors"
             ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]}); it may be "
-                                  f"truncated") from None
+        except Exception as e:  # torch.load of arbitrary bytes raises many types (KeyError, EOFError, ...)
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail}); it may be truncated or "
+                                  f"not a checkpoint at all") from None
         for wrapper in ("state_dict", "model", "model_state_dict"):
             if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
                 state = state[wrapper]
