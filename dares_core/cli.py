@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import DaresError
+
+
+def number(kind: type, minimum: float = 0.0, inclusive: bool = False):
+    """An argparse type for a finite `kind` (int or float) above `minimum` (or equal, with inclusive): 0, -5, nan
+    and inf stop at parsing with one line naming the option."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a number {'>=' if inclusive else '>'} "
+                                             f"{minimum:g}")
+        return value
+    return parse
+
+
+POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(int), number(float), number(float, inclusive=True)
 
 
 def _progress(total: int, desc: str):
@@ -55,6 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from .data.scared import default_split_dir
     from .evaluate import evaluate_depth, evaluate_pose, load_npz_data, predict_split_disparities, write_depth_report
+    from .files import check_output_folder
 
     if args.pred_poses or args.gt_poses:
         if not (args.pred_poses and args.gt_poses):
@@ -64,8 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std "
               f"{result['re_std']:.4f})")
         return
-    if args.out.exists() and any(args.out.iterdir()) and not args.force:
-        raise DaresError(f"{args.out} already has files: choose another --out or pass --force")
+    check_output_folder(args.out, args.force)
     if args.pred_disps is not None:
         if not args.pred_disps.is_file():
             raise DaresError(f"predicted disparities {args.pred_disps} not found")
@@ -169,22 +187,22 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
     p.add_argument("--weights", type=Path, default=None, help="benchmark this checkpoint instead of random weights")
     add_network_options(p, compute=False)
-    p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=1, help="frames per call (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="our path's precision")
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
-    p.add_argument("--calls", type=int, default=5, help="calls per path per round (default 5)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=10, help="interleaved rounds (default 10)")
+    p.add_argument("--calls", type=POSITIVE_INT, default=5, help="calls per path per round (default 5)")
     p.add_argument("--compile", action="store_true", help="also measure our path through torch.compile")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_model)
     p = kinds.add_parser("train", help="training throughput (images/s) of the DARES two-step training step")
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
-    p.add_argument("--height", type=int, default=256, help="training height (default 256)")
-    p.add_argument("--width", type=int, default=320, help="training width (default 320)")
-    p.add_argument("--batch", type=int, default=12, help="batch size (official 12)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="training height (default 256)")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="training width (default 320)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=12, help="batch size (official 12)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="training precision")
-    p.add_argument("--steps", type=int, default=5, help="measured steps (default 5)")
+    p.add_argument("--steps", type=POSITIVE_INT, default=5, help="measured steps (default 5)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_train)
     return kinds
@@ -201,6 +219,8 @@ def _add_plugins(groups: dict) -> None:
 def cmd_prepare_scared(args: argparse.Namespace) -> None:
     from .data.prepare import SPLITS, prepare_scared, raw_keyframes
 
+    if not args.src.is_dir():
+        raise DaresError(f"--src {args.src} is not a folder: give the SCARED download (dataset_N/keyframe_M/...)")
     total = len(raw_keyframes(args.src))
     with _progress(total, "keyframes") as bar:
         report = prepare_scared(args.src, args.dst, args.splits or SPLITS, progress=bar.update)
@@ -219,25 +239,12 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare_scared)
 
 
-def _check_writable(folder: Path, need_mb: int = 200) -> None:
-    """Fail before hours of work: the run folder must be writable with room for checkpoints."""
-    import shutil
-
-    probe = folder if folder.exists() else next(p for p in folder.parents if p.exists())
-    if not os.access(probe, os.W_OK):
-        raise DaresError(f"{probe} is not writable: choose an --out you can write to")
-    free_mb = shutil.disk_usage(probe).free / 2**20
-    if free_mb < need_mb:
-        raise DaresError(f"only {free_mb:.0f} MB free under {probe}: checkpoints need more; free space or choose "
-                         f"another --out")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     import shutil
 
     import yaml
 
-    from .files import RUN_ENTRIES, ensure_writable_output
+    from .files import RUN_ENTRIES, check_output_folder, ensure_writable_output
     from .train import TrainConfig, run_training
 
     overrides = {"data": str(args.data) if args.data else None, "out": str(args.out) if args.out else None,
@@ -256,7 +263,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         cfg = TrainConfig.from_sources(args.config, overrides)
     out = Path(cfg.out)
-    _check_writable(out)
+    check_output_folder(out, force=True, need_mb=200)  # before hours of work: a folder, writable, with room
     if args.resume is None and out.exists() and any(out.iterdir()):
         if not args.force:
             raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
@@ -277,12 +284,12 @@ def _add_train(sub) -> None:
     p.add_argument("--data", type=Path, default=None, help="data root (datasetN/keyframeM/...)")
     p.add_argument("--out", type=Path, default=None,
                    help="run folder: config.yaml, checkpoints/, tb/, depth_model.safetensors")
-    p.add_argument("--epochs", type=int, default=None, help="number of epochs (official 20)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (official 12)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="number of epochs (official 20)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="global batch size (official 12)")
     p.add_argument("--weights", type=Path, default=None, help="initial depth weights (DAv2 folder/.pth or DARES)")
     p.add_argument("--af-weights", type=Path, default=None, help="folder of AF-SfMLearner pose/position/transform .pth")
     p.add_argument("--train-backbone", action="store_true", help="train the whole network (from-scratch runs)")
-    p.add_argument("--device", default=None, help="cuda (default) or cpu")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present, else cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="mixed precision")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig key, YAML value")
     p.add_argument("--resume", type=Path, default=None, help="continue a run folder (or a checkpoint .pt) exactly")
@@ -301,9 +308,9 @@ def add_weights_options(p, required: bool = True) -> None:
 
 def add_network_options(p, compute: bool = True) -> None:
     """Network input size (and with compute, --device and --precision)."""
-    p.add_argument("--height", type=int, default=None,
+    p.add_argument("--height", type=POSITIVE_INT, default=None,
                    help="network input height (default: the size the checkpoint was trained at, else 256)")
-    p.add_argument("--width", type=int, default=None,
+    p.add_argument("--width", type=POSITIVE_INT, default=None,
                    help="network input width (default: the size the checkpoint was trained at, else 320)")
     if compute:
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -317,13 +324,16 @@ def _add_synth(sub) -> None:
                        description="Render procedural da Vinci-like stereo sequences with ground-truth depth "
                                    "and poses.")
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
-    p.add_argument("--frames", type=int, default=100, help="frames per sequence (default 100)")
-    p.add_argument("--sequences", type=int, default=3, help="sequences; the last is held out for test (default 3)")
-    p.add_argument("--width", type=int, default=1280, help="image width in pixels (default 1280, as SCARED)")
-    p.add_argument("--height", type=int, default=1024, help="image height in pixels (default 1024)")
-    p.add_argument("--baseline-mm", type=float, default=4.5, help="stereo baseline in mm (default 4.5)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate written to the calibration (default 25)")
-    p.add_argument("--noise", type=float, default=0.004, help="sensor noise std, image in [0,1] (default 0.004)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=100, help="frames per sequence (default 100)")
+    p.add_argument("--sequences", type=POSITIVE_INT, default=3,
+                   help="sequences; the last is held out for test (default 3)")
+    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="image width in pixels (default 1280, as SCARED)")
+    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="image height in pixels (default 1024)")
+    p.add_argument("--baseline-mm", type=POSITIVE_FLOAT, default=4.5, help="stereo baseline in mm (default 4.5)")
+    p.add_argument("--fps", type=POSITIVE_FLOAT, default=25.0,
+                   help="frame rate written to the calibration (default 25)")
+    p.add_argument("--noise", type=NON_NEGATIVE_FLOAT, default=0.004,
+                   help="sensor noise std, image in [0,1] (default 0.004)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same scenes (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_synth)
@@ -336,14 +346,16 @@ def _add_infer(sub) -> None:
     add_network_options(p)
     p.add_argument("--input", type=Path, required=True, help="image file, folder of images, or video file")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--min-depth", type=float, default=0.1, help="depth range minimum, as training (default 0.1)")
-    p.add_argument("--max-depth", type=float, default=150.0, help="depth range maximum, as training (default 150)")
+    p.add_argument("--min-depth", type=POSITIVE_FLOAT, default=0.1,
+                   help="depth range minimum, as training (default 0.1)")
+    p.add_argument("--max-depth", type=POSITIVE_FLOAT, default=150.0,
+                   help="depth range maximum, as training (default 150)")
     p.add_argument("--save-disp", type=Path, default=None,
                    help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth "
                         "--save_pred_disps")
     p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
     for k in ("fx", "fy", "cx", "cy"):
-        p.add_argument(f"--{k}", type=float, default=None, help=f"intrinsic {k} in pixels of the input image")
+        p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 

@@ -41,6 +41,28 @@ def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None
         raise DaresError(f"{parent} is not writable: choose an output folder you can write to")
 
 
+def check_output_folder(path: Path, force: bool = False, option: str = "--out", need_mb: float = 0.0) -> None:
+    """Before any work: `path` must be a folder (or not exist yet) that can be written, hold `need_mb` MB, and
+    be empty unless `force` (whose files are then added to or replaced by name, never deleted)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DaresError(f"{option} {path} is a file: give a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise DaresError(f"{path} already has files: choose another {option} or pass --force")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise DaresError(f"{option} {path}: {existing} is a file, not a folder: give a folder")
+    try:  # a real write: permission bits say nothing for root or read-only mounts
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise DaresError(f"{option} {path}: {existing} is not writable ({e.strerror}): choose a folder you can "
+                         "write to") from None
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < need_mb:
+        raise DaresError(f"only {free_mb:.0f} MB free under {existing}, {need_mb:.0f} MB needed: free space or "
+                         f"choose another {option}")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from .errors import DaresError
-from .files import atomic_file, write_image, write_npy
+from .files import atomic_file, check_output_folder, write_image, write_npy
 from .geometry import backproject
 from .inference import DepthPredictor
 from .model.weights import load_depth_net
@@ -116,10 +116,11 @@ def run_infer(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     out: Path = args.out
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise DaresError(f"{out} already has files: choose an empty output folder or pass --force")
-    if args.save_disp is not None and args.save_disp.exists() and not args.force:
-        raise DaresError(f"{args.save_disp} already exists: choose another path or pass --force")
+    check_output_folder(out, args.force)
+    if args.save_disp is not None:  # checked before the frames are processed, not after
+        if args.save_disp.exists() and not args.force:
+            raise DaresError(f"{args.save_disp} already exists: choose another path or pass --force")
+        check_output_folder(args.save_disp.parent, force=True, option="--save-disp")
     intrinsics = intrinsics_from_args(args)
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)

@@ -25,7 +25,10 @@ def network_input_size(net: DaresDepthNet, requested=(None, None)) -> tuple[int,
 
 def resolve_device(name: str) -> torch.device:
     """`cpu`, `cuda` or `cuda:N`; a clear error when CUDA is asked for and absent."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DaresError(f"unknown device {name!r}: give cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DaresError(f"device {name!r} asked for but CUDA is not available here: pass --device cpu")
     return device
@@ -68,6 +71,9 @@ class DepthPredictor:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.merge_lora().to(self.device, memory_format=self.memory_format).eval()
+        if not 0 < min_depth < max_depth:
+            raise DaresError(f"depth range {min_depth}..{max_depth}: give 0 < --min-depth < --max-depth (the trained "
+                             "range, official 0.1..150)")
         self.size = network_input_size(net, input_size)
         if min(self.size) < 2 * net.patch_size:
             raise DaresError(f"network input {self.size[0]}x{self.size[1]} is too small: give a height and width of "

@@ -33,6 +33,7 @@ from .errors import DaresError
 from .evaluate import evaluate_depth
 from .files import atomic_file
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
+from .inference import resolve_device
 from .losses import at_least_fp32, brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
 from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
@@ -91,7 +92,7 @@ class TrainConfig:
     af_weights: str = ""  # folder with AF-SfMLearner pose_encoder.pth, pose.pth, position*.pth, transform*.pth
     train_backbone: bool = False
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with loss scaling, CUDA only)
-    device: str = "cuda"
+    device: str = "auto"  # auto: cuda when present, else cpu; naming cuda without CUDA is an error
     num_workers: int = 2
     seed: int = 0
     log_every: int = 50
@@ -138,7 +139,8 @@ class Trainer:
         self.world = dist.get_world_size() if self.distributed else 1
         if cfg.batch_size % self.world:
             raise DaresError(f"batch_size {cfg.batch_size} does not split over {self.world} processes")
-        self.device = torch.device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "cpu")
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = resolve_device(auto if cfg.device == "auto" else cfg.device)  # cuda without CUDA: an error
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.out = Path(cfg.out)
@@ -534,7 +536,7 @@ def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = 
     """Train (optionally resuming from a run folder or checkpoint); returns a summary."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device == "cuda" else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device in ("cuda", "auto") else "gloo")
     try:
         trainer = Trainer(cfg)
         if resume is not None:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dares_core.cli import add_bench_output_options, publish_result
+from dares_core.cli import (
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_bench_output_options,
+    publish_result,
+)
 
 
 def add_input_size_options(p) -> None:
     """--input-height and --input-width of the network; by default the size the checkpoint was trained at."""
-    p.add_argument("--input-height", type=int, default=None,
+    p.add_argument("--input-height", type=POSITIVE_INT, default=None,
                    help="network input height (default: the checkpoint's training size, else 256)")
-    p.add_argument("--input-width", type=int, default=None,
+    p.add_argument("--input-width", type=POSITIVE_INT, default=None,
                    help="network input width (default: the checkpoint's training size, else 320)")
 
 
@@ -125,10 +131,10 @@ def _add_demo(root) -> None:
     p.add_argument("--weights", type=Path, default=None, help="depth checkpoint (default: the built-in demo model)")
     p.add_argument("--bag", type=Path, default=None, help="a stereo bag to replay, e.g. from `dares bag from-scared` "
                                                           "(default: a synthetic sequence)")
-    p.add_argument("--frames", type=int, default=40, help="synthetic frames (default 40)")
-    p.add_argument("--width", type=int, default=320, help="synthetic image width (default 320)")
-    p.add_argument("--height", type=int, default=256, help="synthetic image height (default 256)")
-    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=40, help="synthetic frames (default 40)")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="synthetic image width (default 320)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="synthetic image height (default 256)")
+    p.add_argument("--rate", type=POSITIVE_FLOAT, default=1.0, help="playback speed factor (default 1)")
     add_input_size_options(p)
     p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default=None,
                    help="node scale mode (default: stereo when the bag has a right eye)")
@@ -157,9 +163,9 @@ def _add_bag(root) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q = sub.add_parser("play", help="publish a bag at recorded timing with rclpy")
     q.add_argument("bag", type=Path)
-    q.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    q.add_argument("--rate", type=POSITIVE_FLOAT, default=1.0, help="playback speed factor")
     q.add_argument("--loop", action="store_true", help="start again at the end")
-    q.add_argument("--start", type=float, default=0.0, help="seconds into the bag to start at")
+    q.add_argument("--start", type=NON_NEGATIVE_FLOAT, default=0.0, help="seconds into the bag to start at")
     q.add_argument("--topics", nargs="*", default=[], help="only these topics")
     q.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="publish FROM under TO")
     q.add_argument("--clock", action="store_true", help="publish /clock for use_sim_time")
@@ -168,7 +174,7 @@ def _add_bag(root) -> None:
     q = sub.add_parser("record", help="record live topics into an MCAP bag")
     q.add_argument("topics", nargs="+")
     q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    q.add_argument("--duration", type=POSITIVE_FLOAT, default=None, help="seconds (default: until Ctrl-C)")
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q = sub.add_parser("infer", help="run the model over a bag's images offline into a new bag")
     q.add_argument("bag", type=Path)
@@ -178,8 +184,9 @@ def _add_bag(root) -> None:
     q.add_argument("--image-topic", default=None, help="left image topic (default: the bag's */left/image_raw)")
     q.add_argument("--info-topic", default=None, help="left camera_info topic (default: */left/camera_info)")
     add_input_size_options(q)
-    q.add_argument("--point-stride", type=int, default=4)
-    q.add_argument("--fixed-scale", type=float, default=None, help="metres per model unit (default: units read as mm)")
+    q.add_argument("--point-stride", type=POSITIVE_INT, default=4)
+    q.add_argument("--fixed-scale", type=POSITIVE_FLOAT, default=None,
+                   help="metres per model unit (default: units read as mm)")
     q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     q.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
@@ -197,9 +204,10 @@ def add_commands(groups: dict) -> None:
     p = groups["bench"].add_parser("soak", help="the node under abuse: 2x rate, bursts, bad stamps, dropouts, resizes")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"))
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--phase-seconds", type=float, default=60.0, help="seconds per phase (5 phases; default 60)")
+    p.add_argument("--width", type=POSITIVE_INT, default=640)
+    p.add_argument("--height", type=POSITIVE_INT, default=512)
+    p.add_argument("--phase-seconds", type=POSITIVE_FLOAT, default=60.0,
+                   help="seconds per phase (5 phases; default 60)")
     add_input_size_options(p)
     p.add_argument("--device", default="cpu")
     add_bench_output_options(p)
@@ -207,11 +215,11 @@ def add_commands(groups: dict) -> None:
     p = groups["bench"].add_parser("node", help="dares_depth_node end to end: output rate and latency on stereo input")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
     p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size for random weights")
-    p.add_argument("--width", type=int, default=1280, help="camera image width (default 1280)")
-    p.add_argument("--height", type=int, default=1024, help="camera image height (default 1024)")
-    p.add_argument("--rate", type=float, default=30.0, help="stereo frames per second published (default 30)")
-    p.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
-    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default 3)")
+    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="camera image width (default 1280)")
+    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="camera image height (default 1024)")
+    p.add_argument("--rate", type=POSITIVE_FLOAT, default=30.0, help="stereo frames per second published (default 30)")
+    p.add_argument("--duration", type=POSITIVE_FLOAT, default=20.0, help="measured seconds (default 20)")
+    p.add_argument("--warmup", type=POSITIVE_FLOAT, default=3.0, help="unmeasured seconds first (default 3)")
     add_input_size_options(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="node precision")

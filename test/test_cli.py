@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import torch
+
 from dares_core.cli import build_parser, main
 
 
@@ -32,7 +34,7 @@ def test_existing_output_is_refused_without_force(tmp_path, capsys):
 
 def test_bad_arguments_exit_2():
     out = run_cli("synth", "--frames", "notanumber", "--out", "x")
-    assert out.returncode == 2 and "invalid int value" in out.stderr
+    assert out.returncode == 2 and "--frames: 'notanumber' is not an integer" in out.stderr
 
 
 def test_synth_rejects_too_few_frames(tmp_path, capsys):
@@ -95,3 +97,36 @@ def test_force_replaces_only_what_the_same_command_wrote(tmp_path, capsys, monke
     assert main([*synth, "."]) == 2 and "current folder" in capsys.readouterr().err
     assert main([*synth, ".."]) == 2 and "current folder" in capsys.readouterr().err
     assert untouched(mine) and (scenes / "splits").is_dir()
+
+
+def test_bad_options_and_output_places_get_one_line_before_any_work(tiny_model, tmp_path):
+    """Each case once gave a traceback or wrong output with exit 0 (issue: nothing silent). Now: exit 2, one
+    error line naming the option or the path, and the fix."""
+    weights, seq = tiny_model
+    image, root = str(seq / "image_02" / "data" / "0000000001.png"), str(seq.parent.parent)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    infer = ["infer", "--weights", str(weights), "--input", image]
+    cases = [
+        ([*infer, "--out", str(a_file / "sub")], "is a file, not a folder"),
+        ([*infer, "--out", str(a_file)], "is a file: give a folder"),
+        ([*infer, "--out", str(tmp_path / "o1"), "--save-disp", str(a_file / "d.npy")], "--save-disp"),
+        ([*infer, "--out", str(tmp_path / "o2"), "--device", "gpu"], "unknown device 'gpu'"),
+        ([*infer, "--out", str(tmp_path / "o3"), "--height", "0"], "argument --height: 0 is out of range"),
+        ([*infer, "--out", str(tmp_path / "o4"), "--height", "-5"], "argument --height: -5 is out of range"),
+        ([*infer, "--out", str(tmp_path / "o5"), "--min-depth", "0"], "argument --min-depth: 0 is out of range"),
+        ([*infer, "--out", str(tmp_path / "o6"), "--min-depth", "200", "--max-depth", "100"], "--min-depth < --max"),
+        (["eval", "--weights", str(weights), "--data", root, "--out", str(a_file)], "is a file: give a folder"),
+        (["train", "--data", root, "--out", str(a_file), "--device", "cpu"], "is a file: give a folder"),
+        (["prepare-scared", "--src", str(tmp_path / "nothere"), "--dst", str(tmp_path / "p")], "--src"),
+        (["synth", "--out", str(tmp_path / "s1"), "--fps", "0"], "argument --fps: 0 is out of range"),
+        (["synth", "--out", str(tmp_path / "s2"), "--baseline-mm", "nan"], "argument --baseline-mm: nan is out of"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--data", root, "--out", str(tmp_path / "r"), "--device", "cuda"], "CUDA is not"))
+    for args, message in cases:
+        run = run_cli(*args)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and "Traceback" not in run.stderr and message in lines[-1], (args, run.stderr)
+        assert lines[-1].startswith(f"dares {args[0]}: error:"), lines
+    assert a_file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
