@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -69,28 +70,35 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    import numpy as np
 
     from .data.scared import default_split_dir
-    from .evaluate import evaluate_depth, evaluate_pose, load_npz_data, predict_split_disparities, write_depth_report
-    from .files import check_output_folder
+    from .evaluate import (
+        evaluate_depth,
+        evaluate_pose,
+        load_array,
+        load_npz_data,
+        predict_split_disparities,
+        write_depth_report,
+    )
+    from .files import EVAL_ENTRIES, check_output_folder
 
     if args.pred_poses or args.gt_poses:
         if not (args.pred_poses and args.gt_poses):
             raise DaresError("pose evaluation needs both --pred-poses and --gt-poses")
-        result = evaluate_pose(load_npz_data(args.pred_poses, "predicted poses"), load_npz_data(args.gt_poses,
-                                                                                                "ground-truth poses"))
+        poses = [load_npz_data(path, what, "(N,4,4) relative poses") for path, what in
+                 ((args.pred_poses, "predicted poses"), (args.gt_poses, "ground-truth poses"))]
+        result = evaluate_pose(*poses)
         print(f"ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std "
               f"{result['re_std']:.4f})")
         return
-    check_output_folder(args.out, args.force)
+    check_output_folder(args.out, args.force, ours=EVAL_ENTRIES)  # an earlier evaluation's files are replaced
     if args.pred_disps is not None:
         if not args.pred_disps.is_file():
             raise DaresError(f"predicted disparities {args.pred_disps} not found")
         if args.gt_depths is None:
             raise DaresError("--pred-disps needs --gt-depths (the gt_depths.npz of the same split)")
-        disps = np.load(args.pred_disps, allow_pickle=False)
-        gt = load_npz_data(args.gt_depths, "ground-truth depths")
+        disps = load_array(args.pred_disps, "predicted disparities", "(N,H,W) disparities")
+        gt = load_npz_data(args.gt_depths, "ground-truth depths", "(N,H,W) depths in mm")
         source = {"pred_disps": str(args.pred_disps)}
     else:
         if args.weights is None or args.data is None:
@@ -101,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         split_dir = args.split_dir or default_split_dir(args.data)
         predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights),
                                    (args.height, args.width), args.device, args.precision, compile=args.compile)
-        gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths")
+        gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths", "(N,H,W) depths in mm")
         with _progress(len(gt), "predict") as bar:
             disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)
         source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir),
@@ -127,7 +135,9 @@ def _add_eval(sub) -> None:
                    help="predictions are metric: no per-frame median scaling")
     p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")
     p.add_argument("--gt-poses", type=Path, default=None, help="ground-truth relative poses (gt_poses_sq*.npz)")
-    p.add_argument("--out", type=Path, default=Path("dares_eval"), help="folder for metrics.json and per_frame.csv")
+    p.add_argument("--out", type=Path, default=Path("dares_eval"),
+                   help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
+                        "files there are replaced)")
     p.add_argument("--force", action="store_true", help="replace files in an existing --out")
     p.set_defaults(func=cmd_eval)
 
@@ -145,7 +155,8 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .export import export
 
-    result = export(args.weights, args.out, args.format, args.height, args.width, args.base_weights, args.force)
+    result = export(args.weights, args.out, args.format, args.height, args.width, args.base_weights, args.force,
+                    args.opset)
     check = f", onnxruntime max |diff| {result['max_abs_diff']:.1e}" if result.get("max_abs_diff") is not None else ""
     print(f"wrote {result['path']} ({result['format']}{check})")
 
@@ -159,6 +170,7 @@ def _add_export(sub) -> None:
     add_network_options(p, compute=False)
     p.add_argument("--format", choices=FORMATS, default="onnx", help="artifact format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output file")
+    p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset (default 17)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
@@ -326,7 +338,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
     p.add_argument("--frames", type=POSITIVE_INT, default=100, help="frames per sequence (default 100)")
     p.add_argument("--sequences", type=POSITIVE_INT, default=3,
-                   help="sequences; the last is held out for test (default 3)")
+                   help="sequences; the last is held out for test, the one before for validation (3 or more "
+                        "keep train, val and test apart; default 3)")
     p.add_argument("--width", type=POSITIVE_INT, default=1280, help="image width in pixels (default 1280, as SCARED)")
     p.add_argument("--height", type=POSITIVE_INT, default=1024, help="image height in pixels (default 1024)")
     p.add_argument("--baseline-mm", type=POSITIVE_FLOAT, default=4.5, help="stereo baseline in mm (default 4.5)")
@@ -397,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as e:
         print(f"dares {args.command}: interrupted; nothing partial was left", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as a SIGPIPE'd tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

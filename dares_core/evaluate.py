@@ -54,7 +54,7 @@ class DepthEvaluation:
     def table(self) -> str:
         head = " | ".join(f"{m:>8}" for m in METRICS)
         row = " | ".join(f"{self.mean[m]:8.3f}" for m in METRICS)
-        text = f"{head}\n{row}"
+        text = f"{head}\n{row}\n(rmse and sq_rel in mm; abs_rel, rmse_log and a1-a3 unitless)"
         if self.ratios.size:
             r = self.ratio_summary()
             text = f"median-scale ratios: med {r['median']:.3f}, std/med {r['std_over_median']:.3f}\n{text}"
@@ -153,17 +153,46 @@ def predict_split_disparities(predictor, root: Path, split_file: Path, batch: in
     return np.concatenate(out)
 
 
-def load_npz_data(path: Path, what: str) -> np.ndarray:
-    """The `data` array of an official .npz (gt_depths.npz, gt_poses_sq*.npz)."""
+SHAPES = {"(N,H,W) disparities": 3, "(N,H,W) depths in mm": 3, "(N,4,4) relative poses": 3}
+
+
+def _checked(array, path: Path, what: str, shape: str) -> np.ndarray:
+    """`array` as `shape` says ((N,1,H,W) maps squeezed to (N,H,W)), finite where it must be, else one line."""
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise DaresError(f"{path}: {what} must be a numeric {shape} array")
+    if array.ndim == 4 and array.shape[1] == 1 and "H,W" in shape:
+        array = array[:, 0]
+    if array.ndim != SHAPES[shape] or (shape.startswith("(N,4,4)") and array.shape[1:] != (4, 4)):
+        raise DaresError(f"{path}: {what} have shape {array.shape}, not {shape}")
+    if shape.startswith("(N,4,4)") and not np.isfinite(array).all():
+        raise DaresError(f"{path}: {what} hold NaN or inf: check the pose network's output")
+    return array
+
+
+def load_array(path: Path, what: str, shape: str) -> np.ndarray:
+    """A .npy array (official --save_pred_disps) checked against `shape`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DaresError(f"{what} {path} not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises several types for damaged or foreign files
+        raise DaresError(f"{path}: not a readable .npy ({type(e).__name__}); write it again") from None
+    return _checked(array, path, what, shape)
+
+
+def load_npz_data(path: Path, what: str, shape: str) -> np.ndarray:
+    """The `data` array of an official .npz (gt_depths.npz, gt_poses_sq*.npz), checked against `shape`."""
     path = Path(path)
     if not path.is_file():
         raise DaresError(f"{what} {path} not found")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return f["data"]
-    except (KeyError, ValueError, OSError) as e:
-        raise DaresError(f"{path}: not an .npz with a 'data' array ({e}); "
-                         "export it with `dares prepare-scared`") from None
+            array = f["data"]
+    except Exception as e:  # a .npy, a damaged file, no 'data' key
+        raise DaresError(f"{path}: not an .npz with a 'data' array ({type(e).__name__}); give the official "
+                         "gt_depths.npz / gt_poses_sq*.npz (`dares prepare-scared` writes them)") from None
+    return _checked(array, path, what, shape)
 
 
 def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict) -> None:

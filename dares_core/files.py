@@ -17,6 +17,7 @@ from .errors import DaresError
 BAG_ENTRIES = ("metadata.yaml", "*.mcap", "*.db3", "*.zstd")
 SYNTH_ENTRIES = ("dataset*", "splits", "scene.json")
 RUN_ENTRIES = ("config.yaml", "checkpoints", "tb", "depth_model*.safetensors", "losses.jsonl", "metrics.jsonl")
+EVAL_ENTRIES = ("metrics.json", "per_frame.csv")
 
 
 def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None) -> None:
@@ -41,13 +42,16 @@ def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None
         raise DaresError(f"{parent} is not writable: choose an output folder you can write to")
 
 
-def check_output_folder(path: Path, force: bool = False, option: str = "--out", need_mb: float = 0.0) -> None:
+def check_output_folder(path: Path, force: bool = False, option: str = "--out", need_mb: float = 0.0,
+                        ours: tuple[str, ...] = ()) -> None:
     """Before any work: `path` must be a folder (or not exist yet) that can be written, hold `need_mb` MB, and
-    be empty unless `force` (whose files are then added to or replaced by name, never deleted)."""
+    hold nothing but the command's own earlier outputs (entries matching `ours`) unless `force` (files are then
+    added to or replaced by name, never deleted)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DaresError(f"{option} {path} is a file: give a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
+    others = [p for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, o) for o in ours)] if path.is_dir() else []
+    if others and not force:
         raise DaresError(f"{path} already has files: choose another {option} or pass --force")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():

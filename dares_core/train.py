@@ -249,8 +249,8 @@ class Trainer:
             registration = smooth = 0.0
             for f in self.temporal:
                 mask = out[("occlusion", f)]
-                registration += masked_mean(reprojection_loss(out[("registration", s, f)], out[("refined", s,
-                                                                                                f)].detach(),
+                refined = out[("refined", s, f)].detach()
+                registration += masked_mean(reprojection_loss(out[("registration", s, f)], refined,
                                                               self.cfg.reprojection), mask)
                 smooth += smoothness_loss(out[("flow", s, f)], inputs[("color", 0, s)])
             n = len(self.temporal)
@@ -284,10 +284,10 @@ class Trainer:
                 if cfg.automask:
                     identity.append(reprojection_loss(inputs[("color", f, 0)], target, cfg.reprojection))
                 if f != "s":
-                    transform += masked_mean((out[("refined", s, f)] - out[("registration", 0,
-                                                                            f)].detach()).abs().mean(1, True), mask)
-                    bright += brightness_smoothness(out[("transform", s, f)], target, out[("registration", s,
-                                                                                           f)].detach(), mask)
+                    registered = out[("registration", 0, f)].detach()
+                    transform += masked_mean((out[("refined", s, f)] - registered).abs().mean(1, True), mask)
+                    bright += brightness_smoothness(out[("transform", s, f)], target,
+                                                    out[("registration", s, f)].detach(), mask)
             if cfg.min_reprojection or cfg.automask:
                 stack = torch.cat(maps, 1)
                 if cfg.automask:
@@ -515,8 +515,8 @@ class Trainer:
         version, internal, gauss = random.getstate()
         _, key, pos, has_gauss, cached = np.random.get_state()
         state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
-                 "numpy_key": torch.from_numpy(key.astype(np.int64)), "numpy_rest": [int(pos), int(has_gauss),
-                                                                                     float(cached)]}
+                 "numpy_key": torch.from_numpy(key.astype(np.int64)),
+                 "numpy_rest": [int(pos), int(has_gauss), float(cached)]}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state

@@ -24,8 +24,8 @@ def colorize_inverse_depth(depth) -> np.ndarray:
     if not sample.numel():
         return np.zeros((*inv.shape, 3), np.uint8)
     lo, hi = (sample.kthvalue(1 + round(q * (sample.numel() - 1))).values.item() for q in (0.02, 0.98))
-    level = inv.sub_(lo).mul_(255 / max(hi - lo, 1e-12)).clamp_(0,
-                                                                255).nan_to_num_(0.0).round_()  # in place: inv is ours
+    # in place: inv is ours
+    level = inv.sub_(lo).mul_(255 / max(hi - lo, 1e-12)).clamp_(0, 255).nan_to_num_(0.0).round_()
     return cv2.applyColorMap(level.to(torch.uint8).cpu().numpy(), cv2.COLORMAP_TURBO)
 
 

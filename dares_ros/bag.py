@@ -230,8 +230,8 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
                     bag.write(f"{prefix}/{eye}/image_raw{suffix}", image, t_ns)
                 gt = gt_path(root, folder, frame)
                 if gt.is_file():
-                    bag.write(f"{prefix}/ground_truth/depth", depth_image(read_gt_depth(gt, bgr.shape[0]) / 1000.0,
-                                                                          stamp), t_ns)
+                    depth_m = read_gt_depth(gt, bgr.shape[0]) / 1000.0
+                    bag.write(f"{prefix}/ground_truth/depth", depth_image(depth_m, stamp), t_ns)
                 if frame in poses:
                     bag.write(f"{prefix}/ground_truth/pose", _pose_msg(poses[frame], stamp), t_ns)
                 t_ns += period_ns
@@ -476,6 +476,8 @@ def read_messages(path: Path, topic: str, cls) -> list:
     reader = open_reader(path)
     try:
         conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:  # rosbags reads every topic when given none
+            return []
         return [deserialize_message(bytes(data), cls) for _, _, data in reader.messages(connections=conns)]
     finally:
         reader.close()
@@ -622,12 +624,19 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
 
 def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt_topic: str | None = None,
              median_scaling: bool = True):
-    """SCARED metrics of a bag's depth against its ground-truth topic, frames paired by stamp."""
+    """SCARED metrics of a bag's depth against its ground-truth topic, frames paired by stamp; frames whose
+    depth has no valid pixel are left out (and counted). Returns (evaluation, frames left out)."""
     from dares_core.evaluate import evaluate_depth
 
     reader = open_reader(bag)
-    gt_topic = _find_topic(reader, gt_topic, ("ground_truth/depth",), "gt")
-    reader.close()
+    try:
+        gt_topic = _find_topic(reader, gt_topic, ("ground_truth/depth",), "gt")
+        topics = sorted(c.topic for c in reader.connections)
+    finally:
+        reader.close()
+    if depth_topic not in topics:
+        raise DaresError(f"{bag} has no {depth_topic}: run `dares bag infer` on it first, or name the depth topic with "
+                         f"--depth-topic (it has {', '.join(topics)})")
 
     def by_stamp(topic):
         return {(m.header.stamp.sec, m.header.stamp.nanosec): read_depth_image(m)
@@ -638,6 +647,12 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
     if not stamps:
         raise DaresError(f"no {depth_topic} message shares a stamp with {gt_topic}: run `dares bag infer` on this bag "
                          f"first")
-    disps = [1.0 / np.where(np.isfinite(preds[s]) & (preds[s] > 0), preds[s] * 1000.0, np.inf) for s in stamps]
+    valid = {s: np.isfinite(preds[s]) & (preds[s] > 0) for s in stamps}
+    empty = [s for s in stamps if not valid[s].any()]
+    stamps = [s for s in stamps if valid[s].any()]
+    if not stamps:
+        raise DaresError(f"every {depth_topic} frame paired with ground truth is all NaN or zero: nothing to evaluate")
+    disps = [1.0 / np.where(valid[s], preds[s] * 1000.0, np.inf) for s in stamps]
     disps = [np.where(d > 0, d, np.min(d[d > 0])) for d in disps]  # invalid pixels: farthest valid disparity
-    return evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling)
+    evaluation = evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling)
+    return evaluation, len(empty)

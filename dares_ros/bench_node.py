@@ -35,8 +35,8 @@ from dares_core.model.weights import load_depth_net, save_depth_net
 from .graph import config_file, prepare_dds
 
 
-def _stereo_messages(width: int, height: int, workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo,
-                                                                      CameraInfo]:
+def _stereo_messages(width: int, height: int,
+                     workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
     cfg = SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1)
     root = generate(cfg, workdir / "scenes")
     pairs = []

@@ -106,8 +106,17 @@ def cmd_bag(args: argparse.Namespace) -> None:
         print(f"wrote depth for {result['frames']} frames of {result['image_topic']} (network input {height}x{width}) "
               f"into {args.out} ({len(total)} input topics copied)")
     elif args.bag_command == "eval":
-        evaluation = bag.eval_bag(args.bag, args.depth_topic, args.gt_topic, not args.no_median_scaling)
+        from dares_core.evaluate import write_depth_report
+        from dares_core.files import EVAL_ENTRIES, check_output_folder
+
+        check_output_folder(args.out, args.force, ours=EVAL_ENTRIES)
+        evaluation, left_out = bag.eval_bag(args.bag, args.depth_topic, args.gt_topic, not args.no_median_scaling)
         print(evaluation.table())
+        if left_out:
+            print(f"{left_out} frame(s) with no valid depth pixel left out")
+        write_depth_report(evaluation, args.out, {"bag": str(args.bag), "depth_topic": args.depth_topic,
+                                                  "median_scaling": not args.no_median_scaling, "left_out": left_out})
+        print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -195,6 +204,10 @@ def _add_bag(root) -> None:
     q.add_argument("--depth-topic", default=f"{bag.OUTPUT_NAMESPACE}/depth/image")
     q.add_argument("--gt-topic", default=None)
     q.add_argument("--no-median-scaling", action="store_true")
+    q.add_argument("--out", type=Path, default=Path("dares_eval"),
+                   help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
+                        "files there are replaced)")
+    q.add_argument("--force", action="store_true", help="write into an --out that holds other files")
     p.set_defaults(func=cmd_bag)
 
 

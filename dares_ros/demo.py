@@ -177,8 +177,8 @@ def recorded_frames(path: Path, topics: Topics) -> tuple[list[RecordedFrame], di
 
     latency_ms = np.array([f.latency_s for f in frames]) * 1000
     timing = {"input_frames": len(lefts), "depth_frames": len(frames), "dropped": len(lefts) - len(frames),
-              "input_rate_hz": rate(t for t, _ in lefts.values()), "output_rate_hz": rate(t for t,
-                                                                                          _ in depths.values()),
+              "input_rate_hz": rate(t for t, _ in lefts.values()),
+              "output_rate_hz": rate(t for t, _ in depths.values()),
               "latency_ms": {"median": round(float(np.median(latency_ms)), 1),
                              "p99": round(float(np.percentile(latency_ms, 99)), 1),
                              "max": round(float(latency_ms.max()), 1)}}
@@ -338,11 +338,11 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                    "recorded_messages": replay["recorded"]}
         metric_rows = {}
         if topics.gt_depth:
-            scaled = bags.eval_bag(recorded, OUTPUTS["depth"], topics.gt_depth, median_scaling=True)
+            scaled, _ = bags.eval_bag(recorded, OUTPUTS["depth"], topics.gt_depth, median_scaling=True)
             metric_rows["median-scaled"] = scaled
             summary["metrics_median_scaled"] = scaled.mean
             if scale_mode != "relative":
-                metric = bags.eval_bag(recorded, OUTPUTS["depth"], topics.gt_depth, median_scaling=False)
+                metric, _ = bags.eval_bag(recorded, OUTPUTS["depth"], topics.gt_depth, median_scaling=False)
                 metric_rows[f"metric ({scale_mode} scale)"] = metric
                 summary["metrics_metric"] = metric.mean
             if scale_mode == "stereo":

@@ -130,3 +130,64 @@ def test_bad_options_and_output_places_get_one_line_before_any_work(tiny_model, 
         assert run.returncode == 2 and "Traceback" not in run.stderr and message in lines[-1], (args, run.stderr)
         assert lines[-1].startswith(f"dares {args[0]}: error:"), lines
     assert a_file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_bad_arrays_weights_and_bags_are_named(tiny_model, tmp_path):
+    """eval on wrong arrays, weights with NaN, bag eval without a depth topic: one line each, no traceback;
+    eval and bag eval print units and write metrics.json, a second run replacing the first's files."""
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from dares_ros.bag import infer_bag, write_sequence_bag
+
+    weights, seq = tiny_model
+    gt = seq.parent.parent / "splits" / "synthetic" / "gt_depths.npz"
+    corrupt, npy, poses = tmp_path / "corrupt.npy", tmp_path / "gt.npy", tmp_path / "poses.npz"
+    corrupt.write_bytes(b"\x93NUMPY garbage")
+    np.save(npy, np.ones((3, 48, 64), np.float32))
+    np.savez(poses, data=np.tile(np.eye(3), (4, 1, 1)))
+    nan_weights = tmp_path / "nan.safetensors"
+    state = load_file(weights)
+    next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
+    with safe_open(weights, "pt") as f:
+        save_file(state, nan_weights, metadata=f.metadata())
+    bag = tmp_path / "seq.bag"
+    write_sequence_bag(seq, bag)
+    cases = [
+        (["eval", "--pred-disps", str(corrupt), "--gt-depths", str(gt), "--out", str(tmp_path / "e1")],
+         "not a readable .npy"),
+        (["eval", "--pred-disps", str(npy), "--gt-depths", str(npy), "--out", str(tmp_path / "e2")],
+         "not an .npz with a 'data' array"),
+        (["eval", "--pred-poses", str(poses), "--gt-poses", str(poses)], "not (N,4,4)"),
+        (["infer", "--weights", str(nan_weights), "--input", str(seq / "image_02" / "data"), "--out",
+          str(tmp_path / "o")], "holds NaN or inf weights"),
+        (["bag", "eval", str(bag), "--out", str(tmp_path / "e3")], "run `dares bag infer` on it first"),
+        (["bag", "eval", str(bag), "--depth-topic", "/typo", "--out", str(tmp_path / "e4")], "has no /typo"),
+    ]
+    for args, message in cases:
+        run = run_cli(*args)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and "Traceback" not in run.stderr and message in lines[-1], (args, run.stderr)
+    disps = np.ones((3, 48, 64), np.float32)
+    np.save(tmp_path / "disps.npy", disps[:, None])  # (N,1,H,W) is accepted as (N,H,W)
+    for _ in range(2):  # the second run replaces the first's files in the default folder
+        evaluate = ["eval", "--pred-disps", str(tmp_path / "disps.npy"), "--gt-depths", str(gt)]
+        run = subprocess.run([sys.executable, "-m", "dares_core.cli", *evaluate], capture_output=True, text=True,
+                             cwd=tmp_path)
+        assert run.returncode == 0 and "rmse and sq_rel in mm" in run.stdout, run.stderr
+    assert sorted(p.name for p in (tmp_path / "dares_eval").iterdir()) == ["metrics.json", "per_frame.csv"]
+    infer_bag(bag, weights, tmp_path / "inferred.bag", input_size=(28, 42))
+    run = run_cli("bag", "eval", str(tmp_path / "inferred.bag"), "--out", str(tmp_path / "bag_eval"))
+    assert run.returncode == 0 and "rmse and sq_rel in mm" in run.stdout
+    assert (tmp_path / "bag_eval" / "metrics.json").is_file()
+
+
+def test_synthetic_validation_and_test_splits_never_share_a_sequence(tmp_path):
+    from dares_core.data.synthetic import SynthConfig, split_entries
+
+    for n in (1, 2, 3, 4):
+        splits = split_entries(SynthConfig(sequences=n, frames=4))
+        folders = {k: {e.folder for e in v} for k, v in splits.items()}
+        assert not folders["val"] & folders["test"] and not folders["val"] & folders["train"], (n, folders)
+        assert bool(folders["val"]) == (n >= 3)

@@ -47,12 +47,8 @@ class SynthConfig:
 
     def intrinsics(self) -> np.ndarray:
         """K (3,3) in pixels for the configured image size."""
-        return np.array(
-            [[self.fx_norm * self.width, 0, 0.5 * self.width], [0, self.fy_norm * self.height, 0.5 * self.height], [0,
-                                                                                                                    0,
-                                                                                                                    1]],
-            dtype=np.float64,
-        )
+        fx, fy = self.fx_norm * self.width, self.fy_norm * self.height
+        return np.array([[fx, 0, 0.5 * self.width], [0, fy, 0.5 * self.height], [0, 0, 1]], dtype=np.float64)
 
 
 class TissueSurface:
@@ -248,10 +244,9 @@ def generate_sequence(cfg: SynthConfig, index: int, root: Path, progress=None) -
         T_right[:3, 3] += right_offset
         left, xyz = render_view(surface, texture, K, (cfg.width, cfg.height), T, light)
         right, _ = render_view(surface, texture, K, (cfg.width, cfg.height), T_right, light)
-        write_image(image_path(root, folder, frame, "l"), cv2.cvtColor(to_srgb8(left, rng, cfg.noise),
-                                                                       cv2.COLOR_RGB2BGR))
-        write_image(image_path(root, folder, frame, "r"), cv2.cvtColor(to_srgb8(right, rng, cfg.noise),
-                                                                       cv2.COLOR_RGB2BGR))
+        for side, view in (("l", left), ("r", right)):
+            write_image(image_path(root, folder, frame, side), cv2.cvtColor(to_srgb8(view, rng, cfg.noise),
+                                                                            cv2.COLOR_RGB2BGR))
         write_scene_points(gt_path(root, folder, frame, "l"), xyz)
         if progress is not None:
             progress(1)
@@ -260,11 +255,12 @@ def generate_sequence(cfg: SynthConfig, index: int, root: Path, progress=None) -
 
 
 def split_entries(cfg: SynthConfig) -> dict[str, list[SplitEntry]]:
-    """Train / val / test lists: the last sequence is held out for test, the one before for val."""
+    """Train / val / test lists: the last sequence is held out for test, the one before for val. Val and test
+    never share a sequence: with fewer than 3 sequences val is empty (and with one, train is the test sequence)."""
     n = cfg.sequences
     test_seq = n - 1
-    val_seq = n - 2 if n >= 3 else test_seq
-    train_seqs = [i for i in range(n) if i not in (test_seq, val_seq)] or [0]
+    val_seqs = [n - 2] if n >= 3 else []
+    train_seqs = [i for i in range(n) if i != test_seq and i not in val_seqs] or [0]
     inner = range(2, cfg.frames)  # frames with both neighbours, as the frame ids [0, -1, 1] need
 
     def lines(seqs, frames):
@@ -272,7 +268,7 @@ def split_entries(cfg: SynthConfig) -> dict[str, list[SplitEntry]]:
 
     return {
         "train": lines(train_seqs, inner),
-        "val": lines([val_seq], inner),
+        "val": lines(val_seqs, inner),
         "test": lines([test_seq], range(1, cfg.frames + 1)),
     }
 

@@ -22,8 +22,8 @@ from ..errors import DaresError
 ENCODERS = {
     "vits": dict(hidden_size=384, layers=12, heads=6, out_indices=[3, 6, 9, 12], fusion=64, neck=[48, 96, 192, 384]),
     "vitb": dict(hidden_size=768, layers=12, heads=12, out_indices=[3, 6, 9, 12], fusion=128, neck=[96, 192, 384, 768]),
-    "vitl": dict(hidden_size=1024, layers=24, heads=16, out_indices=[5, 12, 18, 24], fusion=256, neck=[256, 512, 1024,
-                                                                                                       1024]),
+    "vitl": dict(hidden_size=1024, layers=24, heads=16, out_indices=[5, 12, 18, 24], fusion=256,
+                 neck=[256, 512, 1024, 1024]),
 }
 PAPER_RANKS_VITS = [14, 14, 12, 12, 10, 10, 8, 8, 8, 8, 8, 8]
 LORA_TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}

@@ -124,6 +124,10 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: not a state_dict of tensors; pass a model checkpoint")
     state = {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in state.items()}
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise CheckpointError(f"{path}: holds NaN or inf weights (e.g. {broken}): training diverged before this was "
+                              "saved; use an earlier checkpoint")
     return state, metadata
 
 
@@ -142,7 +146,7 @@ def load_strict(net: DaresDepthNet, state: dict, source: Path) -> None:
         got, want = state[key].shape[-1], expected[key].shape[-1]
         raise CheckpointError(
             f"{source}: checkpoint is a {_encoder_of(got)} model but {_encoder_of(want)} was asked for; "
-            "pass the matching --encoder or weights"
+            "pass weights of the encoder the model was built for"
         )
     if missing or unexpected or shapes:
         parts = []
