@@ -8,6 +8,7 @@ NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DaresError(f"input folder {path} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return len(files), ((p.stem, read_rgb(p)) for p in files)
+        return len(files), ((p.stem, read_rgb(p, skip=True)) for p in files)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return 1, iter([(path.stem, read_rgb(path))])
     video = cv2.VideoCapture(str(path))
@@ -58,23 +59,53 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     return count, frames()
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path, skip: bool = False) -> np.ndarray | None:
+    """RGB uint8 (H,W,3) of an image file; an unreadable one is an error, or with `skip` a warning and None."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise DaresError(f"{path}: not a readable image; remove it from the input or re-export it")
+        problem = f"{path}: not a readable image; remove it from the input or re-export it"
+        if not skip:
+            raise DaresError(problem)
+        print(f"warning: {problem} (skipped)", file=sys.stderr)
+        return None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_calibration(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(K (3,3) pixels, (width, height) it refers to or None) from our calibration.yaml (K: 3x3 or 9 values) or a
+    ROS camera_info YAML as camera_calibration writes it (camera_matrix: {rows, cols, data}); checked: finite,
+    fx and fy positive, last row 0 0 1, a positive image size."""
+    path = Path(path)
+    if not path.is_file():
+        raise DaresError(f"calibration {path} not found: pass a calibration.yaml with K")
+    try:
+        calib = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise DaresError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(calib, dict):
+        raise DaresError(f"{path}: expected a mapping with K (or camera_matrix), got {type(calib).__name__}")
+    camera_matrix = calib.get("camera_matrix")  # the ROS camera_info YAML layout
+    K = calib["K"] if "K" in calib else camera_matrix.get("data") if isinstance(camera_matrix, dict) else None
+    try:
+        K = np.array(K, np.float64).reshape(3, 3)
+    except (TypeError, ValueError):
+        raise DaresError(f"{path}: K (or camera_matrix.data) must be 3x3 numbers, got {K!r:.60}") from None
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0, 0, 1]):
+        raise DaresError(f"{path}: K must be finite with positive fx and fy and last row 0 0 1, got "
+                         f"{K.ravel().tolist()}")
+    size = calib.get("image_width"), calib.get("image_height")
+    if size == (None, None):
+        return K, None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        raise DaresError(f"{path}: image_width and image_height must be positive integers, got {size}")
+    return K, size
 
 
 def intrinsics_from_args(args: argparse.Namespace) -> tuple[np.ndarray, tuple[int, int] | None] | None:
     """(K (3,3) pixels, image size it refers to or None) from --fx/--fy/--cx/--cy or --calibration."""
     given = [getattr(args, k) for k in ("fx", "fy", "cx", "cy")]
     if args.calibration is not None:
-        if not args.calibration.is_file():
-            raise DaresError(f"calibration {args.calibration} not found: pass a calibration.yaml with K")
-        calib = yaml.safe_load(args.calibration.read_text())
-        if not isinstance(calib, dict) or "K" not in calib:
-            raise DaresError(f"{args.calibration}: no K matrix; write K as a 3x3 list (see `dares synth` output)")
-        return np.array(calib["K"], np.float64), (calib.get("image_width"), calib.get("image_height"))
+        return read_calibration(args.calibration)
     if any(v is not None for v in given):
         if any(v is None for v in given):
             raise DaresError("point clouds need all of --fx --fy --cx --cy (pixels of the input image)")
@@ -125,14 +156,18 @@ def run_infer(args: argparse.Namespace) -> None:
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)
     predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth,
-                               args.max_depth,
-                               compile=args.compile)
+                               args.max_depth, compile=args.compile, batch_size=min(BATCH, count or BATCH))
     out.mkdir(parents=True, exist_ok=True)
     disparities = []
     with tqdm(total=count or None, desc="infer", unit="frame", dynamic_ncols=True) as bar:
         batch: list[tuple[str, np.ndarray]] = []
-        for item in frames:
-            batch.append(item)
+        skipped = 0
+        for name, rgb in frames:
+            if rgb is None:
+                skipped += 1
+                bar.update(1)
+                continue
+            batch.append((name, rgb))
             if len(batch) == BATCH:
                 disparities += _infer_batch(predictor, batch, out, intrinsics)
                 bar.update(len(batch))
@@ -140,9 +175,11 @@ def run_infer(args: argparse.Namespace) -> None:
         if batch:
             disparities += _infer_batch(predictor, batch, out, intrinsics)
             bar.update(len(batch))
-    if args.save_disp is not None:
+    if args.save_disp is not None and disparities:
         write_npy(args.save_disp, np.stack(disparities).astype(np.float32))
     print(f"wrote depth for {len(disparities)} frame(s) to {out}")
+    if skipped:
+        raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written")
 
 
 def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics) -> list[np.ndarray]:

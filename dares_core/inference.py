@@ -81,6 +81,7 @@ class DepthPredictor:
         self.dtype = PRECISIONS[precision]
         self.min_depth, self.max_depth = min_depth, max_depth
         self._network = self._run_network
+        self.compiled_batch = batch_size if compile else None  # smaller batches are padded to it: one compilation
         if compile:
             self._network = self._compiled(torch.compile(self._run_network, dynamic=False),
                                            compile_options(self.device))
@@ -117,6 +118,9 @@ class DepthPredictor:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise DaresError(f"expected (B,H,W,3) uint8 RGB images, got {tuple(images.shape)} {images.dtype}")
         height, width = images.shape[1:3]
+        count = len(images)
+        if self.compiled_batch and count < self.compiled_batch:  # repeat the last image rather than recompile
+            images = torch.cat([images, images[-1:].expand(self.compiled_batch - count, -1, -1, -1)])
         if self.device.type == "cuda" and images.device.type == "cpu":
             images = images.pin_memory()  # page-locked, so the copy below is asynchronous
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
@@ -132,4 +136,4 @@ class DepthPredictor:
             disparity, (height, width), mode="bilinear", align_corners=False)
         full = full[:, 0]
         depth = torch.where(full > 0, 1.0 / full.clamp_min(1e-12), torch.full_like(full, float("nan")))
-        return Prediction(disparity=disparity[:, 0], depth=depth)
+        return Prediction(disparity=disparity[:count, 0], depth=depth[:count])

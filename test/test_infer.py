@@ -1,6 +1,7 @@
 """`dares infer` on images, folders and videos: every output file, the official --save-disp array, errors."""
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -166,3 +167,40 @@ def test_network_input_size_is_the_checkpoints_unless_given(tiny_model, tmp_path
     write_sequence_bag(seq, bag)
     assert infer_bag(bag, DEMO_MODEL, tmp_path / "a.bag")["input_size"] == [64, 96]
     assert infer_bag(bag, DEMO_MODEL, tmp_path / "b.bag", input_size=(32, 48))["input_size"] == [32, 48]
+
+
+def test_unreadable_images_are_skipped_and_counted(tiny_model, tmp_path, capsys):
+    weights, seq = tiny_model
+    frames = tmp_path / "frames"
+    shutil.copytree(seq / "image_02" / "data", frames)
+    (frames / "0000000002.png").write_bytes(b"not a png")
+    assert main(["infer", "--weights", str(weights), "--input", str(frames), "--out", str(tmp_path / "out"),
+                 "--height", "28", "--width", "42"]) == 2
+    err = capsys.readouterr().err
+    assert "0000000002.png: not a readable image" in err and "1 unreadable image(s) skipped" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_depth.npy")) == ["0000000001_depth.npy",
+                                                                             "0000000003_depth.npy"]
+
+
+def test_calibration_files_are_checked_and_the_ros_layout_is_read(tiny_model, tmp_path, capsys):
+    weights, seq = tiny_model
+    image = seq / "image_02" / "data" / "0000000001.png"
+    K = yaml.safe_load((seq / "calibration.yaml").read_text())["K"]
+    ros = {"image_width": 64, "image_height": 48, "camera_name": "left",
+           "camera_matrix": {"rows": 3, "cols": 3, "data": [v for row in K for v in row]},
+           "distortion_model": "plumb_bob", "distortion_coefficients": {"rows": 1, "cols": 5, "data": [0] * 5}}
+    (tmp_path / "ros.yaml").write_text(yaml.safe_dump(ros))
+    args = ["infer", "--weights", str(weights), "--input", str(image), "--height", "28", "--width", "42"]
+    assert main([*args, "--out", str(tmp_path / "ros"), "--calibration", str(tmp_path / "ros.yaml")]) == 0
+    assert (tmp_path / "ros" / "0000000001.ply").is_file()
+    capsys.readouterr()
+    bad = {"nan.yaml": "K: [[.nan, 0, 32], [0, 50, 24], [0, 0, 1]]\n", "2x3.yaml": "K: [[50, 0, 32], [0, 50, 24]]\n",
+           "zero.yaml": "K: [[0, 0, 0], [0, 0, 0], [0, 0, 0]]\n",
+           "mirror.yaml": "K: [[-50, 0, 32], [0, 50, 24], [0, 0, 1]]\n",
+           "string.yaml": "K: not a matrix\n", "size.yaml": "K: [50, 0, 32, 0, 50, 24, 0, 0, 1]\nimage_width: 0\n",
+           "broken.yaml": "K: [[50, 0\n  - : :\n"}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        assert main([*args, "--out", str(tmp_path / name.split(".")[0]), "--calibration", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{tmp_path / name}:" in err[0], (name, err)
