@@ -45,16 +45,35 @@ def export(weights: Path, out: Path, fmt: str, height: int | None = None, width:
         return result
     module = FullResolution(net).eval()
     height, width = network_input_size(net, (height, width))
-    example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    # a batch of 2: tracing at 1 would specialise the batch dimension to 1
+    example = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0))
     with atomic_file(Path(out)) as tmp:
         if fmt == "onnx":
             torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["disparity"],
                               dynamic_axes={"images": {0: "batch"}, "disparity": {0: "batch"}}, opset_version=opset,
                               dynamo=False)
+            _name_output_dims(tmp, height, width)
             result["max_abs_diff"] = _check_onnx(tmp, module, example)
         else:
-            torch.export.save(torch.export.export(module, (example,)), str(tmp))
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            program = torch.export.export(module, (example,), dynamic_shapes={"images": {0: batch}})
+            torch.export.save(program, str(tmp))
     return result
+
+
+def _name_output_dims(path: Path, height: int, width: int) -> None:
+    """The traced graph loses the output's static sizes (shape inference names them after other dims): state
+    them, (batch, 1, H, W), as the input's are."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[1:], (1, height, width)):
+        dim.Clear()
+        dim.dim_value = value
+    dims[0].Clear()
+    dims[0].dim_param = "batch"
+    onnx.save(model, str(path))
 
 
 def _check_onnx(path: Path, module: torch.nn.Module, example: torch.Tensor) -> float | None:
