@@ -162,13 +162,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _add_export(sub) -> None:
-    from .export import FORMATS
+    from .names import EXPORT_FORMATS
 
     p = sub.add_parser("export", help="deployment artifacts: ONNX, torch.export .pt2, merged safetensors",
                        description="Merge LoRA, keep the full-resolution head and write a deployment artifact.")
     add_weights_options(p)
     add_network_options(p, compute=False)
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="artifact format (default onnx)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="artifact format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output file")
     p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset (default 17)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

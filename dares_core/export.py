@@ -17,8 +17,7 @@ from .files import atomic_file, ensure_writable_output
 from .inference import network_input_size
 from .model.depth_net import DaresDepthNet
 from .model.weights import load_depth_net, save_depth_net
-
-FORMATS = ("onnx", "pt2", "safetensors")
+from .names import EXPORT_FORMATS
 
 
 class FullResolution(torch.nn.Module):
@@ -35,8 +34,8 @@ class FullResolution(torch.nn.Module):
 def export(weights: Path, out: Path, fmt: str, height: int | None = None, width: int | None = None,
            base_weights: Path | None = None, force: bool = False, opset: int = 17) -> dict:
     """Write the artifact atomically; returns {"format", "path", "max_abs_diff" (onnx, when checked)}."""
-    if fmt not in FORMATS:
-        raise DaresError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise DaresError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     ensure_writable_output(Path(out), force)
     net = load_depth_net(weights, base_weights=base_weights).merge_lora().eval()
     result = {"format": fmt, "path": str(out)}

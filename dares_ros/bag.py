@@ -29,8 +29,8 @@ from dares_core.files import BAG_ENTRIES, atomic_dir
 
 from .conversions import OUTPUT_QUEUE_DEPTH, depth_image, read_depth_image
 from .graph import prepare_dds
+from .names import OUTPUT_NAMESPACE, RIG
 
-RIG = "jhu_daVinci"
 START_NS = 1_700_000_000 * 10**9  # fixed first stamp: the same sequence always gives the same bag
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
@@ -532,7 +532,6 @@ class Topics:
         return self.right_image is not None and self.right_info is not None
 
 
-OUTPUT_NAMESPACE = "/dares"
 
 
 def _find_topic(reader: Reader, wanted: str | None, suffixes: tuple[str, ...], what: str) -> str:

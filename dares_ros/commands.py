@@ -13,6 +13,8 @@ from dares_core.cli import (
     publish_result,
 )
 
+from .names import OUTPUT_NAMESPACE, RIG
+
 
 def add_input_size_options(p) -> None:
     """--input-height and --input-width of the network; by default the size the checkpoint was trained at."""
@@ -153,8 +155,6 @@ def _add_demo(root) -> None:
 
 
 def _add_bag(root) -> None:
-    from . import bag
-
     p = root.add_parser("bag", help="rosbag2 tools: from-synth, from-scared, info, play, record, infer, eval",
                         description="Write, inspect, replay, record and run the model over rosbag2 bags (MCAP).")
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
@@ -164,7 +164,7 @@ def _add_bag(root) -> None:
         q.add_argument("source", type=Path, help=what)
         q.add_argument("--out", type=Path, required=True, help="output bag folder")
         q.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw Image")
-        q.add_argument("--rig", default=bag.RIG, help=f"topic prefix, da Vinci style (default {bag.RIG})")
+        q.add_argument("--rig", default=RIG, help=f"topic prefix, da Vinci style (default {RIG})")
         q.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
         q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q = sub.add_parser("info", help="topics, types, counts, duration and rates")
@@ -201,7 +201,7 @@ def _add_bag(root) -> None:
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q = sub.add_parser("eval", help="SCARED metrics of a bag's depth against its ground_truth/depth")
     q.add_argument("bag", type=Path)
-    q.add_argument("--depth-topic", default=f"{bag.OUTPUT_NAMESPACE}/depth/image")
+    q.add_argument("--depth-topic", default=f"{OUTPUT_NAMESPACE}/depth/image")
     q.add_argument("--gt-topic", default=None)
     q.add_argument("--no-median-scaling", action="store_true")
     q.add_argument("--out", type=Path, default=Path("dares_eval"),

@@ -191,3 +191,12 @@ def test_synthetic_validation_and_test_splits_never_share_a_sequence(tmp_path):
         folders = {k: {e.folder for e in v} for k, v in splits.items()}
         assert not folders["val"] & folders["test"] and not folders["val"] & folders["train"], (n, folders)
         assert bool(folders["val"]) == (n >= 3)
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    """`dares --help`, every subcommand's parser and argument errors answer without importing torch, transformers
+    or rclpy (seconds of start-up): the heavy modules load inside the commands that use them."""
+    probe = ("import sys; from dares_core.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('torch', 'transformers', 'rclpy', 'cv2') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout
