@@ -586,8 +586,11 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
                 images = torch.from_numpy(np.stack([rgb for _, rgb, _, _ in pending]))
                 depths = predictor.predict(images).depth.cpu().numpy()
                 for (stamp_ns, rgb, msg, cam), depth in zip(pending, depths):
-                    out_msgs = depth_outputs((depth * scale).astype(np.float32), rgb, cam, msg.header, point_stride,
-                                             points=True, colored=False)
+                    try:
+                        out_msgs = depth_outputs((depth * scale).astype(np.float32), rgb, cam, msg.header,
+                                                 point_stride, points=True, colored=False)
+                    except ConversionError as e:  # the node's rule: the frame's camera_info must describe it
+                        raise DaresError(f"{info_topic} at {stamp_ns} ns: {e}") from None
                     for key, topic in (("depth", "depth/image"), ("info", "depth/camera_info"), ("points", "points")):
                         writer.write(f"{OUTPUT_NAMESPACE}/{topic}", out_msgs[key], stamp_ns)
                     written += 1

@@ -151,26 +151,40 @@ def read_point_cloud(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     return points, rgb
 
 
+def checked_intrinsics(info: CameraInfo | None, image_shape, topic: str = "camera_info") -> np.ndarray:
+    """K (3,3) of `info` for an image of `image_shape` (H,W,...). The one rule of the node and `bag infer`:
+    camera_info describes the image it comes with (as image_pipeline expects), it is never rescaled silently."""
+    if info is None:
+        raise ConversionError(f"{topic}: no camera_info received yet; publish it beside the images")
+    K = intrinsics(info, topic)
+    if (info.width, info.height) != (image_shape[1], image_shape[0]):
+        raise ConversionError(f"{topic}: is {info.width}x{info.height} but the image is {image_shape[1]}x"
+                              f"{image_shape[0]}; publish camera_info matching the images")
+    return K
+
+
 def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, point_stride: int = 1,
                   points: bool = True, colored: bool = True) -> dict:
     """Everything published for one depth map: {"depth", "info", "points"?, "colored"?} messages.
 
     depth_m: (H,W) float32 metres, an array or a tensor on any device (back-projection runs where it lies,
-    on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H). The one
-    place that turns depth into messages, shared by the node and `dares bag infer`.
+    on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H), else
+    ConversionError (checked_intrinsics). The one place that turns depth into messages, shared by the node and
+    `dares bag infer`.
     """
     import torch
 
     from dares_core.geometry import backproject
     from dares_core.visualize import colorize_inverse_depth
 
+    K = checked_intrinsics(info, rgb.shape)
     depth_t = torch.as_tensor(depth_m)
     depth_m = depth_t.cpu().numpy()
     out = {"depth": depth_image(depth_m, header)}
-    out["info"] = scale_camera_info(info, rgb.shape[1], rgb.shape[0])
+    out["info"] = scale_camera_info(info, rgb.shape[1], rgb.shape[0])  # a copy: the sizes match
     out["info"].header = header
     if points:
-        K = intrinsics(info).copy()
+        K = K.copy()
         K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
         sub = depth_t[::point_stride, ::point_stride].contiguous()
         xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]

@@ -43,10 +43,10 @@ from dares_core.scale import StereoScale
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
     ConversionError,
+    checked_intrinsics,
     compressed_to_rgb8,
     depth_outputs,
     image_to_rgb8,
-    intrinsics,
     stereo_baseline,
 )
 from .graph import prepare_dds
@@ -410,21 +410,12 @@ class DepthNode(LifecycleNode):
             except Exception as e:  # a bug must not stop a node in an operating room: report and go on
                 self.report("dares_depth_node", f"unexpected {type(e).__name__}: {e}")
 
-    def _checked_info(self, info: CameraInfo | None, topic: str, image: np.ndarray) -> np.ndarray:
-        if info is None:
-            raise ConversionError(f"{topic}: no camera_info received yet; publish it beside the images")
-        K = intrinsics(info, topic)
-        if (info.width, info.height) != (image.shape[1], image.shape[0]):
-            raise ConversionError(f"{topic}: is {info.width}x{info.height} but the image is "
-                                  f"{image.shape[1]}x{image.shape[0]}; publish camera_info matching the images")
-        return K
-
     def _process(self, frame: Frame) -> None:
         if self.predictor is None:
             raise ConversionError(f"weights: {self.last_error or 'no model loaded'}")
         left_info, right_info = self.left_info, self.right_info
         left = self._to_rgb(frame.left, self.left_topic)
-        K = self._checked_info(left_info, "left/camera_info", left)
+        K = checked_intrinsics(left_info, left.shape, "left/camera_info")
         right = None if frame.right is None else self._right_image(frame.right, right_info, left)
         if self.eyes == ("left",):
             images, infos, messages = [left], [left_info], [frame.left]
@@ -454,7 +445,7 @@ class DepthNode(LifecycleNode):
         if right.shape != left.shape:
             raise ConversionError(f"{self.right_topic}: is {right.shape[1]}x{right.shape[0]} but left is "
                                   f"{left.shape[1]}x{left.shape[0]}; publish a rectified pair of one size")
-        self._checked_info(info, "right/camera_info", right)
+        checked_intrinsics(info, right.shape, "right/camera_info")
         return right
 
     def _metric_scale(self, left: np.ndarray, right: np.ndarray | None, depth: torch.Tensor, K: np.ndarray,

@@ -311,3 +311,28 @@ def test_record_waits_for_a_late_publisher_and_ctrl_c_or_sigterm_keep_the_bag(tm
     assert bag_info(out)["topics"][topic]["count"] == 20
     assert [m.width for m in read_messages(out, topic, CameraInfo)] == list(range(1, 21))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.bag"]  # no partial folder beside it
+
+
+def test_bag_infer_applies_the_nodes_camera_info_rule(synth_bag, tiny_model, tmp_path):
+    """camera_info of another size than its images, or with zero intrinsics: `bag infer` refuses with one line
+    naming the topic, as the node skips such frames; it never rescales K silently."""
+    from dares_core.errors import DaresError
+    from dares_ros.bag import BagWriter
+
+    weights, _ = tiny_model
+    _, _, bag = synth_bag
+    image = read_messages(bag, f"{RIG}/left/image_raw", Image)[0]
+    info = read_messages(bag, f"{RIG}/left/camera_info", CameraInfo)[0]
+    doubled, zero = CameraInfo(), CameraInfo()
+    for msg in (doubled, zero):
+        msg.header, msg.width, msg.height, msg.p = info.header, info.width, info.height, info.p
+    doubled.width, doubled.height, doubled.k = 2 * info.width, 2 * info.height, [2 * v for v in info.k]
+    zero.k = [0.0] * 9
+    for name, cam, message in (("doubled", doubled, f"is {2 * info.width}x{2 * info.height} but the image is"),
+                               ("zero", zero, "intrinsics")):
+        with BagWriter(tmp_path / f"{name}.bag") as writer:
+            writer.write(f"{RIG}/left/camera_info", cam, 1)
+            writer.write(f"{RIG}/left/image_raw", image, 1)
+        with pytest.raises(DaresError, match=message) as raised:
+            infer_bag(tmp_path / f"{name}.bag", weights, tmp_path / f"{name}_out.bag", input_size=(28, 42))
+        assert f"{RIG}/left/camera_info" in str(raised.value) and not (tmp_path / f"{name}_out.bag").exists()
