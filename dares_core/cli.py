@@ -328,7 +328,8 @@ def add_network_options(p, compute: bool = True) -> None:
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
         p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
         p.add_argument("--compile", action="store_true",
-                       help="torch.compile the network first (faster per frame; ViT-S compiles in 30-40 s on a 2-core CPU)")
+                       help="torch.compile the network first (faster per frame; ViT-S compiles in 30-40 s on a "
+                            "2-core CPU)")
 
 
 def _add_synth(sub) -> None:

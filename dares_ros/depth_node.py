@@ -79,8 +79,8 @@ PARAMETERS = {
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
     "device": Param("cuda", "torch device; falls back to cpu with one warning when CUDA is absent"),
     "precision": Param("fp32", "compute precision on the device", choices=("fp32", "fp16", "bf16")),
-    "compile": Param(False, "torch.compile the network at start (faster frames; ViT-S compiles in 30-40 s on a 2-core CPU, "
-                            "CUDA graphs on GPU)"),
+    "compile": Param(False, "torch.compile the network at start (faster frames; ViT-S compiles in 30-40 s on a "
+                            "2-core CPU; CUDA graphs on GPU)"),
     "eyes": Param("left", "left: depth of the left eye; both: of both eyes, in one batch (right outputs under right/)",
                   choices=("left", "both")),
     "input_height": Param(0, "network input height in pixels", range=(28, 2048),
