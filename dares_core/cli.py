@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         cfg = TrainConfig.from_sources(args.config, overrides)
     out = Path(cfg.out)
-    check_output_folder(out, force=True, need_mb=200)  # before hours of work: a folder, writable, with room
+    check_output_folder(out, force=True)  # before any model is built: a folder, writable (room: Trainer.fit)
     if args.resume is None and out.exists() and any(out.iterdir()):
         if not args.force:
             raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import yaml
 from .distributed import global_batchnorm
 from .errors import DaresError
 from .evaluate import evaluate_depth
-from .files import atomic_file
+from .files import atomic_file, check_output_folder
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
 from .inference import resolve_device
 from .losses import at_least_fp32, brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
@@ -369,7 +370,8 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        if self.rank == 0:
+        if self.rank == 0:  # room for last.pt and its temporary copy while it is written, before any step
+            check_output_folder(self.out, force=True, need_mb=2.2 * self.checkpoint_mb())
             self.out.mkdir(parents=True, exist_ok=True)
             with atomic_file(self.out / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -461,14 +463,28 @@ class Trainer:
         adapters_only = self.models["depth"].config.has_adapters and not self.cfg.train_backbone
         self.save_checkpoint(self.out / "checkpoints" / "last.pt")
         save_depth_net(self.models["depth"], self.out / "depth_model_last.safetensors", adapters_only=adapters_only)
-        if improved:
-            self.save_checkpoint(self.out / "checkpoints" / "best.pt")
+        if improved:  # best.pt is last.pt now: a hard link, no second copy on disk
+            link_or_copy(self.out / "checkpoints" / "last.pt", self.out / "checkpoints" / "best.pt")
             save_depth_net(self.models["depth"], self.out / "depth_model.safetensors", adapters_only=adapters_only)
 
     # --- checkpoints ----------------------------------------------------------------------------------
+    def _saved(self, name: str) -> dict:
+        """What a checkpoint keeps of a model: all of it, but of the depth network only what trains (the frozen
+        foundation model is rebuilt from cfg.weights, or the seed, on resume)."""
+        state = self.models[name].state_dict()
+        if name != "depth" or self.cfg.train_backbone:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith("backbone.") or "lora_" in k}
+
+    def checkpoint_mb(self) -> float:
+        """The size of one checkpoint once the optimisers hold their two Adam moments per trained value."""
+        values = sum(v.numel() * v.element_size() for k in self.models for v in self._saved(k).values())
+        moments = sum(2 * p.numel() * p.element_size() for phase in (0, 1) for p in self._phase_parameters(phase))
+        return (values + moments) / 2**20
+
     def state(self) -> dict:
         return {
-            "models": {k: m.state_dict() for k, m in self.models.items()},
+            "models": {k: self._saved(k) for k in self.models},
             "optimizer": self.optimizer.state_dict(), "optimizer_0": self.optimizer_0.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scheduler_0": self.scheduler_0.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -494,7 +510,10 @@ class Trainer:
             raise DaresError(f"{path}: not a readable training checkpoint ({type(e).__name__}); "
                              "resume from checkpoints/best.pt or start again") from None
         for k, m in self.models.items():
-            m.load_state_dict(state["models"][k])
+            result = m.load_state_dict(state["models"][k], strict=k != "depth")
+            if k == "depth" and (result.unexpected_keys or set(result.missing_keys) & set(self._saved("depth"))):
+                raise DaresError(f"{path}: its depth network does not match this configuration; resume with the "
+                                 "config.yaml and --weights of the run that wrote it")
         self.optimizer.load_state_dict(state["optimizer"])
         self.optimizer_0.load_state_dict(state["optimizer_0"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -520,6 +539,17 @@ class Trainer:
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` the same file as `source` (a hard link; a copy where links are not possible), atomically."""
+    tmp = target.with_name(f".{target.name}.partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
 
 
 def _trim_logs(run: Path, step: int) -> None:

@@ -1,5 +1,6 @@
 """Training: exact resume, data-parallel equivalence, the method's pieces, and clear configuration errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -50,21 +51,28 @@ def losses(run):
     return [json.loads(line) for line in (Path(run) / "losses.jsonl").read_text().splitlines()]
 
 
-def test_resumed_run_matches_uninterrupted_step_for_step(scenes, tmp_path):
-    run_training(config(scenes, tmp_path / "a"), progress=False)
-    run_training(config(scenes, tmp_path / "b", num_epochs=1), progress=False)
-    run_training(config(scenes, tmp_path / "b", num_epochs=2), resume=tmp_path / "b", progress=False)
+@pytest.mark.parametrize("train_backbone", [False, True])
+def test_resumed_run_matches_uninterrupted_step_for_step(scenes, tmp_path, train_backbone):
+    """With the official frozen backbone (checkpoints keep only what trains; the backbone comes back from the
+    seed or --weights) and with everything trained."""
+    runs = {name: config(scenes, tmp_path / name, train_backbone=train_backbone) for name in "ab"}
+    run_training(runs["a"], progress=False)
+    run_training(dataclasses.replace(runs["b"], num_epochs=1), progress=False)
+    run_training(runs["b"], resume=tmp_path / "b", progress=False)
     a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(1, 7))
     for x, y in zip(a, b):
-        assert x["loss"] == pytest.approx(y["loss"], abs=1e-6) and x["loss_position"] == pytest.approx(
-            y["loss_position"], abs=1e-6
-        )
-    assert (tmp_path / "b" / "checkpoints" / "best.pt").is_file() and (
-        tmp_path / "b" / "depth_model.safetensors"
-    ).is_file()
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+        assert x["loss_position"] == pytest.approx(y["loss_position"], abs=1e-6)
+    checkpoints = tmp_path / "b" / "checkpoints"
+    depth = torch.load(checkpoints / "last.pt", weights_only=True)["models"]["depth"]
+    frozen = [k for k in depth if k.startswith("backbone.") and "lora_" not in k]
+    assert bool(frozen) == train_backbone and any("lora_" in k for k in depth)
     metrics = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2] and "abs_rel" in metrics[0]
+    last_is_best = metrics[1]["abs_rel"] < metrics[0]["abs_rel"]
+    assert os.path.samefile(checkpoints / "best.pt", checkpoints / "last.pt") == last_is_best  # a link, not a copy
+    assert (tmp_path / "b" / "depth_model.safetensors").is_file()
 
 
 def test_training_changes_only_what_dares_trains(scenes, tmp_path):
