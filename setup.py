@@ -22,6 +22,7 @@ CORE = [
     "matplotlib==3.11.2",
     "pillow==13.0.0",
     "rosbags==0.11.9",
+    "mcap==1.6.0",
     "pyyaml==6.0.4",
     "tqdm==4.70.1",
 ]

@@ -471,6 +471,41 @@ def record_bag(topics: list[str], out: Path, duration: float | None = None, forc
             rclpy.shutdown(context=context)
 
 
+def repair_bag(source: Path, out: Path, force: bool = False) -> dict:
+    """A recording a crash left unfinished (the `.NAME.*.partial` folder `bag record` was writing, or an .mcap
+    with no metadata.yaml or no summary) -> a complete bag of every whole message, read record by record with
+    mcap's stream reader, each topic with its recorded type and QoS. Returns {topic: count}."""
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    from rosbags.rosbag2.metadata import parse_qos
+
+    source = Path(source)
+    files = [source] if source.is_file() else sorted(source.rglob("*.mcap"))
+    if not files:
+        raise DaresError(f"{source}: no .mcap file here to repair: give the folder a crashed `bag record` left")
+    with BagWriter(out, force) as bag:
+        for path in files:
+            schemas, channels = {}, {}
+            with open(path, "rb") as stream:
+                try:
+                    for record in StreamReader(stream).records:
+                        if isinstance(record, Schema):
+                            schemas[record.id] = record.name
+                        elif isinstance(record, Channel):
+                            channels[record.id] = record
+                        elif isinstance(record, Message) and record.channel_id in channels:
+                            channel = channels[record.channel_id]
+                            msgtype = schemas[channel.schema_id]
+                            if channel.topic not in bag.connections:
+                                offered = channel.metadata.get("offered_qos_profiles")
+                                bag.add_topic(channel.topic, msgtype, parse_qos(offered) if offered else ())
+                            bag.write_raw(channel.topic, msgtype, bytes(record.data), record.log_time)
+                except (McapError, EOFError, ValueError):  # the torn end of the file: what was whole is kept
+                    pass
+        return dict(bag.counts)
+
+
 def read_messages(path: Path, topic: str, cls) -> list:
     """Every message of `topic` deserialised as `cls`, in bag order."""
     reader = open_reader(path)

@@ -107,6 +107,9 @@ def cmd_bag(args: argparse.Namespace) -> None:
         height, width = result["input_size"]
         print(f"wrote depth for {result['frames']} frames of {result['image_topic']} (network input {height}x{width}) "
               f"into {args.out} ({len(total)} input topics copied)")
+    elif args.bag_command == "repair":
+        counts = bag.repair_bag(args.source, args.out, args.force)
+        print(f"repaired into {args.out}: " + (", ".join(f"{t} {n}" for t, n in counts.items()) or "no whole message"))
     elif args.bag_command == "eval":
         from dares_core.evaluate import write_depth_report
         from dares_core.files import EVAL_ENTRIES, check_output_folder
@@ -184,6 +187,10 @@ def _add_bag(root) -> None:
     q.add_argument("topics", nargs="+")
     q.add_argument("--out", type=Path, required=True)
     q.add_argument("--duration", type=POSITIVE_FLOAT, default=None, help="seconds (default: until Ctrl-C)")
+    q.add_argument("--force", action="store_true", help="replace an existing output bag")
+    q = sub.add_parser("repair", help="make a complete bag of what a crashed recording left")
+    q.add_argument("source", type=Path, help="the .NAME.*.partial folder (or an .mcap) a crash left")
+    q.add_argument("--out", type=Path, required=True, help="output bag folder")
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q = sub.add_parser("infer", help="run the model over a bag's images offline into a new bag")
     q.add_argument("bag", type=Path)

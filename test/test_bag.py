@@ -336,3 +336,40 @@ def test_bag_infer_applies_the_nodes_camera_info_rule(synth_bag, tiny_model, tmp
         with pytest.raises(DaresError, match=message) as raised:
             infer_bag(tmp_path / f"{name}.bag", weights, tmp_path / f"{name}_out.bag", input_size=(28, 42))
         assert f"{RIG}/left/camera_info" in str(raised.value) and not (tmp_path / f"{name}_out.bag").exists()
+
+
+def test_a_recording_killed_mid_way_is_repaired_into_a_complete_bag(tmp_path):
+    """SIGKILL leaves the hidden partial folder (no metadata.yaml, no MCAP summary); `dares bag repair` turns
+    every whole message in it into a complete bag with the recorded type and QoS."""
+    topic, out = f"/crash{os.getpid()}", tmp_path / "rec.bag"
+    recorder = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "bag", "record", topic, "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("crash_publisher", context=context)
+    publisher = node.create_publisher(Image, topic, 50)
+    try:
+        deadline = time.monotonic() + 60
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        for i in range(300):  # 9 KiB each: the recorder's 1 MiB chunks reach the disk
+            msg = Image(height=48, width=64, encoding="rgb8", step=192, data=bytes([i % 256]) * (48 * 192))
+            msg.header.stamp.sec = i + 1
+            publisher.publish(msg)
+            time.sleep(0.01)
+        time.sleep(2.0)
+        recorder.kill()
+        recorder.wait(timeout=30)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert not out.exists()
+    partial = next(tmp_path.glob(".rec.bag.*.partial"))
+    repaired = tmp_path / "repaired.bag"
+    assert main(["bag", "repair", str(partial), "--out", str(repaired)]) == 0
+    images = read_messages(repaired, topic, Image)
+    assert len(images) >= 100 and [m.header.stamp.sec for m in images] == list(range(1, len(images) + 1))
+    assert bytes(images[-1].data) == bytes([(len(images) - 1) % 256]) * (48 * 192)
+    assert offered_qos(repaired)[topic][0]["reliability"] == "reliable"  # the publisher's offer, kept
