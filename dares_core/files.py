@@ -93,7 +93,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, force: bool = False, create: bool = True, ours: tuple[str, ...] = ()) -> Iterator[Path]:
+def atomic_dir(path: Path, force: bool = False, create: bool = True,
+               ours: tuple[str, ...] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` in one rename. An existing `path`
     is replaced only with `force` and only when it holds nothing but entries matching `ours` (see
     ensure_writable_output).
