@@ -200,3 +200,24 @@ def test_help_and_argument_errors_import_nothing_heavy():
              "print(sorted(m for m in ('torch', 'transformers', 'rclpy', 'cv2') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_broken_pipes_nan_poses_and_hints(tiny_model, tmp_path):
+    """`dares bag info --json | head` ends quietly; NaN poses are refused, not scored as "ATE nan"; the options
+    that error hints name exist."""
+    import numpy as np
+
+    from dares_ros.bag import write_sequence_bag
+
+    _, seq = tiny_model
+    write_sequence_bag(seq, tmp_path / "seq.bag")
+    reader_gone = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "bag", "info", str(tmp_path / "seq.bag"),
+                                    "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_gone.stdout.close()  # as `head` does once it has its lines
+    assert reader_gone.wait(timeout=120) == 141 and b"Traceback" not in reader_gone.stderr.read()
+    poses = np.tile(np.eye(4), (5, 1, 1))
+    poses[2, 0, 3] = np.nan
+    np.savez(tmp_path / "poses.npz", data=poses)
+    run = run_cli("eval", "--pred-poses", str(tmp_path / "poses.npz"), "--gt-poses", str(tmp_path / "poses.npz"))
+    assert run.returncode == 2 and "hold NaN or inf" in run.stderr and "ATE" not in run.stdout
+    assert "--opset" in run_cli("export", "--help").stdout  # named by the ONNX check's error
