@@ -1,8 +1,11 @@
-"""Shared test material: a tiny Depth Anything architecture and a fake SCARED raw keyframe."""
+"""Shared test material: a tiny Depth Anything architecture, a fake SCARED raw keyframe, a publisher of a
+test's own."""
 
+import contextlib
 import io
 import json
 import tarfile
+import time
 
 import cv2
 import numpy as np
@@ -66,3 +69,23 @@ def write_raw_keyframe(folder, seed):
         fs.write(name, value)
     fs.release()
     return stacks, gts
+
+
+@contextlib.contextmanager
+def matched_publisher(msg_type, topic: str, depth: int = 10, timeout: float = 60.0):
+    """A publisher on `topic` in an rclpy context of its own, yielded once a subscriber matched it (or after
+    `timeout`: the test's assertions then say what is missing)."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("test_publisher", context=context)
+    publisher = node.create_publisher(msg_type, topic, depth)
+    try:
+        deadline = time.monotonic() + timeout
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield publisher
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

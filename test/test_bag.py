@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
-from helpers import write_raw_keyframe
+from helpers import matched_publisher, write_raw_keyframe
 from rclpy.executors import SingleThreadedExecutor
 from ros_harness import start_node, stop_node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -289,23 +289,13 @@ def test_record_waits_for_a_late_publisher_and_ctrl_c_or_sigterm_keep_the_bag(tm
     while not any("waiting for publishers" in line for line in lines) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert any(f"waiting for publishers of {topic}" in line for line in lines), lines
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("late_publisher", context=context)
-    publisher = node.create_publisher(CameraInfo, topic, 10)
-    try:
-        deadline = time.monotonic() + 30
-        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with matched_publisher(CameraInfo, topic) as publisher:
         for i in range(20):
             publisher.publish(CameraInfo(width=i + 1))
             time.sleep(0.05)
         time.sleep(1.0)
         recorder.send_signal(stop_signal)
         recorder.wait(timeout=60)
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
     reader.join(timeout=10)
     assert recorder.returncode == 0, lines
     assert bag_info(out)["topics"][topic]["count"] == 20
@@ -345,14 +335,7 @@ def test_a_recording_killed_mid_way_is_repaired_into_a_complete_bag(tmp_path):
     recorder = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "bag", "record", topic, "--out", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("crash_publisher", context=context)
-    publisher = node.create_publisher(Image, topic, 50)
-    try:
-        deadline = time.monotonic() + 60
-        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with matched_publisher(Image, topic, depth=50) as publisher:
         time.sleep(1.0)
         for i in range(300):  # 9 KiB each: the recorder's 1 MiB chunks reach the disk
             msg = Image(height=48, width=64, encoding="rgb8", step=192, data=bytes([i % 256]) * (48 * 192))
@@ -362,9 +345,6 @@ def test_a_recording_killed_mid_way_is_repaired_into_a_complete_bag(tmp_path):
         time.sleep(2.0)
         recorder.kill()
         recorder.wait(timeout=30)
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
     assert not out.exists()
     partial = next(tmp_path.glob(".rec.bag.*.partial"))
     repaired = tmp_path / "repaired.bag"
