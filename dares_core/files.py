@@ -30,16 +30,28 @@ def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None
     if path.exists() and ours is not None:
         if Path.cwd().resolve().is_relative_to(path.resolve()):
             raise DaresError(f"{path} is the current folder or holds it: choose a new --out folder")
-        foreign = sorted(p.name for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, o) for o in ours)) \
-            if path.is_dir() else [path.name]
+        foreign = _not_ours(path, ours) if path.is_dir() else [path.name]
         if foreign:
             raise DaresError(f"{path} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which this "
                              "command did not write: --force replaces only its own earlier output; choose another "
                              "--out")
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise DaresError(f"{parent} is not writable: choose an output folder you can write to")
+    _probe_writable(parent, path, "output")
+
+
+def _not_ours(folder: Path, ours: tuple[str, ...]) -> list[str]:
+    """Names of the entries of `folder` that match none of the glob patterns `ours`."""
+    return sorted(p.name for p in folder.iterdir() if not any(fnmatch.fnmatch(p.name, o) for o in ours))
+
+
+def _probe_writable(folder: Path, path: Path, option: str) -> None:
+    """A real write into `folder`: permission bits say nothing for root or read-only mounts."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise DaresError(f"{option} {path}: {folder} is not writable ({e.strerror}): choose a folder you can "
+                         "write to") from None
 
 
 def check_output_folder(path: Path, force: bool = False, option: str = "--out", need_mb: float = 0.0,
@@ -50,17 +62,12 @@ def check_output_folder(path: Path, force: bool = False, option: str = "--out", 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DaresError(f"{option} {path} is a file: give a folder")
-    others = [p for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, o) for o in ours)] if path.is_dir() else []
-    if others and not force:
+    if path.is_dir() and _not_ours(path, ours) and not force:
         raise DaresError(f"{path} already has files: choose another {option} or pass --force")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise DaresError(f"{option} {path}: {existing} is a file, not a folder: give a folder")
-    try:  # a real write: permission bits say nothing for root or read-only mounts
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as e:
-        raise DaresError(f"{option} {path}: {existing} is not writable ({e.strerror}): choose a folder you can "
-                         "write to") from None
+    _probe_writable(existing, path, option)
     free_mb = shutil.disk_usage(existing).free / 2**20
     if free_mb < need_mb:
         raise DaresError(f"only {free_mb:.0f} MB free under {existing}, {need_mb:.0f} MB needed: free space or "

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import StoragePlugin
@@ -49,22 +50,27 @@ def message_class(msgtype: str):
         return None
 
 
-def _qos(reliable: bool = True, transient_local: bool = False, depth: int = 10):
-    """A rosbags Qos (what metadata.yaml stores per topic) of a KEEP_LAST publisher."""
+def _bag_qos(profile):
+    """An rclpy QoSProfile as the rosbags Qos stored in metadata.yaml (the enums share rmw's numbering)."""
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
-    never = QosTime(sec=0, nsec=0)
-    return Qos(history=QosHistory.KEEP_LAST, depth=depth,
-               reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
-               durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
-               deadline=never, lifespan=never, liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=never,
-               avoid_ros_namespace_conventions=False)
+    def t(duration):
+        ns = duration.nanoseconds
+        return QosTime(sec=ns // 10**9, nsec=ns % 10**9)
+
+    return Qos(history=QosHistory(int(profile.history)), depth=profile.depth,
+               reliability=QosReliability(int(profile.reliability)), durability=QosDurability(int(profile.durability)),
+               deadline=t(profile.deadline), lifespan=t(profile.lifespan),
+               liveliness=QosLiveliness(int(profile.liveliness)),
+               liveliness_lease_duration=t(profile.liveliness_lease_duration),
+               avoid_ros_namespace_conventions=profile.avoid_ros_namespace_conventions)
 
 
 # What the publishers of our bags' topics offer, recorded per topic so that `ros2 bag play` offers the same:
-TF_STATIC_QOS = _qos(transient_local=True, depth=1)  # as tf2's static broadcaster: late joiners get it
-STREAM_QOS = _qos()  # images, camera_info, ground truth: reliable, so best-effort and reliable subscribers match
-NODE_OUTPUT_QOS = _qos(depth=OUTPUT_QUEUE_DEPTH)  # what dares_depth_node offers on its outputs
+TF_STATIC_QOS = _bag_qos(QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL))  # as tf2's static broadcaster
+STREAM_QOS = _bag_qos(QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))  # images, camera_info, truth
+NODE_OUTPUT_QOS = _bag_qos(QoSProfile(depth=OUTPUT_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE))  # the node's
 
 
 def default_qos(topic: str):
@@ -355,7 +361,6 @@ def _play_qos(connection):
     """The publisher QoS for replaying a bag topic, as `ros2 bag play` chooses it from the recorded offers:
     reliable if every recorded publisher was, transient local if every one was (so /tf_static reaches late
     joiners); bags that recorded none get default_qos."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rosbags.interfaces import QosDurability, QosReliability
 
     offered = connection.ext.offered_qos_profiles or [default_qos(connection.topic)]
@@ -376,25 +381,8 @@ def _new_context():
     return context
 
 
-def _bag_qos(profile):
-    """An rclpy QoSProfile as the rosbags Qos stored in metadata.yaml (the enums share rmw's numbering)."""
-    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-
-    def t(duration):
-        ns = duration.nanoseconds
-        return QosTime(sec=ns // 10**9, nsec=ns % 10**9)
-
-    return Qos(history=QosHistory(int(profile.history)), depth=profile.depth,
-               reliability=QosReliability(int(profile.reliability)), durability=QosDurability(int(profile.durability)),
-               deadline=t(profile.deadline), lifespan=t(profile.lifespan),
-               liveliness=QosLiveliness(int(profile.liveliness)),
-               liveliness_lease_duration=t(profile.liveliness_lease_duration),
-               avoid_ros_namespace_conventions=profile.avoid_ros_namespace_conventions)
-
-
 def _matching_qos(infos):
     """A subscription QoS that receives from every publisher: best effort if any is, transient local if all are."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
     latched = bool(infos) and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)

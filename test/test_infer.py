@@ -63,24 +63,8 @@ def test_video_input(tiny_model, tmp_path):
         writer.write(cv2.imread(str(seq / "image_02" / "data" / f"{f:010d}.png")))
     writer.release()
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "infer",
-                "--weights",
-                str(weights),
-                "--input",
-                str(video),
-                "--out",
-                str(out),
-                "--height",
-                "28",
-                "--width",
-                "42",
-            ]
-        )
-        == 0
-    )
+    assert main(["infer", "--weights", str(weights), "--input", str(video), "--out", str(out), "--height", "28",
+                 "--width", "42"]) == 0
     assert sorted(p.name for p in out.glob("*_depth.npy")) == [f"frame_{i:06d}_depth.npy" for i in (1, 2, 3)]
 
 
@@ -111,36 +95,10 @@ def test_eval_of_model_on_data_equals_eval_of_saved_disparities(tiny_model, tmp_
     root = seq.parent.parent
     split = root / "splits" / "synthetic"
     disps = tmp_path / "disps.npy"
-    assert (
-        main(
-            [
-                "infer",
-                "--weights",
-                str(weights),
-                "--input",
-                str(seq / "image_02" / "data"),
-                "--out",
-                str(tmp_path / "depth"),
-                "--save-disp",
-                str(disps),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "eval",
-                "--pred-disps",
-                str(disps),
-                "--gt-depths",
-                str(split / "gt_depths.npz"),
-                "--out",
-                str(tmp_path / "a"),
-            ]
-        )
-        == 0
-    )
+    assert main(["infer", "--weights", str(weights), "--input", str(seq / "image_02" / "data"), "--out",
+                 str(tmp_path / "depth"), "--save-disp", str(disps)]) == 0
+    assert main(["eval", "--pred-disps", str(disps), "--gt-depths", str(split / "gt_depths.npz"), "--out",
+                 str(tmp_path / "a")]) == 0
     assert main(["eval", "--weights", str(weights), "--data", str(root), "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text())["metrics"] for n in "ab")
     assert a == pytest.approx(b, rel=1e-6)

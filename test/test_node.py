@@ -197,17 +197,8 @@ def test_stereo_mode_recovers_metric_depth(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_stereo"
     log = root / "stereo.log"
-    proc = start_node(
-        ns,
-        f"weights:={weights}",
-        "device:=cpu",
-        "input_height:=56",
-        "input_width:=70",
-        "scale_mode:=stereo",
-        "stereo_downscale:=1",
-        "stereo_num_disparities:=32",
-        log=log,
-    )
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      "scale_mode:=stereo", "stereo_downscale:=1", "stereo_num_disparities:=32", log=log)
     h = Harness(ns)
     try:
         K = CFG.intrinsics()
@@ -243,17 +234,8 @@ def test_both_eyes_at_full_size_in_one_batch(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_eyes"
     log = root / "eyes.log"
-    proc = start_node(
-        ns,
-        f"weights:={weights}",
-        "device:=cpu",
-        "input_height:=56",
-        "input_width:=70",
-        "eyes:=both",
-        "point_stride:=4",
-        "publish_colored:=false",
-        log=log,
-    )
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70", "eyes:=both",
+                      "point_stride:=4", "publish_colored:=false", log=log)
     h = Harness(ns)
     try:
         width, height = 1280, 1024
@@ -293,15 +275,8 @@ def test_lifecycle_mode_with_compressed_input(assets):
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_lc"
     log = root / "lifecycle.log"
-    proc = start_node(
-        ns,
-        "device:=cpu",
-        "input_height:=56",
-        "input_width:=70",
-        "lifecycle:=true",
-        "input_transport:=compressed",
-        log=log,
-    )
+    proc = start_node(ns, "device:=cpu", "input_height:=56", "input_width:=70", "lifecycle:=true",
+                      "input_transport:=compressed", log=log)
     h = Harness(ns)
     try:
         info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
