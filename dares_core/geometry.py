@@ -110,15 +110,17 @@ def _flow_grid(flow: torch.Tensor) -> torch.Tensor:
     return torch.stack([rows, cols])[None] + flow
 
 
-def warp_by_flow(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp_by_flow(image: torch.Tensor, flow: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
     """Sample image (B,C,H,W) at pixel + flow (B,2,H,W; rows, cols), border padding, as AF-SfMLearner.
 
-    align_corners=True matches the pixel normalisation (the PyTorch default when AF-SfMLearner was written),
-    so zero flow is the identity."""
+    Coordinates are normalised by (size - 1) as the official SpatialTransformer does, and sampled with
+    grid_sample's default align_corners=False as it does too: then zero flow is not quite the identity (a
+    half-pixel shift and a 1/(size-1) stretch), which is what the published models were trained with.
+    align_corners=True matches sampling to that normalisation, so zero flow is the identity."""
     locs = _flow_grid(flow)
     _, _, h, w = flow.shape
     grid = torch.stack([2 * (locs[:, 1] / (w - 1) - 0.5), 2 * (locs[:, 0] / (h - 1) - 0.5)], dim=-1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=align_corners)
 
 
 def occlusion_mask(flow_reverse: torch.Tensor, threshold: float = 0.95) -> torch.Tensor:

@@ -14,13 +14,17 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 from .distributed import all_reduce_sum, batch_mean, world_size
 
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # torchmetrics' (and the official trainer's) weights
+
 
 def ms_ssim_betas(height: int, width: int, kernel: int = 11) -> tuple[float, ...]:
-    """torchmetrics' five MS-SSIM weights, truncated (and renormalised) to as many scales as it accepts for an
-    image this small (its rule: min side // max(1, scales - 1)^2 > kernel - 1)."""
-    betas = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+    """The MS-SSIM weights for an image: torchmetrics' five as they are (sum 1.0001) wherever it accepts five
+    scales, which the official 256x320 always does; for images too small for five (its rule: min side //
+    max(1, scales - 1)^2 > kernel - 1), the first ones that fit, renormalised to sum to 1."""
     scales = max(n for n in range(1, 6) if min(height, width) // max(1, n - 1) ** 2 > kernel - 1)
-    kept = betas[:scales]
+    if scales == len(MS_SSIM_BETAS):
+        return MS_SSIM_BETAS
+    kept = MS_SSIM_BETAS[:scales]
     return tuple(b / sum(kept) for b in kept)
 
 
