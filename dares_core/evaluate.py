@@ -132,10 +132,9 @@ def evaluate_pose(pred_relative: np.ndarray, gt_relative: np.ndarray, track_leng
 
 def predict_split_disparities(predictor, root: Path, split_file: Path, batch: int = 8, progress=None) -> np.ndarray:
     """(N,h,w) scaled disparities of a split's left frames at network resolution, as --save_pred_disps."""
-    import torch
 
     from .data.scared import image_path, read_split
-    from .infer_files import read_rgb
+    from .preprocess import network_batch, read_rgb
 
     entries = read_split(split_file)
     out = []
@@ -146,7 +145,7 @@ def predict_split_disparities(predictor, root: Path, split_file: Path, batch: in
         if missing:
             raise DaresError(f"{missing[0]} not found for {split_file}: is --data the folder holding "
                              f"datasetN/keyframeM?")
-        images = torch.from_numpy(np.stack([read_rgb(p) for p in paths]))
+        images = network_batch([read_rgb(p) for p in paths], predictor.size)  # as the official loader
         out.append(predictor.predict(images).disparity.float().cpu().numpy())
         if progress is not None:
             progress(len(chunk))

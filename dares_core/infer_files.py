@@ -8,7 +8,6 @@ NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from .files import atomic_file, check_output_folder, write_image, write_npy
 from .geometry import backproject
 from .inference import DepthPredictor
 from .model.weights import load_depth_net
+from .preprocess import network_batch, read_rgb
 from .visualize import colorize_inverse_depth
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -57,18 +57,6 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         video.release()
 
     return count, frames()
-
-
-def read_rgb(path: Path, skip: bool = False) -> np.ndarray | None:
-    """RGB uint8 (H,W,3) of an image file; an unreadable one is an error, or with `skip` a warning and None."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        problem = f"{path}: not a readable image; remove it from the input or re-export it"
-        if not skip:
-            raise DaresError(problem)
-        print(f"warning: {problem} (skipped)", file=sys.stderr)
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def read_calibration(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -187,8 +175,8 @@ def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics) -> lis
     groups = [batch] if len(shapes) == 1 else [[item] for item in batch]  # mixed sizes: one at a time
     disparities = []
     for group in groups:
-        images = torch.from_numpy(np.stack([rgb for _, rgb in group]))
-        pred = predictor.predict(images)
+        pred = predictor.predict(network_batch([rgb for _, rgb in group], predictor.size),
+                                 output_size=group[0][1].shape[:2])
         for (name, rgb), disp, depth in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy()):
             write_npy(out / f"{name}_depth.npy", depth.astype(np.float32))
             write_image(out / f"{name}_depth.png", depth_png(depth))

@@ -113,18 +113,20 @@ class DepthPredictor:
             return self.net(x, scales=(0,))[0].float()
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """images: (B,H,W,3) uint8 RGB, any device."""
+    def predict(self, images: torch.Tensor, output_size: tuple[int, int] | None = None) -> Prediction:
+        """images: (B,H,W,3) uint8 RGB, any device; resized on the device (bilinear, antialiased) unless they are
+        at the input size already (preprocess.network_batch makes them so as the official loader does).
+        output_size: (H,W) of the depth, default the images' size."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise DaresError(f"expected (B,H,W,3) uint8 RGB images, got {tuple(images.shape)} {images.dtype}")
-        height, width = images.shape[1:3]
+        height, width = output_size or images.shape[1:3]
         count = len(images)
         if self.compiled_batch and count < self.compiled_batch:  # repeat the last image rather than recompile
             images = torch.cat([images, images[-1:].expand(self.compiled_batch - count, -1, -1, -1)])
         if self.device.type == "cuda" and images.device.type == "cpu":
             images = images.pin_memory()  # page-locked, so the copy below is asynchronous
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-        if (height, width) != self.size:
+        if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, self.size, mode="bilinear", align_corners=False, antialias=True)
         out = self._network(x.contiguous(memory_format=self.memory_format))
         if self.net.config.mode == "dares":

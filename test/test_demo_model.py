@@ -7,9 +7,9 @@ import torch
 from dares_core.data.scared import gt_path, image_path, read_gt_depth, read_split
 from dares_core.data.synthetic import SynthConfig, generate
 from dares_core.evaluate import evaluate_depth
-from dares_core.infer_files import read_rgb
 from dares_core.inference import DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
+from dares_core.preprocess import read_rgb
 
 
 def test_demo_model_beats_constant_depth_by_2x_on_unseen_scenes(tmp_path):

@@ -14,9 +14,9 @@ import torch
 
 from dares_core.data.scared import image_path
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
-from dares_core.infer_files import read_rgb
 from dares_core.inference import DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
+from dares_core.preprocess import read_rgb
 
 REDUCED_PRECISION_DEPTH_TOLERANCE = 0.01  # relative, at the 99th percentile of pixels, documented in the README
 

@@ -15,6 +15,7 @@ import yaml
 from helpers import TINY
 
 from dares_core.cli import main
+from dares_core.data.scared import ColorJitter, ScaredSequenceDataset, read_split
 from dares_core.data.synthetic import SynthConfig, generate
 from dares_core.errors import DaresError
 from dares_core.train import TrainConfig, run_training
@@ -235,3 +236,23 @@ def test_a_run_resumes_in_place_from_any_folder(scenes, tmp_path, monkeypatch):
     assert main(["train", "--resume", str(first / "run"), "--epochs", "2"]) == 0
     assert list(elsewhere.iterdir()) == []
     assert [r["step"] for r in losses(first / "run")] == list(range(1, 7))
+
+
+@pytest.mark.parametrize("per_item, draws", [(False, 12), (True, 1)])
+def test_colour_jitter_is_drawn_per_image_as_official_or_per_item_as_an_option(scenes, monkeypatch, per_item, draws):
+    """The official loader calls ColorJitter once per frame and scale (3 frames x 4 scales), each call a new draw;
+    jitter_per_item=true draws once for the whole item."""
+    calls = []
+    draw = ColorJitter.draw.__func__
+    monkeypatch.setattr(ColorJitter, "draw", classmethod(lambda cls, rng: calls.append(1) or draw(cls, rng)))
+    dataset = ScaredSequenceDataset(scenes, read_split(scenes / "splits" / "synthetic" / "train_files.txt"), 64, 96,
+                                    train=True, jitter_per_item=per_item)
+    augmented = 0
+    for index in range(len(dataset)):
+        before = len(calls)
+        item = dataset[index]
+        if len(calls) > before:
+            augmented += 1
+            assert len(calls) - before == draws
+            assert not torch.equal(item[("color_aug", 0, 0)], item[("color", 0, 0)])
+    assert 0 < augmented < len(dataset)  # half the items, as the official's random() > 0.5

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import DaresError
 from ..files import atomic_file, write_image, write_npz
+from ..preprocess import read_rgb, resize_like_official, to_unit_tensor
 
 SIDE_FOLDER = {"l": "image_02", "r": "image_03", "2": "image_02", "3": "image_03"}
 GT_MAX_ROWS = 1024  # SCARED stacks left over right in scene_points; the left eye is rows 0:1024
@@ -106,37 +108,35 @@ OFFICIAL_K = np.array([[0.82, 0, 0.5, 0], [0, 1.02, 0.5, 0], [0, 0, 1, 0], [0, 0
 JITTER = {"brightness": (0.8, 1.2), "contrast": (0.8, 1.2), "saturation": (0.8, 1.2), "hue": (-0.1, 0.1)}
 
 
-def color_jitter(images: list, rng) -> list:
-    """torchvision ColorJitter semantics (random order, factors from JITTER), the same draw for every image.
+@dataclass(frozen=True)
+class ColorJitter:
+    """One draw of torchvision's ColorJitter with the official ranges (JITTER), applied as it applies them to
+    PIL images: brightness, contrast, saturation (PIL ImageEnhance) and hue (a uint8 shift of HSV hue) in a
+    random order. Written here because torchvision is not a dependency; test_losses checks it against
+    torchvision's output."""
 
-    images: tensors (3,H,W) in [0,1]. Written here because torchvision is not a dependency.
-    """
-    import torch
-    from kornia.enhance import adjust_hue
+    order: tuple[int, ...]  # indices into JITTER, in the order applied
+    factors: tuple[float, float, float, float]  # brightness, contrast, saturation, hue
 
-    factors = {k: rng.uniform(*v) for k, v in JITTER.items()}
-    order = list(rng.permutation(len(JITTER)))
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> ColorJitter:
+        return cls(tuple(int(i) for i in rng.permutation(len(JITTER))),
+                   tuple(float(rng.uniform(*r)) for r in JITTER.values()))
 
-    def gray(x):
-        return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """rgb (H,W,3) uint8 -> jittered (H,W,3) uint8."""
+        from PIL import Image, ImageEnhance
 
-    def apply(x):
-        for i in order:
-            name = list(JITTER)[i]
-            f = factors[name]
-            if name == "brightness":
-                x = x * f
-            elif name == "contrast":
-                x = (x - gray(x).mean()) * f + gray(x).mean()
-            elif name == "saturation":
-                x = (x - gray(x)) * f + gray(x)
+        image = Image.fromarray(rgb)
+        enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+        for i in self.order:
+            if i < 3:
+                image = enhancers[i](image).enhance(self.factors[i])
             else:
-                x = adjust_hue(x.unsqueeze(0), f * 2 * np.pi).squeeze(0)
-            x = x.clamp(0, 1)
-        return x
-
-    with torch.no_grad():
-        return [apply(x) for x in images]
+                h, s, v = image.convert("HSV").split()
+                hue = np.asarray(h, dtype=np.uint8) + np.uint8(np.int32(self.factors[3] * 255).astype(np.uint8))
+                image = Image.merge("HSV", (Image.fromarray(hue), s, v)).convert("RGB")
+        return np.array(image)
 
 
 class ScaredSequenceDataset:
@@ -148,12 +148,14 @@ class ScaredSequenceDataset:
     """
 
     def __init__(self, root: Path, entries: list[SplitEntry], height: int, width: int, frame_ids=(0, -1, 1),
-                 num_scales: int = 4, train: bool = False, stereo_baseline: float | None = None, seed: int = 0):
+                 num_scales: int = 4, train: bool = False, stereo_baseline: float | None = None, seed: int = 0,
+                 jitter_per_item: bool = False):
         self.root, self.entries = Path(root), list(entries)
         self.height, self.width = height, width
         self.frame_ids, self.num_scales, self.train = list(frame_ids), num_scales, train
         self.stereo_baseline = stereo_baseline
         self.seed, self.epoch = seed, 0
+        self.jitter_per_item = jitter_per_item
         if not self.entries:
             raise DaresError(f"no frames in the split for {root}: check the split file")
         first = self.entries[0]
@@ -181,31 +183,23 @@ class ScaredSequenceDataset:
             return float(yaml.safe_load(calib.read_text()).get("baseline_mm", 0.1))
         return 0.1
 
-    def _load(self, path: Path, flip: bool) -> np.ndarray:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DaresError(f"{path}: missing or unreadable frame; check the data folder")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return np.ascontiguousarray(rgb[:, ::-1]) if flip else rgb
-
     def __getitem__(self, index: int) -> dict:
-        import torch
-
         rng = np.random.default_rng([self.seed, self.epoch, index])
         entry = self.entries[index]
         do_aug = self.train and rng.random() > 0.5
         do_flip = self.train and rng.random() > 0.5
-        item, raw = {}, {}
+        item_jitter = ColorJitter.draw(rng) if do_aug and self.jitter_per_item else None
+        item = {}
         for f in self.frame_ids:
             frame = entry.frame + (0 if f == "s" else f)
-            image = self._load(image_path(self.root, entry.folder, frame, _side(entry.side, f)), do_flip)
-            for s in range(self.num_scales):
-                image = cv2.resize(image, (self.width // 2**s, self.height // 2**s), interpolation=cv2.INTER_LANCZOS4)
-                raw[(f, s)] = torch.from_numpy(image).permute(2, 0, 1).float().div(255).clamp(0, 1)
-        keys = list(raw)
-        augmented = color_jitter([raw[k] for k in keys], rng) if do_aug else [raw[k] for k in keys]
-        for (f, s), plain, aug in zip(keys, [raw[k] for k in keys], augmented):
-            item[("color", f, s)], item[("color_aug", f, s)] = plain, aug
+            image = read_rgb(image_path(self.root, entry.folder, frame, _side(entry.side, f)))
+            if do_flip:
+                image = image[:, ::-1]
+            for s in range(self.num_scales):  # each scale from the one above, as the official
+                image = resize_like_official(np.ascontiguousarray(image), (self.height // 2**s, self.width // 2**s))
+                jitter = item_jitter or (ColorJitter.draw(rng) if do_aug else None)  # official: one per image
+                item[("color", f, s)] = to_unit_tensor(image)
+                item[("color_aug", f, s)] = to_unit_tensor(jitter(image)) if jitter else item[("color", f, s)]
         for s in range(self.num_scales):
             K = OFFICIAL_K.copy()
             K[0] *= self.width // 2**s
