@@ -1,9 +1,11 @@
 """The DARES network: parity with transformers + hand-folded LoRA, merge, and every checkpoint layout."""
 
+import json
 import os
 import pickle
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -11,7 +13,14 @@ import torch.nn as nn
 from checkpoints import plain_dav2, to_official_dares, to_official_dav2, write_hf_folder
 
 from dares_core.errors import DaresError
-from dares_core.model.depth_net import PAPER_RANKS_VITS, DaresDepthNet, DepthNetConfig, hf_config_for, linear_ranks
+from dares_core.model.depth_net import (
+    PAPER_RANKS_VITS,
+    DaresDepthNet,
+    DepthNetConfig,
+    hf_config_for,
+    linear_ranks,
+    official_position_embeddings,
+)
 from dares_core.model.weights import CheckpointError, load_depth_net, load_strict, save_depth_net
 
 IMAGE = torch.rand(2, 3, 98, 126, generator=torch.Generator().manual_seed(1))  # multiples of 14
@@ -82,11 +91,32 @@ def test_parity_with_transformers_and_lora_folded_by_hand(dares_vits):
         state[k] = v
     reference.load_state_dict(state)
     reference.head.activation2 = nn.Sigmoid()  # DARES replaces DAv2's ReLU output with a sigmoid
+    embeddings = reference.backbone.embeddings  # and position embeddings resized as the official DINOv2
+    embeddings.interpolate_pos_encoding = types.MethodType(official_position_embeddings, embeddings)
     with torch.no_grad():
         expected = reference(pixel_values=IMAGE).predicted_depth
     got = run(dares_vits)[0]
     assert got.shape == (2, 1, 98, 126)
     torch.testing.assert_close(got[:, 0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_position_embeddings_are_resized_as_the_network_was_trained(dares_vits):
+    """New networks resize DINOv2's position embeddings as the official code (the parity test holds that to the
+    official numbers); our checkpoints written before the choice was recorded keep transformers 5's "exact"."""
+    assert dares_vits.config.position_embeddings == "official"
+    legacy = json.loads(dares_vits.config.to_json())
+    del legacy["position_embeddings"]
+    assert DepthNetConfig.from_json(json.dumps(legacy)).position_embeddings == "exact"
+    exact = DaresDepthNet(DepthNetConfig.from_json(json.dumps(legacy)))
+    exact.load_state_dict(dares_vits.state_dict())
+    square = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the tokens entering the first block: patch embedding + position embedding
+        torch.testing.assert_close(exact.backbone.embeddings(square), dares_vits.backbone.embeddings(square))
+        change = exact.backbone.embeddings(IMAGE) - dares_vits.backbone.embeddings(IMAGE)
+    table = dares_vits.backbone.embeddings.position_embeddings
+    assert change.abs().max() > 0.05 * table.abs().max()  # resized to 7x9 patches: each its own way
+    with pytest.raises(DaresError, match="position_embeddings"):
+        DepthNetConfig(position_embeddings="bicubic")
 
 
 def test_multiscale_outputs_and_sizes_not_multiple_of_14(dares_vits):

@@ -9,6 +9,8 @@ for disparities at H, H/2, H/4 and H/8.
 from __future__ import annotations
 
 import json
+import math
+import types
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -30,6 +32,7 @@ LORA_TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODES = ("dares", "zero_shot")
+POSITION_EMBEDDINGS = ("official", "exact")
 
 
 def linear_ranks(num_layers: int, r_max: int = 14, r_min: int = 8) -> list[int]:
@@ -70,6 +73,9 @@ class DepthNetConfig:
     lora_ranks: one rank per ViT block; empty for no adapters. merged: adapters folded into the weights.
     input_size: (height, width) in pixels the network was trained at; None for files that do not record it
     (official DARES and Depth Anything V2 releases), which run at DEFAULT_INPUT_SIZE.
+    position_embeddings: how the DINOv2 position embeddings are resized to the input, part of what a network
+    was trained with: "official" (official_position_embeddings: DINOv2, Depth Anything V2, DARES) or "exact"
+    (transformers 5's own; our checkpoints written before this was recorded were trained with it).
     """
 
     encoder: str = "vits"
@@ -79,10 +85,14 @@ class DepthNetConfig:
     merged: bool = False
     hf_config: dict = field(default_factory=dict)
     input_size: list[int] | None = None
+    position_embeddings: str = "official"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise DaresError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.position_embeddings not in POSITION_EMBEDDINGS:
+            raise DaresError(f"unknown position_embeddings {self.position_embeddings!r}: choose one of "
+                             f"{', '.join(POSITION_EMBEDDINGS)}")
         if not self.hf_config:
             self.hf_config = hf_config_for(self.encoder)
         bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
@@ -112,7 +122,26 @@ class DepthNetConfig:
 
     @classmethod
     def from_json(cls, text: str) -> DepthNetConfig:
-        return cls(**json.loads(text))
+        """A config as to_json wrote it; one that records no position_embeddings predates them: "exact"."""
+        return cls(**{"position_embeddings": "exact", **json.loads(text)})
+
+
+def official_position_embeddings(embeddings: nn.Module, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """DINOv2 position embeddings (1,1+h*w,C) for a height x width image (pixels) as the official DINOv2, Depth
+    Anything V2 and DARES code computes them: bicubic by the scale factor (patches + 0.1) / grid. transformers 5
+    resizes to the exact size instead (3e-4 relative in disparity); written here because it no longer offers this.
+    embeddings: the backbone's Dinov2Embeddings; tokens: (B,1+h*w,C) the patch tokens with the class token."""
+    table = embeddings.position_embeddings
+    positions = table.shape[1] - 1
+    if tokens.shape[1] - 1 == positions and height == width:
+        return table
+    grid = int(math.sqrt(positions))
+    patch = embeddings.config.patch_size
+    rows, cols = int(height) // patch + 0.1, int(width) // patch + 0.1  # plain numbers, also when traced
+    patches = table[:, 1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches.float(), scale_factor=(rows / grid, cols / grid), mode="bicubic",
+                            align_corners=False).to(table.dtype)
+    return torch.cat([table[:, :1], patches.permute(0, 2, 3, 1).reshape(1, -1, table.shape[-1])], dim=1)
 
 
 class DaresDepthNet(nn.Module):
@@ -128,6 +157,9 @@ class DaresDepthNet(nn.Module):
         hf = DepthAnythingForDepthEstimation(DepthAnythingConfig(**config.hf_config))
         self.patch_size = hf.config.patch_size
         self.backbone, self.neck, self.head = hf.backbone, hf.neck, hf.head
+        if config.position_embeddings == "official":
+            self.backbone.embeddings.interpolate_pos_encoding = types.MethodType(official_position_embeddings,
+                                                                                 self.backbone.embeddings)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if config.has_adapters:
