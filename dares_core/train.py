@@ -40,6 +40,7 @@ from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
 from .model.pose_net import PoseDecoder, ResnetEncoder
 from .model.weights import load_depth_net, read_tensors, save_depth_net
+from .preprocess import read_rgb, resize_like_official, to_unit_tensor
 
 AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
 PATH_OPTIONS = ("data", "out", "split_dir", "weights", "af_weights")  # TrainConfig keys that name files or folders
@@ -86,6 +87,9 @@ class TrainConfig:
     automask: bool = False  # Monodepth2 auto-masking of static pixels
     stereo: bool = False  # add the other eye ("s") with the known baseline (Monodepth2 "MS")
     stereo_baseline: float | None = None  # model units; None: calibration.yaml baseline_mm, else 0.1
+    # Improvements on the official method, off by default (README, "Training"):
+    flow_warp_align_corners: bool = False  # flow warp where zero flow is the identity (official: half-pixel shift)
+    jitter_per_item: bool = False  # one colour jitter for all frames and scales of an item (official: one per image)
     encoder: str = "vits"
     weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
     hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
@@ -152,7 +156,7 @@ class Trainer:
         split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
             root, read_split(split_dir / f"{name}_files.txt"), cfg.height, cfg.width, self.frame_ids,
-            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed)
+            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item)
         self.train_set = make("train", True)
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
@@ -220,23 +224,27 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    # --- the method -----------------------------------------------------------------------------------
-    def _appearance(self, inputs: dict, grad_position: bool) -> dict:
-        """Flow, registration, occlusion masks and appearance-corrected targets for each temporal source."""
+    # --- the method, in the official trainer's stages -------------------------------------------------
+    def predict_appearance(self, inputs: dict, train_position: bool) -> dict:
+        """Flow, registration, occlusion mask and appearance-corrected target per temporal source (official
+        predict_poses_0, and the first half of predict_poses). Keys: ("position", s, f) flow (B,2,h,w) pixels;
+        ("registration", s, f) the source warped by the flow (B,3,H,W); ("occlusion", f) (B,1,H,W);
+        ("transform", s, f) brightness change and ("refined", s, f) corrected target (B,3,H,W)."""
         size, out = (self.cfg.height, self.cfg.width), {}
         target = inputs[("color", 0, 0)]
         up = lambda x: F.interpolate(x, size, mode="bilinear", align_corners=True)  # noqa: E731
         for f in self.temporal:
-            with torch.set_grad_enabled(grad_position):
+            with torch.set_grad_enabled(train_position):
                 flow = self.models["position"](self.models["position_encoder"](
                     torch.cat([inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]], 1)))
                 flow_reverse = self.models["position"](self.models["position_encoder"](
                     torch.cat([inputs[("color_aug", 0, 0)], inputs[("color_aug", f, 0)]], 1)))
             out[("occlusion", f)] = occlusion_mask(up(flow_reverse[0]).detach())
             for s in self.cfg.scales:
-                out[("flow", s, f)] = flow[s]
-                out[("registration", s, f)] = warp_by_flow(inputs[("color", f, 0)], up(flow[s]))
-            with torch.set_grad_enabled(not grad_position):
+                out[("position", s, f)] = flow[s]
+                out[("registration", s, f)] = warp_by_flow(inputs[("color", f, 0)], up(flow[s]),
+                                                           self.cfg.flow_warp_align_corners)
+            with torch.set_grad_enabled(not train_position):
                 transform = self.models["transform"](self.models["transform_encoder"](
                     torch.cat([out[("registration", 0, f)], target], 1)))
             for s in self.cfg.scales:
@@ -244,66 +252,104 @@ class Trainer:
                 out[("refined", s, f)] = (out[("transform", s, f)] * out[("occlusion", f)] + target).clamp(0, 1)
         return out
 
-    def _loss_position(self, inputs: dict, out: dict) -> torch.Tensor:
-        total = 0.0
-        for s in self.cfg.scales:
-            registration = smooth = 0.0
-            for f in self.temporal:
-                mask = out[("occlusion", f)]
-                refined = out[("refined", s, f)].detach()
-                registration += masked_mean(reprojection_loss(out[("registration", s, f)], refined,
-                                                              self.cfg.reprojection), mask)
-                smooth += smoothness_loss(out[("flow", s, f)], inputs[("color", 0, s)])
-            n = len(self.temporal)
-            total += registration / n + self.cfg.position_smoothness * (smooth / n) / 2**s
-        return total / len(self.cfg.scales)
-
-    def _loss_depth(self, inputs: dict, out: dict) -> tuple[torch.Tensor, dict]:
-        cfg, size = self.cfg, (self.cfg.height, self.cfg.width)
-        disps = self.models["depth"](inputs[("color_aug", 0, 0)], scales=tuple(cfg.scales))
-        K = inputs[("K", 0)][:, :3, :3]
+    def predict_poses(self, inputs: dict) -> dict:
+        """("cam_T_cam", f): (B,4,4) transform from the target camera to source f's (official predict_poses):
+        the pose network's for temporal sources, the known baseline for the other eye "s"."""
         poses = {}
         for f in self.temporal:
             axisangle, translation = self.models["pose"]([self.models["pose_encoder"](
                 torch.cat([inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]], 1))])
-            poses[f] = pose_from_axisangle(at_least_fp32(axisangle[:, 0, 0]), at_least_fp32(translation[:, 0, 0]))
+            poses[("cam_T_cam", f)] = pose_from_axisangle(at_least_fp32(axisangle[:, 0, 0]),
+                                                          at_least_fp32(translation[:, 0, 0]))
         if "s" in self.sources:
-            poses["s"] = inputs["stereo_T"]
-        target, total = inputs[("color", 0, 0)], 0.0
+            poses[("cam_T_cam", "s")] = inputs["stereo_T"]
+        return poses
+
+    def generate_images_pred(self, inputs: dict, outputs: dict) -> None:
+        """Each scale's disparity, upsampled to full size, to depth; each source warped onto the target through
+        it (official generate_images_pred): ("depth", s) (B,1,H,W) model units, ("warped", s, f) (B,3,H,W)."""
+        cfg, size = self.cfg, (self.cfg.height, self.cfg.width)
+        K = inputs[("K", 0)][:, :3, :3]
         for s in cfg.scales:
-            _, depth = sigmoid_to_depth(F.interpolate(disps[s], size, mode="bilinear", align_corners=True),
-                                        cfg.min_depth, cfg.max_depth)
+            _, depth = sigmoid_to_depth(F.interpolate(outputs[("disp", s)], size, mode="bilinear",
+                                                      align_corners=True), cfg.min_depth, cfg.max_depth)
+            outputs[("depth", s)] = depth
+            for f in self.sources:
+                outputs[("warped", s, f)], _ = warp_to_target(inputs[("color", f, 0)], at_least_fp32(depth), K,
+                                                              outputs[("cam_T_cam", f)])
+
+    def compute_losses_0(self, inputs: dict, outputs: dict) -> dict[str, torch.Tensor]:
+        """The position step's loss and its terms per scale s (official compute_losses_0):
+        registration/s (reprojection of the registered source against the corrected target, over the
+        occlusion mask) and position_smoothness/s (of the flow), each the mean over sources; loss/s; loss."""
+        terms, total = {}, 0.0
+        for s in self.cfg.scales:
+            registration = smooth = 0.0
+            for f in self.temporal:
+                registration += masked_mean(reprojection_loss(
+                    outputs[("registration", s, f)], outputs[("refined", s, f)].detach(), self.cfg.reprojection),
+                    outputs[("occlusion", f)])
+                smooth += smoothness_loss(outputs[("position", s, f)], inputs[("color", 0, s)])
+            n = len(self.temporal)
+            terms[f"registration/{s}"], terms[f"position_smoothness/{s}"] = registration / n, smooth / n
+            terms[f"loss/{s}"] = registration / n + self.cfg.position_smoothness * (smooth / n) / 2**s
+            total += terms[f"loss/{s}"]
+        terms["loss"] = total / len(self.cfg.scales)
+        return terms
+
+    def compute_losses(self, inputs: dict, outputs: dict) -> dict[str, torch.Tensor]:
+        """The depth step's loss and its terms per scale s (official compute_losses): reprojection/s (warped
+        sources against the corrected target, over the occlusion mask), transform/s (the correction's
+        departure from the registration), brightness_smoothness/s, smoothness/s (of the mean-normalised
+        disparity); loss/s; loss."""
+        cfg, target, terms, total = self.cfg, inputs[("color", 0, 0)], {}, 0.0
+        for s in cfg.scales:
             maps, masks, identity = [], [], []
             transform = bright = 0.0
             for f in self.sources:
-                warped, _ = warp_to_target(inputs[("color", f, 0)], at_least_fp32(depth), K, poses[f])
-                out[("warped", s, f)] = warped
-                reference = out[("refined", s, f)] if f != "s" else target
-                mask = out[("occlusion", f)] if f != "s" else torch.ones_like(target[:, :1])
-                maps.append(reprojection_loss(warped, reference, cfg.reprojection))
+                reference = outputs[("refined", s, f)] if f != "s" else target
+                mask = outputs[("occlusion", f)] if f != "s" else torch.ones_like(target[:, :1])
+                maps.append(reprojection_loss(outputs[("warped", s, f)], reference, cfg.reprojection))
                 masks.append(mask)
                 if cfg.automask:
                     identity.append(reprojection_loss(inputs[("color", f, 0)], target, cfg.reprojection))
                 if f != "s":
-                    registered = out[("registration", 0, f)].detach()
-                    transform += masked_mean((out[("refined", s, f)] - registered).abs().mean(1, True), mask)
-                    bright += brightness_smoothness(out[("transform", s, f)], target,
-                                                    out[("registration", s, f)].detach(), mask)
+                    registered = outputs[("registration", 0, f)].detach()
+                    transform += masked_mean((outputs[("refined", s, f)] - registered).abs().mean(1, True), mask)
+                    bright += brightness_smoothness(outputs[("transform", s, f)], target,
+                                                    outputs[("registration", s, f)].detach(), mask)
             if cfg.min_reprojection or cfg.automask:
                 stack = torch.cat(maps, 1)
                 if cfg.automask:
-                    stack = torch.cat([stack, torch.cat(identity, 1) + 1e-5 * torch.randn_like(torch.cat(identity, 1))],
-                                      1)
+                    same = torch.cat(identity, 1)
+                    stack = torch.cat([stack, same + 1e-5 * torch.randn_like(same)], 1)
                 reprojection = masked_mean(stack.min(1, keepdim=True)[0], torch.cat(masks, 1).min(1, keepdim=True)[0])
             else:
                 reprojection = sum(masked_mean(m, k) for m, k in zip(maps, masks)) / len(maps)
-            disp = disps[s]
+            disp = outputs[("disp", s)]
             smooth = smoothness_loss(disp / (disp.mean((2, 3), keepdim=True) + 1e-7), inputs[("color", 0, s)])
             n = max(len(self.temporal), 1)
-            total += (reprojection + cfg.transform_constraint * transform / n + cfg.transform_smoothness * bright / n
-                      + cfg.disparity_smoothness * smooth / 2**s)
-        out["disp"] = disps[0]
-        return total / len(cfg.scales), out
+            terms.update({f"reprojection/{s}": reprojection, f"transform/{s}": transform / n,
+                          f"brightness_smoothness/{s}": bright / n, f"smoothness/{s}": smooth})
+            terms[f"loss/{s}"] = (reprojection + cfg.transform_constraint * transform / n
+                                  + cfg.transform_smoothness * bright / n + cfg.disparity_smoothness * smooth / 2**s)
+            total += terms[f"loss/{s}"]
+        terms["loss"] = total / len(cfg.scales)
+        return terms
+
+    def process_batch_0(self, inputs: dict) -> tuple[dict, dict]:
+        """The position step's forward pass: (outputs, loss terms)."""
+        outputs = self.predict_appearance(inputs, train_position=True)
+        return outputs, self.compute_losses_0(inputs, outputs)
+
+    def process_batch(self, inputs: dict) -> tuple[dict, dict]:
+        """The depth step's forward pass: (outputs, loss terms)."""
+        outputs = {("disp", s): d for s, d in
+                   self.models["depth"](inputs[("color_aug", 0, 0)], scales=tuple(self.cfg.scales)).items()}
+        outputs.update(self.predict_appearance(inputs, train_position=False))
+        outputs.update(self.predict_poses(inputs))
+        self.generate_images_pred(inputs, outputs)
+        return outputs, self.compute_losses(inputs, outputs)
 
     def _all_reduce_gradients(self, phase: int) -> None:
         """Average the phase's gradients over processes (data parallel over torch.distributed)."""
@@ -315,34 +361,37 @@ class Trainer:
                 p.grad /= self.world
 
     def train_step(self, inputs: dict) -> dict:
+        """One batch: the position step, then the depth step. Returns {"loss": float, "loss_position": float,
+        "terms": {name: float} (each step's terms, the position step's prefixed "position/"), "out", "inputs"}."""
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-        loss_0 = torch.zeros((), device=self.device)
+        terms_0 = {}
         if self.temporal:  # stereo-only ("S") training has no frames to register
             self._set_phase(0)
             with self._autocast():
-                out = self._appearance(inputs, grad_position=True)
-                loss_0 = self._loss_position(inputs, out)
+                _, terms_0 = self.process_batch_0(inputs)
             self.optimizer_0.zero_grad(set_to_none=True)
-            self.scaler.scale(loss_0).backward()
+            self.scaler.scale(terms_0["loss"]).backward()
             self._all_reduce_gradients(0)
             self.scaler.step(self.optimizer_0)
         self._set_phase(1)
         with self._autocast():
-            out = self._appearance(inputs, grad_position=False)
-            loss, out = self._loss_depth(inputs, out)
+            out, terms = self.process_batch(inputs)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(terms["loss"]).backward()
         self._all_reduce_gradients(1)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        losses = torch.stack([loss.detach().float(), loss_0.detach().float()])
+        named = {**terms, **{f"position/{k}": v for k, v in terms_0.items()}}
+        values = torch.stack([torch.as_tensor(v, device=self.device).detach().double() for v in named.values()])
         if self.distributed:
-            dist.all_reduce(losses)
-            losses /= self.world
-        if not torch.isfinite(losses).all():
-            raise DaresError(f"loss became {losses.tolist()} at step {self.global_step}: lower the learning rate "
+            dist.all_reduce(values)
+            values /= self.world
+        if not torch.isfinite(values).all():
+            raise DaresError(f"loss became {values[0].item()} at step {self.global_step}: lower the learning rate "
                              "or use --precision fp32; the last good checkpoint is kept")
-        return {"loss": float(losses[0]), "loss_position": float(losses[1]), "out": out, "inputs": inputs}
+        named = dict(zip(named, values.tolist()))  # one transfer from the device for every term
+        return {"loss": named["loss"], "loss_position": named.get("position/loss", 0.0), "terms": named,
+                "out": out, "inputs": inputs}
 
     # --- loop -----------------------------------------------------------------------------------------
     def _loader(self, epoch: int):
@@ -413,14 +462,14 @@ class Trainer:
             f.write(json.dumps({"step": self.global_step, "epoch": self.epoch, "loss": result["loss"],
                                 "loss_position": result["loss_position"]}) + "\n")
         w = self.writer
-        w.add_scalar("loss/depth_pose_transform", result["loss"], self.global_step)
-        w.add_scalar("loss/position", result["loss_position"], self.global_step)
+        for name, value in result["terms"].items():  # loss, loss/s, reprojection/s, ..., position/...
+            w.add_scalar(f"train/{name}", value, self.global_step)
         w.add_scalar("lr", self.optimizer.param_groups[0]["lr"], self.global_step)
         w.add_scalar("images_per_s", images_per_s, self.global_step)
         if self.global_step % self.cfg.log_every == 1 or self.cfg.log_every == 1:
             out, inputs = result["out"], result["inputs"]
             w.add_image("target", inputs[("color", 0, 0)][0].float().clamp(0, 1), self.global_step)
-            disp = out["disp"][0].detach().float()
+            disp = out[("disp", 0)][0].detach().float()
             w.add_image("disparity", (disp - disp.min()) / (disp.max() - disp.min() + 1e-7), self.global_step)
             w.add_image("warped", out[("warped", 0, self.sources[0])][0].detach().float().clamp(0, 1), self.global_step)
 
@@ -439,11 +488,8 @@ class Trainer:
         net.eval()
         disps, gts = [], []
         for e in entries:
-            import cv2
-
-            rgb = cv2.cvtColor(cv2.imread(str(image_path(self.root, e.folder, e.frame, e.side))), cv2.COLOR_BGR2RGB)
-            x = torch.from_numpy(cv2.resize(rgb, (self.cfg.width, self.cfg.height), interpolation=cv2.INTER_LANCZOS4))
-            x = x.permute(2, 0, 1)[None].float().div(255).to(self.device)
+            rgb = read_rgb(image_path(self.root, e.folder, e.frame, e.side))
+            x = to_unit_tensor(resize_like_official(rgb, (self.cfg.height, self.cfg.width)))[None].to(self.device)
             with self._autocast():
                 disp = net(x)[0].float()
             disps.append(sigmoid_to_depth(disp, self.cfg.min_depth, self.cfg.max_depth)[0][0, 0].cpu().numpy())
