@@ -92,11 +92,17 @@ def write_result(name: str, record: dict, results_dir: Path = RESULTS_DIR, docs:
 
 def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
     """docs/benchmarks.md: one row per path of every result file, GPU rows marked pending when absent."""
-    rows, has_gpu = [], False
+    rows, agreements, has_gpu = [], [], False
     for path in sorted(Path(results_dir).glob("*.json")):
         r = json.loads(path.read_text())
         has_gpu |= r["machine"]["device"] != "cpu"
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        if r["benchmark"] == "resize":
+            for label, m in r["paths"].items():
+                agreements.append(f"| {r['machine']['device']} | {settings} | {label} | "
+                                  f"{m['median_rel_depth']:.2e} | {m['p99_rel_depth']:.2e} | {m['max_rel_depth']:.2e} "
+                                  f"| {path.name} |")
+            continue
         for label, m in r["paths"].items():
             rows.append(f"| {r['benchmark']} | {r['machine']['device']} | {settings} | {label} | "
                         f"{m.get('median_ms', '')} | "
@@ -115,6 +121,13 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
         *rows,
         "",
     ]
+    if agreements:
+        lines += ["## Preprocessing: the node's on-device resize against the official", "",
+                  "`dares bench resize`: relative depth difference per pixel between the node's resize (torch",
+                  "bilinear, antialiased, on the device) and the official loader's (PIL LANCZOS) that training,",
+                  "`dares eval` and `dares infer` use.", "",
+                  "| device | settings | comparison | median | p99 | max | file |",
+                  "| --- | --- | --- | --- | --- | --- | --- |", *agreements, ""]
     if not has_gpu:
         lines += ["GPU figures (H100: model at 256x320 fp16, node at 1280x1024 stereo 60 Hz, training): **pending**,",
                   "no GPU was lent to the sessions that wrote these results. They are measured, never estimated.", ""]
@@ -189,6 +202,47 @@ def bench_model(encoder: str = "vits", height: int | None = None, width: int | N
         "note": "reference: unmerged LoRA, 4 heads, eager fp32; ours: DepthPredictor (merged, 1 head, "
                 "inference_mode, channels-last, uint8 in, depth out); compiled: the same through torch.compile "
                 "(inductor: frozen weights, max-autotune, CUDA graphs on GPU)",
+    }
+
+
+def bench_resize(weights: Path | None = None, width: int = 1280, height: int = 1024,
+                 seeds: tuple[int, ...] = (101, 102, 103), device: str = "cpu") -> dict:
+    """How far the node's on-device resize (bilinear, antialiased) puts depth from the official preprocessing
+    (PIL LANCZOS, preprocess.resize_like_official): relative depth difference over every pixel of synthetic
+    frames at width x height, two frames from each seed's scene, with `weights` (default: the demo model; a
+    network with random weights predicts one depth everywhere, which says nothing)."""
+    import tempfile
+
+    from .data.synthetic import SynthConfig, generate_sequence, sequence_folder
+    from .model.weights import DEMO_MODEL
+    from .preprocess import network_batch, read_rgb
+
+    dev = resolve_device(device)
+    weights = Path(weights or DEMO_MODEL)
+    net = load_depth_net(weights)
+    predictor = DepthPredictor(net.eval(), device=dev)
+    relative = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            cfg = SynthConfig(width=width, height=height, frames=2, sequences=1, seed=seed)
+            generate_sequence(cfg, 0, Path(tmp) / str(seed))
+            for frame in (1, 2):
+                path = Path(tmp) / str(seed) / sequence_folder(0) / "image_02" / "data" / f"{frame:010d}.png"
+                rgb = read_rgb(path)
+                on_device = predictor.predict(torch.from_numpy(rgb)[None]).depth[0]
+                official = predictor.predict(network_batch([rgb], predictor.size), output_size=rgb.shape[:2]).depth[0]
+                relative.append(((on_device - official).abs() / official).flatten().cpu().numpy())
+    relative = np.concatenate(relative)
+    agreement = {"median_rel_depth": float(np.median(relative)), "p99_rel_depth": float(np.percentile(relative, 99)),
+                 "max_rel_depth": float(relative.max()), "frames": 2 * len(seeds)}
+    return {
+        "benchmark": "resize", "machine": machine(dev),
+        "settings": {"model": weights.name,
+                     "input": "x".join(map(str, predictor.size)), "frames": f"{width}x{height}",
+                     "seeds": list(seeds)},
+        "paths": {"on-device resize vs official": agreement},
+        "note": "relative depth difference, every pixel of every frame: DepthPredictor.predict on full frames "
+                "(torch bilinear, antialias) against predict on preprocess.network_batch (PIL LANCZOS)",
     }
 
 

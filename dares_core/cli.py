@@ -69,6 +69,17 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
         + f"; wrote {path}")
 
 
+def cmd_bench_resize(args: argparse.Namespace) -> None:
+    from .bench import bench_resize
+
+    record = bench_resize(args.weights, args.width, args.height, tuple(args.seeds), args.device)
+    name = f"resize-{Path(record['settings']['model']).stem}-{args.width}x{args.height}"
+    path = publish_result(args, name, record)
+    m = record["paths"]["on-device resize vs official"]
+    print(f"on-device resize vs official: relative depth median {m['median_rel_depth']:.2e}, p99 "
+          f"{m['p99_rel_depth']:.2e}, max {m['max_rel_depth']:.2e}; wrote {path}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
 
     from .data.scared import default_split_dir
@@ -217,6 +228,14 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--steps", type=POSITIVE_INT, default=5, help="measured steps (default 5)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_train)
+    p = kinds.add_parser("resize", help="the node's on-device resize against the official preprocessing (depth)")
+    p.add_argument("--weights", type=Path, default=None, help="the model (default: the demo model)")
+    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="frame width (default 1280, as SCARED)")
+    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="frame height (default 1024)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103], help="synthetic scenes (2 frames each)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_resize)
     return kinds
 
 

@@ -5,7 +5,7 @@ import json
 import torch
 from helpers import TINY
 
-from dares_core.bench import bench_model, render_docs, result_name, write_result
+from dares_core.bench import bench_model, bench_resize, render_docs, result_name, write_result
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 from dares_ros.bench_node import bench_node
@@ -23,6 +23,15 @@ def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
     assert "| model | cpu |" in table and name + ".json" in table and "**pending**" in table
     render_docs(tmp_path / "results", tmp_path / "again.md")
     assert (tmp_path / "again.md").read_text() == table
+
+
+def test_resize_bench_compares_the_two_preprocessings_and_publishes_its_table(tmp_path):
+    record = bench_resize(width=320, height=256, seeds=(4, 5))
+    m = record["paths"]["on-device resize vs official"]
+    assert m["frames"] == 4 and 0 < m["median_rel_depth"] <= m["p99_rel_depth"] <= m["max_rel_depth"] < 0.05
+    write_result("resize-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
+    table = (tmp_path / "benchmarks.md").read_text()
+    assert "| cpu | model=demo_model.safetensors, input=64x96, frames=320x256" in table and "resize-demo.json" in table
 
 
 def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
