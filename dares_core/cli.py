@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -129,6 +130,56 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(evaluation.table())
     write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling})
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
+
+
+def cmd_pose(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .evaluate import evaluate_pose
+    from .files import POSE_ENTRIES, atomic_file, check_output_folder, write_npz
+    from .inference import resolve_device
+    from .pose import keyframe_sequence, load_pose_net, official_sequence, plot_trajectories, predict_relative_poses
+
+    check_output_folder(args.out, args.force, ours=POSE_ENTRIES)
+    if (args.sequence is None) == (args.keyframe is None):
+        raise DaresError("give one of --sequence 1|2 (official SCARED pose sequences) or --keyframe datasetN/keyframeM "
+                         "(a folder with camera_poses.npz)")
+    entries, ground_truth = (official_sequence(args.sequence) if args.sequence is not None
+                             else keyframe_sequence(args.data, args.keyframe))
+    encoder, decoder = load_pose_net(args.weights)
+    with _progress(len(entries), "pose") as bar:
+        predicted = predict_relative_poses(encoder, decoder, args.data, entries, (args.height, args.width),
+                                           resolve_device(args.device), progress=bar.update)
+    result = evaluate_pose(predicted, ground_truth)
+    name = f"sequence {args.sequence}" if args.sequence is not None else args.keyframe
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_npz(args.out / "pred_poses.npz", compressed=True, data=predicted.astype(np.float32))
+    with atomic_file(args.out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps({"sequence": name, "frames": len(entries), **result}, indent=2) + "\n")
+    plot_trajectories(predicted, ground_truth, args.out / "trajectory.png",
+                      f"{name}: ATE {result['ate_mean']:.4f}, RE {result['re_mean']:.4f}")
+    print(f"{name}: ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std "
+          f"{result['re_std']:.4f}) over {result['snippets']} 5-frame snippets; wrote {args.out}/pred_poses.npz, "
+          "metrics.json, trajectory.png")
+
+
+def _add_pose(sub) -> None:
+    p = sub.add_parser("pose", help="camera motion from the pose network, scored as official evaluate_pose.py",
+                       description="Predict relative poses over a sequence, write them in the official .npz format, "
+                                   "score ATE and RE against ground truth and plot both trajectories.")
+    p.add_argument("--weights", type=Path, required=True,
+                   help="official weights folder (pose_encoder.pth, pose.pth) or a `dares train` run or checkpoint")
+    p.add_argument("--data", type=Path, required=True, help="the data folder holding datasetN/keyframeM")
+    p.add_argument("--sequence", type=int, default=None, help="official SCARED pose test sequence: 1 or 2")
+    p.add_argument("--keyframe", default=None,
+                   help="or any datasetN/keyframeM under --data with camera_poses.npz (synthetic scenes)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="network input height (official 256)")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="network input width (official 320)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--out", type=Path, default=Path("dares_pose"),
+                   help="folder for pred_poses.npz, metrics.json, trajectory.png (default ./dares_pose)")
+    p.add_argument("--force", action="store_true", help="replace files in an existing --out")
+    p.set_defaults(func=cmd_pose)
 
 
 def _add_eval(sub) -> None:
@@ -353,7 +404,8 @@ def add_network_options(p, compute: bool = True) -> None:
 
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
-                       description="Render procedural da Vinci-like stereo sequences with ground-truth depth "
+                       description="Render procedural da Vinci-like stereo sequences (a tissue lumen with folds, "
+                                   "moving instruments, endoscope lighting) with ground-truth depth, instrument masks "
                                    "and poses.")
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
     p.add_argument("--frames", type=POSITIVE_INT, default=100, help="frames per sequence (default 100)")
@@ -367,6 +419,8 @@ def _add_synth(sub) -> None:
                    help="frame rate written to the calibration (default 25)")
     p.add_argument("--noise", type=NON_NEGATIVE_FLOAT, default=0.004,
                    help="sensor noise std, image in [0,1] (default 0.004)")
+    p.add_argument("--instruments", type=int, choices=(-1, 0, 1, 2), default=-1,
+                   help="instruments per sequence (default -1: one or two, drawn per sequence)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same scenes (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_synth)
@@ -401,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_infer(sub)
     _add_eval(sub)
+    _add_pose(sub)
     _add_train(sub)
     _add_export(sub)
     bench = _add_bench(sub)

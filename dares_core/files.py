@@ -18,6 +18,7 @@ BAG_ENTRIES = ("metadata.yaml", "*.mcap", "*.db3", "*.zstd")
 SYNTH_ENTRIES = ("dataset*", "splits", "scene.json")
 RUN_ENTRIES = ("config.yaml", "checkpoints", "tb", "depth_model*.safetensors", "losses.jsonl", "metrics.jsonl")
 EVAL_ENTRIES = ("metrics.json", "per_frame.csv")
+POSE_ENTRIES = ("pred_poses.npz", "metrics.json", "trajectory.png")
 
 
 def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None) -> None:

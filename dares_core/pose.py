@@ -1,0 +1,130 @@
+"""`dares pose`: camera motion from the pose network, as the official evaluate_pose.py computes and scores it.
+
+For each frame i of a sequence the pose network sees (frame i+1, frame i), concatenated in that order, and
+its output becomes T_i = transformation_from_parameters(axis-angle, translation): the transform that takes
+points from camera i's frame into camera i+1's, the convention DARES trains it in (the target's points into
+the source's) and that the official gt_poses_sq{1,2}.npz share. Positions chain as pose = pose @ T_i.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.scared import SplitEntry, image_path, read_split
+from .errors import DaresError
+from .geometry import pose_from_axisangle
+from .model.pose_net import PoseDecoder, ResnetEncoder
+from .model.weights import read_tensors
+from .preprocess import read_rgb, resize_like_official, to_unit_tensor
+
+OFFICIAL_SPLITS = Path(__file__).parent / "splits" / "endovis"  # test_files_sequence{1,2}.txt, gt_poses_sq{1,2}.npz
+
+
+def load_pose_net(path: Path) -> tuple[ResnetEncoder, PoseDecoder]:
+    """The pose encoder and decoder of an official/AF-SfMLearner weights folder (pose_encoder.pth, pose.pth),
+    a `dares train` run folder (its checkpoints/best.pt, else last.pt) or such a checkpoint; eval mode, CPU."""
+    path = Path(path)
+    if path.is_dir() and (path / "pose_encoder.pth").is_file():
+        states = {name: read_tensors(path / f"{name}.pth")[0] for name in ("pose_encoder", "pose")}
+    else:
+        if path.is_dir():
+            found = [p for p in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt") if p.is_file()]
+            if not found:
+                raise DaresError(f"{path}: neither pose_encoder.pth + pose.pth nor checkpoints/last.pt; pass the "
+                                 "official weights folder or a `dares train` run")
+            path = found[0]
+        try:
+            models = torch.load(path, map_location="cpu", weights_only=True)["models"]
+            states = {name: models[name] for name in ("pose_encoder", "pose")}
+        except Exception:  # a foreign or torn file: whatever torch raised, the fix is the same
+            raise DaresError(f"{path}: not a `dares train` checkpoint with pose networks; pass the official weights "
+                             "folder (pose_encoder.pth, pose.pth) or a run folder") from None
+    encoder, decoder = ResnetEncoder(2), PoseDecoder()
+    for net, name in ((encoder, "pose_encoder"), (decoder, "pose")):
+        missing = set(net.state_dict()) - set(states[name])
+        if missing:
+            raise DaresError(f"{path}: its {name} lacks {len(missing)} tensor(s), e.g. {sorted(missing)[0]}")
+        net.load_state_dict({k: v for k, v in states[name].items() if k in net.state_dict()})
+    return encoder.eval(), decoder.eval()
+
+
+def official_sequence(number: int) -> tuple[list[SplitEntry], np.ndarray]:
+    """The official SCARED pose test sequence 1 or 2: its split lines and ground-truth relative poses."""
+    if number not in (1, 2):
+        raise DaresError(f"--sequence {number}: the official pose test sequences are 1 and 2")
+    entries = read_split(OFFICIAL_SPLITS / f"test_files_sequence{number}.txt")
+    return entries, np.load(OFFICIAL_SPLITS / f"gt_poses_sq{number}.npz")["data"]
+
+
+def keyframe_sequence(root: Path, folder: str) -> tuple[list[SplitEntry], np.ndarray]:
+    """Every frame of a keyframe folder with camera_poses.npz (camera-to-world, as `dares synth` and
+    `dares prepare-scared` write it) but the last, and the ground-truth relative poses inv(P[i+1]) @ P[i]."""
+    poses_file = Path(root) / folder / "camera_poses.npz"
+    if not poses_file.is_file():
+        raise DaresError(f"{poses_file} not found: pose ground truth comes from `dares synth` or `dares prepare-scared`"
+                         "; for SCARED pose sequences pass --sequence 1 or 2")
+    data = np.load(poses_file)
+    frames, poses = data["frames"], data["poses"]
+    entries = [SplitEntry(folder, int(f), "l") for f in frames[:-1]]
+    relative = np.stack([np.linalg.inv(poses[i + 1]) @ poses[i] for i in range(len(frames) - 1)])
+    return entries, relative
+
+
+@torch.no_grad()
+def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: Path, entries: list[SplitEntry],
+                           size: tuple[int, int] = (256, 320), device: str | torch.device = "cpu", batch: int = 8,
+                           progress=None) -> np.ndarray:
+    """(N,4,4) relative poses, one per entry: the network on (frame + 1, frame), each resized as the official
+    loader does to size (height, width). Translation in the network's units (DARES: up to scale)."""
+    encoder, decoder = encoder.to(device), decoder.to(device)
+    out = []
+    for start in range(0, len(entries), batch):
+        chunk = entries[start:start + batch]
+        pairs = []
+        for e in chunk:
+            paths = [image_path(root, e.folder, e.frame + step, e.side) for step in (1, 0)]
+            missing = [p for p in paths if not p.is_file()]
+            if missing:
+                raise DaresError(f"{missing[0]} not found: is --data the folder holding {e.folder}?")
+            pairs.append(torch.cat([to_unit_tensor(resize_like_official(read_rgb(p), size)) for p in paths]))
+        axisangle, translation = decoder([encoder(torch.stack(pairs).to(device))])
+        out.append(pose_from_axisangle(axisangle[:, 0, 0].double(), translation[:, 0, 0].double()).cpu().numpy())
+        if progress is not None:
+            progress(len(chunk))
+    return np.concatenate(out)
+
+
+def trajectory(relative: np.ndarray) -> np.ndarray:
+    """Positions (N+1,3) chained from relative poses, starting at the origin (pose = pose @ T)."""
+    from .evaluate import chain_positions
+
+    return chain_positions(relative)[0]
+
+
+def plot_trajectories(predicted: np.ndarray, ground_truth: np.ndarray, path: Path, title: str) -> None:
+    """A PNG of the two chained trajectories, top (x-z) and side (y-z) views, the prediction scaled to the ground
+    truth by least squares as ATE aligns snippets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_file
+
+    gt, pred = trajectory(ground_truth), trajectory(predicted)
+    scale = float(np.sum(gt * pred) / max(np.sum(pred**2), 1e-12))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, (a, b, label) in zip(axes, ((0, 2, "top view (x, z)"), (1, 2, "side view (y, z)"))):
+        ax.plot(gt[:, a], gt[:, b], "k-", label="ground truth")
+        ax.plot(pred[:, a] * scale, pred[:, b] * scale, "r--", label=f"predicted (x{scale:.3g})")
+        ax.set_title(label)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
