@@ -62,8 +62,10 @@ class DepthEvaluation:
 
 
 def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = True,
-                   pred_scale: float = 1.0) -> DepthEvaluation:
-    """pred_disps: (N,h,w) disparities (official --save_pred_disps arrays); gt_depths: N arrays (H,W), mm."""
+                   pred_scale: float = 1.0, regions=None) -> DepthEvaluation:
+    """pred_disps: (N,h,w) disparities (official --save_pred_disps arrays); gt_depths: N arrays (H,W), mm.
+    regions: N boolean (H,W) masks (e.g. instruments): the metrics over each frame's region only, its median
+    scale still from the whole frame; frames whose region holds no valid pixel are left out."""
     if len(pred_disps) != len(gt_depths):
         raise DaresError(f"{len(pred_disps)} predicted disparities but {len(gt_depths)} ground-truth depths: "
                          "predict exactly the frames of the split's test_files.txt, in order")
@@ -77,12 +79,17 @@ def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = Tru
         mask = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
         if not mask.any():
             raise DaresError(f"ground truth of frame {i} has no pixel in ({MIN_DEPTH}, {MAX_DEPTH}) mm")
-        gt_valid, pred_valid = gt[mask], pred[mask] * pred_scale
+        ratio = np.median(gt[mask]) / np.median(pred[mask] * pred_scale) if median_scaling else 1.0
+        if regions is not None:
+            mask = mask & regions[i]
+            if not mask.any():
+                continue
         if median_scaling:
-            ratio = np.median(gt_valid) / np.median(pred_valid)
             ratios.append(ratio)
-            pred_valid = pred_valid * ratio
-        rows.append(depth_errors(gt_valid, np.clip(pred_valid, MIN_DEPTH, MAX_DEPTH)))
+        pred_valid = pred[mask] * pred_scale * ratio
+        rows.append(depth_errors(gt[mask], np.clip(pred_valid, MIN_DEPTH, MAX_DEPTH)))
+    if not rows:
+        raise DaresError("no frame has a valid ground-truth pixel in its region: nothing to evaluate there")
     per_frame = np.array(rows)
     return DepthEvaluation(dict(zip(METRICS, per_frame.mean(0).tolist())), per_frame, np.array(ratios))
 
@@ -131,7 +138,8 @@ def evaluate_pose(pred_relative: np.ndarray, gt_relative: np.ndarray, track_leng
 
 
 def predict_split_disparities(predictor, root: Path, split_file: Path, batch: int = 8, progress=None) -> np.ndarray:
-    """(N,h,w) scaled disparities of a split's left frames at network resolution, as --save_pred_disps."""
+    """(N,h,w) inverse depth (1/mm) of a split's left frames at network resolution: the scaled disparities of
+    official --save_pred_disps for DARES (unit 1), divided by the network's depth_unit_mm otherwise."""
 
     from .data.scared import image_path, read_split
     from .preprocess import network_batch, read_rgb
@@ -146,7 +154,7 @@ def predict_split_disparities(predictor, root: Path, split_file: Path, batch: in
             raise DaresError(f"{missing[0]} not found for {split_file}: is --data the folder holding "
                              f"datasetN/keyframeM?")
         images = network_batch([read_rgb(p) for p in paths], predictor.size)  # as the official loader
-        out.append(predictor.predict(images).disparity.float().cpu().numpy())
+        out.append(predictor.predict(images).disparity.float().cpu().numpy() / predictor.net.config.depth_unit_mm)
         if progress is not None:
             progress(len(chunk))
     return np.concatenate(out)

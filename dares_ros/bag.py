@@ -24,11 +24,11 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dares_core.data.scared import gt_path, image_path, read_gt_depth
+from dares_core.data.scared import gt_path, image_path, instrument_mask_path, read_gt_depth
 from dares_core.errors import DaresError
 from dares_core.files import BAG_ENTRIES, atomic_dir
 
-from .conversions import OUTPUT_QUEUE_DEPTH, depth_image, read_depth_image
+from .conversions import OUTPUT_QUEUE_DEPTH, depth_image, image_to_rgb8, read_depth_image, uint8_image
 from .graph import prepare_dds
 from .names import OUTPUT_NAMESPACE, RIG
 
@@ -185,9 +185,7 @@ def _image_msg(bgr: np.ndarray, compressed: bool):
         msg = CompressedImage(format="jpeg")
         msg.data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
         return msg
-    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=3 * bgr.shape[1])
-    msg.data = bgr.tobytes()
-    return msg
+    return uint8_image(bgr, "bgr8")
 
 
 def sequence_folders(path: Path) -> tuple[Path, list[str]]:
@@ -238,6 +236,10 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
                 if gt.is_file():
                     depth_m = read_gt_depth(gt, bgr.shape[0]) / 1000.0
                     bag.write(f"{prefix}/ground_truth/depth", depth_image(depth_m, stamp), t_ns)
+                mask = instrument_mask_path(root, folder, frame)
+                if mask.is_file():  # synthetic scenes: where the instruments are (mono8, 255 on them)
+                    instruments = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+                    bag.write(f"{prefix}/ground_truth/instrument_mask", uint8_image(instruments, "mono8", stamp), t_ns)
                 if frame in poses:
                     bag.write(f"{prefix}/ground_truth/pose", _pose_msg(poses[frame], stamp), t_ns)
                 t_ns += period_ns
@@ -519,6 +521,7 @@ class Topics:
     right_image: str | None
     right_info: str | None
     gt_depth: str | None
+    gt_instruments: str | None = None
 
     @classmethod
     def of_bag(cls, path: Path) -> Topics:
@@ -542,7 +545,7 @@ class Topics:
             images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
             return cls(one(tuple(f"left/{s}" for s in images)), one(("left/camera_info",)),
                        one(tuple(f"right/{s}" for s in images), False), one(("right/camera_info",), False),
-                       one(("ground_truth/depth",), False))
+                       one(("ground_truth/depth",), False), one(("ground_truth/instrument_mask",), False))
         finally:
             reader.close()
 
@@ -584,7 +587,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     from dares_core.inference import DepthPredictor
     from dares_core.model.weights import load_depth_net
 
-    from .conversions import ConversionError, compressed_to_rgb8, depth_outputs, image_to_rgb8
+    from .conversions import ConversionError, compressed_to_rgb8, depth_outputs
 
     found = Topics.of_bag(bag) if not (image_topic and info_topic) else None
     reader = open_reader(bag)
@@ -648,9 +651,11 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
 
 
 def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt_topic: str | None = None,
-             median_scaling: bool = True):
+             median_scaling: bool = True, region_topic: str | None = None):
     """SCARED metrics of a bag's depth against its ground-truth topic, frames paired by stamp; frames whose
-    depth has no valid pixel are left out (and counted). Returns (evaluation, frames left out)."""
+    depth has no valid pixel are left out (and counted). With `region_topic` (a mask image topic, e.g. the
+    synthetic instrument mask) the metrics cover its nonzero pixels, scaled as the whole frame. Returns
+    (evaluation, frames left out)."""
     from dares_core.evaluate import evaluate_depth
 
     reader = open_reader(bag)
@@ -679,5 +684,11 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
         raise DaresError(f"every {depth_topic} frame paired with ground truth is all NaN or zero: nothing to evaluate")
     disps = [1.0 / np.where(valid[s], preds[s] * 1000.0, np.inf) for s in stamps]
     disps = [np.where(d > 0, d, np.min(d[d > 0])) for d in disps]  # invalid pixels: farthest valid disparity
-    evaluation = evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling)
+    regions = None
+    if region_topic is not None:
+        masks = {(m.header.stamp.sec, m.header.stamp.nanosec): image_to_rgb8(m)[..., 0] > 0
+                 for m in read_messages(bag, region_topic, Image)}
+        regions = [masks.get(s, np.zeros(gts[s].shape, bool)) for s in stamps]
+    evaluation = evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling,
+                                regions=regions)
     return evaluation, len(empty)

@@ -80,12 +80,14 @@ def read_depth_image(msg: Image) -> np.ndarray:
     return np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.float32).reshape(msg.height, msg.width)
 
 
-def bgr8_image(bgr: np.ndarray, header) -> Image:
-    """(H,W,3) uint8 BGR -> bgr8 Image."""
-    bgr = np.ascontiguousarray(bgr, dtype=np.uint8)
-    msg = Image(header=header, height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", is_bigendian=False,
-                step=3 * bgr.shape[1])
-    msg.data = bgr.tobytes()
+def uint8_image(pixels: np.ndarray, encoding: str, header=None) -> Image:
+    """uint8 pixels, (H,W,3) for bgr8/rgb8 or (H,W) for mono8 (masks: 255 on, 0 off) -> Image."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=False,
+                step=pixels.strides[0])
+    if header is not None:
+        msg.header = header
+    msg.data = pixels.tobytes()
     return msg
 
 
@@ -190,5 +192,5 @@ def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, point_stri
         xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
         out["points"] = point_cloud(xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride], header)
     if colored:
-        out["colored"] = bgr8_image(colorize_inverse_depth(depth_t), header)
+        out["colored"] = uint8_image(colorize_inverse_depth(depth_t), "bgr8", header)
     return out

@@ -74,6 +74,9 @@ def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
     assert summary["metrics_median_scaled"]["abs_rel"] < 0.1
     assert abs(summary["stereo_scale_error"]) < 0.1
     assert summary["metrics_metric"]["abs_rel"] < 0.15
+    # the scene has instruments in view; their region is reported on its own
+    assert 0 < summary["metrics_instruments"]["abs_rel"] < 0.2
+    assert "| median-scaled, instruments only |" in (demo[0] / "report.md").read_text()
 
 
 def test_only_a_demo_folder_is_replaced(tmp_path):
@@ -91,6 +94,7 @@ def test_bag_topics_are_found_by_their_da_vinci_names(demo):
     topics = Topics.of_bag(out / "recorded_bag")  # left image, camera_info and ground truth; no right eye
     assert topics.left_image == "/jhu_daVinci/left/image_raw" and not topics.stereo and not topics.compressed
     assert topics.gt_depth == "/jhu_daVinci/ground_truth/depth"
+    assert topics.gt_instruments == "/jhu_daVinci/ground_truth/instrument_mask"
 
 
 def test_readme_pictures_are_there():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dares_core.cli import main
+from dares_core.errors import DaresError
 from dares_core.evaluate import evaluate_depth, evaluate_pose
 
 SPLITS = Path(__file__).resolve().parents[1] / "dares_core" / "splits" / "endovis"
@@ -83,3 +84,19 @@ def test_pose_ate_on_the_official_trajectory():
     noisy[:, :3, 3] += np.random.default_rng(0).normal(0, 1e-3, noisy[:, :3, 3].shape)
     result = evaluate_pose(noisy, gt)
     assert result["ate_mean"] > 1e-5 and result["re_mean"] < 1e-9
+
+
+def test_a_region_is_scored_alone_with_the_whole_frames_scale():
+    """Instruments-only metrics: the region's pixels, median-scaled by the frame as a whole."""
+    gt = np.linspace(20.0, 140.0, 40 * 50, dtype=np.float32).reshape(40, 50)
+    region = np.zeros_like(gt, bool)
+    region[10:20, 10:20] = True  # 4 % of the frame, predicted 1.5x too far relative to the rest
+    pred = np.where(region, 3.0 * gt, 2.0 * gt)
+    whole = evaluate_depth((1.0 / pred)[None], [gt])
+    inside = evaluate_depth((1.0 / pred)[None], [gt], regions=[region])
+    ratio = whole.ratios[0]  # about 1/2: the region moves the frame's median a little
+    assert inside.ratios[0] == pytest.approx(ratio) and 0.45 < ratio < 0.55
+    assert inside.mean["abs_rel"] == pytest.approx(abs(1 - 3 * ratio), rel=1e-4)
+    assert whole.mean["abs_rel"] < 0.1
+    with pytest.raises(DaresError, match="region"):
+        evaluate_depth((1.0 / pred)[None], [gt], regions=[np.zeros_like(region)])

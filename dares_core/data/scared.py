@@ -4,6 +4,7 @@ Layout under a data root::
 
     datasetN/keyframeM/image_02/data/0000000001.png            left frames (image_03: right)
     datasetN/keyframeM/image_02/data/groundtruth/scene_points000000.tiff   XYZ mm, frame index - 1
+    datasetN/keyframeM/image_02/data/instruments/0000000001.png          synthetic scenes: instrument mask
     splits/<name>/test_files.txt                                 lines "datasetN/keyframeM FRAME l"
 """
 
@@ -39,6 +40,12 @@ def image_path(root: Path, folder: str, frame: int, side: str = "l", ext: str = 
 
 def gt_path(root: Path, folder: str, frame: int, side: str = "l") -> Path:
     return Path(root) / folder / SIDE_FOLDER[side] / "data" / "groundtruth" / f"scene_points{frame - 1:06d}.tiff"
+
+
+def instrument_mask_path(root: Path, folder: str, frame: int) -> Path:
+    """The left eye's instrument mask (uint8 PNG, 255 on instruments) that `dares synth` writes beside the ground
+    truth; SCARED itself has none."""
+    return Path(root) / folder / SIDE_FOLDER["l"] / "data" / "instruments" / f"{frame:010d}.png"
 
 
 def read_split(path: Path) -> list[SplitEntry]:
@@ -173,15 +180,21 @@ class ScaredSequenceDataset:
         """Augmentation draws depend on (seed, epoch, index): a resumed run sees the same data."""
         self.epoch = epoch
 
+    @staticmethod
+    def calibrated_baseline(sequence: Path) -> float | None:
+        """baseline_mm of a sequence folder's calibration.yaml, None without one."""
+        calib = Path(sequence) / "calibration.yaml"
+        if not calib.is_file():
+            return None
+        import yaml
+
+        value = yaml.safe_load(calib.read_text()).get("baseline_mm")
+        return float(value) if value else None
+
     def _baseline(self, folder: str) -> float:
         if self.stereo_baseline is not None:
             return self.stereo_baseline
-        calib = self.root / folder / "calibration.yaml"
-        if calib.is_file():
-            import yaml
-
-            return float(yaml.safe_load(calib.read_text()).get("baseline_mm", 0.1))
-        return 0.1
+        return self.calibrated_baseline(self.root / folder) or 0.1
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
