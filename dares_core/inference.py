@@ -36,8 +36,9 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Prediction:
-    """disparity: (B,h,w) at network resolution (DARES: scaled disparity 1/depth, as official eval saves it);
-    depth: (B,H,W) at input resolution in the model's units (nominal mm for DARES; NaN where invalid)."""
+    """disparity: (B,h,w) at network resolution (DARES: scaled disparity 1/depth in the network's own unit, as
+    official eval saves it); depth: (B,H,W) at input resolution in mm (the network's unit times its recorded
+    depth_unit_mm: nominal mm for DARES; NaN where invalid)."""
 
     disparity: torch.Tensor
     depth: torch.Tensor
@@ -137,5 +138,6 @@ class DepthPredictor:
         full = disparity if (height, width) == self.size else F.interpolate(
             disparity, (height, width), mode="bilinear", align_corners=False)
         full = full[:, 0]
-        depth = torch.where(full > 0, 1.0 / full.clamp_min(1e-12), torch.full_like(full, float("nan")))
+        unit = self.net.config.depth_unit_mm
+        depth = torch.where(full > 0, unit / full.clamp_min(1e-12), torch.full_like(full, float("nan")))
         return Prediction(disparity=disparity[:count, 0], depth=depth[:count])

@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from .data.scared import ScaredSequenceDataset, default_split_dir, gt_path, image_path, read_gt_depth, read_split
 from .distributed import global_batchnorm
 from .errors import DaresError
 from .evaluate import evaluate_depth
@@ -136,7 +137,6 @@ class TrainConfig:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        from .data.scared import ScaredSequenceDataset, default_split_dir, read_split
 
         self.cfg = cfg
         self.distributed = dist.is_available() and dist.is_initialized()
@@ -180,6 +180,7 @@ class Trainer:
         else:
             depth = DaresDepthNet(DepthNetConfig.dares(cfg.encoder, cfg.lora_ranks, hf_config=cfg.hf_config or None))
         depth.config.input_size = [cfg.height, cfg.width]  # saved with it: inference runs where it was trained
+        depth.config.depth_unit_mm = self._depth_unit_mm()
         models = {
             "depth": depth,
             "pose_encoder": ResnetEncoder(2), "pose": PoseDecoder(),
@@ -198,6 +199,14 @@ class Trainer:
         if self.distributed:  # batch statistics over the global batch, as one process would have them
             models = {k: global_batchnorm(m, self.device) for k, m in models.items()}
         return {k: m.to(self.device) for k, m in models.items()}
+
+    def _depth_unit_mm(self) -> float:
+        """Millimetres per unit of the depth this run learns: calibrated / nominal baseline when stereo training
+        is given a nominal stereo_baseline (the calibration of the first training sequence), else 1."""
+        if not (self.cfg.stereo and self.cfg.stereo_baseline):
+            return 1.0
+        calibrated = ScaredSequenceDataset.calibrated_baseline(self.root / self.train_set.entries[0].folder)
+        return calibrated / self.cfg.stereo_baseline if calibrated else 1.0
 
     def _phase_parameters(self, phase: int) -> list:
         if phase == 0:
@@ -476,7 +485,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Median-scaled SCARED metrics on (a spread of) the val split, when it has ground truth."""
-        from .data.scared import gt_path, image_path, read_gt_depth
 
         entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
         if not entries:

@@ -76,6 +76,8 @@ class DepthNetConfig:
     position_embeddings: how the DINOv2 position embeddings are resized to the input, part of what a network
     was trained with: "official" (official_position_embeddings: DINOv2, Depth Anything V2, DARES) or "exact"
     (transformers 5's own; our checkpoints written before this was recorded were trained with it).
+    depth_unit_mm: millimetres per unit of the network's depth: 1 for DARES (nominal mm, up to scale); stereo
+    training with a nominal baseline learns depth in (calibrated / nominal baseline) mm, recorded here.
     """
 
     encoder: str = "vits"
@@ -86,10 +88,13 @@ class DepthNetConfig:
     hf_config: dict = field(default_factory=dict)
     input_size: list[int] | None = None
     position_embeddings: str = "official"
+    depth_unit_mm: float = 1.0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise DaresError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if not self.depth_unit_mm > 0:
+            raise DaresError(f"depth_unit_mm {self.depth_unit_mm}: must be positive (millimetres per depth unit)")
         if self.position_embeddings not in POSITION_EMBEDDINGS:
             raise DaresError(f"unknown position_embeddings {self.position_embeddings!r}: choose one of "
                              f"{', '.join(POSITION_EMBEDDINGS)}")
