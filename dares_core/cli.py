@@ -43,7 +43,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     cfg = SynthConfig(
         width=args.width, height=args.height, frames=args.frames, sequences=args.sequences, seed=args.seed,
-        baseline_mm=args.baseline_mm, fps=args.fps, noise=args.noise,
+        baseline_mm=args.baseline_mm, fps=args.fps, noise=args.noise, instruments=args.instruments,
     )
     cfg.validate()
     ensure_writable_output(args.out, args.force, SYNTH_ENTRIES)
