@@ -182,6 +182,178 @@ def _add_pose(sub) -> None:
     p.set_defaults(func=cmd_pose)
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from .files import FUSED_ENTRIES, check_output_folder
+
+    if args.protocol == "official":
+        _reconstruct_official(args, check_output_folder)
+        return
+    check_output_folder(args.out, args.force, ours=FUSED_ENTRIES)
+    _reconstruct_fused(args)
+
+
+def _reconstruct_official(args: argparse.Namespace, check_output_folder) -> None:
+    from .data.scared import default_split_dir, read_split
+    from .evaluate import load_npz_data
+    from .inference import DepthPredictor
+    from .model.weights import load_depth_net
+    from .reconstruct import OFFICIAL_SPLIT, official_cloud_name, official_point_clouds
+
+    if args.weights is None:
+        raise DaresError("--protocol official needs --weights (the depth model to reconstruct with)")
+    entries = read_split(args.split_file or OFFICIAL_SPLIT)
+    check_output_folder(args.out, args.force, ours=tuple(official_cloud_name(e) for e in entries))
+    gt_file = args.gt_depths or default_split_dir(args.data) / "gt_depths.npz"
+    gt = load_npz_data(gt_file, "ground-truth depths", "(N,H,W) depths in mm")
+    if len(gt) < len(entries):
+        raise DaresError(f"{gt_file} has {len(gt)} frames, fewer than the {len(entries)} to reconstruct: the official "
+                         "protocol scales frame i by the test split's i-th ground truth")
+    predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights), (256, 320), args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with _progress(len(entries), "reconstruct") as bar:
+        written = official_point_clouds(predictor, args.data, entries, gt, args.out, bar.update)
+    print(f"wrote {len(written)} point clouds (metres, as the official) to {args.out}")
+
+
+def _reconstruct_fused(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .data.scared import gt_path, read_gt_depth
+    from .data.synthetic import read_calibration
+    from .files import atomic_file
+    from .reconstruct import TsdfFusion, fuse_keyframe, keyframe_frames, world_points
+    from .visualize import render_point_cloud
+
+    if args.keyframe is None:
+        raise DaresError("fused reconstruction needs --keyframe datasetN/keyframeM (a folder under --data)")
+    if (args.weights is None) == (args.depth == "net"):
+        raise DaresError("give --weights for network depth, or --depth gt (and no --weights) for ground truth")
+    folder, root = args.keyframe, args.data
+    frames = keyframe_frames(root, folder, args.every)
+    calib = read_calibration(root / folder)
+    K = np.asarray(calib["K"], np.float64).reshape(3, 3)
+    poses_file = root / folder / "camera_poses.npz"
+    gt_poses = dict(zip(*[np.load(poses_file)[k] for k in ("frames", "poses")])) if poses_file.is_file() else {}
+    has_gt = gt_path(root, folder, frames[0]).is_file()
+
+    def ground_truth(frame):
+        return read_gt_depth(gt_path(root, folder, frame), rows=int(calib["image_height"]))
+
+    if args.depth == "gt":
+        if not has_gt:
+            raise DaresError(f"--depth gt: {root / folder} has no ground truth")
+        depth_of = lambda frame, rgb: ground_truth(frame)  # noqa: E731
+    else:
+        from .inference import DepthPredictor
+        from .model.weights import load_depth_net
+
+        predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights), device=args.device)
+
+        def depth_of(frame, rgb):
+            import torch
+
+            depth = predictor.predict(torch.from_numpy(rgb)[None]).depth[0].cpu().numpy()
+            if args.scale == "gt":  # median-scaled per frame, as the SCARED protocol
+                gt = ground_truth(frame)
+                valid = (gt > 1e-3) & (gt < 150) & np.isfinite(depth)
+                depth = depth * np.median(gt[valid]) / np.median(depth[valid])
+            return depth
+    if args.poses == "gt":
+        if not gt_poses:
+            raise DaresError(f"{poses_file} not found: pass --poses net --pose-weights W, or a folder with poses")
+        poses = gt_poses
+    else:
+        poses = _network_poses(args, frames, gt_poses)
+    if args.scale == "gt" and not has_gt:
+        raise DaresError(f"--scale gt: {root / folder} has no ground truth; pass --scale none for metric depth")
+    fusion = TsdfFusion(args.voxel_mm, args.trunc_mm, args.max_depth_mm)
+    def reference(frame):  # the ground-truth surface this frame shows, within the depth integrated
+        gt = ground_truth(frame)
+        return world_points(np.where(gt < args.max_depth_mm, gt, np.nan), K, gt_poses[frame], stride=2)
+
+    with _progress(len(frames), "fuse") as bar:
+        metrics = fuse_keyframe(root, folder, fusion, K, depth_of, poses, frames,
+                                reference if has_gt and gt_poses else None, bar.update)
+    mesh, cloud = fusion.surface()
+    if not len(cloud.points):
+        raise DaresError("the fused volume is empty: check --max-depth-mm against the depth, and the poses")
+    import open3d as o3d
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, write, geometry in (("mesh.ply", o3d.io.write_triangle_mesh, mesh),
+                                  ("points.ply", o3d.io.write_point_cloud, cloud)):
+        with atomic_file(args.out / name) as tmp:
+            if not write(str(tmp), geometry):
+                raise DaresError(f"could not write {args.out / name}")
+    points = np.asarray(cloud.points)
+    shown = np.random.default_rng(0).choice(len(points), min(len(points), 30000), replace=False)
+    render_point_cloud(points[shown], (np.asarray(cloud.colors)[shown] * 255).astype(np.uint8),
+                       args.out / "render.png", f"{folder}: {len(frames)} frames fused, {args.voxel_mm:g} mm voxels")
+    metrics.update(keyframe=folder, depth=args.depth, poses=args.poses, scale=args.scale, voxel_mm=args.voxel_mm,
+                   trunc_mm=args.trunc_mm, vertices=len(mesh.vertices), device=str(fusion.device))
+    with atomic_file(args.out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    distances = (f"; accuracy {metrics['accuracy_mm']:.2f} mm, completeness {metrics['completeness_mm']:.2f} mm, "
+                 f"Chamfer {metrics['chamfer_mm']:.2f} mm") if "chamfer_mm" in metrics else ""
+    print(f"fused {len(frames)} frames into {len(mesh.vertices)} vertices{distances}; wrote {args.out}/mesh.ply, "
+          "points.ply, render.png, metrics.json")
+
+
+def _network_poses(args: argparse.Namespace, frames: list[int], gt_poses: dict) -> dict:
+    """Camera-to-world poses of `frames` chained from the pose network, started at the first frame's ground-truth
+    pose (identity without), translation scaled to the ground-truth path length when there is one."""
+    import numpy as np
+
+    from .data.scared import SplitEntry
+    from .inference import resolve_device
+    from .pose import load_pose_net, predict_relative_poses
+    from .reconstruct import chain_poses
+
+    if args.pose_weights is None:
+        raise DaresError("--poses net needs --pose-weights (official weights folder or a `dares train` run)")
+    if args.every != 1:
+        raise DaresError("--poses net chains consecutive frames: use --every 1 (or --poses gt)")
+    encoder, decoder = load_pose_net(args.pose_weights)
+    steps = [SplitEntry(args.keyframe, f, "l") for f in frames[:-1]]  # pairs (f, f + 1)
+    relative = predict_relative_poses(encoder, decoder, args.data, steps, device=resolve_device(args.device))
+    if gt_poses:
+        gt_steps = [np.linalg.norm(gt_poses[b][:3, 3] - gt_poses[a][:3, 3]) for a, b in zip(frames, frames[1:])]
+        relative[:, :3, 3] *= sum(gt_steps) / max(np.linalg.norm(relative[:, :3, 3], axis=1).sum(), 1e-12)
+    chained = chain_poses(relative, gt_poses.get(frames[0]))
+    return dict(zip(frames, chained))
+
+
+def _add_reconstruct(sub) -> None:
+    p = sub.add_parser("reconstruct", help="3D from depth: the official per-frame clouds, or a sequence fused (TSDF)",
+                       description="--protocol official: point clouds of splits/endovis/3d_reconstruction.txt exactly "
+                                   "as evaluate_3d_reconstruction.py. fused (default): a keyframe's depth integrated "
+                                   "into a TSDF with ground-truth or pose-network poses; a mesh, points, a render and, "
+                                   "with ground truth, accuracy/completeness/Chamfer in mm.")
+    p.add_argument("--protocol", choices=("fused", "official"), default="fused", help="default fused")
+    p.add_argument("--data", type=Path, required=True, help="the data folder holding datasetN/keyframeM")
+    add_weights_options(p, required=False)
+    p.add_argument("--split-file", type=Path, default=None,
+                   help="official: frames to reconstruct (default the official 3d_reconstruction.txt)")
+    p.add_argument("--gt-depths", type=Path, default=None,
+                   help="official: the test split's gt_depths.npz (default DATA/splits/endovis/gt_depths.npz)")
+    p.add_argument("--keyframe", default=None, help="fused: the datasetN/keyframeM folder to fuse")
+    p.add_argument("--depth", choices=("net", "gt"), default="net", help="fused: network (--weights) or ground truth")
+    p.add_argument("--poses", choices=("gt", "net"), default="gt",
+                   help="fused: camera_poses.npz (default) or the pose network (--pose-weights)")
+    p.add_argument("--pose-weights", type=Path, default=None, help="fused, --poses net: official folder or a run")
+    p.add_argument("--scale", choices=("gt", "none"), default="gt",
+                   help="fused, network depth: median-scaled to ground truth per frame (default) or as predicted")
+    p.add_argument("--voxel-mm", type=POSITIVE_FLOAT, default=1.0, help="fused: voxel edge in mm (default 1)")
+    p.add_argument("--trunc-mm", type=POSITIVE_FLOAT, default=4.0, help="fused: TSDF truncation in mm (default 4)")
+    p.add_argument("--max-depth-mm", type=POSITIVE_FLOAT, default=150.0, help="fused: depth integrated up to (150)")
+    p.add_argument("--every", type=POSITIVE_INT, default=1, help="fused: every N-th frame (default 1)")
+    p.add_argument("--device", default="cpu", help="the networks' device (the TSDF uses CUDA when present)")
+    p.add_argument("--out", type=Path, default=Path("dares_reconstruction"),
+                   help="output folder (default ./dares_reconstruction)")
+    p.add_argument("--force", action="store_true", help="replace the files an earlier reconstruction wrote there")
+    p.set_defaults(func=cmd_reconstruct)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="SCARED depth metrics (official protocol) or pose ATE",
                        description="Evaluate official-format disparity arrays, a model on a data folder, or poses.")
@@ -456,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_eval(sub)
     _add_pose(sub)
+    _add_reconstruct(sub)
     _add_train(sub)
     _add_export(sub)
     bench = _add_bench(sub)

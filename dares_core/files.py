@@ -19,6 +19,7 @@ SYNTH_ENTRIES = ("dataset*", "splits", "scene.json")
 RUN_ENTRIES = ("config.yaml", "checkpoints", "tb", "depth_model*.safetensors", "losses.jsonl", "metrics.jsonl")
 EVAL_ENTRIES = ("metrics.json", "per_frame.csv")
 POSE_ENTRIES = ("pred_poses.npz", "metrics.json", "trajectory.png")
+FUSED_ENTRIES = ("mesh.ply", "points.ply", "render.png", "metrics.json")
 
 
 def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None) -> None:

@@ -1,0 +1,176 @@
+"""`dares reconstruct`: 3D from depth. Per-frame point clouds as the official evaluate_3d_reconstruction.py
+writes them, or a sequence fused into one surface (a TSDF, open3d's VoxelBlockGrid, on CUDA when present).
+
+Units: depth and poses in mm as everywhere in dares_core; open3d's TSDF works in metres (depth_scale 1000).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .data.scared import SplitEntry, image_path
+from .errors import DaresError
+from .evaluate import MAX_DEPTH, MIN_DEPTH
+from .files import atomic_file
+from .preprocess import network_batch, read_rgb
+
+OFFICIAL_SPLIT = Path(__file__).parent / "splits" / "endovis" / "3d_reconstruction.txt"
+
+
+def official_cloud_name(entry: SplitEntry) -> str:
+    """The official file name: sequence digit, keyframe digit and the frame, e.g. 1_1_000005.ply."""
+    return f"{entry.folder[7]}_{entry.folder[-1]}_{entry.frame:06d}.ply"
+
+
+def official_point_clouds(predictor, root: Path, entries: list[SplitEntry], gt_depths: np.ndarray, out: Path,
+                          progress=None) -> list[Path]:
+    """evaluate_3d_reconstruction.py, frame by frame: the official preprocessing at the network size, depth =
+    1/disparity, median-scaled to gt_depths[i] (resized nearest to the prediction) over 1e-3..150 mm, clamped
+    there, and an open3d RGBD cloud of the network-size image with the official intrinsics (metres: open3d's
+    depth_scale 1000). As the official, gt_depths is the test split's gt_depths.npz and frame i takes its
+    i-th entry, whichever frame that is: kept, so that the files compare with the paper's."""
+    import cv2
+    import open3d as o3d
+
+    from .data.scared import OFFICIAL_K
+
+    height, width = predictor.size
+    K = OFFICIAL_K[:3, :3].astype(np.float64) * np.array([[width], [height], [1.0]])
+    intrinsic = o3d.camera.PinholeCameraIntrinsic(width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    written = []
+    for i, entry in enumerate(entries):
+        rgb = network_batch([read_rgb(image_path(root, entry.folder, entry.frame, entry.side))], (height, width))
+        disparity = predictor.predict(rgb).disparity[0].float().cpu().numpy()
+        depth = 1.0 / disparity
+        gt = cv2.resize(gt_depths[i], (width, height), interpolation=cv2.INTER_NEAREST)
+        valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
+        depth = np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), MIN_DEPTH, MAX_DEPTH)
+        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+            o3d.geometry.Image(np.ascontiguousarray(rgb[0].numpy())), o3d.geometry.Image(depth.astype(np.float32)),
+            convert_rgb_to_intensity=False)
+        cloud = o3d.geometry.PointCloud.create_from_rgbd_image(rgbd, intrinsic)
+        path = out / official_cloud_name(entry)
+        with atomic_file(path) as tmp:
+            if not o3d.io.write_point_cloud(str(tmp), cloud):
+                raise DaresError(f"could not write {path}: check the disk and folder permissions")
+        written.append(path)
+        if progress is not None:
+            progress(1)
+    return written
+
+
+class TsdfFusion:
+    """Depth frames integrated into a truncated signed distance volume (open3d VoxelBlockGrid).
+
+    voxel_mm: voxel edge; trunc_mm: truncation distance; max_depth_mm: depth beyond is not integrated.
+    block_count bounds the volume's memory (16^3 voxels per block)."""
+
+    def __init__(self, voxel_mm: float = 1.0, trunc_mm: float = 4.0, max_depth_mm: float = 150.0,
+                 device: str | None = None, block_count: int = 40000):
+        import open3d as o3d
+        import open3d.core as o3c
+
+        if not 0 < voxel_mm < trunc_mm:
+            raise DaresError(f"voxel {voxel_mm} mm, truncation {trunc_mm} mm: give 0 < --voxel-mm < --trunc-mm")
+        self.device = o3c.Device(device or ("CUDA:0" if o3c.cuda.is_available() else "CPU:0"))
+        self.voxel_m, self.max_depth_m = voxel_mm / 1000.0, max_depth_mm / 1000.0
+        self.grid = o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
+            attr_channels=((1), (1), (3)), voxel_size=self.voxel_m, block_resolution=16, block_count=block_count,
+            device=self.device)
+        self.trunc_multiplier = trunc_mm / voxel_mm
+        self.frames = 0
+
+    def integrate(self, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> None:
+        """rgb (H,W,3) uint8; depth_mm (H,W), NaN or <= 0 invalid; K (3,3) pixels; T_world_cam (4,4) mm."""
+        import open3d as o3d
+        import open3d.core as o3c
+
+        depth = np.nan_to_num(depth_mm, nan=0.0).clip(0, None).astype(np.float32)
+        world_to_cam = np.linalg.inv(T_world_cam)
+        world_to_cam[:3, 3] /= 1000.0
+        depth_t = o3d.t.geometry.Image(o3c.Tensor(depth)).to(self.device)
+        color_t = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb).astype(np.float32) / 255.0)).to(self.device)
+        intrinsic = o3c.Tensor(K.astype(np.float64))
+        extrinsic = o3c.Tensor(world_to_cam.astype(np.float64))
+        blocks = self.grid.compute_unique_block_coordinates(depth_t, intrinsic, extrinsic, 1000.0, self.max_depth_m,
+                                                             self.trunc_multiplier)
+        self.grid.integrate(blocks, depth_t, color_t, intrinsic, extrinsic, 1000.0, self.max_depth_m,
+                            self.trunc_multiplier)
+        self.frames += 1
+
+    def surface(self):
+        """(triangle mesh, point cloud), legacy open3d geometry in mm."""
+        mesh = self.grid.extract_triangle_mesh().to_legacy()
+        cloud = self.grid.extract_point_cloud().to_legacy()
+        for geometry in (mesh, cloud):
+            geometry.scale(1000.0, center=np.zeros(3))
+        return mesh, cloud
+
+
+def surface_distances(reconstruction: np.ndarray, reference: np.ndarray) -> dict:
+    """Accuracy (mean distance of reconstructed points to the reference), completeness (reference to
+    reconstruction) and their mean, the Chamfer distance; points (N,3) mm."""
+    import open3d as o3d
+
+    def cloud(points):
+        return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
+
+    accuracy = np.asarray(cloud(reconstruction).compute_point_cloud_distance(cloud(reference)))
+    completeness = np.asarray(cloud(reference).compute_point_cloud_distance(cloud(reconstruction)))
+    return {"accuracy_mm": float(accuracy.mean()), "completeness_mm": float(completeness.mean()),
+            "chamfer_mm": float((accuracy.mean() + completeness.mean()) / 2)}
+
+
+def world_points(depth_mm: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Valid pixels of a depth map (H,W) mm as world points (N,3) mm, every `stride`-th pixel each way."""
+    d = depth_mm[::stride, ::stride]
+    v, u = np.mgrid[0:depth_mm.shape[0]:stride, 0:depth_mm.shape[1]:stride]
+    valid = np.isfinite(d) & (d > 0)
+    x = (u[valid] - K[0, 2]) / K[0, 0] * d[valid]
+    y = (v[valid] - K[1, 2]) / K[1, 1] * d[valid]
+    camera = np.stack([x, y, d[valid]], 1)
+    return camera @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+
+
+def chain_poses(relative: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Camera-to-world poses (N+1,4,4) from relative poses T_i (camera i's points into camera i+1's, as the pose
+    network and `dares pose` give them): P[i+1] = P[i] @ inv(T_i)."""
+    poses = [np.eye(4) if start is None else start]
+    for T in relative:
+        poses.append(poses[-1] @ np.linalg.inv(T))
+    return np.stack(poses)
+
+
+def keyframe_frames(root: Path, folder: str, every: int = 1) -> list[int]:
+    """The left-eye frame numbers of a keyframe folder, every `every`-th."""
+    frames = sorted(int(p.stem) for p in (Path(root) / folder / "image_02" / "data").glob("*.png"))
+    if not frames:
+        raise DaresError(f"{Path(root) / folder}/image_02/data has no frames: is --data the folder holding {folder}?")
+    return frames[::every]
+
+
+def fuse_keyframe(root: Path, folder: str, fusion: TsdfFusion, K_image: np.ndarray, depth_of, poses: dict,
+                  frames: list[int], ground_truth_of=None, progress=None) -> dict:
+    """Integrate a keyframe folder's frames: depth_of(frame, rgb) -> depth (H,W) mm, poses[frame] camera-to-world
+    mm. With ground_truth_of(frame) -> world points (N,3) mm of the surface that frame sees, also the surface
+    distances of the fused points to the ground truth seen by the same frames. Returns the metrics."""
+    reference = []
+    for frame in frames:
+        rgb = read_rgb(image_path(root, folder, frame))
+        fusion.integrate(rgb, depth_of(frame, rgb), K_image, poses[frame])
+        if ground_truth_of is not None:
+            reference.append(ground_truth_of(frame))
+        if progress is not None:
+            progress(1)
+    metrics = {"frames": len(frames)}
+    if reference:
+        import open3d as o3d
+
+        _, cloud = fusion.surface()
+        ground_truth = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate(reference)))
+        ground_truth = ground_truth.voxel_down_sample(fusion.voxel_m * 1000.0 / 2)
+        metrics.update(surface_distances(np.asarray(cloud.points), np.asarray(ground_truth.points)))
+    return metrics
