@@ -32,7 +32,7 @@ import yaml
 from .data.scared import ScaredSequenceDataset, default_split_dir, gt_path, image_path, read_gt_depth, read_split
 from .distributed import global_batchnorm
 from .errors import DaresError
-from .evaluate import evaluate_depth
+from .evaluate import MAX_DEPTH, MIN_DEPTH, evaluate_depth
 from .files import atomic_file, check_output_folder
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
 from .inference import resolve_device
@@ -91,6 +91,7 @@ class TrainConfig:
     # Improvements on the official method, off by default (README, "Training"):
     flow_warp_align_corners: bool = False  # flow warp where zero flow is the identity (official: half-pixel shift)
     jitter_per_item: bool = False  # one colour jitter for all frames and scales of an item (official: one per image)
+    depth_supervision: float = 0.0  # weight of |log depth - log ground truth| where the data has it; 0 as official
     encoder: str = "vits"
     weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
     hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
@@ -156,7 +157,7 @@ class Trainer:
         split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
             root, read_split(split_dir / f"{name}_files.txt"), cfg.height, cfg.width, self.frame_ids,
-            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item)
+            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item, cfg.depth_supervision > 0)
         self.train_set = make("train", True)
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
@@ -342,9 +343,21 @@ class Trainer:
                           f"brightness_smoothness/{s}": bright / n, f"smoothness/{s}": smooth})
             terms[f"loss/{s}"] = (reprojection + cfg.transform_constraint * transform / n
                                   + cfg.transform_smoothness * bright / n + cfg.disparity_smoothness * smooth / 2**s)
+            if cfg.depth_supervision:
+                terms[f"depth_supervision/{s}"] = self.depth_supervision_loss(outputs[("depth", s)], inputs["depth_gt"])
+                terms[f"loss/{s}"] = terms[f"loss/{s}"] + cfg.depth_supervision * terms[f"depth_supervision/{s}"]
             total += terms[f"loss/{s}"]
         terms["loss"] = total / len(cfg.scales)
         return terms
+
+    def depth_supervision_loss(self, depth: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
+        """Mean |log(depth in mm) - log(ground truth)| over pixels with ground truth in the evaluated range;
+        depth (B,1,H,W) in the network's unit, ground_truth (B,1,H,W) mm (0: none). Not part of DARES: an option
+        for data with ground truth (synthetic scenes, SCARED keyframes)."""
+        valid = ((ground_truth > MIN_DEPTH) & (ground_truth < MAX_DEPTH)).to(depth.dtype)
+        mm = at_least_fp32(depth) * self.models["depth"].config.depth_unit_mm
+        error = (mm.clamp_min(1e-6).log() - ground_truth.clamp_min(MIN_DEPTH).log()).abs()
+        return masked_mean(error, valid)
 
     def process_batch_0(self, inputs: dict) -> tuple[dict, dict]:
         """The position step's forward pass: (outputs, loss terms)."""

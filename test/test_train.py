@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from helpers import TINY
+from torch.utils.data import default_collate
 
 from dares_core.cli import main
 from dares_core.data.scared import ColorJitter, ScaredSequenceDataset, read_split
@@ -256,3 +258,22 @@ def test_colour_jitter_is_drawn_per_image_as_official_or_per_item_as_an_option(s
             assert len(calls) - before == draws
             assert not torch.equal(item[("color_aug", 0, 0)], item[("color", 0, 0)])
     assert 0 < augmented < len(dataset)  # half the items, as the official's random() > 0.5
+
+
+def test_depth_supervision_is_an_option_measured_in_millimetres(scenes, tmp_path):
+    """Off by default (the official method is self-supervised); on, items carry the ground truth and the term is
+    |log(depth x the network's unit) - log(ground truth)| over pixels that have it."""
+    from dares_core.train import Trainer
+
+    assert TrainConfig().depth_supervision == 0.0
+    trainer = Trainer(config(scenes, tmp_path / "run", depth_supervision=0.5, stereo=True, stereo_baseline=0.05))
+    assert trainer.models["depth"].config.depth_unit_mm == pytest.approx(4.5 / 0.05)  # calibrated / nominal
+    gt = trainer.train_set[0]["depth_gt"][None]
+    assert gt.shape == (1, 1, 64, 96) and (gt > 20).float().mean() > 0.99
+    unit = trainer.models["depth"].config.depth_unit_mm
+    assert float(trainer.depth_supervision_loss(gt / unit, gt)) == pytest.approx(0.0, abs=1e-6)
+    assert float(trainer.depth_supervision_loss(2 * gt / unit, gt)) == pytest.approx(np.log(2), rel=1e-5)
+    gt[..., :10] = 0  # no ground truth there: not counted
+    assert float(trainer.depth_supervision_loss(2 * gt.clamp_min(1) / unit, gt)) == pytest.approx(np.log(2), rel=1e-5)
+    result = trainer.train_step(default_collate([trainer.train_set[i] for i in range(2)]))
+    assert set(result["terms"]) >= {f"depth_supervision/{s}" for s in range(4)}

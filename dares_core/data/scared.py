@@ -150,19 +150,20 @@ class ScaredSequenceDataset:
     """Training/validation items of a split in the SCARED layout, as the official MonoDataset builds them.
 
     Item keys: ("color", f, s) and ("color_aug", f, s) (3,H/2^s,W/2^s) in [0,1] for f in frame_ids (ints and
-    "s" for the other eye) and scales s; ("K", s), ("inv_K", s) (4,4); "stereo_T" (4,4) when "s" is used.
+    "s" for the other eye) and scales s; ("K", s), ("inv_K", s) (4,4); "stereo_T" (4,4) when "s" is used;
+    with ground_truth, "depth_gt" (1,H,W) mm at the network size (nearest; 0 where the frame has none).
     stereo_baseline: model units (nominal mm for DARES); None reads calibration.yaml or falls back to 0.1.
     """
 
     def __init__(self, root: Path, entries: list[SplitEntry], height: int, width: int, frame_ids=(0, -1, 1),
                  num_scales: int = 4, train: bool = False, stereo_baseline: float | None = None, seed: int = 0,
-                 jitter_per_item: bool = False):
+                 jitter_per_item: bool = False, ground_truth: bool = False):
         self.root, self.entries = Path(root), list(entries)
         self.height, self.width = height, width
         self.frame_ids, self.num_scales, self.train = list(frame_ids), num_scales, train
         self.stereo_baseline = stereo_baseline
         self.seed, self.epoch = seed, 0
-        self.jitter_per_item = jitter_per_item
+        self.jitter_per_item, self.ground_truth = jitter_per_item, ground_truth
         if not self.entries:
             raise DaresError(f"no frames in the split for {root}: check the split file")
         first = self.entries[0]
@@ -222,7 +223,17 @@ class ScaredSequenceDataset:
             T = np.eye(4, dtype=np.float32)
             T[0, 3] = (-1 if entry.side == "l" else 1) * (-1 if do_flip else 1) * self._baseline(entry.folder)
             item["stereo_T"] = torch.from_numpy(T)
+        if self.ground_truth:
+            item["depth_gt"] = torch.from_numpy(self._ground_truth(entry, do_flip))[None]
         return item
+
+    def _ground_truth(self, entry: SplitEntry, flip: bool) -> np.ndarray:
+        """The target frame's ground-truth depth (H,W) mm at the network size, nearest; zeros without one."""
+        path = gt_path(self.root, entry.folder, entry.frame, entry.side)
+        if not path.is_file():
+            return np.zeros((self.height, self.width), np.float32)
+        depth = cv2.resize(read_gt_depth(path), (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(depth[:, ::-1] if flip else depth)
 
 
 def _side(side: str, frame_id) -> str:
