@@ -246,6 +246,43 @@ def bench_resize(weights: Path | None = None, width: int = 1280, height: int = 1
     }
 
 
+def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm: float = 1.0,
+                 device: str | None = None) -> dict:
+    """TSDF fusion throughput: frames/s integrated (dares reconstruct's TsdfFusion) of a synthetic sequence's
+    ground-truth depth and poses at width x height, and the surface extraction time at the end."""
+    import tempfile
+
+    from .data.scared import gt_path, read_gt_depth
+    from .data.synthetic import SynthConfig, generate_sequence, sequence_folder
+    from .preprocess import read_rgb
+    from .reconstruct import TsdfFusion
+
+    cfg = SynthConfig(width=width, height=height, frames=frames, sequences=1, seed=31)
+    fusion = TsdfFusion(voxel_mm, 4 * voxel_mm, device=device)
+    timings = []
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_sequence(cfg, 0, Path(tmp))
+        folder = Path(tmp) / sequence_folder(0)
+        poses = np.load(folder / "camera_poses.npz")["poses"]
+        K = cfg.intrinsics()
+        for i, pose in enumerate(poses):
+            rgb = read_rgb(folder / "image_02" / "data" / f"{i + 1:010d}.png")
+            depth = read_gt_depth(gt_path(tmp, sequence_folder(0), i + 1))
+            start = time.perf_counter()
+            fusion.integrate(rgb, depth, K, pose)
+            timings.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        mesh, _ = fusion.surface()
+        extract_s = time.perf_counter() - start
+    paths = {"tsdf integrate": {**summarize(timings[1:], 1), "extract_mesh_s": round(extract_s, 3),
+                                "vertices": len(mesh.vertices)}}
+    machine_info = machine(resolve_device("cpu"))
+    machine_info["device"] = "cpu" if str(fusion.device).startswith("CPU") else str(fusion.device).lower()
+    return {"benchmark": "fusion", "machine": machine_info,
+            "settings": {"frames": f"{width}x{height}", "voxel_mm": voxel_mm, "count": frames},
+            "paths": paths, "note": "open3d VoxelBlockGrid; the first frame (allocation) is not counted"}
+
+
 def result_name(record: dict, *keys: str) -> str:
     """File stem of a result: benchmark, device and the named settings, e.g. model-cpu-vits-256x320."""
     device = record["machine"]["device"].lower().replace(" ", "-")

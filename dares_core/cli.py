@@ -81,6 +81,16 @@ def cmd_bench_resize(args: argparse.Namespace) -> None:
           f"{m['p99_rel_depth']:.2e}, max {m['max_rel_depth']:.2e}; wrote {path}")
 
 
+def cmd_bench_fusion(args: argparse.Namespace) -> None:
+    from .bench import bench_fusion, result_name
+
+    record = bench_fusion(args.width, args.height, args.frames, args.voxel_mm, args.device)
+    path = publish_result(args, result_name(record, "frames", "voxel_mm"), record)
+    m = record["paths"]["tsdf integrate"]
+    print(f"fusion: {m['throughput_fps']} frames/s ({m['median_ms']} ms per frame), mesh extraction "
+          f"{m['extract_mesh_s']} s; wrote {path}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
 
     from .data.scared import default_split_dir
@@ -459,6 +469,14 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_resize)
+    p = kinds.add_parser("fusion", help="TSDF fusion throughput (frames/s) of dares reconstruct")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=20, help="frames integrated (default 20)")
+    p.add_argument("--voxel-mm", type=POSITIVE_FLOAT, default=1.0, help="voxel edge in mm (default 1)")
+    p.add_argument("--device", default=None, help="open3d device, e.g. CPU:0 or CUDA:0 (default: CUDA when present)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_fusion)
     return kinds
 
 

@@ -5,7 +5,7 @@ import json
 import torch
 from helpers import TINY
 
-from dares_core.bench import bench_model, bench_resize, render_docs, result_name, write_result
+from dares_core.bench import bench_fusion, bench_model, bench_resize, render_docs, result_name, write_result
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 from dares_ros.bench_node import bench_node
@@ -32,6 +32,13 @@ def test_resize_bench_compares_the_two_preprocessings_and_publishes_its_table(tm
     write_result("resize-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
     table = (tmp_path / "benchmarks.md").read_text()
     assert "| cpu | model=demo_model.safetensors, input=64x96, frames=320x256" in table and "resize-demo.json" in table
+
+
+def test_fusion_bench_counts_the_frames_it_integrates(tmp_path):
+    record = bench_fusion(width=96, height=80, frames=4, voxel_mm=2.0)
+    m = record["paths"]["tsdf integrate"]
+    assert m["calls"] == 3 and m["throughput_fps"] > 0 and m["vertices"] > 100  # the first frame is not timed
+    assert result_name(record, "frames", "voxel_mm") == "fusion-cpu-96x80-2.0"
 
 
 def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
