@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DaresError
+from .names import ENCODERS, PRECISIONS
 
 
 def number(kind: type, minimum: float = 0.0, inclusive: bool = False):
@@ -440,24 +441,24 @@ def _add_bench(sub) -> argparse._SubParsersAction:
                            description="Measure our paths against the reference path and publish the figures.")
     kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
     p = kinds.add_parser("model", help="the depth network alone: our deployment path vs the official-style path")
-    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
+    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size (random weights)")
     p.add_argument("--weights", type=Path, default=None, help="benchmark this checkpoint instead of random weights")
     add_network_options(p, compute=False)
     p.add_argument("--batch", type=POSITIVE_INT, default=1, help="frames per call (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="our path's precision")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="our path's precision")
     p.add_argument("--rounds", type=POSITIVE_INT, default=10, help="interleaved rounds (default 10)")
     p.add_argument("--calls", type=POSITIVE_INT, default=5, help="calls per path per round (default 5)")
     p.add_argument("--compile", action="store_true", help="also measure our path through torch.compile")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_model)
     p = kinds.add_parser("train", help="training throughput (images/s) of the DARES two-step training step")
-    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size (random weights)")
+    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size (random weights)")
     p.add_argument("--height", type=POSITIVE_INT, default=256, help="training height (default 256)")
     p.add_argument("--width", type=POSITIVE_INT, default=320, help="training width (default 320)")
     p.add_argument("--batch", type=POSITIVE_INT, default=12, help="batch size (official 12)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="training precision")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="training precision")
     p.add_argument("--steps", type=POSITIVE_INT, default=5, help="measured steps (default 5)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_train)
@@ -562,7 +563,7 @@ def _add_train(sub) -> None:
     p.add_argument("--af-weights", type=Path, default=None, help="folder of AF-SfMLearner pose/position/transform .pth")
     p.add_argument("--train-backbone", action="store_true", help="train the whole network (from-scratch runs)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present, else cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="mixed precision")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="mixed precision")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig key, YAML value")
     p.add_argument("--resume", type=Path, default=None, help="continue a run folder (or a checkpoint .pt) exactly")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -586,7 +587,7 @@ def add_network_options(p, compute: bool = True) -> None:
                    help="network input width (default: the size the checkpoint was trained at, else 320)")
     if compute:
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-        p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="compute precision")
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision")
         p.add_argument("--compile", action="store_true",
                        help="torch.compile the network first (faster per frame; ViT-S compiles in 30-40 s on a "
                             "2-core CPU)")

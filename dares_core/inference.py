@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from .errors import DaresError
 from .geometry import sigmoid_to_depth
 from .model.depth_net import DaresDepthNet
+from .names import PRECISIONS
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 DEFAULT_INPUT_SIZE = (256, 320)  # (height, width): DARES's training size, for checkpoints that record none
 
 
@@ -67,7 +68,7 @@ class DepthPredictor:
     def __init__(self, net: DaresDepthNet, input_size=(None, None), device="cpu", precision="fp32",
                  min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True, compile: bool = False,
                  batch_size: int = 1):
-        if precision not in PRECISIONS:
+        if precision not in PRECISION_DTYPES:
             raise DaresError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -79,7 +80,7 @@ class DepthPredictor:
         if min(self.size) < 2 * net.patch_size:
             raise DaresError(f"network input {self.size[0]}x{self.size[1]} is too small: give a height and width of "
                              f"at least {2 * net.patch_size} pixels")
-        self.dtype = PRECISIONS[precision]
+        self.dtype = PRECISION_DTYPES[precision]
         self.min_depth, self.max_depth = min_depth, max_depth
         self._network = self._run_network
         self.compiled_batch = batch_size if compile else None  # smaller batches are padded to it: one compilation

@@ -2,3 +2,6 @@
 argument errors answer at once; the modules that act on them import them from here."""
 
 EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
+PRECISIONS = ("fp32", "fp16", "bf16")  # compute precision of inference, training and the node
+ENCODERS = ("vits", "vitb", "vitl")  # Depth Anything V2 sizes a network can be built at with random weights
+REPROJECTIONS = ("ms_ssim", "ssim", "l1")  # the photometric error of training

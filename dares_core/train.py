@@ -41,6 +41,7 @@ from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
 from .model.pose_net import PoseDecoder, ResnetEncoder
 from .model.weights import load_depth_net, read_tensors, save_depth_net
+from .names import PRECISIONS, REPROJECTIONS
 from .preprocess import read_rgb, resize_like_official, to_unit_tensor
 
 AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
@@ -130,8 +131,9 @@ class TrainConfig:
             raise DaresError(f"height and width must be multiples of 32 (got {self.height}x{self.width}), as official")
         if self.frame_ids[0] != 0:
             raise DaresError("frame_ids must start with 0 (the target frame)")
-        if self.reprojection not in ("ms_ssim", "ssim", "l1") or self.precision not in ("fp32", "bf16", "fp16"):
-            raise DaresError("reprojection is one of ms_ssim, ssim, l1 and precision one of fp32, bf16, fp16")
+        if self.reprojection not in REPROJECTIONS or self.precision not in PRECISIONS:
+            raise DaresError(f"reprojection is one of {', '.join(REPROJECTIONS)} and precision one of "
+                             f"{', '.join(PRECISIONS)}")
         if not self.data:
             raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
 

@@ -12,8 +12,9 @@ from dares_core.cli import (
     add_bench_output_options,
     publish_result,
 )
+from dares_core.names import ENCODERS, PRECISIONS
 
-from .names import OUTPUT_NAMESPACE, RIG
+from .names import OUTPUT_NAMESPACE, RIG, SCALE_MODES
 
 
 def add_input_size_options(p) -> None:
@@ -150,10 +151,10 @@ def _add_demo(root) -> None:
     p.add_argument("--height", type=POSITIVE_INT, default=256, help="synthetic image height (default 256)")
     p.add_argument("--rate", type=POSITIVE_FLOAT, default=1.0, help="playback speed factor (default 1)")
     add_input_size_options(p)
-    p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default=None,
+    p.add_argument("--scale-mode", choices=SCALE_MODES, default=None,
                    help="node scale mode (default: stereo when the bag has a right eye)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.set_defaults(func=cmd_demo)
 
 
@@ -204,7 +205,7 @@ def _add_bag(root) -> None:
     q.add_argument("--fixed-scale", type=POSITIVE_FLOAT, default=None,
                    help="metres per model unit (default: units read as mm)")
     q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    q.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    q.add_argument("--precision", choices=PRECISIONS, default="fp32")
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q = sub.add_parser("eval", help="SCARED metrics of a bag's depth against its ground_truth/depth")
     q.add_argument("bag", type=Path)
@@ -223,7 +224,7 @@ def add_commands(groups: dict) -> None:
     _add_bag(groups["root"])
     p = groups["bench"].add_parser("soak", help="the node under abuse: 2x rate, bursts, bad stamps, dropouts, resizes")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
-    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"))
+    p.add_argument("--encoder", default="vits", choices=ENCODERS)
     p.add_argument("--width", type=POSITIVE_INT, default=640)
     p.add_argument("--height", type=POSITIVE_INT, default=512)
     p.add_argument("--phase-seconds", type=POSITIVE_FLOAT, default=60.0,
@@ -234,7 +235,7 @@ def add_commands(groups: dict) -> None:
     p.set_defaults(func=cmd_bench_soak)
     p = groups["bench"].add_parser("node", help="dares_depth_node end to end: output rate and latency on stereo input")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
-    p.add_argument("--encoder", default="vits", choices=("vits", "vitb", "vitl"), help="ViT size for random weights")
+    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size for random weights")
     p.add_argument("--width", type=POSITIVE_INT, default=1280, help="camera image width (default 1280)")
     p.add_argument("--height", type=POSITIVE_INT, default=1024, help="camera image height (default 1024)")
     p.add_argument("--rate", type=POSITIVE_FLOAT, default=30.0, help="stereo frames per second published (default 30)")
@@ -242,8 +243,8 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--warmup", type=POSITIVE_FLOAT, default=3.0, help="unmeasured seconds first (default 3)")
     add_input_size_options(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="node precision")
-    p.add_argument("--scale-mode", choices=("relative", "stereo", "fixed"), default="relative", help="node scale mode")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="node precision")
+    p.add_argument("--scale-mode", choices=SCALE_MODES, default="relative", help="node scale mode")
     p.add_argument("--eyes", choices=("left", "both"), default="left", help="node eyes: both batches the right eye too")
     p.add_argument("--compile", action="store_true", help="node compile: torch.compile the network at start")
     add_bench_output_options(p)

@@ -38,6 +38,7 @@ from std_msgs.msg import Header
 from dares_core.errors import DaresError
 from dares_core.inference import DepthPredictor
 from dares_core.model.weights import load_depth_net
+from dares_core.names import PRECISIONS
 from dares_core.scale import StereoScale
 
 from .conversions import (
@@ -50,13 +51,13 @@ from .conversions import (
     stereo_baseline,
 )
 from .graph import prepare_dds
+from .names import SCALE_MODES
 from .sync import StereoMatcher
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
                          "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
                          "fastdds_large_data.xml (the dares launch files do), or set qos: reliable")
-SCALE_MODES = ("relative", "stereo", "fixed")
 DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
 
 
@@ -78,7 +79,7 @@ PARAMETERS = {
                          "set live to swap models", read_only=False),
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
     "device": Param("cuda", "torch device; falls back to cpu with one warning when CUDA is absent"),
-    "precision": Param("fp32", "compute precision on the device", choices=("fp32", "fp16", "bf16")),
+    "precision": Param("fp32", "compute precision on the device", choices=PRECISIONS),
     "compile": Param(False, "torch.compile the network at start (faster frames; ViT-S compiles in 30-40 s on a "
                             "2-core CPU; CUDA graphs on GPU)"),
     "eyes": Param("left", "left: depth of the left eye; both: of both eyes, in one batch (right outputs under right/)",
