@@ -28,7 +28,15 @@ from dares_core.data.scared import gt_path, image_path, instrument_mask_path, re
 from dares_core.errors import DaresError
 from dares_core.files import BAG_ENTRIES, atomic_dir
 
-from .conversions import OUTPUT_QUEUE_DEPTH, depth_image, image_to_rgb8, read_depth_image, uint8_image
+from .conversions import (
+    OUTPUT_QUEUE_DEPTH,
+    depth_image,
+    image_to_rgb8,
+    read_depth_image,
+    stamp_key,
+    time_msg,
+    uint8_image,
+)
 from .graph import prepare_dds
 from .names import OUTPUT_NAMESPACE, RIG
 
@@ -221,7 +229,7 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
             frames = sorted(int(p.stem) for p in (root / folder / "image_02" / "data").glob("*.png"))
             for frame in frames:
                 stamp = Header(frame_id=f"{rig}/left_optical")
-                stamp.stamp.sec, stamp.stamp.nanosec = t_ns // 10**9, t_ns % 10**9
+                stamp.stamp = time_msg(t_ns)
                 right_header = Header(stamp=stamp.stamp, frame_id=f"{rig}/right_optical")
                 for side, header, info in (("l", stamp, left_info), ("r", right_header, right_info)):
                     eye = "left" if side == "l" else "right"
@@ -344,7 +352,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
                 stats.max_lateness_s = max(stats.max_lateness_s, time.monotonic() - target)
                 if clock_pub is not None:
                     msg = Clock()
-                    msg.clock.sec, msg.clock.nanosec = stamp // 10**9, stamp % 10**9
+                    msg.clock = time_msg(stamp)
                     clock_pub.publish(msg)
                 publishers[conn.topic].publish(bytes(data))
                 stats.published += 1
@@ -596,7 +604,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     image_cls = CompressedImage if image_topic.endswith("compressed") else Image
     predictor = DepthPredictor(load_depth_net(weights, base_weights=base_weights), input_size, device, precision)
     scale = fixed_scale if fixed_scale is not None else 1e-3
-    infos = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in read_messages(bag, info_topic, CameraInfo)}
+    infos = {stamp_key(m.header.stamp): m for m in read_messages(bag, info_topic, CameraInfo)}
     if not infos:
         raise DaresError(f"{info_topic} has no messages: the bag needs camera_info for the images")
     latest_info = next(iter(infos.values()))
@@ -637,7 +645,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
                         rgb = compressed_to_rgb8(msg) if image_cls is CompressedImage else image_to_rgb8(msg)
                     except ConversionError as e:
                         raise DaresError(f"{image_topic} at {stamp_ns} ns: {e}") from None
-                    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                    key = stamp_key(msg.header.stamp)
                     info = latest_info = infos.get(key, latest_info)  # same stamp, else the latest seen
                     if pending and rgb.shape != pending[0][1].shape:
                         flush()
@@ -669,7 +677,7 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
                          f"--depth-topic (it has {', '.join(topics)})")
 
     def by_stamp(topic):
-        return {(m.header.stamp.sec, m.header.stamp.nanosec): read_depth_image(m)
+        return {stamp_key(m.header.stamp): read_depth_image(m)
                 for m in read_messages(bag, topic, Image)}
 
     preds, gts = by_stamp(depth_topic), by_stamp(gt_topic)
@@ -686,7 +694,7 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
     disps = [np.where(d > 0, d, np.min(d[d > 0])) for d in disps]  # invalid pixels: farthest valid disparity
     regions = None
     if region_topic is not None:
-        masks = {(m.header.stamp.sec, m.header.stamp.nanosec): image_to_rgb8(m)[..., 0] > 0
+        masks = {stamp_key(m.header.stamp): image_to_rgb8(m)[..., 0] > 0
                  for m in read_messages(bag, region_topic, Image)}
         regions = [masks.get(s, np.zeros(gts[s].shape, bool)) for s in stamps]
     evaluation = evaluate_depth(np.stack(disps).astype(np.float32), [gts[s] * 1000.0 for s in stamps], median_scaling,

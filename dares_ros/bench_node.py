@@ -32,6 +32,7 @@ from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
+from .conversions import stamp_key
 from .graph import config_file, prepare_dds
 
 
@@ -123,7 +124,7 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
                            (right, "right/image_rect"), (left, "left/image_rect")):
             msg.header.stamp, msg.header.frame_id = stamp, "bench_left_optical"
             pubs[topic].publish(msg)
-        return stamp.sec, stamp.nanosec
+        return stamp_key(stamp)
 
     deadline = time.monotonic() + 180
     i = 0
@@ -172,7 +173,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             def record(kind):
                 def store(msg):
                     now = node.get_clock().now().nanoseconds * 1e-9
-                    arrivals[kind][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
+                    arrivals[kind][stamp_key(msg.header.stamp)] = now
                 return store
 
             for kind, (msg_type, topic) in outputs.items():

@@ -10,6 +10,7 @@ import sys
 
 import cv2
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 OUTPUT_QUEUE_DEPTH = 5  # KEEP_LAST depth of the node's (reliable, volatile) outputs
@@ -22,6 +23,21 @@ IMAGE_ENCODINGS = {
     "bgra16": (2, 4, cv2.COLOR_BGRA2RGB), "mono16": (2, 1, cv2.COLOR_GRAY2RGB),
 }
 HOST_BIGENDIAN = sys.byteorder == "big"
+
+
+def stamp_key(stamp) -> tuple[int, int]:
+    """(sec, nanosec) of a builtin_interfaces/Time: the key that pairs messages of one frame."""
+    return stamp.sec, stamp.nanosec
+
+
+def stamp_seconds(stamp) -> float:
+    """A builtin_interfaces/Time in seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def time_msg(ns: int) -> Time:
+    """A builtin_interfaces/Time of `ns` nanoseconds."""
+    return Time(sec=ns // 10**9, nanosec=ns % 10**9)
 
 
 class ConversionError(ValueError):

@@ -30,7 +30,7 @@ from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
 from . import bag as bags
 from .bag import Topics
-from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, read_point_cloud
+from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, read_point_cloud, stamp_key
 from .graph import prepare_dds
 
 NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
@@ -154,7 +154,7 @@ def _by_stamp(path: Path, topic: str, cls) -> dict:
         out = {}
         for _, t_ns, data in reader.messages(connections=[c for c in reader.connections if c.topic == topic]):
             msg = deserialize_message(bytes(data), cls)
-            out[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (t_ns * 1e-9, msg)
+            out[stamp_key(msg.header.stamp)] = (t_ns * 1e-9, msg)
         return out
     finally:
         reader.close()

@@ -48,6 +48,7 @@ from .conversions import (
     compressed_to_rgb8,
     depth_outputs,
     image_to_rgb8,
+    stamp_seconds,
     stereo_baseline,
 )
 from .graph import prepare_dds
@@ -344,7 +345,7 @@ class DepthNode(LifecycleNode):
             if side == "left":
                 self.mailbox.put(Frame(msg, None, now))
             return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(msg.header.stamp)
         pair = self.matcher.add(side, stamp, msg)
         if pair is not None:
             self._note("pairs", now)
@@ -431,7 +432,7 @@ class DepthNode(LifecycleNode):
             out = depth_outputs(eye_depth.float() * scale, rgb, info, header, self.p("point_stride"),
                                 self.p("publish_points"), self.p("publish_colored"))  # points back-projected on device
             self.outputs[eye].publish(out)
-        stamp = frame.left.header.stamp.sec + frame.left.header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(frame.left.header.stamp)
         self.stamp_ages.append(self.get_clock().now().nanoseconds * 1e-9 - stamp)
         self.latencies.append(time.monotonic() - frame.received)
         self._note("published")

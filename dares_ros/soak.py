@@ -22,6 +22,7 @@ from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
 from .bench_node import _stereo_messages, node_session
+from .conversions import stamp_key, stamp_seconds
 from .graph import prepare_dds
 
 PHASES = ("steady", "bursts", "duplicate_and_out_of_order_stamps", "publisher_gone_and_back", "resolution_change")
@@ -69,7 +70,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
             sizes: list[int] = []
 
             def on_depth(msg):
-                arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = node.get_clock().now().nanoseconds * 1e-9
+                arrivals[stamp_key(msg.header.stamp)] = node.get_clock().now().nanoseconds * 1e-9
                 sizes.append(msg.width)
 
             node.create_subscription(Image, f"{namespace}/depth/image", on_depth, 10)
@@ -86,8 +87,8 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
                 msg.header.frame_id = info.header.frame_id = "soak_left_optical"
                 info_pub.publish(info)
                 image_pub[0].publish(msg)
-                key = (stamp.sec, stamp.nanosec)
-                sent.setdefault(key, (phase, stamp.sec + stamp.nanosec * 1e-9))
+                key = stamp_key(stamp)
+                sent.setdefault(key, (phase, stamp_seconds(stamp)))
                 return stamp
 
             deadline = time.monotonic() + 180

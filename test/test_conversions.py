@@ -162,3 +162,12 @@ def test_colored_depth_is_warm_near_and_the_same_from_a_tensor():
     assert (colored == colorize_inverse_depth(torch.from_numpy(depth))).all()
     near, far = colored[0, 1].astype(int), colored[-1, -1].astype(int)  # BGR
     assert near[2] > near[0] and far[0] > far[2]
+
+
+def test_stamps_convert_one_way_everywhere():
+    from dares_ros.conversions import stamp_key, stamp_seconds, time_msg
+
+    t = time_msg(1_700_000_123_456_789_012)
+    assert stamp_key(t) == (1_700_000_123, 456_789_012)
+    assert stamp_seconds(t) == pytest.approx(1_700_000_123.456789, abs=1e-6)
+    assert stamp_key(time_msg(999_999_999)) == (0, 999_999_999)
