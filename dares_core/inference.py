@@ -24,14 +24,21 @@ def network_input_size(net: DaresDepthNet, requested=(None, None)) -> tuple[int,
     return tuple(int(want or have) for want, have in zip(requested, recorded))
 
 
-def resolve_device(name: str) -> torch.device:
-    """`cpu`, `cuda` or `cuda:N`; a clear error when CUDA is asked for and absent."""
+def resolve_device(name: str = "auto", fallback=None) -> torch.device:
+    """The one device policy: `auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`. CUDA asked for and
+    absent is an error, or with `fallback` (a function given the one-line warning, e.g. the node's logger) the
+    CPU, so that a running node keeps running."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise DaresError(f"unknown device {name!r}: give cpu, cuda or cuda:N") from None
+        raise DaresError(f"unknown device {name!r}: give auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DaresError(f"device {name!r} asked for but CUDA is not available here: pass --device cpu")
+        if fallback is None:
+            raise DaresError(f"device {name!r} asked for but CUDA is not available here: pass --device cpu")
+        fallback(f"device {name!r} asked for but CUDA is not available: running on cpu")
+        return torch.device("cpu")
     return device
 
 

@@ -147,8 +147,7 @@ class Trainer:
         self.world = dist.get_world_size() if self.distributed else 1
         if cfg.batch_size % self.world:
             raise DaresError(f"batch_size {cfg.batch_size} does not split over {self.world} processes")
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = resolve_device(auto if cfg.device == "auto" else cfg.device)  # cuda without CUDA: an error
+        self.device = resolve_device(cfg.device)  # cuda without CUDA: an error
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.out = Path(cfg.out)

@@ -96,9 +96,7 @@ def cmd_bag(args: argparse.Namespace) -> None:
         counts = bag.record_bag(args.topics, args.out, args.duration, args.force, stop=stop, say=print)
         print(f"recorded {args.out}: " + (", ".join(f"{t} {n}" for t, n in counts.items()) or "no messages"))
     elif args.bag_command == "infer":
-        import torch
-
-        args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        args.device = args.device or "auto"
         total = bag.bag_info(args.bag)["topics"]
         with _progress(None, "infer") as bar:
             result = bag.infer_bag(args.bag, args.weights, args.out, args.force, args.image_topic, args.info_topic,
@@ -126,11 +124,11 @@ def cmd_bag(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    import torch
+    from dares_core.inference import resolve_device
 
     from .demo import run_demo
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device or "auto"))
     size = (args.input_height, args.input_width)
     run_demo(args.out, args.weights, args.bag, size, args.rate, args.frames, (args.width, args.height), device,
              args.precision, args.scale_mode)

@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from dares_core.errors import DaresError
-from dares_core.inference import DepthPredictor
+from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
 from dares_core.names import PRECISIONS
 from dares_core.scale import StereoScale
@@ -79,7 +79,7 @@ PARAMETERS = {
     "weights": Param("", "depth checkpoint: DARES depth_model.pth, dares .safetensors, DAv2 .pth or HF folder; "
                          "set live to swap models", read_only=False),
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
-    "device": Param("cuda", "torch device; falls back to cpu with one warning when CUDA is absent"),
+    "device": Param("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
     "precision": Param("fp32", "compute precision on the device", choices=PRECISIONS),
     "compile": Param(False, "torch.compile the network at start (faster frames; ViT-S compiles in 30-40 s on a "
                             "2-core CPU; CUDA graphs on GPU)"),
@@ -295,26 +295,28 @@ class DepthNode(LifecycleNode):
         return self.get_parameter(name).value
 
     # --- model and parameters -------------------------------------------------------------------------
+    def _model_error(self, problem: str) -> str:
+        """Record and log why the model could not be loaded; returns the line."""
+        self.last_error = problem
+        self.get_logger().error(problem)
+        return problem
+
     def _load_model(self, weights: str) -> str:
         """Load `weights` into a new predictor; returns "" or the error (the old model stays)."""
         if not weights:
-            self.last_error = "no weights set: pass -p weights:=/path/to/depth_model.pth"
-            self.get_logger().error(self.last_error)
-            return self.last_error
-        device = self.p("device")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            self.get_logger().warning(f"device {device!r} asked for but CUDA is not available: running on cpu")
-            device = "cpu"
+            return self._model_error("no weights set: pass -p weights:=/path/to/depth_model.pth")
+        try:
+            device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
+        except DaresError as e:
+            return self._model_error(f"device: {e}")
         try:
             net = load_depth_net(weights, base_weights=self.p("base_weights") or None)
             self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
                                             self.p("precision"), self.p("min_depth"), self.p("max_depth"),
                                             compile=self.p("compile"), batch_size=len(self.eyes))
         except Exception as e:  # DaresError names the file and the fix; anything else is still reported, not raised
-            self.last_error = f"weights: {e}" if isinstance(e, DaresError) else \
-                f"weights: {weights}: {type(e).__name__}: {e}"
-            self.get_logger().error(self.last_error)
-            return self.last_error
+            return self._model_error(f"weights: {e}" if isinstance(e, DaresError) else
+                                     f"weights: {weights}: {type(e).__name__}: {e}")
         height, width = self.predictor.size
         self.get_logger().info(f"loaded {weights} ({net.config.encoder}, {net.config.mode}) on {device}, "
                                f"network input {height}x{width}")

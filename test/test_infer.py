@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import open3d as o3d
 import pytest
+import torch
 import yaml
 
 from dares_core.cli import main
+from dares_core.errors import DaresError
 from dares_core.infer_files import DEPTH_PNG_UNITS_PER_MM
 
 
@@ -162,3 +164,17 @@ def test_calibration_files_are_checked_and_the_ros_layout_is_read(tiny_model, tm
         assert main([*args, "--out", str(tmp_path / name.split(".")[0]), "--calibration", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{tmp_path / name}:" in err[0], (name, err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the policy where CUDA is absent")
+def test_one_device_policy_for_every_command_and_the_node():
+    from dares_core.inference import resolve_device
+
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    with pytest.raises(DaresError, match="CUDA is not available"):
+        resolve_device("cuda")  # a command fails with one line
+    said = []
+    assert resolve_device("cuda:1", fallback=said.append).type == "cpu"  # the node keeps running, and says so
+    assert len(said) == 1 and "running on cpu" in said[0]
+    with pytest.raises(DaresError, match="unknown device"):
+        resolve_device("tpu", fallback=said.append)
