@@ -115,8 +115,8 @@ def test_demo_on_a_given_compressed_bag_with_given_weights(tmp_path):
     write_sequence_bag(scenes / "dataset1" / "keyframe1", tmp_path / "scared.bag", compressed=True)
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(out), "--bag",
-                          str(tmp_path / "scared.bag"), "--weights", str(DEMO_MODEL), "--input-height", "64",
-                          "--input-width", "96"], capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "scared.bag"), "--weights", str(DEMO_MODEL)], capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scale_mode"] == "stereo" and not summary["model_is_demo"]

@@ -1,28 +1,78 @@
-"""The shipped demo model: trained by `dares train` on synthetic scenes, it must beat the median-scaled
-constant-depth baseline by at least 2x on synthetic scenes it never saw."""
+"""The shipped demo model: trained by `dares train` on synthetic scenes (docs/demo_model.md), judged on scenes from
+seeds it never saw, at the demo's 320x256 with the model's own input size, as the node runs it."""
 
 import numpy as np
+import pytest
 import torch
 
-from dares_core.data.scared import gt_path, image_path, read_gt_depth, read_split
-from dares_core.data.synthetic import SynthConfig, generate
+from dares_core.data.scared import gt_path, image_path, instrument_mask_path, read_gt_depth
+from dares_core.data.synthetic import SynthConfig, generate_sequence, sequence_folder
 from dares_core.evaluate import evaluate_depth
 from dares_core.inference import DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
 from dares_core.preprocess import read_rgb
 
+UNSEEN_SEEDS = (31, 32, 33, 34, 35)  # trained on seed 2, developed against 11-15, the demo shows seed 7
+FRAMES = (1, 4)
+MAX_GT_MM = 150.0  # the SCARED protocol's cap
 
-def test_demo_model_beats_constant_depth_by_2x_on_unseen_scenes(tmp_path):
-    assert DEMO_MODEL.is_file() and DEMO_MODEL.stat().st_size < 5 * 2**20  # a few MB at most, shipped
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(x)).astype(np.float64)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation of two 1-D arrays (ties are measure-zero for continuous depth)."""
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory):
+    """Per unseen scene: (predicted depth mm (N,H,W), ground truth mm (N,H,W), instrument masks (N,H,W))."""
+    import cv2
+
+    net = load_depth_net(DEMO_MODEL)
+    predictor = DepthPredictor(net)
+    scenes = []
+    for seed in UNSEEN_SEEDS:
+        root = tmp_path_factory.mktemp(f"seed{seed}")
+        generate_sequence(SynthConfig(width=320, height=256, frames=max(FRAMES), sequences=1, seed=seed), 0, root)
+        folder = sequence_folder(0)
+        images = torch.from_numpy(np.stack([read_rgb(image_path(root, folder, f)) for f in FRAMES]))
+        depth = predictor.predict(images).depth.numpy()
+        gt = np.stack([read_gt_depth(gt_path(root, folder, f)) for f in FRAMES])
+        masks = np.stack([cv2.imread(str(instrument_mask_path(root, folder, f)), cv2.IMREAD_UNCHANGED) > 0
+                          for f in FRAMES])
+        scenes.append((depth, gt, masks))
+    return scenes
+
+
+def test_the_shipped_file_is_small_and_merged():
+    assert DEMO_MODEL.is_file() and DEMO_MODEL.stat().st_size < 20 * 2**20
     net = load_depth_net(DEMO_MODEL)
     assert net.config.merged or not net.config.has_adapters
-    root = generate(SynthConfig(width=128, height=96, frames=6, sequences=3, seed=11), tmp_path / "unseen")
-    splits = root / "splits" / "synthetic"
-    entries = read_split(splits / "test_files.txt") + read_split(splits / "val_files.txt")
-    predictor = DepthPredictor(net, (64, 96))
-    images = torch.from_numpy(np.stack([read_rgb(image_path(root, e.folder, e.frame)) for e in entries]))
-    disps = predictor.predict(images).disparity.numpy()
-    gts = [read_gt_depth(gt_path(root, e.folder, e.frame)) for e in entries]
-    ours = evaluate_depth(disps, gts).mean["abs_rel"]
-    constant = evaluate_depth(np.ones_like(disps), gts).mean["abs_rel"]
-    assert ours <= 0.5 * constant, (ours, constant)
+
+
+def test_abs_rel_is_at_most_a_third_of_a_constant_depths(unseen):
+    ours, constant = [], []
+    for depth, gt, _ in unseen:
+        ours.append(evaluate_depth(1.0 / depth, list(gt)).mean["abs_rel"])
+        constant.append(evaluate_depth(np.ones_like(depth), list(gt)).mean["abs_rel"])
+    assert np.mean(ours) <= np.mean(constant) / 3, (ours, constant)
+
+
+@pytest.mark.parametrize("scene", range(len(UNSEEN_SEEDS)))
+def test_folds_and_instruments_are_where_the_ground_truth_has_them(unseen, scene):
+    """Depth ranks agree with ground truth's over every pixel and over the instruments alone, frame by frame."""
+    depth, gt, masks = unseen[scene]
+    for d, g, m in zip(depth, gt, masks):
+        valid = (g > 1e-3) & (g < MAX_GT_MM)
+        assert spearman(d[valid], g[valid]) > 0.8
+        assert m.sum() > 100 and spearman(d[m & valid], g[m & valid]) > 0.5
+
+
+def test_depth_comes_out_in_millimetres(unseen):
+    """Without any scaling the model's depth is near the truth: its median within 20 % of ground truth's."""
+    for depth, gt, _ in unseen:
+        valid = (gt > 1e-3) & (gt < MAX_GT_MM)
+        assert 0.8 < np.median(depth[valid]) / np.median(gt[valid]) < 1.25
