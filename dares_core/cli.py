@@ -32,7 +32,8 @@ def number(kind: type, minimum: float = 0.0, inclusive: bool = False):
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(int), number(float), number(float, inclusive=True)
 
 
-def _progress(total: int, desc: str):
+def progress_bar(total: int | None, desc: str):
+    """The progress bar every long command shows (frames; total None when unknown)."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True)
@@ -48,7 +49,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     )
     cfg.validate()
     ensure_writable_output(args.out, args.force, SYNTH_ENTRIES)
-    with _progress(cfg.frames * cfg.sequences, "synth") as bar:
+    with progress_bar(cfg.frames * cfg.sequences, "synth") as bar:
         out = generate(cfg, args.out, force=args.force, progress=bar.update)
     print(f"wrote {cfg.sequences} sequence(s) of {cfg.frames} frames at {cfg.width}x{cfg.height} to {out}")
 
@@ -133,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights),
                                    (args.height, args.width), args.device, args.precision, compile=args.compile)
         gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths", "(N,H,W) depths in mm")
-        with _progress(len(gt), "predict") as bar:
+        with progress_bar(len(gt), "predict") as bar:
             disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)
         source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir),
                   "input_size": list(predictor.size)}
@@ -158,7 +159,7 @@ def cmd_pose(args: argparse.Namespace) -> None:
     entries, ground_truth = (official_sequence(args.sequence) if args.sequence is not None
                              else keyframe_sequence(args.data, args.keyframe))
     encoder, decoder = load_pose_net(args.weights)
-    with _progress(len(entries), "pose") as bar:
+    with progress_bar(len(entries), "pose") as bar:
         predicted = predict_relative_poses(encoder, decoder, args.data, entries, (args.height, args.width),
                                            resolve_device(args.device), progress=bar.update)
     result = evaluate_pose(predicted, ground_truth)
@@ -221,7 +222,7 @@ def _reconstruct_official(args: argparse.Namespace, check_output_folder) -> None
                          "protocol scales frame i by the test split's i-th ground truth")
     predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights), (256, 320), args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    with _progress(len(entries), "reconstruct") as bar:
+    with progress_bar(len(entries), "reconstruct") as bar:
         written = official_point_clouds(predictor, args.data, entries, gt, args.out, bar.update)
     print(f"wrote {len(written)} point clouds (metres, as the official) to {args.out}")
 
@@ -282,7 +283,7 @@ def _reconstruct_fused(args: argparse.Namespace) -> None:
         gt = ground_truth(frame)
         return world_points(np.where(gt < args.max_depth_mm, gt, np.nan), K, gt_poses[frame], stride=2)
 
-    with _progress(len(frames), "fuse") as bar:
+    with progress_bar(len(frames), "fuse") as bar:
         metrics = fuse_keyframe(root, folder, fusion, K, depth_of, poses, frames,
                                 reference if has_gt and gt_poses else None, bar.update)
     mesh, cloud = fusion.surface()
@@ -495,7 +496,7 @@ def cmd_prepare_scared(args: argparse.Namespace) -> None:
     if not args.src.is_dir():
         raise DaresError(f"--src {args.src} is not a folder: give the SCARED download (dataset_N/keyframe_M/...)")
     total = len(raw_keyframes(args.src))
-    with _progress(total, "keyframes") as bar:
+    with progress_bar(total, "keyframes") as bar:
         report = prepare_scared(args.src, args.dst, args.splits or SPLITS, progress=bar.update)
     print(f"converted {len(report.converted)}, already done {len(report.already_done)}, skipped {len(report.skipped)}")
     for line in report.skipped:

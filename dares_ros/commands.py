@@ -58,7 +58,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> None:
 def cmd_bag(args: argparse.Namespace) -> None:
     import json
 
-    from dares_core.cli import _progress
+    from dares_core.cli import progress_bar
     from dares_core.errors import DaresError
 
     from . import bag
@@ -98,7 +98,7 @@ def cmd_bag(args: argparse.Namespace) -> None:
     elif args.bag_command == "infer":
         args.device = args.device or "auto"
         total = bag.bag_info(args.bag)["topics"]
-        with _progress(None, "infer") as bar:
+        with progress_bar(None, "infer") as bar:
             result = bag.infer_bag(args.bag, args.weights, args.out, args.force, args.image_topic, args.info_topic,
                                    args.device, args.precision, (args.input_height, args.input_width),
                                    args.point_stride,

@@ -252,3 +252,23 @@ def test_config_errors_are_clear():
         DepthNetConfig.dares("vits", ranks=[8] * 5)
     with pytest.raises(DaresError, match="unknown encoder"):
         DepthNetConfig.dares("vitx")
+
+
+def test_the_head_we_run_at_every_scale_is_transformers_own():
+    """DaresDepthNet._disparity re-runs transformers' DepthAnythingDepthEstimationHead layer by layer at any output
+    size: if transformers renames or adds a layer this fails and names the fix; zero-shot it equals transformers'
+    own forward."""
+    from helpers import TINY
+
+    net = DaresDepthNet(DepthNetConfig(encoder="tiny", mode="zero_shot", hf_config=TINY)).eval()
+    assert [name for name, _ in net.head.named_children()] == ["conv1", "conv2", "activation1", "conv3",
+                                                               "activation2"], \
+        "transformers changed DepthAnythingDepthEstimationHead: update DaresDepthNet._disparity to match"
+    reference = plain_dav2(TINY)
+    reference.load_state_dict(net.state_dict(), strict=False)
+    embeddings = reference.backbone.embeddings
+    embeddings.interpolate_pos_encoding = types.MethodType(official_position_embeddings, embeddings)
+    with torch.no_grad():  # transformers takes ImageNet-normalised pixels, we take [0,1]
+        expected = reference(pixel_values=(IMAGE - net.mean) / net.std).predicted_depth
+        got = net(IMAGE)[0][:, 0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
