@@ -107,15 +107,15 @@ def test_eval_of_model_on_data_equals_eval_of_saved_disparities(tiny_model, tmp_
 
 
 def test_network_input_size_is_the_checkpoints_unless_given(tiny_model, tmp_path):
-    """The demo model records the 64x96 it was trained at: infer, eval and bag infer run it there by default and
+    """The demo model records the 128x160 it was trained at: infer, eval and bag infer run it there by default and
     at --height/--width when given; files that record no size run at 256x320."""
     from dares_core.model.weights import DEMO_MODEL
     from dares_ros.bag import infer_bag, write_sequence_bag
 
     tiny, seq = tiny_model
     frames, root = seq / "image_02" / "data", seq.parent.parent
-    for weights, override, size in ((DEMO_MODEL, [], (64, 96)), (DEMO_MODEL, ["--height", "32", "--width", "48"],
-                                                                 (32, 48)), (tiny, [], (256, 320))):
+    for weights, override, size in ((DEMO_MODEL, [], (128, 160)), (DEMO_MODEL, ["--height", "32", "--width", "48"],
+                                                                   (32, 48)), (tiny, [], (256, 320))):
         out = tmp_path / f"{weights.stem}{size[0]}"
         assert main(["infer", "--weights", str(weights), "--input", str(frames), "--out", str(out / "depth"),
                      "--save-disp", str(out / "disps.npy"), *override]) == 0
@@ -125,7 +125,7 @@ def test_network_input_size_is_the_checkpoints_unless_given(tiny_model, tmp_path
         assert json.loads((out / "eval" / "metrics.json").read_text())["settings"]["input_size"] == list(size)
     bag = tmp_path / "seq.bag"
     write_sequence_bag(seq, bag)
-    assert infer_bag(bag, DEMO_MODEL, tmp_path / "a.bag")["input_size"] == [64, 96]
+    assert infer_bag(bag, DEMO_MODEL, tmp_path / "a.bag")["input_size"] == [128, 160]
     assert infer_bag(bag, DEMO_MODEL, tmp_path / "b.bag", input_size=(32, 48))["input_size"] == [32, 48]
 
 

@@ -23,7 +23,10 @@ from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 from dares_ros.conversions import read_depth_image, read_point_cloud
 
-CFG = SynthConfig(width=160, height=128, frames=4, sequences=1, seed=11)
+# No instruments: the model here is random (one depth everywhere), so stereo scale returns SGBM's median over the
+# pixels it matches, and textureless tools leave holes that bias it; test_demo measures the scale with instruments
+# in view and a trained model.
+CFG = SynthConfig(width=160, height=128, frames=4, sequences=1, seed=11, instruments=0)
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +358,7 @@ def test_live_parameter_changes_are_checked_by_the_same_rule(relative_node):
 def test_network_input_size_comes_from_the_checkpoint_unless_given(tmp_path):
     from dares_core.model.weights import DEMO_MODEL
 
-    for extra, size in (((), "64x96"), (("input_height:=32", "input_width:=48"), "32x48")):
+    for extra, size in (((), "128x160"), (("input_height:=32", "input_width:=48"), "32x48")):
         log = tmp_path / f"{size}.log"
         proc = start_node(f"/t{os.getpid()}_size", f"weights:={DEMO_MODEL}", "device:=cpu", *extra, log=log)
         try:
