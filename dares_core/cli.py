@@ -55,7 +55,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
-    from .infer_files import run_infer
+    from .infer_command import run_infer
 
     run_infer(args)
 

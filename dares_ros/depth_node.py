@@ -39,7 +39,7 @@ from dares_core.errors import DaresError
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
 from dares_core.names import PRECISIONS
-from dares_core.scale import StereoScale
+from dares_core.stereo_scale import StereoScale
 
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,

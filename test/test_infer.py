@@ -12,7 +12,7 @@ import yaml
 
 from dares_core.cli import main
 from dares_core.errors import DaresError
-from dares_core.infer_files import DEPTH_PNG_UNITS_PER_MM
+from dares_core.infer_command import DEPTH_PNG_UNITS_PER_MM
 
 
 def test_folder_writes_every_output_and_official_disparities(tiny_model, tmp_path):

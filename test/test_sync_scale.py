@@ -6,7 +6,7 @@ import pytest
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
-from dares_core.scale import StereoScale
+from dares_core.stereo_scale import StereoScale
 from dares_ros.sync import StereoMatcher
 
 

@@ -1,7 +1,8 @@
 """`dares infer`: depth for an image, a folder of images or a video, written as files.
 
-Per frame NAME: NAME_depth.npy (float32, model units: nominal mm), NAME_depth.png (uint16,
-DEPTH_PNG_UNITS_PER_MM units per mm, 0 = invalid), NAME_color.png (turbo colour map of inverse depth),
+Per frame NAME: NAME_depth.npy (float32, mm: nominal for DARES, true for networks that record their unit),
+NAME_depth.png (uint16, DEPTH_PNG_UNITS_PER_MM units per mm, 0 = invalid), NAME_color.png (turbo colour map of
+inverse depth),
 NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
 """
 
