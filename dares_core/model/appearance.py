@@ -40,18 +40,24 @@ class ConvBlock(nn.Module):
 
 
 class _UNetDecoder(nn.Module):
-    """U-Net decoder over ResnetEncoder features with one output head per scale (subclasses make the heads)."""
+    """U-Net decoder over ResnetEncoder features with one output head per scale (subclasses make the heads).
+
+    Layers are addressed by name as in monodepth2 (`self.convs[("upconv", i, j)]`, `self.convs[("head", s)]`)
+    and registered in `decoder` in the released order, so `position.pth`/`transform.pth` keys stay
+    `decoder.N.*`."""
 
     def __init__(self, num_ch_enc=NUM_CH_ENC, scales=(0, 1, 2, 3)):
         super().__init__()
         self.scales = tuple(scales)
-        layers = []
+        convs = {}
         for i in range(4, -1, -1):
             cin = num_ch_enc[-1] if i == 4 else NUM_CH_DEC[i + 1]
-            layers.append(ConvBlock(cin, NUM_CH_DEC[i]))
-            layers.append(ConvBlock(NUM_CH_DEC[i] + (num_ch_enc[i - 1] if i > 0 else 0), NUM_CH_DEC[i]))
-        layers += [self.make_head(NUM_CH_DEC[s]) for s in self.scales]
-        self.decoder = nn.ModuleList(layers)
+            convs[("upconv", i, 0)] = ConvBlock(cin, NUM_CH_DEC[i])
+            convs[("upconv", i, 1)] = ConvBlock(NUM_CH_DEC[i] + (num_ch_enc[i - 1] if i > 0 else 0), NUM_CH_DEC[i])
+        for s in self.scales:
+            convs[("head", s)] = self.make_head(NUM_CH_DEC[s])
+        self.decoder = nn.ModuleList(convs.values())
+        self.convs = convs  # a plain dict of the same modules: names for reading, `decoder` for the state dict
 
     def make_head(self, channels: int) -> nn.Module:
         raise NotImplementedError
@@ -62,14 +68,13 @@ class _UNetDecoder(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> dict[int, torch.Tensor]:
         """{scale: output at 1/2^scale of the input resolution}."""
         out, x = {}, features[-1]
-        heads = dict(zip(self.scales, self.decoder[10:]))
-        for n, i in enumerate(range(4, -1, -1)):
-            x = [F.interpolate(self.decoder[2 * n](x), scale_factor=2, mode="nearest")]
+        for i in range(4, -1, -1):
+            x = [F.interpolate(self.convs[("upconv", i, 0)](x), scale_factor=2, mode="nearest")]
             if i > 0:
                 x.append(features[i - 1])
-            x = self.decoder[2 * n + 1](torch.cat(x, 1))
-            if i in heads:
-                out[i] = self.head(heads[i], x)
+            x = self.convs[("upconv", i, 1)](torch.cat(x, 1))
+            if i in self.scales:
+                out[i] = self.head(self.convs[("head", i)], x)
         return out
 
 
