@@ -536,26 +536,15 @@ class Topics:
         reader = open_reader(path)
         try:
             names = [c.topic for c in reader.connections]
-
-            def one(suffixes, required=True):
-                """The topic ending in the first of `suffixes` (in order of preference) that one topic has."""
-                for suffix in suffixes:
-                    found = sorted(t for t in names if t.endswith(suffix))
-                    if len(found) > 1:
-                        raise DaresError(f"{path}: {len(found)} topics end in {suffix} ({', '.join(found)}); "
-                                         "replay a bag of one stereo rig")
-                    if found:
-                        return found[0]
-                if required:
-                    raise DaresError(f"{path}: no topic ends in {' or '.join(suffixes)}; write the bag with da "
-                                     "Vinci-style names (`dares bag from-scared`)")
-                return None
-            images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
-            return cls(one(tuple(f"left/{s}" for s in images)), one(("left/camera_info",)),
-                       one(tuple(f"right/{s}" for s in images), False), one(("right/camera_info",), False),
-                       one(("ground_truth/depth",), False), one(("ground_truth/instrument_mask",), False))
         finally:
             reader.close()
+        images = ("image_rect", "image_raw", "image_rect/compressed", "image_raw/compressed")
+        return cls(pick_topic(names, tuple(f"left/{s}" for s in images), path),
+                   pick_topic(names, ("left/camera_info",), path),
+                   pick_topic(names, tuple(f"right/{s}" for s in images), path, required=False),
+                   pick_topic(names, ("right/camera_info",), path, required=False),
+                   pick_topic(names, ("ground_truth/depth",), path, required=False),
+                   pick_topic(names, ("ground_truth/instrument_mask",), path, required=False))
 
     @property
     def compressed(self) -> bool:
@@ -568,17 +557,28 @@ class Topics:
 
 
 
-def _find_topic(reader: Reader, wanted: str | None, suffixes: tuple[str, ...], what: str) -> str:
+def pick_topic(names: list[str], suffixes: tuple[str, ...], path: Path, required: bool = True) -> str | None:
+    """The topic ending in the first of `suffixes` (in order of preference) that one topic has: the one topic
+    selection of every bag tool. Two candidates for a suffix, or none when required, is one line naming the fix."""
+    for suffix in suffixes:
+        found = sorted(t for t in names if t.endswith(suffix))
+        if len(found) > 1:
+            raise DaresError(f"{path}: {len(found)} topics end in {suffix} ({', '.join(found)}); "
+                             "name the one to use, or replay a bag of one stereo rig")
+        if found:
+            return found[0]
+    if required:
+        raise DaresError(f"{path}: no topic ends in {' or '.join(suffixes)}; write the bag with da "
+                         "Vinci-style names (`dares bag from-scared`) or name the topic")
+    return None
+
+
+def _named_topic(reader: Reader, topic: str) -> str:
+    """A topic the user named: there, or one line listing what the bag has."""
     topics = [c.topic for c in reader.connections]
-    if wanted:
-        if wanted not in topics:
-            raise DaresError(f"topic {wanted} is not in the bag (it has {', '.join(sorted(topics))})")
-        return wanted
-    found = [t for t in topics if t.endswith(suffixes)]
-    if len(found) != 1:
-        raise DaresError(f"found {len(found)} {what} topics ({', '.join(found) or 'none'}): name one with the "
-                         f"--{what}-topic option")
-    return found[0]
+    if topic not in topics:
+        raise DaresError(f"topic {topic} is not in the bag (it has {', '.join(sorted(topics))})")
+    return topic
 
 
 def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_topic: str | None = None,
@@ -599,8 +599,8 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
 
     found = Topics.of_bag(bag) if not (image_topic and info_topic) else None
     reader = open_reader(bag)
-    image_topic = _find_topic(reader, image_topic, (), "image") if image_topic else found.left_image
-    info_topic = _find_topic(reader, info_topic, (), "info") if info_topic else found.left_info
+    image_topic = _named_topic(reader, image_topic) if image_topic else found.left_image
+    info_topic = _named_topic(reader, info_topic) if info_topic else found.left_info
     image_cls = CompressedImage if image_topic.endswith("compressed") else Image
     predictor = DepthPredictor(load_depth_net(weights, base_weights=base_weights), input_size, device, precision)
     scale = fixed_scale if fixed_scale is not None else 1e-3
@@ -668,8 +668,8 @@ def eval_bag(bag: Path, depth_topic: str = f"{OUTPUT_NAMESPACE}/depth/image", gt
 
     reader = open_reader(bag)
     try:
-        gt_topic = _find_topic(reader, gt_topic, ("ground_truth/depth",), "gt")
         topics = sorted(c.topic for c in reader.connections)
+        gt_topic = _named_topic(reader, gt_topic) if gt_topic else pick_topic(topics, ("ground_truth/depth",), bag)
     finally:
         reader.close()
     if depth_topic not in topics:
