@@ -252,7 +252,7 @@ def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm
     ground-truth depth and poses at width x height, and the surface extraction time at the end."""
     import tempfile
 
-    from .data.scared import gt_path, read_gt_depth
+    from .data.scared import gt_path, read_camera_poses, read_gt_depth
     from .data.synthetic import SynthConfig, generate_sequence, sequence_folder
     from .preprocess import read_rgb
     from .reconstruct import TsdfFusion
@@ -263,9 +263,9 @@ def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm
     with tempfile.TemporaryDirectory() as tmp:
         generate_sequence(cfg, 0, Path(tmp))
         folder = Path(tmp) / sequence_folder(0)
-        poses = np.load(folder / "camera_poses.npz")["poses"]
+        poses = read_camera_poses(folder)
         K = cfg.intrinsics()
-        for i, pose in enumerate(poses):
+        for i, pose in enumerate(poses[f] for f in sorted(poses)):
             rgb = read_rgb(folder / "image_02" / "data" / f"{i + 1:010d}.png")
             depth = read_gt_depth(gt_path(tmp, sequence_folder(0), i + 1))
             start = time.perf_counter()

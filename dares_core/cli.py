@@ -230,10 +230,10 @@ def _reconstruct_official(args: argparse.Namespace, check_output_folder) -> None
 def _reconstruct_fused(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .data.scared import gt_path, read_gt_depth
+    from .data.scared import gt_path, read_camera_poses, read_gt_depth, sequence_frames
     from .data.synthetic import read_calibration
     from .files import atomic_file
-    from .reconstruct import TsdfFusion, fuse_keyframe, keyframe_frames, world_points
+    from .reconstruct import TsdfFusion, fuse_keyframe, scale_to_ground_truth, surface_distances
     from .visualize import render_point_cloud
 
     if args.keyframe is None:
@@ -241,11 +241,10 @@ def _reconstruct_fused(args: argparse.Namespace) -> None:
     if (args.weights is None) == (args.depth == "net"):
         raise DaresError("give --weights for network depth, or --depth gt (and no --weights) for ground truth")
     folder, root = args.keyframe, args.data
-    frames = keyframe_frames(root, folder, args.every)
+    frames = sequence_frames(root, folder)[::args.every]
     calib = read_calibration(root / folder)
     K = np.asarray(calib["K"], np.float64).reshape(3, 3)
-    poses_file = root / folder / "camera_poses.npz"
-    gt_poses = dict(zip(*[np.load(poses_file)[k] for k in ("frames", "poses")])) if poses_file.is_file() else {}
+    gt_poses = read_camera_poses(root / folder)
     has_gt = gt_path(root, folder, frames[0]).is_file()
 
     def ground_truth(frame):
@@ -265,30 +264,26 @@ def _reconstruct_fused(args: argparse.Namespace) -> None:
             import torch
 
             depth = predictor.predict(torch.from_numpy(rgb)[None]).depth[0].cpu().numpy()
-            if args.scale == "gt":  # median-scaled per frame, as the SCARED protocol
-                gt = ground_truth(frame)
-                valid = (gt > 1e-3) & (gt < 150) & np.isfinite(depth)
-                depth = depth * np.median(gt[valid]) / np.median(depth[valid])
-            return depth
+            return scale_to_ground_truth(depth, ground_truth(frame)) if args.scale == "gt" else depth
     if args.poses == "gt":
         if not gt_poses:
-            raise DaresError(f"{poses_file} not found: pass --poses net --pose-weights W, or a folder with poses")
+            raise DaresError(f"{root / folder / 'camera_poses.npz'} not found: pass --poses net --pose-weights W, or a "
+                             "folder with poses")
         poses = gt_poses
     else:
         poses = _network_poses(args, frames, gt_poses)
     if args.scale == "gt" and not has_gt:
         raise DaresError(f"--scale gt: {root / folder} has no ground truth; pass --scale none for metric depth")
     fusion = TsdfFusion(args.voxel_mm, args.trunc_mm, args.max_depth_mm)
-    def reference(frame):  # the ground-truth surface this frame shows, within the depth integrated
-        gt = ground_truth(frame)
-        return world_points(np.where(gt < args.max_depth_mm, gt, np.nan), K, gt_poses[frame], stride=2)
-
     with progress_bar(len(frames), "fuse") as bar:
-        metrics = fuse_keyframe(root, folder, fusion, K, depth_of, poses, frames,
-                                reference if has_gt and gt_poses else None, bar.update)
+        reference = fuse_keyframe(root, folder, fusion, K, depth_of, poses, frames,
+                                  ground_truth if has_gt and gt_poses else None, gt_poses, bar.update)
     mesh, cloud = fusion.surface()
     if not len(cloud.points):
         raise DaresError("the fused volume is empty: check --max-depth-mm against the depth, and the poses")
+    metrics = {"frames": len(frames)}
+    if reference is not None:
+        metrics.update(surface_distances(np.asarray(cloud.points), reference))
     import open3d as o3d
 
     args.out.mkdir(parents=True, exist_ok=True)

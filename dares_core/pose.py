@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.scared import SplitEntry, image_path, read_split
+from .data.scared import SplitEntry, image_path, read_camera_poses, read_split
 from .errors import DaresError
 from .geometry import pose_from_axisangle
 from .model.pose_net import PoseDecoder, ResnetEncoder
@@ -62,14 +62,13 @@ def official_sequence(number: int) -> tuple[list[SplitEntry], np.ndarray]:
 def keyframe_sequence(root: Path, folder: str) -> tuple[list[SplitEntry], np.ndarray]:
     """Every frame of a keyframe folder with camera_poses.npz (camera-to-world, as `dares synth` and
     `dares prepare-scared` write it) but the last, and the ground-truth relative poses inv(P[i+1]) @ P[i]."""
-    poses_file = Path(root) / folder / "camera_poses.npz"
-    if not poses_file.is_file():
-        raise DaresError(f"{poses_file} not found: pose ground truth comes from `dares synth` or `dares prepare-scared`"
-                         "; for SCARED pose sequences pass --sequence 1 or 2")
-    data = np.load(poses_file)
-    frames, poses = data["frames"], data["poses"]
-    entries = [SplitEntry(folder, int(f), "l") for f in frames[:-1]]
-    relative = np.stack([np.linalg.inv(poses[i + 1]) @ poses[i] for i in range(len(frames) - 1)])
+    poses = read_camera_poses(Path(root) / folder)
+    if not poses:
+        raise DaresError(f"{Path(root) / folder / 'camera_poses.npz'} not found: pose ground truth comes from `dares "
+                         "synth` or `dares prepare-scared`; for SCARED pose sequences pass --sequence 1 or 2")
+    frames = sorted(poses)
+    entries = [SplitEntry(folder, f, "l") for f in frames[:-1]]
+    relative = np.stack([np.linalg.inv(poses[b]) @ poses[a] for a, b in zip(frames, frames[1:])])
     return entries, relative
 
 
@@ -97,13 +96,6 @@ def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: P
     return np.concatenate(out)
 
 
-def trajectory(relative: np.ndarray) -> np.ndarray:
-    """Positions (N+1,3) chained from relative poses, starting at the origin (pose = pose @ T)."""
-    from .evaluate import chain_positions
-
-    return chain_positions(relative)[0]
-
-
 def plot_trajectories(predicted: np.ndarray, ground_truth: np.ndarray, path: Path, title: str) -> None:
     """A PNG of the two chained trajectories, top (x-z) and side (y-z) views, the prediction scaled to the ground
     truth by least squares as ATE aligns snippets."""
@@ -112,9 +104,10 @@ def plot_trajectories(predicted: np.ndarray, ground_truth: np.ndarray, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .evaluate import chain_positions
     from .files import atomic_file
 
-    gt, pred = trajectory(ground_truth), trajectory(predicted)
+    gt, pred = chain_positions(ground_truth)[0], chain_positions(predicted)[0]
     scale = float(np.sum(gt * pred) / max(np.sum(pred**2), 1e-12))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, (a, b, label) in zip(axes, ((0, 2, "top view (x, z)"), (1, 2, "side view (y, z)"))):

@@ -45,8 +45,7 @@ def official_point_clouds(predictor, root: Path, entries: list[SplitEntry], gt_d
         disparity = predictor.predict(rgb).disparity[0].float().cpu().numpy()
         depth = 1.0 / disparity
         gt = cv2.resize(gt_depths[i], (width, height), interpolation=cv2.INTER_NEAREST)
-        valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
-        depth = np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), MIN_DEPTH, MAX_DEPTH)
+        depth = np.clip(scale_to_ground_truth(depth, gt), MIN_DEPTH, MAX_DEPTH)
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
             o3d.geometry.Image(np.ascontiguousarray(rgb[0].numpy())), o3d.geometry.Image(depth.astype(np.float32)),
             convert_rgb_to_intensity=False)
@@ -126,13 +125,23 @@ def surface_distances(reconstruction: np.ndarray, reference: np.ndarray) -> dict
 
 def world_points(depth_mm: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray, stride: int = 1) -> np.ndarray:
     """Valid pixels of a depth map (H,W) mm as world points (N,3) mm, every `stride`-th pixel each way."""
-    d = depth_mm[::stride, ::stride]
-    v, u = np.mgrid[0:depth_mm.shape[0]:stride, 0:depth_mm.shape[1]:stride]
-    valid = np.isfinite(d) & (d > 0)
-    x = (u[valid] - K[0, 2]) / K[0, 0] * d[valid]
-    y = (v[valid] - K[1, 2]) / K[1, 1] * d[valid]
-    camera = np.stack([x, y, d[valid]], 1)
-    return camera @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+    import torch
+
+    from .geometry import backproject, scale_intrinsics, transform_points
+
+    depth = torch.from_numpy(np.ascontiguousarray(depth_mm[::stride, ::stride], np.float64))[None, None]
+    K_strided = scale_intrinsics(torch.from_numpy(np.asarray(K, np.float64)), 1 / stride, 1 / stride)
+    points = transform_points(torch.from_numpy(np.asarray(T_world_cam, np.float64))[None],
+                              backproject(depth, K_strided[None]))[0].reshape(3, -1).T.numpy()
+    valid = np.isfinite(depth_mm[::stride, ::stride]) & (depth_mm[::stride, ::stride] > 0)
+    return points[valid.reshape(-1)]
+
+
+def scale_to_ground_truth(depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """depth (H,W) times median(gt) / median(depth) over the pixels with ground truth in the SCARED range
+    (1e-3..150 mm) and a finite prediction, as the SCARED protocol scales each frame."""
+    valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & np.isfinite(depth)
+    return depth * np.median(gt[valid]) / np.median(depth[valid])
 
 
 def chain_poses(relative: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
@@ -144,33 +153,26 @@ def chain_poses(relative: np.ndarray, start: np.ndarray | None = None) -> np.nda
     return np.stack(poses)
 
 
-def keyframe_frames(root: Path, folder: str, every: int = 1) -> list[int]:
-    """The left-eye frame numbers of a keyframe folder, every `every`-th."""
-    frames = sorted(int(p.stem) for p in (Path(root) / folder / "image_02" / "data").glob("*.png"))
-    if not frames:
-        raise DaresError(f"{Path(root) / folder}/image_02/data has no frames: is --data the folder holding {folder}?")
-    return frames[::every]
-
-
 def fuse_keyframe(root: Path, folder: str, fusion: TsdfFusion, K_image: np.ndarray, depth_of, poses: dict,
-                  frames: list[int], ground_truth_of=None, progress=None) -> dict:
+                  frames: list[int], ground_truth_of=None, ground_truth_poses: dict | None = None,
+                  progress=None) -> np.ndarray | None:
     """Integrate a keyframe folder's frames: depth_of(frame, rgb) -> depth (H,W) mm, poses[frame] camera-to-world
-    mm. With ground_truth_of(frame) -> world points (N,3) mm of the surface that frame sees, also the surface
-    distances of the fused points to the ground truth seen by the same frames. Returns the metrics."""
+    mm. With ground_truth_of(frame) -> depth (H,W) mm and ground_truth_poses, returns the ground-truth surface
+    those frames show within the fused depth range (world points (N,3) mm, thinned to half a voxel), the
+    reference of surface_distances; else None."""
     reference = []
     for frame in frames:
         rgb = read_rgb(image_path(root, folder, frame))
         fusion.integrate(rgb, depth_of(frame, rgb), K_image, poses[frame])
         if ground_truth_of is not None:
-            reference.append(ground_truth_of(frame))
+            gt = ground_truth_of(frame)
+            gt = np.where(gt < fusion.max_depth_m * 1000.0, gt, np.nan)
+            reference.append(world_points(gt, K_image, ground_truth_poses[frame], stride=2))
         if progress is not None:
             progress(1)
-    metrics = {"frames": len(frames)}
-    if reference:
-        import open3d as o3d
+    if not reference:
+        return None
+    import open3d as o3d
 
-        _, cloud = fusion.surface()
-        ground_truth = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate(reference)))
-        ground_truth = ground_truth.voxel_down_sample(fusion.voxel_m * 1000.0 / 2)
-        metrics.update(surface_distances(np.asarray(cloud.points), np.asarray(ground_truth.points)))
-    return metrics
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate(reference)))
+    return np.asarray(cloud.voxel_down_sample(fusion.voxel_m * 1000.0 / 2).points)

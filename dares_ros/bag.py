@@ -24,7 +24,14 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dares_core.data.scared import gt_path, image_path, instrument_mask_path, read_gt_depth
+from dares_core.data.scared import (
+    gt_path,
+    image_path,
+    instrument_mask_path,
+    read_camera_poses,
+    read_gt_depth,
+    sequence_frames,
+)
 from dares_core.errors import DaresError
 from dares_core.files import BAG_ENTRIES, atomic_dir
 
@@ -224,10 +231,8 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
             left_info, right_info, baseline = _camera_infos(calib, calib["image_width"], calib["image_height"])
             period_ns = int(round(1e9 / float(calib.get("fps") or 25.0)))
             bag.write_raw("/tf_static", "tf2_msgs/msg/TFMessage", _tf_static(rig, baseline, t_ns), t_ns)
-            poses_file = root / folder / "camera_poses.npz"
-            poses = dict(zip(*[np.load(poses_file)[k] for k in ("frames", "poses")])) if poses_file.is_file() else {}
-            frames = sorted(int(p.stem) for p in (root / folder / "image_02" / "data").glob("*.png"))
-            for frame in frames:
+            poses = read_camera_poses(root / folder)
+            for frame in sequence_frames(root, folder):
                 stamp = Header(frame_id=f"{rig}/left_optical")
                 stamp.stamp = time_msg(t_ns)
                 right_header = Header(stamp=stamp.stamp, frame_id=f"{rig}/right_optical")

@@ -48,6 +48,25 @@ def instrument_mask_path(root: Path, folder: str, frame: int) -> Path:
     return Path(root) / folder / SIDE_FOLDER["l"] / "data" / "instruments" / f"{frame:010d}.png"
 
 
+def sequence_frames(root: Path, folder: str) -> list[int]:
+    """The left-eye frame numbers of a keyframe folder, in order; one clear error when it has none."""
+    frames = sorted(int(p.stem) for p in (Path(root) / folder / SIDE_FOLDER["l"] / "data").glob("*.png"))
+    if not frames:
+        raise DaresError(f"{Path(root) / folder}/image_02/data has no frames: is the data folder the one holding "
+                         f"{folder}?")
+    return frames
+
+
+def read_camera_poses(sequence: Path) -> dict[int, np.ndarray]:
+    """{frame: camera-to-world (4,4) mm} of a keyframe folder's camera_poses.npz (`dares synth`, `dares
+    prepare-scared`); empty without one."""
+    path = Path(sequence) / "camera_poses.npz"
+    if not path.is_file():
+        return {}
+    data = np.load(path)
+    return {int(f): pose for f, pose in zip(data["frames"], data["poses"])}
+
+
 def read_split(path: Path) -> list[SplitEntry]:
     """Parse a split file; one clear error for a missing file or a malformed line."""
     path = Path(path)
