@@ -230,8 +230,7 @@ def _reconstruct_official(args: argparse.Namespace, check_output_folder) -> None
 def _reconstruct_fused(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .data.scared import gt_path, read_camera_poses, read_gt_depth, sequence_frames
-    from .data.synthetic import read_calibration
+    from .data.scared import gt_path, read_camera_poses, read_gt_depth, read_sequence_calibration, sequence_frames
     from .files import atomic_file
     from .reconstruct import TsdfFusion, fuse_keyframe, scale_to_ground_truth, surface_distances
     from .visualize import render_point_cloud
@@ -242,7 +241,7 @@ def _reconstruct_fused(args: argparse.Namespace) -> None:
         raise DaresError("give --weights for network depth, or --depth gt (and no --weights) for ground truth")
     folder, root = args.keyframe, args.data
     frames = sequence_frames(root, folder)[::args.every]
-    calib = read_calibration(root / folder)
+    calib = read_sequence_calibration(root / folder)
     K = np.asarray(calib["K"], np.float64).reshape(3, 3)
     gt_poses = read_camera_poses(root / folder)
     has_gt = gt_path(root, folder, frames[0]).is_file()

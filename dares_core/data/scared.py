@@ -10,6 +10,7 @@ Layout under a data root::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,19 @@ def read_camera_poses(sequence: Path) -> dict[int, np.ndarray]:
         return {}
     data = np.load(path)
     return {int(f): pose for f, pose in zip(data["frames"], data["poses"])}
+
+
+@functools.lru_cache(maxsize=64)
+def read_sequence_calibration(sequence: Path) -> dict:
+    """A keyframe folder's calibration.yaml (K, baseline_mm, P matrices, fps), as `dares synth` and `dares
+    prepare-scared` write it; read once per folder (training asks per item)."""
+    path = Path(sequence) / "calibration.yaml"
+    if not path.is_file():
+        raise DaresError(f"{path} not found: sequence folders need the calibration.yaml that `dares synth` and "
+                         "`dares prepare-scared` write")
+    import yaml
+
+    return yaml.safe_load(path.read_text())
 
 
 def read_split(path: Path) -> list[SplitEntry]:
@@ -138,7 +152,7 @@ JITTER = {"brightness": (0.8, 1.2), "contrast": (0.8, 1.2), "saturation": (0.8, 
 class ColorJitter:
     """One draw of torchvision's ColorJitter with the official ranges (JITTER), applied as it applies them to
     PIL images: brightness, contrast, saturation (PIL ImageEnhance) and hue (a uint8 shift of HSV hue) in a
-    random order. Written here because torchvision is not a dependency; test_losses checks it against
+    random order. Written here because torchvision is not a dependency; test_official_parity checks it against
     torchvision's output."""
 
     order: tuple[int, ...]  # indices into JITTER, in the order applied
@@ -203,12 +217,9 @@ class ScaredSequenceDataset:
     @staticmethod
     def calibrated_baseline(sequence: Path) -> float | None:
         """baseline_mm of a sequence folder's calibration.yaml, None without one."""
-        calib = Path(sequence) / "calibration.yaml"
-        if not calib.is_file():
+        if not (Path(sequence) / "calibration.yaml").is_file():
             return None
-        import yaml
-
-        value = yaml.safe_load(calib.read_text()).get("baseline_mm")
+        value = read_sequence_calibration(Path(sequence)).get("baseline_mm")
         return float(value) if value else None
 
     def _baseline(self, folder: str) -> float:

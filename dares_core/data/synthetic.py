@@ -416,14 +416,6 @@ def calibration_dict(cfg: SynthConfig) -> dict:
     }
 
 
-def read_calibration(folder: Path) -> dict:
-    """The calibration of one sequence folder, as written by `dares synth`."""
-    path = Path(folder) / "calibration.yaml"
-    if not path.is_file():
-        raise DaresError(f"{path} not found: sequence folders need the calibration.yaml that `dares synth` writes")
-    return yaml.safe_load(path.read_text())
-
-
 def sequence_folder(index: int) -> str:
     """Relative folder of synthetic sequence `index` (0-based), SCARED-style."""
     return f"dataset1/keyframe{index + 1}"
