@@ -385,7 +385,8 @@ def _add_eval(sub) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from .bench import bench_train, result_name
 
-    record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps)
+    record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps,
+                         data=args.data)
     path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
     step = record["paths"]["train step"]
     print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); "
@@ -455,6 +456,9 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="training precision")
     p.add_argument("--steps", type=POSITIVE_INT, default=5, help="measured steps (default 5)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="train on this data folder (`dares synth` / `dares prepare-scared` layout) instead of a "
+                        "generated scene")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_train)
     p = kinds.add_parser("resize", help="the node's on-device resize against the official preprocessing (depth)")

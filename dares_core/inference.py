@@ -54,9 +54,11 @@ class Prediction:
 
 def compile_options(device: torch.device) -> dict:
     """Inductor options of the compiled path: weights frozen into the graph (constant-folded, prepacked for
-    oneDNN/MKL on CPU), autotuned kernels; on CPU a C++ wrapper calls the kernels (no Python between them),
-    on GPU CUDA graphs replay them (no per-kernel launch cost)."""
-    options = {"freezing": True, "max_autotune": True}
+    oneDNN/MKL on CPU); on CPU autotuned kernels called from a C++ wrapper (no Python between them), on GPU
+    CUDA graphs replay the kernels (no per-kernel launch cost). GPU matmuls are not autotuned: on an H200,
+    autotuning took about 30 s per matmul shape (over 150 s for ViT-S, for a node starting up) and cuBLAS won
+    every one (bench/gpu.sh, 2026-11-26)."""
+    options = {"freezing": True, "max_autotune": device.type != "cuda"}
     if device.type == "cuda":
         options["triton.cudagraphs"] = True
     else:

@@ -25,7 +25,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from dares_core.bench import machine, summarize
-from dares_core.data.scared import image_path
+from dares_core.data.scared import image_path, read_sequence_calibration, sequence_frames
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.errors import DaresError
 from dares_core.inference import network_input_size, resolve_device
@@ -36,23 +36,22 @@ from .conversions import stamp_key
 from .graph import config_file, prepare_dds
 
 
-def _stereo_messages(width: int, height: int,
-                     workdir: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
-    cfg = SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1)
-    root = generate(cfg, workdir / "scenes")
+def _stereo_messages(sequence: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
+    """Left/right Image pairs of a keyframe folder's frames and the two eyes' CameraInfo from its calibration.yaml."""
     pairs = []
-    for frame in range(1, cfg.frames + 1):
+    for frame in sequence_frames(sequence.parent, sequence.name):
         msgs = []
         for side in "lr":
-            bgr = cv2.imread(str(image_path(root, sequence_folder(0), frame, side)))
-            msg = Image(height=height, width=width, encoding="bgr8", step=3 * width)
+            bgr = cv2.imread(str(image_path(sequence.parent, sequence.name, frame, side)))
+            msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=3 * bgr.shape[1])
             msg.data = bgr.tobytes()
             msgs.append(msg)
         pairs.append(tuple(msgs))
-    K = cfg.intrinsics()
+    calibration = read_sequence_calibration(sequence)
+    K = np.asarray(calibration["K"], dtype=float)
     infos = []
-    for baseline in (0.0, cfg.baseline_mm / 1000):
-        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    for baseline in (0.0, calibration["baseline_mm"] / 1000):
+        info = CameraInfo(width=pairs[0][0].width, height=pairs[0][0].height, distortion_model="plumb_bob")
         info.k = K.ravel().tolist()
         P = np.hstack([K, np.zeros((3, 1))])
         P[0, 3] = -K[0, 0] * baseline
@@ -147,9 +146,11 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
                rate: float = 30.0, duration: float = 20.0, warmup: float = 3.0, device: str = "cpu",
                precision: str = "fp32", input_size=(None, None), scale_mode: str = "relative", eyes: str = "left",
-               compile: bool = False) -> dict:
+               compile: bool = False, sequence: Path | None = None) -> dict:
     """Run the node against a fixed-rate stereo stream; returns the benchmark record. eyes: both also measures
-    the right eye's depth (computed in the same batch); compile: the node's `compile` parameter."""
+    the right eye's depth (computed in the same batch); compile: the node's `compile` parameter; sequence: a
+    keyframe folder (image_02, image_03, calibration.yaml) streamed instead of a generated scene of width x height
+    (its own image size is used)."""
     dev = resolve_device(device)
     prepare_dds(local_only=True)  # DDS never leaves this machine
     namespace = f"/dares_bench_{os.getpid()}"
@@ -160,7 +161,11 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             weights = workdir / f"random-{encoder}.safetensors"
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
         input_size = network_input_size(load_depth_net(weights), input_size)  # what the node will run at
-        pairs, left_info, right_info = _stereo_messages(width, height, workdir)
+        if sequence is None:
+            root = generate(SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1), workdir / "scenes")
+            sequence = root / sequence_folder(0)
+        pairs, left_info, right_info = _stereo_messages(Path(sequence))
+        width, height = left_info.width, left_info.height
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "eyes": eyes,
                   "compile": str(compile).lower()}

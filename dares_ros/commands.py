@@ -32,7 +32,7 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 
     record = bench_node(args.weights, args.encoder, args.width, args.height, args.rate, args.duration, args.warmup,
                         args.device, args.precision, (args.input_height, args.input_width), args.scale_mode, args.eyes,
-                        args.compile)
+                        args.compile, args.sequence)
     name = result_name(record, "network", "rate_hz", "precision", "scale_mode",
                        "eyes") + ("-compiled" if args.compile else "")
     path = publish_result(args, name, record)
@@ -245,5 +245,9 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--scale-mode", choices=SCALE_MODES, default="relative", help="node scale mode")
     p.add_argument("--eyes", choices=("left", "both"), default="left", help="node eyes: both batches the right eye too")
     p.add_argument("--compile", action="store_true", help="node compile: torch.compile the network at start")
+    p.add_argument("--sequence", type=Path, default=None,
+                   help="stream this keyframe folder's stereo frames (image_02, image_03, calibration.yaml; e.g. "
+                        "`dares synth` or `dares prepare-scared` output) instead of a generated scene of --width x "
+                        "--height")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_node)

@@ -6,6 +6,7 @@ import torch
 from helpers import TINY
 
 from dares_core.bench import bench_fusion, bench_model, bench_resize, render_docs, result_name, write_result
+from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 from dares_ros.bench_node import bench_node
@@ -14,6 +15,7 @@ from dares_ros.bench_node import bench_node
 def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
     record = bench_model("vits", 56, 70, rounds=1, calls=1)
     assert record["paths"]["ours"]["max_abs_diff_disparity"] < 1e-4  # deployment path == official-style path at fp32
+    assert 0 <= record["paths"]["ours"]["depth_relative_p99"] <= record["paths"]["ours"]["depth_relative_max"] < 1e-4
     assert set(record["paths"]) == {"reference", "ours"} and record["speedup"] == record["paths"]["ours"]["speedup"] > 0
     name = result_name(record, "encoder", "input", "batch", "precision")
     assert name == "model-cpu-vits-56x70-1-fp32"
@@ -23,6 +25,23 @@ def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
     assert "| model | cpu |" in table and name + ".json" in table and "**pending**" in table
     render_docs(tmp_path / "results", tmp_path / "again.md")
     assert (tmp_path / "again.md").read_text() == table
+
+
+def test_docs_flag_a_reduced_precision_path_whose_output_equals_fp32(tmp_path):
+    """Such a path cannot have computed in its precision (seen on an H200: compiled fp16 gave fp32's output)."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, worst in (("applied", 2e-3), ("ignored", 2e-7)):
+        record = {"benchmark": "model", "machine": {"device": "NVIDIA H200"},
+                  "settings": {"precision": "fp16", "run": name},
+                  "paths": {"ours": {"median_ms": 1.0, "depth_relative_p99": worst / 2, "depth_relative_max": worst}}}
+        (results / f"{name}.json").write_text(json.dumps(record))
+    render_docs(results, tmp_path / "benchmarks.md")
+    rows = {line.split("run=")[1].split(" ")[0]: line for line in (tmp_path / "benchmarks.md").read_text().splitlines()
+            if "run=" in line}
+    assert "| 1.0e-03 |" in rows["applied"] and "not computed in fp16" not in rows["applied"]
+    assert "1.0e-07 (equals fp32: not computed in fp16)" in rows["ignored"]
+    assert "still **pending**: node at 1280x1024 stereo 60 Hz, training" in (tmp_path / "benchmarks.md").read_text()
 
 
 def test_resize_bench_compares_the_two_preprocessings_and_publishes_its_table(tmp_path):
@@ -46,14 +65,16 @@ def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
     save_depth_net(DaresDepthNet(DepthNetConfig.dares("tiny", hf_config=TINY)), weights)
-    record = bench_node(weights, width=320, height=256, rate=5.0, duration=3.0, warmup=1.0, input_size=(56, 70),
-                        eyes="both")
+    root = generate(SynthConfig(width=288, height=224, frames=3, sequences=1, seed=2), tmp_path / "scene")
+    record = bench_node(weights, rate=5.0, duration=3.0, warmup=1.0, input_size=(56, 70), eyes="both",
+                        sequence=root / sequence_folder(0))  # a recorded sequence, not the default generated scene
     assert set(record["paths"]) == {"node depth", "node points", "node right depth"}
     paths = record["paths"]
     for path in paths.values():  # how many frames a loaded machine keeps up with is the benchmark's figure, not ours
         assert path["published"] == 15 and 1 <= path["received"] <= 15 and path["median_ms"] > 0
     assert paths["node right depth"]["received"] == paths["node depth"]["received"]  # both eyes in one batch
     assert record["settings"]["eyes"] == "both" and record["settings"]["compile"] is False
+    assert record["settings"]["input"] == "288x224 stereo"  # the sequence's own image size
 
 
 def test_benchmarks_run_elsewhere_never_touch_that_folders_docs(tmp_path, monkeypatch, capsys):
