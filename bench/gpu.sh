@@ -19,10 +19,10 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 step 90 dares bench train --device cuda "${train_data[@]}" --out "$out"
-step 80 dares bench model --device cuda --precision fp16 --compile --out "$out"
-step 110 dares bench node --device cuda --precision fp16 --compile --rate 60 --eyes both --duration 10 "${node_sequence[@]}" --out "$out"
+step 120 dares bench model --device cuda --precision fp16 --compile --out "$out"
+step 240 dares bench node --device cuda --precision fp16 --compile --rate 60 --eyes both --duration 10 "${node_sequence[@]}" --out "$out"
 for precision in fp16 bf16; do
     step 40 dares bench model --device cuda --precision "$precision" --weights dares_core/assets/demo_model.safetensors \
         --out "$out"
 done
-step 150 dares bench model --device cuda --compile --out "$out"
+step 120 dares bench model --device cuda --compile --out "$out"
