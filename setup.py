@@ -34,6 +34,7 @@ ROS = [
     "ros-std-msgs==5.5.1",
     "ros-geometry-msgs==5.5.1",
     "ros-diagnostic-msgs==5.5.1",
+    "ros-nav-msgs==5.5.1",
     "ros-lifecycle-msgs==2.3.0",
     "ros-rosgraph-msgs==2.3.0",
 ]
@@ -77,6 +78,7 @@ setup(
         "console_scripts": [
             "dares = dares_core.cli:main",
             "dares_depth_node = dares_ros.depth_node:main",
+            "dares_fusion_node = dares_ros.fusion_node:main",
         ],
         # subcommands of `dares` that live in dares_ros, so dares_core never imports ROS
         "dares.commands": ["ros = dares_ros.commands:add_commands"],

@@ -100,6 +100,16 @@ class TsdfFusion:
                             self.trunc_multiplier)
         self.frames += 1
 
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The surface's points (N,3) float32 metres in the world frame and their colours (N,3) uint8."""
+        if not self.frames:  # open3d cannot extract from an empty grid
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+        cloud = self.grid.extract_point_cloud().cpu()
+        if "positions" not in cloud.point:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+        colors = (cloud.point.colors.numpy().clip(0, 1) * 255).round().astype(np.uint8)
+        return cloud.point.positions.numpy().astype(np.float32), colors
+
     def surface(self):
         """(triangle mesh, point cloud), legacy open3d geometry in mm."""
         mesh = self.grid.extract_triangle_mesh().to_legacy()

@@ -40,6 +40,7 @@ from .conversions import (
     depth_image,
     image_to_rgb8,
     read_depth_image,
+    set_pose,
     stamp_key,
     time_msg,
     uint8_image,
@@ -262,14 +263,10 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
 
 
 def _pose_msg(T_mm: np.ndarray, header):
-    import torch
     from geometry_msgs.msg import PoseStamped
-    from kornia.geometry.conversions import rotation_matrix_to_quaternion
 
     msg = PoseStamped(header=Header(stamp=header.stamp, frame_id="world"))
-    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) / 1000.0 for v in T_mm[:3, 3])
-    w, x, y, z = rotation_matrix_to_quaternion(torch.as_tensor(T_mm[:3, :3], dtype=torch.float64)).tolist()
-    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = x, y, z, w
+    set_pose(msg.pose, T_mm, unit=1e-3)
     return msg
 
 

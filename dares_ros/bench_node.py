@@ -60,10 +60,12 @@ def _stereo_messages(sequence: Path) -> tuple[list[tuple[Image, Image]], CameraI
     return pairs, infos[0], infos[1]
 
 
-def node_command(namespace: str, params: dict, remaps: dict | None = None) -> list[str]:
-    """dares_depth_node as `ros2 run dares_ros dares_depth_node` starts it, with the shipped params file."""
-    cmd = [str(Path(sys.executable).parent / "dares_depth_node"), "--ros-args",
-           "--params-file", str(config_file("dares.yaml")), "-r", f"__ns:={namespace}"]
+def node_command(namespace: str, params: dict, remaps: dict | None = None,
+                 executable: str = "dares_depth_node") -> list[str]:
+    """A dares node as `ros2 run dares_ros <executable>` starts it; the depth node with the shipped params file."""
+    cmd = [str(Path(sys.executable).parent / executable), "--ros-args", "-r", f"__ns:={namespace}"]
+    if executable == "dares_depth_node":
+        cmd += ["--params-file", str(config_file("dares.yaml"))]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
     for src, dst in (remaps or {}).items():

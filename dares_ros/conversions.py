@@ -82,6 +82,32 @@ def compressed_to_rgb8(msg) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def pose_matrix(pose) -> np.ndarray:
+    """geometry_msgs/Pose -> (4,4) float64 transform (translation in the message's metres); NaN when the
+    quaternion is not a rotation (norm not 1 within 1 %) or any value is not finite."""
+    q = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z], dtype=np.float64)
+    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    if not (np.isfinite(q).all() and np.isfinite(t).all()) or abs(np.linalg.norm(q) - 1) > 0.01:
+        return np.full((4, 4), np.nan)
+    w, x, y, z = q / np.linalg.norm(q)
+    T = np.eye(4)
+    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                 [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                 [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
+    T[:3, 3] = t
+    return T
+
+
+def set_pose(pose, T: np.ndarray, unit: float = 1.0) -> None:
+    """Fill geometry_msgs/Pose from a (4,4) transform; unit: metres per unit of T's translation."""
+    import torch
+    from kornia.geometry.conversions import rotation_matrix_to_quaternion
+
+    pose.position.x, pose.position.y, pose.position.z = (float(v) * unit for v in T[:3, 3])
+    w, x, y, z = rotation_matrix_to_quaternion(torch.as_tensor(T[:3, :3], dtype=torch.float64)).tolist()
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+
+
 def depth_image(depth_m: np.ndarray, header) -> Image:
     """(H,W) depth in metres -> REP 118 32FC1 Image (NaN = invalid), with the given header."""
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)

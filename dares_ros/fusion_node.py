@@ -1,0 +1,302 @@
+"""dares_fusion_node: depth images integrated over time into a TSDF map, the fused surface as a point cloud.
+
+Inputs (remappable): depth/image (32FC1 metres, REP 118: dares_depth_node's), depth/camera_info, and the
+camera's pose in the map frame from odom (nav_msgs/Odometry: dares_odometry_node's) or camera_pose
+(geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose), matched to the
+depth by stamp; image (the left image, optional) colours the surface. Outputs: map/points (PointCloud2 in the
+pose's frame, at publish_rate, at most max_points) and /diagnostics.
+
+A pose that is not a finite rigid transform, jumps more than max_jump from the last accepted one, or leaves
+the map volume (max_extent around the first pose) is rejected with a diagnostic and never reaches the map, so
+the volume, and with it memory, stays bounded. Setting the parameter reset to true starts a new map.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+
+from dares_core.errors import DaresError
+from dares_core.reconstruct import TsdfFusion
+
+from .conversions import (
+    OUTPUT_QUEUE_DEPTH,
+    ConversionError,
+    checked_intrinsics,
+    image_to_rgb8,
+    point_cloud,
+    pose_matrix,
+    read_depth_image,
+    stamp_seconds,
+)
+from .graph import prepare_dds
+
+QUEUE = 30  # depth images, poses and colour images waiting for their match
+UNCOLOURED = 160  # grey of a surface seen without a colour image
+COLOUR_TIMEOUT_S = 2.0  # depth waits for its colour image only while images arrived this recently
+
+PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at start, the others also live
+    "voxel_size": (0.001, "TSDF voxel edge in metres"),
+    "truncation": (0.004, "TSDF truncation distance in metres (more than voxel_size)"),
+    "max_depth": (0.15, "depth beyond this many metres is not integrated"),
+    "max_extent": (0.5, "the map volume: camera positions farther than this many metres from the first pose "
+                        "(on any axis) are rejected"),
+    "max_jump": (0.02, "metres a camera may move between two fused frames; a larger jump is rejected"),
+    "sync_tolerance": (0.01, "seconds between a depth image's stamp and its pose's"),
+    "publish_rate": (1.0, "map/points per second"),
+    "max_points": (200000, "map/points carries at most this many points (evenly thinned)"),
+    "map_frame": ("", "frame_id of map/points; empty: the pose messages' frame_id"),
+    "device": ("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda"),
+    "reset": (False, "set true to clear the map (it reads false again once cleared)"),
+}
+START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device")
+O3D_DEVICES = {"auto": None, "cpu": "CPU:0", "cuda": "CUDA:0"}
+
+
+def parameter_problem(name: str, value) -> str:
+    """"" when `value` suits parameter `name`, else one line saying what it must be."""
+    default = PARAMETERS[name][0]
+    if isinstance(default, bool) or isinstance(default, str):
+        if type(value) is not type(default):
+            return f"{name} must be a {type(default).__name__}"
+        if name == "device" and value not in O3D_DEVICES:
+            return f"device {value!r}: give one of {', '.join(O3D_DEVICES)}"
+        return ""
+    if type(value) not in (int, float) or (isinstance(default, int) and type(value) is not int) or not value > 0:
+        return f"{name} must be a positive {type(default).__name__}, got {value!r}"
+    return ""
+
+
+class FusionNode(Node):
+    def __init__(self):
+        super().__init__("dares_fusion_node")
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description,
+                                                                      read_only=name in START_ONLY))
+            problem = parameter_problem(name, self.p(name))
+            if problem:
+                raise DaresError(problem)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.depths: deque = deque(maxlen=QUEUE)  # (stamp s, depth (H,W) m, stamp message)
+        self.poses: deque = deque(maxlen=QUEUE)  # (stamp s, T (4,4) m, frame_id)
+        self.images: deque = deque(maxlen=QUEUE)  # (stamp s, rgb (H,W,3) uint8)
+        self.info: CameraInfo | None = None
+        self.image_received = -math.inf  # monotonic time of the last colour image
+        self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0}
+        self.problem = ""
+        self._new_map()
+        self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos_profile_sensor_data)
+        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose), 10)
+        self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose), 10)
+        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
+        self.create_timer(1.0 / self.p("publish_rate"), self._publish_map)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"fusing depth/image with odom or camera_pose into a TSDF on {self.fusion.device}; "
+                               f"map/points every {1 / self.p('publish_rate'):.1f} s")
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _new_map(self) -> None:
+        self.fusion = TsdfFusion(self.p("voxel_size") * 1000, self.p("truncation") * 1000, self.p("max_depth") * 1000,
+                                 O3D_DEVICES[self.p("device")])
+        self.origin: np.ndarray | None = None  # first accepted camera position, m
+        self.last_T: np.ndarray | None = None
+        self.frame_id, self.last_stamp, self.published_frames = "", None, -1
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            problem = param.name in PARAMETERS and parameter_problem(param.name, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
+    # --- inputs -------------------------------------------------------------------------------------
+    def _on_info(self, msg: CameraInfo) -> None:
+        self.info = msg
+        self._fuse_matched()
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            self.images.append((stamp_seconds(msg.header.stamp), image_to_rgb8(msg)))
+        except ConversionError as e:
+            self._bad_input(f"image: {e}")
+            return
+        self.image_received = time.monotonic()
+        self._fuse_matched()
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            if msg.encoding != "32FC1":
+                raise ConversionError(f"encoding {msg.encoding}; publish 32FC1 metres (REP 118)")
+            depth = read_depth_image(msg)
+        except ConversionError as e:
+            self._bad_input(f"depth/image: {e}")
+            return
+        self.depths.append((stamp_seconds(msg.header.stamp), depth, msg.header.stamp))
+        self._fuse_matched()
+
+    def _on_pose(self, header, pose) -> None:
+        self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), header.frame_id))
+        self._fuse_matched()
+
+    def _bad_input(self, problem: str) -> None:
+        self.counts["bad_inputs"] += 1
+        self._note(problem)
+
+    def _note(self, problem: str) -> None:
+        if problem != self.problem:
+            self.get_logger().warning(problem, throttle_duration_sec=5.0)
+        self.problem = problem
+
+    # --- fusion -------------------------------------------------------------------------------------
+    def _fuse_matched(self) -> None:
+        """Fuse every queued depth image whose pose (and, while images arrive, colour image) has arrived; drop
+        one whose pose can no longer come, as newer poses have."""
+        tolerance = self.p("sync_tolerance")
+        newest_pose = self.poses[-1][0] if self.poses else -math.inf
+        colour_live = self.images and time.monotonic() - self.image_received < COLOUR_TIMEOUT_S
+        newest_image = self.images[-1][0] if colour_live else math.inf
+        while self.depths and self.info is not None:  # depth waits for the first camera_info
+            stamp, depth, stamp_msg = self.depths[0]
+            pose = self._at(self.poses, stamp)
+            if pose is None and newest_pose <= stamp + tolerance:
+                return  # its pose may still come
+            image = self._at(self.images, stamp)
+            if pose is not None and image is None and newest_image <= stamp + tolerance:
+                return  # its colour image may still come
+            self.depths.popleft()
+            if pose is None:
+                self.counts["unmatched_depth"] += 1
+                self._note(f"depth/image at {stamp:.3f} s has no pose within sync_tolerance ({tolerance} s): "
+                           "publish odom or camera_pose with the depth's stamps")
+                continue
+            try:
+                K = checked_intrinsics(self.info, depth.shape, "depth/camera_info")
+            except ConversionError as e:
+                self._bad_input(f"depth/image: {e}")
+                continue
+            rgb = image[1] if image is not None and image[1].shape[:2] == depth.shape else None
+            self._fuse(stamp_msg, depth, K, pose[1], pose[2], rgb)
+
+    def _at(self, queue: deque, stamp: float):
+        """The entry of `queue` nearest `stamp` within sync_tolerance, or None."""
+        entry = min(queue, key=lambda e: abs(e[0] - stamp), default=None)
+        return entry if entry is not None and abs(entry[0] - stamp) <= self.p("sync_tolerance") else None
+
+    def _fuse(self, stamp_msg, depth: np.ndarray, K: np.ndarray, T: np.ndarray, frame_id: str,
+              rgb: np.ndarray | None) -> None:
+        """depth (H,W) m, K (3,3), T (4,4) camera-to-map m, rgb (H,W,3) uint8 or None (grey)."""
+        stamp = stamp_seconds(stamp_msg)
+        problem = self._pose_problem(T)
+        if problem:
+            self.counts["rejected_poses"] += 1
+            self._note(f"pose at {stamp:.3f} s rejected: {problem}")
+            return
+        if rgb is None:
+            rgb = np.full((*depth.shape, 3), UNCOLOURED, np.uint8)
+        T_mm = T.copy()
+        T_mm[:3, 3] *= 1000
+        self.fusion.integrate(rgb, depth * 1000, K, T_mm)
+        if self.origin is None:
+            self.origin = T[:3, 3].copy()
+        self.last_T, self.last_stamp, self.frame_id = T, stamp_msg, frame_id
+        self.counts["fused"] += 1
+
+    def _pose_problem(self, T: np.ndarray) -> str:
+        """Why a camera pose (4,4) m cannot be fused, or ""."""
+        if not np.isfinite(T).all():
+            return "not a finite rigid transform (NaN, infinity or a quaternion of norm other than 1)"
+        if self.last_T is not None:
+            jump = float(np.linalg.norm(T[:3, 3] - self.last_T[:3, 3]))
+            if jump > self.p("max_jump"):
+                return f"the camera jumped {jump * 1000:.0f} mm since the last fused frame (max_jump " \
+                       f"{self.p('max_jump') * 1000:.0f} mm)"
+        if self.origin is not None:
+            offset = float(np.abs(T[:3, 3] - self.origin).max())
+            if offset > self.p("max_extent"):
+                return f"{offset:.3f} m from the first pose, outside the map volume (max_extent " \
+                       f"{self.p('max_extent')} m); set reset to start a new map"
+        return ""
+
+    # --- outputs ------------------------------------------------------------------------------------
+    def _publish_map(self) -> None:
+        if self.p("reset"):
+            self._new_map()
+            self.counts = dict.fromkeys(self.counts, 0)
+            self.set_parameters([Parameter("reset", value=False)])
+            self.get_logger().info("map cleared")
+        if self.fusion.frames == self.published_frames:
+            return
+        points, colors = self.fusion.points()
+        step = max(1, math.ceil(len(points) / self.p("max_points")))
+        points, colors = points[::step], colors[::step]
+        frame = self.p("map_frame") or self.frame_id
+        header = Header(stamp=self.last_stamp or self.get_clock().now().to_msg(), frame_id=frame)
+        self.points_pub.publish(point_cloud(points[None], colors[None], header))
+        self.published_frames = self.fusion.frames
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name="dares_fusion_node: map", hardware_id=self.get_fully_qualified_name())
+        rejected = self.counts["rejected_poses"] + self.counts["unmatched_depth"] + self.counts["bad_inputs"]
+        if not self.counts["fused"]:
+            status.level = DiagnosticStatus.WARN
+            status.message = self.problem or "waiting for depth/image with a matching pose"
+        elif rejected:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"{self.counts['fused']} frames fused, {rejected} not: {self.problem}"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"{self.counts['fused']} frames fused"
+        values = {**{k: str(v) for k, v in self.counts.items()}, "last_problem": self.problem,
+                  "device": str(self.fusion.device), "map_frame": self.p("map_frame") or self.frame_id}
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+
+def main(args=None) -> None:
+    argv = sys.argv if args is None else args
+    if "-h" in argv[1:] or "--help" in argv[1:]:
+        print(__doc__)
+        print("Parameters (-p NAME:=VALUE):")
+        for name, (default, description) in PARAMETERS.items():
+            print(f"  {name} = {default!r}\n      {description}")
+        return
+    prepare_dds()
+    rclpy.init(args=args)
+    try:
+        node = FusionNode()
+    except DaresError as e:  # a bad start-up parameter: one line, exit status 2
+        rclpy.logging.get_logger("dares_fusion_node").fatal(str(e))
+        rclpy.try_shutdown()
+        sys.exit(2)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
