@@ -79,6 +79,7 @@ setup(
             "dares = dares_core.cli:main",
             "dares_depth_node = dares_ros.depth_node:main",
             "dares_fusion_node = dares_ros.fusion_node:main",
+            "dares_odometry_node = dares_ros.odometry_node:main",
         ],
         # subcommands of `dares` that live in dares_ros, so dares_core never imports ROS
         "dares.commands": ["ros = dares_ros.commands:add_commands"],

@@ -73,6 +73,14 @@ def keyframe_sequence(root: Path, folder: str) -> tuple[list[SplitEntry], np.nda
 
 
 @torch.no_grad()
+def poses_of_pairs(encoder: ResnetEncoder, decoder: PoseDecoder, pairs: torch.Tensor) -> np.ndarray:
+    """pairs: (B,6,H,W) in [0,1], (frame i+1, frame i) stacked on channels -> (B,4,4) float64 T_i (camera i's
+    points into camera i+1's), translation in the network's units."""
+    axisangle, translation = decoder([encoder(pairs)])
+    return pose_from_axisangle(axisangle[:, 0, 0].double(), translation[:, 0, 0].double()).cpu().numpy()
+
+
+@torch.no_grad()
 def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: Path, entries: list[SplitEntry],
                            size: tuple[int, int] = (256, 320), device: str | torch.device = "cpu", batch: int = 8,
                            progress=None) -> np.ndarray:
@@ -89,8 +97,7 @@ def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: P
             if missing:
                 raise DaresError(f"{missing[0]} not found: is --data the folder holding {e.folder}?")
             pairs.append(torch.cat([to_unit_tensor(resize_like_official(read_rgb(p), size)) for p in paths]))
-        axisangle, translation = decoder([encoder(torch.stack(pairs).to(device))])
-        out.append(pose_from_axisangle(axisangle[:, 0, 0].double(), translation[:, 0, 0].double()).cpu().numpy())
+        out.append(poses_of_pairs(encoder, decoder, torch.stack(pairs).to(device)))
         if progress is not None:
             progress(len(chunk))
     return np.concatenate(out)

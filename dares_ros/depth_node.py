@@ -16,7 +16,6 @@ skipped; the node keeps running.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -24,12 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -51,7 +48,7 @@ from .conversions import (
     stamp_seconds,
     stereo_baseline,
 )
-from .graph import prepare_dds
+from .graph import run_node
 from .names import SCALE_MODES
 from .sync import StereoMatcher
 
@@ -524,29 +521,7 @@ def usage() -> str:
 
 
 def main(args=None) -> None:
-    argv = sys.argv if args is None else args
-    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
-    if "-h" in own or "--help" in own:
-        print(usage())
-        return
-    profile = prepare_dds()
-    rclpy.init(args=args)
-    try:
-        node = DepthNode()
-    except DaresError as e:  # a bad start-up parameter: one line, exit status 2
-        rclpy.logging.get_logger("dares_depth_node").fatal(str(e))
-        rclpy.try_shutdown()
-        sys.exit(2)
-    if profile:
-        node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE "
-                               f"to use yours)")
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DepthNode, "dares_depth_node", usage(), args)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,14 @@ the volume, and with it memory, stays bounded. Setting the parameter reset to tr
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -44,7 +41,7 @@ from .conversions import (
     read_depth_image,
     stamp_seconds,
 )
-from .graph import prepare_dds
+from .graph import parameter_help, run_node
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
 UNCOLOURED = 160  # grey of a surface seen without a colour image
@@ -274,28 +271,7 @@ class FusionNode(Node):
 
 
 def main(args=None) -> None:
-    argv = sys.argv if args is None else args
-    if "-h" in argv[1:] or "--help" in argv[1:]:
-        print(__doc__)
-        print("Parameters (-p NAME:=VALUE):")
-        for name, (default, description) in PARAMETERS.items():
-            print(f"  {name} = {default!r}\n      {description}")
-        return
-    prepare_dds()
-    rclpy.init(args=args)
-    try:
-        node = FusionNode()
-    except DaresError as e:  # a bad start-up parameter: one line, exit status 2
-        rclpy.logging.get_logger("dares_fusion_node").fatal(str(e))
-        rclpy.try_shutdown()
-        sys.exit(2)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(FusionNode, "dares_fusion_node", parameter_help(__doc__, PARAMETERS), args)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,42 @@ def prepare_dds(local_only: bool = False) -> str | None:
     fast_dds_2 = os.environ.get("ROS_DISTRO") in FAST_DDS_2_DISTROS
     os.environ["FASTRTPS_DEFAULT_PROFILES_FILE" if fast_dds_2 else "FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     return profile
+
+
+def run_node(make_node, name: str, help_text: str, args=None) -> None:
+    """main() of a dares node: --help prints help_text; a DaresError while starting (a bad parameter, a corrupt
+    checkpoint) is one fatal line and exit status 2; Ctrl-C and SIGTERM end it cleanly."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    argv = sys.argv if args is None else args
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "-h" in own or "--help" in own:
+        print(help_text)
+        return
+    profile = prepare_dds()
+    rclpy.init(args=args)
+    try:
+        node = make_node()
+    except DaresError as e:
+        rclpy.logging.get_logger(name).fatal(str(e))
+        rclpy.try_shutdown()
+        sys.exit(2)
+    if profile:
+        node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE "
+                               f"to use yours)")
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def parameter_help(doc: str, parameters: dict) -> str:
+    """--help of a node whose parameters are {name: (default, description)}."""
+    lines = [doc.strip(), "", "Parameters (--ros-args -p NAME:=VALUE):"]
+    for name, (default, description) in parameters.items():
+        lines += [f"  {name} = {default!r}", f"      {description}"]
+    return "\n".join(lines)

@@ -1,6 +1,13 @@
 """DARES depth on da Vinci (dVRK) stereo video, with optional rectification and RViz.
 
     ros2 launch dares_ros davinci.launch.py weights:=/path/depth_model.pth rig:=jhu_daVinci
+    ros2 launch dares_ros davinci.launch.py weights:=... odometry:=true pose_weights:=/path/weights_folder \
+        fusion:=true
+
+odometry:=true adds dares_odometry_node (odom, path and TF from the pose network, in metres by the depth
+node's stereo scale); fusion:=true adds dares_fusion_node (map/points, the surface fused over time) with poses
+from odom, or from a PoseStamped topic of yours (a robot's camera pose from kinematics) with
+camera_pose:=/your/topic.
 
 dVRK's gscam launch files publish /<rig>/left/image_raw, /<rig>/left/camera_info and the right
 equivalents, unrectified. With rectify:=true (default) image_proc's rectify_node makes image_rect for
@@ -47,6 +54,21 @@ def generate_launch_description():
                         ("right/camera_info", eye("right") + ["/camera_info"])],
         )
 
+    def left_image(rectified):
+        return eye("left") + [PythonExpression(["'/image_rect' if '", rectified, "' == 'true' else '/image_raw'"])]
+
+    odometry = Node(
+        package="dares_ros", executable="dares_odometry_node", name="dares_odometry_node", namespace="dares",
+        condition=IfCondition(LaunchConfiguration("odometry")), output="screen",
+        parameters=[{"pose_weights": LaunchConfiguration("pose_weights"), "device": LaunchConfiguration("device")}],
+        remappings=[("left/image_rect", left_image(rectify))],
+    )
+    fusion = Node(
+        package="dares_ros", executable="dares_fusion_node", name="dares_fusion_node", namespace="dares",
+        condition=IfCondition(LaunchConfiguration("fusion")), output="screen",
+        remappings=[("image", left_image(rectify)), ("camera_pose", LaunchConfiguration("camera_pose"))],
+    )
+
     profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
     fast_dds_2 = PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""),
                                    "' in ('humble', 'jazzy')"])
@@ -66,9 +88,18 @@ def generate_launch_description():
         DeclareLaunchArgument("frame_id", default_value="", description="output frame_id override"),
         DeclareLaunchArgument("rectify", default_value="true", description="rectify image_raw with image_proc"),
         DeclareLaunchArgument("rviz", default_value="true", description="open RViz with config/dares.rviz"),
+        DeclareLaunchArgument("odometry", default_value="false",
+                              description="camera odometry from the pose network (needs pose_weights)"),
+        DeclareLaunchArgument("pose_weights", default_value="",
+                              description="pose network: pose_encoder.pth + pose.pth folder or a dares train run"),
+        DeclareLaunchArgument("fusion", default_value="false", description="fuse depth over time into map/points"),
+        DeclareLaunchArgument("camera_pose", default_value="/dares/camera_pose",
+                              description="PoseStamped topic the fusion may use instead of odom (e.g. kinematics)"),
         *rectifiers,
         depth_node("/image_rect", IfCondition(rectify)),
         depth_node("/image_raw", UnlessCondition(rectify)),
+        odometry,
+        fusion,
         Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", rviz_config],
              condition=IfCondition(LaunchConfiguration("rviz"))),
     ])

@@ -1,0 +1,198 @@
+"""dares_odometry_node: the DARES pose network on consecutive left frames, as camera odometry.
+
+Subscribes left/image_rect (remappable). Each frame and the one before go through the pose network as
+`dares pose` and the official evaluate_pose.py do (frame i+1, frame i; official resize); the relative
+transform chains into the left camera's pose. Publishes odom (nav_msgs/Odometry: odom_frame -> the camera's
+frame), path (nav_msgs/Path, the last max_path poses), TF odom_frame -> camera when tf2_msgs is importable
+(a real ROS install), and /diagnostics.
+
+Translation is in metres: the pose network's unit is the depth network's (DARES trains them together), so
+with scale_source depth_node it is multiplied by the metres per unit the depth node reports in its
+diagnostics (scale_m_per_unit: stereo scale in scale_mode stereo); with fixed, by translation_scale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from nav_msgs.msg import Path as PathMsg
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from dares_core.errors import DaresError
+from dares_core.inference import resolve_device
+from dares_core.pose import load_pose_net, poses_of_pairs
+from dares_core.preprocess import resize_like_official, to_unit_tensor
+
+from .conversions import OUTPUT_QUEUE_DEPTH, ConversionError, image_to_rgb8, set_pose, stamp_seconds
+from .graph import parameter_help, run_node
+
+DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
+
+PARAMETERS = {  # name: (default, description); all apply at start
+    "pose_weights": ("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth) or a `dares "
+                         "train` run folder"),
+    "device": ("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
+    "input_height": (256, "pose network input height (official 256)"),
+    "input_width": (320, "pose network input width (official 320)"),
+    "scale_source": ("depth_node", "depth_node: metres per unit from the depth node's diagnostics; fixed: "
+                                   "translation_scale"),
+    "translation_scale": (0.001, "metres per pose-network unit with scale_source fixed, and until the depth node "
+                                 "reports a scale"),
+    "depth_node": ("/dares/dares_depth_node", "fully qualified name of the depth node whose scale is used"),
+    "odom_frame": ("odom", "frame_id of odom and path (the first camera pose is its origin)"),
+    "child_frame": ("", "child_frame_id of odom; empty: the images' frame_id"),
+    "max_path": (2000, "path keeps the last this many poses"),
+}
+SCALE_SOURCES = ("depth_node", "fixed")
+
+
+class OdometryNode(Node):
+    def __init__(self):
+        super().__init__("dares_odometry_node")
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        if self.p("scale_source") not in SCALE_SOURCES:
+            raise DaresError(f"scale_source {self.p('scale_source')!r}: give one of {', '.join(SCALE_SOURCES)}")
+        if not self.p("pose_weights"):
+            raise DaresError("pose_weights is empty: give the pose network (-p pose_weights:=FOLDER)")
+        for name in ("input_height", "input_width", "max_path", "translation_scale"):
+            if not self.p(name) > 0:
+                raise DaresError(f"{name} must be positive, got {self.p(name)}")
+        self.device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
+        encoder, decoder = load_pose_net(Path(self.p("pose_weights")))
+        self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
+        self.size = (self.p("input_height"), self.p("input_width"))
+        self.previous: tuple[float, torch.Tensor] | None = None  # (stamp s, (3,h,w) in [0,1])
+        self.pose = np.eye(4)  # camera-to-odom, metres
+        self.depth_scale: float | None = None
+        self.frames, self.problems, self.problem = 0, 0, ""
+        self.rates: deque = deque(maxlen=50)  # monotonic times of published poses
+        self.path = PathMsg()
+        self.odom_pub = self.create_publisher(Odometry, "odom", OUTPUT_QUEUE_DEPTH)
+        self.path_pub = self.create_publisher(PathMsg, "path", OUTPUT_QUEUE_DEPTH)
+        self.tf_pub = self._tf_publisher()
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
+        self.create_subscription(Image, "left/image_rect", self._on_image, qos_profile_sensor_data)
+        if self.p("scale_source") == "depth_node":
+            self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"odometry from {self.p('pose_weights')} on {self.device}, scale from "
+                               f"{self.p('scale_source')}")
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _tf_publisher(self):
+        """TF on /tf where tf2_msgs exists (a real ROS install; it has no wheel), else None."""
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            return None
+        return self.create_publisher(TFMessage, "/tf", 10)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == DEPTH_STATUS and status.hardware_id == self.p("depth_node"):
+                value = {kv.key: kv.value for kv in status.values}.get("scale_m_per_unit", "nan")
+                scale = float(value)
+                if np.isfinite(scale) and scale > 0:
+                    self.depth_scale = scale
+
+    def scale(self) -> float:
+        """Metres per pose-network unit."""
+        if self.p("scale_source") == "depth_node" and self.depth_scale is not None:
+            return self.depth_scale
+        return self.p("translation_scale")
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            frame = to_unit_tensor(resize_like_official(image_to_rgb8(msg), self.size))
+        except ConversionError as e:
+            self._note(f"left/image_rect: {e}")
+            return
+        stamp = stamp_seconds(msg.header.stamp)
+        previous, self.previous = self.previous, (stamp, frame)
+        if previous is None:
+            self._publish(msg.header)  # the origin
+            return
+        if stamp <= previous[0]:
+            self._note(f"left/image_rect: stamp {stamp:.3f} s is not after the last ({previous[0]:.3f} s); the "
+                       "motion between them is skipped")
+            return
+        pair = torch.cat([frame, previous[1]])[None].to(self.device)
+        T = poses_of_pairs(self.encoder, self.decoder, pair)[0]  # previous camera's points into this one's
+        if not np.isfinite(T).all():
+            self._note("the pose network gave a non-finite pose; the motion of this frame is skipped")
+            return
+        T[:3, 3] *= self.scale()
+        self.pose = self.pose @ np.linalg.inv(T)
+        self._publish(msg.header, T, stamp - previous[0])
+
+    def _publish(self, header, T: np.ndarray | None = None, dt: float = 0.0) -> None:
+        child = self.p("child_frame") or header.frame_id
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id, odom.child_frame_id = header.stamp, self.p("odom_frame"), child
+        set_pose(odom.pose.pose, self.pose)
+        if T is not None and dt > 0:  # the camera's velocity in its own frame
+            motion = np.linalg.inv(T)
+            odom.twist.twist.linear.x, odom.twist.twist.linear.y, odom.twist.twist.linear.z = (
+                float(v) / dt for v in motion[:3, 3])
+        self.odom_pub.publish(odom)
+        stamped = PoseStamped(header=odom.header, pose=odom.pose.pose)
+        self.path.header = odom.header
+        self.path.poses = (self.path.poses + [stamped])[-self.p("max_path"):]
+        self.path_pub.publish(self.path)
+        if self.tf_pub is not None:
+            from geometry_msgs.msg import TransformStamped
+            from tf2_msgs.msg import TFMessage
+
+            tf = TransformStamped(header=odom.header, child_frame_id=child)
+            p, q = odom.pose.pose.position, odom.pose.pose.orientation
+            tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = p.x, p.y, p.z
+            tf.transform.rotation = q
+            self.tf_pub.publish(TFMessage(transforms=[tf]))
+        self.frames += 1
+        self.rates.append(time.monotonic())
+
+    def _note(self, problem: str) -> None:
+        self.problems += 1
+        if problem != self.problem:
+            self.get_logger().warning(problem, throttle_duration_sec=5.0)
+        self.problem = problem
+
+    def _publish_diagnostics(self) -> None:
+        recent = [t for t in self.rates if time.monotonic() - t < 5.0]
+        status = DiagnosticStatus(name="dares_odometry_node: odometry", hardware_id=self.get_fully_qualified_name())
+        waiting_scale = self.p("scale_source") == "depth_node" and self.depth_scale is None
+        if not recent:
+            status.level, status.message = DiagnosticStatus.WARN, self.problem or "no image on left/image_rect"
+        elif waiting_scale:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f"no scale from {self.p('depth_node')} yet: translation in units of "
+                              f"{self.p('translation_scale')} m")
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"odometry at {len(recent) / 5.0:.1f} Hz"
+        values = {"frames": str(self.frames), "problems": str(self.problems), "last_problem": self.problem,
+                  "scale_m_per_unit": f"{self.scale():.6g}", "scale_source": self.p("scale_source")}
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+
+def main(args=None) -> None:
+    run_node(OdometryNode, "dares_odometry_node", parameter_help(__doc__, PARAMETERS), args)
+
+
+if __name__ == "__main__":
+    main()
