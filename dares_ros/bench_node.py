@@ -84,11 +84,13 @@ def stop_node(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def node_session(namespace: str, params: dict, workdir: Path, name: str, remaps: dict | None = None):
-    """dares_depth_node running as its console entry point (log in workdir/node.log) and an rclpy node of
-    this process spinning in a thread; yields (node process, local node) and tears both down."""
+def node_session(namespace: str, params: dict, workdir: Path, name: str, remaps: dict | None = None,
+                 executable: str = "dares_depth_node"):
+    """A dares node (`executable`) running as its console entry point (log in workdir/node.log) and an rclpy
+    node `name` of this process spinning in a thread; yields (node process, local node) and tears both down."""
     log = open(workdir / "node.log", "w")
-    proc = subprocess.Popen(node_command(namespace, params, remaps), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(node_command(namespace, params, remaps, executable), stdout=log,
+                            stderr=subprocess.STDOUT)
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node(name, context=context)

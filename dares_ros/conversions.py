@@ -11,6 +11,7 @@ import sys
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 OUTPUT_QUEUE_DEPTH = 5  # KEEP_LAST depth of the node's (reliable, volatile) outputs
@@ -106,6 +107,14 @@ def set_pose(pose, T: np.ndarray, unit: float = 1.0) -> None:
     pose.position.x, pose.position.y, pose.position.z = (float(v) * unit for v in T[:3, 3])
     w, x, y, z = rotation_matrix_to_quaternion(torch.as_tensor(T[:3, :3], dtype=torch.float64)).tolist()
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+
+
+def diagnostic_array(status: DiagnosticStatus, values: dict[str, str], stamp) -> DiagnosticArray:
+    """A node's status with its values (key -> text) as KeyValues, in a DiagnosticArray stamped `stamp`."""
+    status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array
 
 
 def depth_image(depth_m: np.ndarray, header) -> Image:

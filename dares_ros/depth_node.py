@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -44,6 +44,7 @@ from .conversions import (
     checked_intrinsics,
     compressed_to_rgb8,
     depth_outputs,
+    diagnostic_array,
     image_to_rgb8,
     stamp_seconds,
     stereo_baseline,
@@ -499,10 +500,7 @@ class DepthNode(LifecycleNode):
             "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
             "last_error": self.last_error if problems or self.predictor is None else "",
         }
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):
         self._stop_worker()

@@ -18,7 +18,7 @@ import time
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -35,6 +35,7 @@ from .conversions import (
     OUTPUT_QUEUE_DEPTH,
     ConversionError,
     checked_intrinsics,
+    diagnostic_array,
     image_to_rgb8,
     point_cloud,
     pose_matrix,
@@ -264,10 +265,7 @@ class FusionNode(Node):
             status.level, status.message = DiagnosticStatus.OK, f"{self.counts['fused']} frames fused"
         values = {**{k: str(v) for k, v in self.counts.items()}, "last_problem": self.problem,
                   "device": str(self.fusion.device), "map_frame": self.p("map_frame") or self.frame_id}
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 
 
 def main(args=None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
@@ -33,7 +33,7 @@ from dares_core.inference import resolve_device
 from dares_core.pose import load_pose_net, poses_of_pairs
 from dares_core.preprocess import resize_like_official, to_unit_tensor
 
-from .conversions import OUTPUT_QUEUE_DEPTH, ConversionError, image_to_rgb8, set_pose, stamp_seconds
+from .conversions import OUTPUT_QUEUE_DEPTH, ConversionError, diagnostic_array, image_to_rgb8, set_pose, stamp_seconds
 from .graph import parameter_help, run_node
 
 DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
@@ -184,10 +184,7 @@ class OdometryNode(Node):
             status.level, status.message = DiagnosticStatus.OK, f"odometry at {len(recent) / 5.0:.1f} Hz"
         values = {"frames": str(self.frames), "problems": str(self.problems), "last_problem": self.problem,
                   "scale_m_per_unit": f"{self.scale():.6g}", "scale_source": self.p("scale_source")}
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 
 
 def main(args=None) -> None:

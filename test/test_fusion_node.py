@@ -1,9 +1,8 @@
 """dares_fusion_node through a real ROS graph: ground-truth depth and camera poses of a synthetic sequence in,
 a fused map out that lies on the true surface; bad poses are rejected without touching the map; reset clears."""
 
+import contextlib
 import os
-import subprocess
-import threading
 import time
 
 import numpy as np
@@ -12,7 +11,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from ros_harness import camera_info, rgb_image
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -22,7 +20,7 @@ from dares_core.data.scared import gt_path, image_path, read_camera_poses, read_
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import world_points
-from dares_ros.bench_node import node_command, stop_node
+from dares_ros.bench_node import node_session
 from dares_ros.conversions import depth_image, read_point_cloud, set_pose
 
 VOXEL_M = 0.002
@@ -50,13 +48,10 @@ class Graph:
         self.ns = namespace
         params = {"voxel_size": VOXEL_M, "truncation": 4 * VOXEL_M, "publish_rate": 4.0, "max_jump": 0.05,
                   "device": "cpu"}
-        env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-        self.log = tmp_path / "fusion.log"
-        self.proc = subprocess.Popen(node_command(namespace, params, executable="dares_fusion_node"),
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env)
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("fusion_test", context=self.context)
+        self.log = tmp_path / "node.log"
+        self.session = contextlib.ExitStack()
+        self.proc, self.node = self.session.enter_context(
+            node_session(namespace, params, tmp_path, "fusion_test", executable="dares_fusion_node"))
         self.maps, self.diagnostics = [], []
         self.node.create_subscription(PointCloud2, f"{namespace}/map/points", self.maps.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
@@ -64,10 +59,6 @@ class Graph:
             ("depth/image", Image), ("depth/camera_info", CameraInfo), ("camera_pose", PoseStamped),
             ("image", Image))}
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_fusion_node/set_parameters")
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
         assert self.wait(lambda: all(p.get_subscription_count() for p in self.pubs.values()), 30), \
             self.log.read_text()
 
@@ -107,11 +98,7 @@ class Graph:
         return future.result().results[0].successful
 
     def close(self):
-        self.executor.shutdown()
-        self.thread.join(timeout=10)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-        stop_node(self.proc)
+        self.session.close()
 
 
 def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequence, tmp_path):

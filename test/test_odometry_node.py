@@ -2,8 +2,6 @@
 relative poses chained, in metres by the depth node's reported scale; a stamp going backwards is skipped."""
 
 import os
-import subprocess
-import threading
 import time
 
 import numpy as np
@@ -12,7 +10,6 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
-from rclpy.executors import SingleThreadedExecutor
 from ros_harness import rgb_image
 from sensor_msgs.msg import Image
 
@@ -22,7 +19,7 @@ from dares_core.model.pose_net import PoseDecoder, ResnetEncoder
 from dares_core.pose import load_pose_net, predict_relative_poses
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import chain_poses
-from dares_ros.bench_node import node_command, stop_node
+from dares_ros.bench_node import node_session
 from dares_ros.conversions import pose_matrix
 
 FRAMES = 5
@@ -44,18 +41,16 @@ def scene(tmp_path_factory):
 
 def test_odometry_is_the_offline_pose_pipeline_chained_in_metres(scene, tmp_path):
     root, weights = scene
-    folder = sequence_folder(0)
     ns = f"/odom{os.getpid()}"
     depth_node = f"{ns}/fake_depth_node"
     params = {"pose_weights": weights, "device": "cpu", "input_height": SIZE[0], "input_width": SIZE[1],
               "depth_node": depth_node, "odom_frame": "odom"}
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    log = tmp_path / "odometry.log"
-    proc = subprocess.Popen(node_command(ns, params, executable="dares_odometry_node"), stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, env=env)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("odometry_test", context=context)
+    with node_session(ns, params, tmp_path, "odometry_test", executable="dares_odometry_node") as (proc, node):
+        check_odometry(root, weights, depth_node, proc, node, ns, tmp_path / "node.log")
+
+
+def check_odometry(root, weights, depth_node, proc, node, ns, log):
+    folder = sequence_folder(0)
     odoms, paths, statuses = [], [], []
     node.create_subscription(Odometry, f"{ns}/odom", odoms.append, 10)
     node.create_subscription(Path, f"{ns}/path", paths.append, 10)
@@ -63,10 +58,6 @@ def test_odometry_is_the_offline_pose_pipeline_chained_in_metres(scene, tmp_path
         s for s in m.status if s.name == "dares_odometry_node: odometry" and s.hardware_id.startswith(ns)), 10)
     images = node.create_publisher(Image, f"{ns}/left/image_rect", 10)
     diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
 
     def wait(predicate, timeout=60.0):
         deadline = time.monotonic() + timeout
@@ -74,43 +65,36 @@ def test_odometry_is_the_offline_pose_pipeline_chained_in_metres(scene, tmp_path
             time.sleep(0.1)
         return predicate()
 
-    try:
-        assert wait(lambda: images.get_subscription_count() > 0), log.read_text()
-        scale_status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=depth_node,
-                                        values=[KeyValue(key="scale_m_per_unit", value=str(SCALE))])
-        assert wait(lambda: diagnostics.publish(DiagnosticArray(status=[scale_status])) or any(
-            kv.value == f"{SCALE:g}" for s in statuses[-1:] for kv in s.values if kv.key == "scale_m_per_unit"), 20)
+    assert wait(lambda: images.get_subscription_count() > 0), log.read_text()
+    scale_status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=depth_node,
+                                    values=[KeyValue(key="scale_m_per_unit", value=str(SCALE))])
+    assert wait(lambda: diagnostics.publish(DiagnosticArray(status=[scale_status])) or any(
+        kv.value == f"{SCALE:g}" for s in statuses[-1:] for kv in s.values if kv.key == "scale_m_per_unit"), 20)
 
-        def send(frame, seconds):
-            msg = rgb_image(read_rgb(image_path(root, folder, frame)))
-            msg.header.stamp = rclpy.time.Time(seconds=seconds).to_msg()
-            msg.header.frame_id = "cam_left_optical"
-            images.publish(msg)
-            count = len(odoms)
-            return wait(lambda: len(odoms) > count, 30)
+    def send(frame, seconds):
+        msg = rgb_image(read_rgb(image_path(root, folder, frame)))
+        msg.header.stamp = rclpy.time.Time(seconds=seconds).to_msg()
+        msg.header.frame_id = "cam_left_optical"
+        images.publish(msg)
+        count = len(odoms)
+        return wait(lambda: len(odoms) > count, 30)
 
-        for frame in range(1, FRAMES + 1):
-            assert send(frame, 10 + frame), log.read_text()
-        assert not send(FRAMES, 10), "a frame older than the last must not move the camera"
+    for frame in range(1, FRAMES + 1):
+        assert send(frame, 10 + frame), log.read_text()
+    assert not send(FRAMES, 10), "a frame older than the last must not move the camera"
 
-        encoder, decoder = load_pose_net(weights)
-        relative = predict_relative_poses(encoder, decoder, root, [SplitEntry(folder, f, "l") for f in
-                                                                    range(1, FRAMES)], size=SIZE)
-        relative[:, :3, 3] *= SCALE
-        expected = chain_poses(relative)
-        got = np.stack([pose_matrix(o.pose.pose) for o in odoms])
-        assert len(got) == FRAMES and odoms[-1].header.frame_id == "odom"
-        assert odoms[-1].child_frame_id == "cam_left_optical"
-        assert np.abs(got[:, :3, 3] - expected[:, :3, 3]).max() < 1e-4 * np.abs(expected[:, :3, 3]).max() + 1e-9
-        assert np.abs(got[:, :3, :3] - expected[:, :3, :3]).max() < 1e-4
-        assert np.linalg.norm(expected[-1, :3, 3]) > 0  # a motion that was really chained
-        assert [p.pose.position.x for p in paths[-1].poses] == [o.pose.pose.position.x for o in odoms]
-        assert wait(lambda: "not after the last" in {kv.key: kv.value for kv in statuses[-1].values}["last_problem"],
-                    5)
-        assert proc.poll() is None
-    finally:
-        executor.shutdown()
-        thread.join(timeout=10)
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        stop_node(proc)
+    encoder, decoder = load_pose_net(weights)
+    relative = predict_relative_poses(encoder, decoder, root, [SplitEntry(folder, f, "l") for f in
+                                                                range(1, FRAMES)], size=SIZE)
+    relative[:, :3, 3] *= SCALE
+    expected = chain_poses(relative)
+    got = np.stack([pose_matrix(o.pose.pose) for o in odoms])
+    assert len(got) == FRAMES and odoms[-1].header.frame_id == "odom"
+    assert odoms[-1].child_frame_id == "cam_left_optical"
+    assert np.abs(got[:, :3, 3] - expected[:, :3, 3]).max() < 1e-4 * np.abs(expected[:, :3, 3]).max() + 1e-9
+    assert np.abs(got[:, :3, :3] - expected[:, :3, :3]).max() < 1e-4
+    assert np.linalg.norm(expected[-1, :3, 3]) > 0  # a motion that was really chained
+    assert [p.pose.position.x for p in paths[-1].poses] == [o.pose.pose.position.x for o in odoms]
+    assert wait(lambda: "not after the last" in {kv.key: kv.value for kv in statuses[-1].values}["last_problem"],
+                5)
+    assert proc.poll() is None
