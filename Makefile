@@ -33,6 +33,7 @@ demo: $(STAMP)
 readme-images: demo
 	cp demo_out/strip.png docs/images/demo_strip.png
 	cp demo_out/points.png docs/images/demo_points.png
+	cp demo_out/fused.png docs/images/demo_fused.png
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

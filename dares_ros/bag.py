@@ -532,6 +532,7 @@ class Topics:
     right_info: str | None
     gt_depth: str | None
     gt_instruments: str | None = None
+    gt_pose: str | None = None
 
     @classmethod
     def of_bag(cls, path: Path) -> Topics:
@@ -546,7 +547,8 @@ class Topics:
                    pick_topic(names, tuple(f"right/{s}" for s in images), path, required=False),
                    pick_topic(names, ("right/camera_info",), path, required=False),
                    pick_topic(names, ("ground_truth/depth",), path, required=False),
-                   pick_topic(names, ("ground_truth/instrument_mask",), path, required=False))
+                   pick_topic(names, ("ground_truth/instrument_mask",), path, required=False),
+                   pick_topic(names, ("ground_truth/pose",), path, required=False))
 
     @property
     def compressed(self) -> bool:

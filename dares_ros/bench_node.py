@@ -36,8 +36,14 @@ from .conversions import stamp_key
 from .graph import config_file, prepare_dds
 
 
-def _stereo_messages(sequence: Path) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
-    """Left/right Image pairs of a keyframe folder's frames and the two eyes' CameraInfo from its calibration.yaml."""
+def stereo_messages(width: int, height: int, workdir: Path,
+                    sequence: Path | None = None) -> tuple[list[tuple[Image, Image]], CameraInfo, CameraInfo]:
+    """Left/right Image pairs of a keyframe folder's frames (`sequence`, else a generated 3-frame scene of width x
+    height under workdir) and the two eyes' CameraInfo from its calibration.yaml."""
+    if sequence is None:
+        root = generate(SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1), workdir / "scenes")
+        sequence = root / sequence_folder(0)
+    sequence = Path(sequence)
     pairs = []
     for frame in sequence_frames(sequence.parent, sequence.name):
         msgs = []
@@ -88,25 +94,34 @@ def node_session(namespace: str, params: dict, workdir: Path, name: str, remaps:
                  executable: str = "dares_depth_node"):
     """A dares node (`executable`) running as its console entry point (log in workdir/node.log) and an rclpy
     node `name` of this process spinning in a thread; yields (node process, local node) and tears both down."""
-    log = open(workdir / "node.log", "w")
-    proc = subprocess.Popen(node_command(namespace, params, remaps, executable), stdout=log,
-                            stderr=subprocess.STDOUT)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node(name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        yield proc, node
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        stop_node(proc)
-        log.close()
+    with node_process(namespace, params, workdir / "node.log", remaps, executable) as proc:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        node = rclpy.create_node(name, context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            yield proc, node
+        finally:
+            executor.shutdown()
+            spinner.join(timeout=5)
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+
+
+@contextlib.contextmanager
+def node_process(namespace: str, params: dict, log: Path, remaps: dict | None = None,
+                 executable: str = "dares_depth_node"):
+    """A dares node running as its console entry point, its output in `log`; Ctrl-C (then kill) when done."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_command(namespace, params, remaps, executable), stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            stop_node(proc)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -165,10 +180,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             weights = workdir / f"random-{encoder}.safetensors"
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder)), weights)
         input_size = network_input_size(load_depth_net(weights), input_size)  # what the node will run at
-        if sequence is None:
-            root = generate(SynthConfig(width=width, height=height, frames=3, sequences=1, seed=1), workdir / "scenes")
-            sequence = root / sequence_folder(0)
-        pairs, left_info, right_info = _stereo_messages(Path(sequence))
+        pairs, left_info, right_info = stereo_messages(width, height, workdir, sequence)
         width, height = left_info.width, left_info.height
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "eyes": eyes,

@@ -10,6 +10,7 @@ scale error, and the achieved rate and latency. `--weights W --bag B` runs the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
@@ -19,23 +20,35 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dares_core.errors import DaresError
 from dares_core.files import atomic_dir, atomic_file, write_image
 from dares_core.inference import network_input_size
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
+from dares_core.reconstruct import surface_distances, world_points
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
 from . import bag as bags
 from .bag import Topics
-from .conversions import compressed_to_rgb8, image_to_rgb8, read_depth_image, read_point_cloud, stamp_key
+from .conversions import (
+    compressed_to_rgb8,
+    image_to_rgb8,
+    intrinsics,
+    pose_matrix,
+    read_depth_image,
+    read_point_cloud,
+    stamp_key,
+)
 from .graph import prepare_dds
 
 NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
            "points": f"{NAMESPACE}/points"}
+MAP = f"{NAMESPACE}/map/points"  # dares_fusion_node's, when the bag has ground-truth poses
+FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu"}
 REPORT_TITLE = "# dares demo"
 
 
@@ -87,7 +100,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                         rate: float = 1.0, progress=None) -> dict:
     """Start the node, record its outputs (and the left image, camera_info and ground truth), play `bag`
     into it at recorded timing; returns {"published": n, "recorded": {topic: count}}."""
-    from .bench_node import node_session
+    from .bench_node import node_process, node_session
 
     remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
     if topics.stereo:
@@ -95,8 +108,8 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
     if topics.compressed:
         params = dict(params, input_transport="compressed")
         remaps = {k + "/compressed" if k.endswith("image_rect") else k: v for k, v in remaps.items()}
-    ground_truth = [t for t in (topics.gt_depth, topics.gt_instruments) if t]
-    record = [topics.left_image, topics.left_info, *ground_truth, *OUTPUTS.values()]
+    ground_truth = [t for t in (topics.gt_depth, topics.gt_instruments, topics.gt_pose) if t]
+    record = [topics.left_image, topics.left_info, *ground_truth, *OUTPUTS.values(), *([MAP] if topics.gt_pose else [])]
     results, failures = {}, []
     ready, stop = threading.Event(), threading.Event()
 
@@ -110,7 +123,14 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 stop.set()
         return threading.Thread(target=run, name=f"dares-demo-{name}", daemon=True)
 
-    with node_session(NAMESPACE, params, workdir, "dares_demo", remaps) as (proc, node):
+    with contextlib.ExitStack() as nodes:
+        proc, node = nodes.enter_context(node_session(NAMESPACE, params, workdir, "dares_demo", remaps))
+        if topics.gt_pose:  # the depth fused over time with the recorded camera poses
+            fusion_remaps = {"camera_pose": topics.gt_pose}
+            if not topics.compressed:
+                fusion_remaps["image"] = topics.left_image
+            nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
+                                             "dares_fusion_node"))
         _wait_until_loaded(proc, workdir / "node.log")
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
@@ -127,7 +147,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 failures.append(DaresError(f"the depth node exited during playback (status {proc.returncode}): "
                                            f"see {workdir / 'node.log'}"))
                 break
-        time.sleep(1.5)  # the last frames' outputs arrive
+        time.sleep(2.0)  # the last frames' outputs (and the map fused from them) arrive
         stop.set()
         recorder.join(timeout=30)
     if failures:
@@ -214,21 +234,57 @@ def write_pictures(frames: list[RecordedFrame], out: Path, fps: float) -> dict:
 
 def write_point_cloud(recorded: Path, stamp: tuple[int, int], out: Path) -> int:
     """points.ply (metres, camera optical frame) of the node's published cloud at `stamp` and points.png."""
-    import open3d as o3d
-
     _, msg = _by_stamp(recorded, OUTPUTS["points"], PointCloud2).get(stamp, (None, None))
     if msg is None:
         raise DaresError(f"{recorded}: no {OUTPUTS['points']} message for the chosen frame (points are best effort)")
     points, rgb = read_point_cloud(msg)
     valid = np.isfinite(points).all(-1)
     points, rgb = points[valid].astype(np.float64), rgb[valid]
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    cloud.colors = o3d.utility.Vector3dVector(rgb / 255.0)
-    with atomic_file(out / "points.ply") as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), cloud):
-            raise DaresError(f"could not write {out / 'points.ply'}")
+    _write_ply(out / "points.ply", points, rgb)
     render_point_cloud(points * 1000.0, rgb, out / "points.png", f"{OUTPUTS['points']}: {len(points)} points")
     return len(points)
+
+
+def write_fused_surface(recorded: Path, topics: Topics, frames: list[RecordedFrame], out: Path) -> dict:
+    """fused.ply (metres, the poses' world frame) and fused.png (seen from the middle frame's camera) of
+    dares_fusion_node's last map, with its distances in mm to the ground-truth surface of the frames
+    (accuracy, completeness, Chamfer; the node's depth keeps its own scale, ground truth is metric)."""
+    maps = _by_stamp(recorded, MAP, PointCloud2)
+    if not maps:
+        raise DaresError(f"{recorded}: dares_fusion_node published no {MAP} (it needs depth and "
+                         f"{topics.gt_pose} with matching stamps)")
+    _, last = max(maps.values(), key=lambda received: received[0])  # the map after the last frame
+    points, rgb = (a.reshape(-1, 3) for a in read_point_cloud(last))
+    if not len(points):
+        raise DaresError(f"{recorded}: the last {MAP} is empty: dares_fusion_node fused no frame (its poses were "
+                         "rejected or never matched the depth)")
+    poses = {s: pose_matrix(m.pose) for s, (_, m) in _by_stamp(recorded, topics.gt_pose, PoseStamped).items()}
+    K = intrinsics(next(iter(_by_stamp(recorded, topics.left_info, CameraInfo).values()))[1])
+    truth = [world_points(f.gt_mm, K, _in_mm(poses[f.stamp]), stride=4) for f in frames
+             if f.gt_mm is not None and f.stamp in poses]
+    distances = surface_distances(points * 1000.0, np.concatenate(truth)) if truth else {}
+    _write_ply(out / "fused.ply", points.astype(np.float64), rgb)
+    middle = _in_mm(poses[frames[len(frames) // 2].stamp])
+    seen = (np.linalg.inv(middle) @ np.c_[points * 1000.0, np.ones(len(points))].T).T[:, :3]
+    render_point_cloud(seen, rgb, out / "fused.png", f"{MAP}: {len(points)} points, seen from the middle frame")
+    return {"points": len(points), **{k: round(v, 2) for k, v in distances.items()}}
+
+
+def _in_mm(T_m: np.ndarray) -> np.ndarray:
+    T = T_m.copy()
+    T[:3, 3] *= 1000.0
+    return T
+
+
+def _write_ply(path: Path, points_m: np.ndarray, rgb: np.ndarray) -> None:
+    """A coloured point cloud (N,3) metres, (N,3) uint8 as PLY, atomically."""
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points_m))
+    cloud.colors = o3d.utility.Vector3dVector(rgb / 255.0)
+    with atomic_file(path) as tmp:
+        if not o3d.io.write_point_cloud(str(tmp), cloud):
+            raise DaresError(f"could not write {path}")
 
 
 def _metrics_table(rows: dict) -> str:
@@ -267,6 +323,14 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   f"median over frames: {s['stereo_scale_ratio']:.3f}, a scale error of "
                   f"**{100 * s['stereo_scale_error']:+.1f} %** (frame-to-frame spread "
                   f"{100 * s['stereo_scale_spread']:.1f} %).", ""]
+    if "fused" in s:
+        f = s["fused"]
+        lines += ["## Fused surface", "",
+                  "`dares_fusion_node` fused the node's depth with the bag's camera poses (`ground_truth/pose`) into a "
+                  f"TSDF (1 mm voxels): {f['points']} points. Against the ground-truth surface of the same frames: "
+                  f"accuracy {f.get('accuracy_mm')} mm, completeness {f.get('completeness_mm')} mm, **Chamfer "
+                  f"{f.get('chamfer_mm')} mm** (the depth keeps the node's own scale, so a scale error shows here).",
+                  ""]
     lines += ["## Rate and latency", "",
               f"Input {t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
               f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
@@ -279,6 +343,7 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
               "- `demo.mp4`, `demo.gif`: the same for every frame",
               f"- `points.ply` (metres, optical frame, {s['points']} points) and `points.png`: the node's point cloud "
               "of the middle frame",
+              *(["- `fused.ply` (metres, world frame) and `fused.png`: the fused surface"] if "fused" in s else []),
               "- `recorded_bag/`: the recorded rosbag2 (MCAP); `dares bag info recorded_bag`, `ros2 bag play "
               "recorded_bag`",
               "- `summary.json`: these figures for scripts", ""]
@@ -361,6 +426,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         fps = timing["input_rate_hz"] / rate if timing["input_rate_hz"] else 25.0
         summary["depth_scale"] = write_pictures(frame_list, stage, fps)
         summary["points"] = write_point_cloud(recorded, frame_list[len(frame_list) // 2].stamp, stage)
+        if topics.gt_pose:
+            summary["fused"] = write_fused_surface(recorded, topics, frame_list, stage)
         progress.step("writing report.md")
         write_report(stage, summary, metric_rows)
         with atomic_file(stage / "summary.json") as f:
@@ -379,7 +446,11 @@ def _print_summary(out: Path, s: dict, say) -> None:
         say(f"SCARED metrics (median-scaled): AbsRel {m['abs_rel']:.3f}, RMSE {m['rmse']:.2f} mm, δ<1.25 {m['a1']:.3f}")
     if "stereo_scale_error" in s:
         say(f"stereo scale error: {100 * s['stereo_scale_error']:+.1f} %")
+    if "fused" in s:
+        say(f"fused surface: {s['fused']['points']} points, Chamfer {s['fused'].get('chamfer_mm')} mm to the true "
+            "surface")
     if s["model_is_demo"]:
         say("the built-in model is tiny and trained on synthetic scenes; real weights: "
             "dares demo --weights depth_model.pth --bag BAG")
-    say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png, recorded_bag/")
+    fused = ", fused.ply, fused.png" if "fused" in s else ""
+    say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png{fused}, recorded_bag/")

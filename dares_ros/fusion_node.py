@@ -118,7 +118,7 @@ class FusionNode(Node):
                                  O3D_DEVICES[self.p("device")])
         self.origin: np.ndarray | None = None  # first accepted camera position, m
         self.last_T: np.ndarray | None = None
-        self.frame_id, self.last_stamp, self.published_frames = "", None, -1
+        self.frame_id, self.last_stamp, self.published_frames = "", None, 0  # nothing to publish yet
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
@@ -239,6 +239,7 @@ class FusionNode(Node):
     def _publish_map(self) -> None:
         if self.p("reset"):
             self._new_map()
+            self.published_frames = -1  # publish the empty map once, so displays clear
             self.counts = dict.fromkeys(self.counts, 0)
             self.set_parameters([Parameter("reset", value=False)])
             self.get_logger().info("map cleared")

@@ -21,7 +21,7 @@ from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
-from .bench_node import _stereo_messages, node_session
+from .bench_node import node_session, stereo_messages
 from .conversions import stamp_key, stamp_seconds
 from .graph import prepare_dds
 
@@ -62,7 +62,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
             weights = workdir / "random.safetensors"
             save_depth_net(DaresDepthNet(DepthNetConfig.dares(encoder, hf_config=hf_config)), weights)
         input_size = network_input_size(load_depth_net(weights), input_size)  # what the node will run at
-        pairs, left_info, _ = _stereo_messages(width, height, workdir)
+        pairs, left_info, _ = stereo_messages(width, height, workdir)
         params = {"weights": weights, "device": device, "input_height": input_size[0], "input_width": input_size[1],
                   "publish_colored": "false"}
         with node_session(namespace, params, workdir, "dares_soak") as (proc, node):
