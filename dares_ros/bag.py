@@ -159,7 +159,7 @@ def open_reader(path: Path) -> Reader:
 
 
 # --- sequences to bags ----------------------------------------------------------------------------------
-def _camera_infos(calib: dict, width: int, height: int) -> tuple[CameraInfo, CameraInfo, float]:
+def camera_infos(calib: dict, width: int, height: int) -> tuple[CameraInfo, CameraInfo, float]:
     """Left/right CameraInfo (ROS units: P[0,3] = -fx * B with B in metres) and the baseline in metres."""
     baseline_m = calib["baseline_mm"] / 1000.0
     infos = []
@@ -229,7 +229,7 @@ def write_sequence_bag(source: Path, out: Path, compressed: bool = False, rig: s
             if not calib_file.is_file():
                 raise DaresError(f"{calib_file} not found: run `dares prepare-scared` or `dares synth` to write it")
             calib = yaml.safe_load(calib_file.read_text())
-            left_info, right_info, baseline = _camera_infos(calib, calib["image_width"], calib["image_height"])
+            left_info, right_info, baseline = camera_infos(calib, calib["image_width"], calib["image_height"])
             period_ns = int(round(1e9 / float(calib.get("fps") or 25.0)))
             bag.write_raw("/tf_static", "tf2_msgs/msg/TFMessage", _tf_static(rig, baseline, t_ns), t_ns)
             poses = read_camera_poses(root / folder)

@@ -7,33 +7,27 @@ depth image and point cloud, the time from the input stamp to its arrival here.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
-import numpy as np
-import rclpy
 import torch
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from dares_core.bench import machine, summarize
 from dares_core.data.scared import image_path, read_sequence_calibration, sequence_frames
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
-from dares_core.errors import DaresError
 from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
+from .bag import camera_infos
 from .conversions import stamp_key
-from .graph import config_file, prepare_dds
+from .graph import prepare_dds
+from .processes import memory_mb, node_session, publish_until_answered
 
 
 def stereo_messages(width: int, height: int, workdir: Path,
@@ -53,83 +47,9 @@ def stereo_messages(width: int, height: int, workdir: Path,
             msg.data = bgr.tobytes()
             msgs.append(msg)
         pairs.append(tuple(msgs))
-    calibration = read_sequence_calibration(sequence)
-    K = np.asarray(calibration["K"], dtype=float)
-    infos = []
-    for baseline in (0.0, calibration["baseline_mm"] / 1000):
-        info = CameraInfo(width=pairs[0][0].width, height=pairs[0][0].height, distortion_model="plumb_bob")
-        info.k = K.ravel().tolist()
-        P = np.hstack([K, np.zeros((3, 1))])
-        P[0, 3] = -K[0, 0] * baseline
-        info.p = P.ravel().tolist()
-        infos.append(info)
-    return pairs, infos[0], infos[1]
-
-
-def node_command(namespace: str, params: dict, remaps: dict | None = None,
-                 executable: str = "dares_depth_node") -> list[str]:
-    """A dares node as `ros2 run dares_ros <executable>` starts it; the depth node with the shipped params file."""
-    cmd = [str(Path(sys.executable).parent / executable), "--ros-args", "-r", f"__ns:={namespace}"]
-    if executable == "dares_depth_node":
-        cmd += ["--params-file", str(config_file("dares.yaml"))]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={value}"]
-    for src, dst in (remaps or {}).items():
-        cmd += ["-r", f"{src}:={dst}"]
-    return cmd
-
-
-def stop_node(proc: subprocess.Popen) -> None:
-    """Ctrl-C, then kill if it has not exited within 10 s."""
-    proc.send_signal(2)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def node_session(namespace: str, params: dict, workdir: Path, name: str, remaps: dict | None = None,
-                 executable: str = "dares_depth_node"):
-    """A dares node (`executable`) running as its console entry point (log in workdir/node.log) and an rclpy
-    node `name` of this process spinning in a thread; yields (node process, local node) and tears both down."""
-    with node_process(namespace, params, workdir / "node.log", remaps, executable) as proc:
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        node = rclpy.create_node(name, context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            yield proc, node
-        finally:
-            executor.shutdown()
-            spinner.join(timeout=5)
-            node.destroy_node()
-            rclpy.shutdown(context=context)
-
-
-@contextlib.contextmanager
-def node_process(namespace: str, params: dict, log: Path, remaps: dict | None = None,
-                 executable: str = "dares_depth_node"):
-    """A dares node running as its console entry point, its output in `log`; Ctrl-C (then kill) when done."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(node_command(namespace, params, remaps, executable), stdout=out,
-                                stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            stop_node(proc)
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        line = next(s for s in open(f"/proc/{pid}/status") if s.startswith("VmHWM"))
-        return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, StopIteration):
-        return float("nan")
+    left_info, right_info, _ = camera_infos(read_sequence_calibration(sequence), pairs[0][0].width,
+                                            pairs[0][0].height)
+    return pairs, left_info, right_info
 
 
 def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup, duration,
@@ -144,14 +64,7 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
             pubs[topic].publish(msg)
         return stamp_key(stamp)
 
-    deadline = time.monotonic() + 180
-    i = 0
-    while not arrivals["depth"]:  # the node loads its model
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise DaresError(f"the node produced no depth; its log: {(workdir / 'node.log').read_text()[-500:]}")
-        publish(i)
-        i += 1
-        time.sleep(0.5)
+    publish_until_answered(proc, workdir / "node.log", lambda: arrivals["depth"], publish)
     start = time.monotonic()
     for k in range(int((warmup + duration) * rate)):
         time.sleep(max(0.0, start + k / rate - time.monotonic()))  # drift-free schedule
@@ -159,7 +72,7 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
         if k >= warmup * rate:
             sent[stamp] = stamp[0] + stamp[1] * 1e-9
     time.sleep(1.0)  # let the last outputs arrive
-    return _peak_rss_mb(proc.pid)
+    return memory_mb(proc.pid, "VmHWM")
 
 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,

@@ -43,6 +43,7 @@ from .conversions import (
     stamp_key,
 )
 from .graph import prepare_dds
+from .processes import node_process, node_session, wait_until_loaded
 
 NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
@@ -80,27 +81,10 @@ class Progress:
             self.t0 = None
 
 
-def _wait_until_loaded(proc, log: Path, timeout: float = 180.0) -> None:
-    """Block until the node logs its model as loaded; a load error or an exit becomes a DaresError."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text() if log.is_file() else ""
-        if " loaded " in text:
-            return
-        errors = [line for line in text.splitlines() if "ERROR" in line and "weights" in line]
-        if errors:
-            raise DaresError(f"the depth node could not load its model: {errors[-1].split(']: ')[-1]}")
-        if proc.poll() is not None:
-            raise DaresError(f"the depth node exited (status {proc.returncode}); its log ends: {text[-300:]}")
-        time.sleep(0.2)
-    raise DaresError(f"the depth node did not load its model within {timeout:.0f} s; log: {log}")
-
-
 def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, workdir: Path,
                         rate: float = 1.0, progress=None) -> dict:
     """Start the node, record its outputs (and the left image, camera_info and ground truth), play `bag`
     into it at recorded timing; returns {"published": n, "recorded": {topic: count}}."""
-    from .bench_node import node_process, node_session
 
     remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
     if topics.stereo:
@@ -131,7 +115,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 fusion_remaps["image"] = topics.left_image
             nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
-        _wait_until_loaded(proc, workdir / "node.log")
+        wait_until_loaded(proc, workdir / "node.log")
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))

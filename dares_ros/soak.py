@@ -21,19 +21,12 @@ from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
-from .bench_node import node_session, stereo_messages
+from .bench_node import stereo_messages
 from .conversions import stamp_key, stamp_seconds
 from .graph import prepare_dds
+from .processes import memory_mb, node_session, publish_until_answered
 
 PHASES = ("steady", "bursts", "duplicate_and_out_of_order_stamps", "publisher_gone_and_back", "resolution_change")
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        line = next(s for s in open(f"/proc/{pid}/status") if s.startswith("VmRSS"))
-        return int(line.split()[1]) / 1024
-    except (OSError, StopIteration):
-        return float("nan")
 
 
 def _half(msg: Image, info: CameraInfo) -> tuple[Image, CameraInfo]:
@@ -91,14 +84,8 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
                 sent.setdefault(key, (phase, stamp_seconds(stamp)))
                 return stamp
 
-            deadline = time.monotonic() + 180
-            i = 0
-            while not arrivals:  # model loading
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the node produced no depth: {(workdir / 'node.log').read_text()[-500:]}")
-                publish(i, "warmup")
-                i += 1
-                time.sleep(0.3)
+            i = publish_until_answered(proc, workdir / "node.log", lambda: arrivals, lambda i: publish(i, "warmup"),
+                                       period=0.3)
             start, before = time.monotonic(), len(arrivals)
             while time.monotonic() - start < 3.0:  # sustainable rate: answers while flooded
                 publish(i, "warmup")
@@ -106,7 +93,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
                 time.sleep(0.01)
             sustainable = max((len(arrivals) - before) / 3.0, 0.5)
             period = 1.0 / (2 * sustainable)
-            rss_warm = _rss_mb(proc.pid)
+            rss_warm = memory_mb(proc.pid)
             for phase in PHASES:
                 end = time.monotonic() + phase_s
                 old = None
@@ -129,7 +116,7 @@ def soak(weights: Path | None = None, encoder: str = "vits", width: int = 640, h
                         publish(i, phase, small=phase == "resolution_change")
                     time.sleep(period)
             time.sleep(2.0)
-            rss_end = _rss_mb(proc.pid)
+            rss_end = memory_mb(proc.pid)
             alive = proc.poll() is None
 
     per_phase = {}

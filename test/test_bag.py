@@ -22,6 +22,7 @@ from dares_core.data.prepare import prepare_scared
 from dares_core.data.synthetic import SynthConfig, generate
 from dares_ros.bag import bag_info, infer_bag, play_bag, read_messages, record_bag, write_sequence_bag
 from dares_ros.conversions import compressed_to_rgb8, image_to_rgb8
+from dares_ros.processes import wait_until_loaded
 
 RIG = "/jhu_daVinci"
 
@@ -220,9 +221,7 @@ def test_round_trip_play_node_record_equals_bag_infer(tiny_model, synth_bag, tmp
     )
     stop, ready = threading.Event(), threading.Event()
     recorded = tmp_path / "live.bag"
-    deadline = time.monotonic() + 60
-    while "loaded" not in (tmp_path / "node.log").read_text() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until_loaded(proc, tmp_path / "node.log", timeout=60)
     recorder = threading.Thread(
         target=record_bag,
         args=([f"{ns}/depth/image", f"{ns}/points"], recorded),

@@ -42,7 +42,7 @@ def workspace(tmp_path_factory):
 
 def test_colcon_install_tree_is_complete(workspace):
     prefix = workspace / "install" / "dares_ros"
-    for executable in ("dares_depth_node", "dares"):
+    for executable in ("dares_depth_node", "dares_odometry_node", "dares_fusion_node", "dares"):
         assert os.access(prefix / "lib" / "dares_ros" / executable, os.X_OK), executable
     share = prefix / "share" / "dares_ros"
     assert (share / "package.xml").is_file()
