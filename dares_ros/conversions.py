@@ -42,7 +42,12 @@ def time_msg(ns: int) -> Time:
 
 
 class ConversionError(ValueError):
-    """A message that cannot be converted; str() is one line naming the problem and the fix."""
+    """A message that cannot be converted: `problem` is one line naming it and the fix, `topic` the topic (or
+    camera_info) it concerns where the caller said; str() is "topic: problem"."""
+
+    def __init__(self, problem: str, topic: str = ""):
+        super().__init__(f"{topic}: {problem}" if topic else problem)
+        self.topic, self.problem = topic, problem
 
 
 def image_to_rgb8(msg: Image) -> np.ndarray:
@@ -146,8 +151,8 @@ def intrinsics(info: CameraInfo, topic: str = "camera_info") -> np.ndarray:
     """K (3,3) from a CameraInfo, or ConversionError when it carries no calibration."""
     K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ConversionError(f"{topic} has no valid intrinsics (K = {K.ravel().tolist()}): calibrate the camera and "
-                              f"publish K")
+        raise ConversionError(f"no valid intrinsics (K = {K.ravel().tolist()}): calibrate the camera and publish K",
+                              topic)
     return K
 
 
@@ -172,8 +177,8 @@ def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") ->
     """Baseline in metres from the right camera's projection: B = -P[0,3] / P[0,0]."""
     P = np.asarray(right_info.p, dtype=np.float64).reshape(3, 4)
     if not (np.isfinite(P[0, [0, 3]]).all() and P[0, 0] > 0 and -P[0, 3] > 0):
-        raise ConversionError(f"{topic} has no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P "
-                              f"with Tx = -fx*B")
+        raise ConversionError(f"no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P with Tx = "
+                              "-fx*B", topic)
     return float(-P[0, 3] / P[0, 0])
 
 
@@ -208,11 +213,11 @@ def checked_intrinsics(info: CameraInfo | None, image_shape, topic: str = "camer
     """K (3,3) of `info` for an image of `image_shape` (H,W,...). The one rule of the node and `bag infer`:
     camera_info describes the image it comes with (as image_pipeline expects), it is never rescaled silently."""
     if info is None:
-        raise ConversionError(f"{topic}: no camera_info received yet; publish it beside the images")
+        raise ConversionError("no camera_info received yet; publish it beside the images", topic)
     K = intrinsics(info, topic)
     if (info.width, info.height) != (image_shape[1], image_shape[0]):
-        raise ConversionError(f"{topic}: is {info.width}x{info.height} but the image is {image_shape[1]}x"
-                              f"{image_shape[0]}; publish camera_info matching the images")
+        raise ConversionError(f"is {info.width}x{info.height} but the image is {image_shape[1]}x{image_shape[0]}; "
+                              "publish camera_info matching the images", topic)
     return K
 
 

@@ -60,6 +60,15 @@ LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DD
 DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
 
 
+class FrameSkipped(Exception):
+    """A frame the node skips for a reason that is not a malformed message (no model, no right partner yet, too
+    few stereo matches): the topic (or parameter) concerned and one line naming the problem and the fix."""
+
+    def __init__(self, topic: str, problem: str):
+        super().__init__(f"{topic}: {problem}")
+        self.topic, self.problem = topic, problem
+
+
 @dataclass(frozen=True)
 class Param:
     """A node parameter: its type is the default's; range (inclusive) for numbers, choices for strings;
@@ -199,7 +208,7 @@ class DepthNode(LifecycleNode):
             self.declare_parameter(name, p.default, _descriptor(name, p))
         self.parameter_error = next(filter(None, (check_parameter(n, self.p(n)) for n in PARAMETERS)), "")
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._last_report: dict[str, float] = {}
+        self._last_report: dict[tuple[str, str], float] = {}  # (topic, problem) -> when last logged
         self.last_error = ""
         self.bad_inputs = 0
         self.lost_in_transport = 0
@@ -362,18 +371,18 @@ class DepthNode(LifecycleNode):
         return len(times)
 
     def report(self, topic: str, problem: str) -> None:
-        """One throttled error line per topic and problem (every 5 s at most)."""
+        """A skipped frame: one throttled error line per topic and problem (every 5 s at most)."""
         self.bad_inputs += 1
         self._note("problems")
         self.last_error = f"{topic}: {problem}"
-        self._log_throttled(f"{topic}:{problem}", f"{topic}: {problem} (frame skipped)")
+        self._log_throttled((topic, problem), f"{topic}: {problem} (frame skipped)")
 
     def _on_message_lost(self, topic: str, info) -> None:
         """Messages the DDS transport reported lost (never seen by the node), with the usual cause and its fix."""
         self.lost_in_transport += info.total_count_change
         self._note("problems", count=info.total_count_change)
         self.last_error = f"{topic}: {info.total_count} messages lost in transport"
-        self._log_throttled(f"{topic}:lost", f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
+        self._log_throttled((topic, "lost"), f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
 
     def _check_pairing(self) -> None:
         """Left images arrive but none finds a right partner (right topic not remapped, stamps apart): say so."""
@@ -383,9 +392,9 @@ class DepthNode(LifecycleNode):
                                f"{self.p('sync_tolerance')} s) in the last {DIAGNOSTICS_WINDOW_S:.0f} s; remap "
                                "right/image_rect and right/camera_info to the right camera, or set scale_mode: "
                                "relative (and eyes: left)")
-            self._log_throttled(f"{self.right_topic}:unpaired", self.last_error)
+            self._log_throttled((self.right_topic, "unpaired"), self.last_error)
 
-    def _log_throttled(self, key: str, line: str) -> None:
+    def _log_throttled(self, key: tuple[str, str], line: str) -> None:
         """Log `line` as an error unless the same key was logged in the last 5 s."""
         now = time.monotonic()
         if now - self._last_report.get(key, -1e9) >= 5.0:
@@ -396,7 +405,7 @@ class DepthNode(LifecycleNode):
         try:
             return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
         except ConversionError as e:
-            raise ConversionError(f"{topic}: {e}") from None
+            raise ConversionError(e.problem, topic) from None
 
     # --- worker ---------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -406,15 +415,14 @@ class DepthNode(LifecycleNode):
                 continue
             try:
                 self._process(frame)
-            except ConversionError as e:
-                topic, _, problem = str(e).partition(": ")
-                self.report(topic, problem)
+            except (ConversionError, FrameSkipped) as e:
+                self.report(e.topic or self.left_topic, e.problem)
             except Exception as e:  # a bug must not stop a node in an operating room: report and go on
                 self.report("dares_depth_node", f"unexpected {type(e).__name__}: {e}")
 
     def _process(self, frame: Frame) -> None:
         if self.predictor is None:
-            raise ConversionError(f"weights: {self.last_error or 'no model loaded'}")
+            raise FrameSkipped("weights", self.last_error or "no model loaded")
         left_info, right_info = self.left_info, self.right_info
         left = self._to_rgb(frame.left, self.left_topic)
         K = checked_intrinsics(left_info, left.shape, "left/camera_info")
@@ -422,7 +430,7 @@ class DepthNode(LifecycleNode):
         if self.eyes == ("left",):
             images, infos, messages = [left], [left_info], [frame.left]
         elif right is None:  # eyes: both, a lone left frame queued before pairing started
-            raise ConversionError(f"{self.right_topic}: waiting for a right frame matching the left stamp")
+            raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
         else:
             images, infos, messages = [left, right], [left_info, right_info], [frame.left, frame.right]
         depth = self.predictor.predict(torch.from_numpy(np.stack(images))).depth  # (eyes,H,W) on the model's device
@@ -445,8 +453,8 @@ class DepthNode(LifecycleNode):
     def _right_image(self, msg, info: CameraInfo | None, left: np.ndarray) -> np.ndarray:
         right = self._to_rgb(msg, self.right_topic)
         if right.shape != left.shape:
-            raise ConversionError(f"{self.right_topic}: is {right.shape[1]}x{right.shape[0]} but left is "
-                                  f"{left.shape[1]}x{left.shape[0]}; publish a rectified pair of one size")
+            raise FrameSkipped(self.right_topic, f"is {right.shape[1]}x{right.shape[0]} but left is {left.shape[1]}x"
+                                                 f"{left.shape[0]}; publish a rectified pair of one size")
         checked_intrinsics(info, right.shape, "right/camera_info")
         return right
 
@@ -459,12 +467,12 @@ class DepthNode(LifecycleNode):
         if mode == "fixed":
             return self.p("fixed_scale")
         if right is None:  # switched to stereo while this left frame was queued
-            raise ConversionError(f"{self.right_topic}: waiting for a right frame matching the left stamp")
+            raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
         est = self.stereo.update(left, right, depth.cpu().numpy(), K[0, 0], stereo_baseline(right_info))
         self.scale, self.scale_confidence = est.scale, est.confidence
         if not np.isfinite(est.scale):
-            raise ConversionError(f"{self.right_topic}: too few stereo matches for a first scale "
-                                  f"({est.confidence:.0%} valid); check rectification and stereo_num_disparities")
+            raise FrameSkipped(self.right_topic, f"too few stereo matches for a first scale ({est.confidence:.0%} "
+                                                 "valid); check rectification and stereo_num_disparities")
         return est.scale
 
     # --- diagnostics ----------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ class FusionNode(Node):
         try:
             self.images.append((stamp_seconds(msg.header.stamp), image_to_rgb8(msg)))
         except ConversionError as e:
-            self._bad_input(f"image: {e}")
+            self._bad_input(f"image: {e.problem}")
             return
         self.image_received = time.monotonic()
         self._fuse_matched()
@@ -144,10 +144,10 @@ class FusionNode(Node):
     def _on_depth(self, msg: Image) -> None:
         try:
             if msg.encoding != "32FC1":
-                raise ConversionError(f"encoding {msg.encoding}; publish 32FC1 metres (REP 118)")
+                raise ConversionError(f"encoding {msg.encoding}; publish 32FC1 metres (REP 118)", "depth/image")
             depth = read_depth_image(msg)
         except ConversionError as e:
-            self._bad_input(f"depth/image: {e}")
+            self._bad_input(str(e))
             return
         self.depths.append((stamp_seconds(msg.header.stamp), depth, msg.header.stamp))
         self._fuse_matched()
@@ -190,7 +190,7 @@ class FusionNode(Node):
             try:
                 K = checked_intrinsics(self.info, depth.shape, "depth/camera_info")
             except ConversionError as e:
-                self._bad_input(f"depth/image: {e}")
+                self._bad_input(str(e))
                 continue
             rgb = image[1] if image is not None and image[1].shape[:2] == depth.shape else None
             self._fuse(stamp_msg, depth, K, pose[1], pose[2], rgb)

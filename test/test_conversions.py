@@ -124,10 +124,16 @@ def test_camera_info_scaling_baseline_and_validation():
     np.testing.assert_allclose(intrinsics(small), [[250, 0, 160], [0, 250, 128], [0, 0, 1]])
     assert stereo_baseline(info) == pytest.approx(0.0045)
     assert stereo_baseline(small) == pytest.approx(0.0045)
-    with pytest.raises(ConversionError, match="no valid intrinsics"):
+    with pytest.raises(ConversionError, match="^left/camera_info: no valid intrinsics") as raised:
         intrinsics(CameraInfo(), "left/camera_info")
-    with pytest.raises(ConversionError, match="no stereo baseline"):
+    assert raised.value.topic == "left/camera_info" and raised.value.problem.endswith("calibrate the camera and "
+                                                                                       "publish K")
+    with pytest.raises(ConversionError, match="no stereo baseline") as raised:
         stereo_baseline(CameraInfo())
+    assert raised.value.topic == "right/camera_info"
+    with pytest.raises(ConversionError) as raised:
+        image_to_rgb8(Image(encoding="yuv422", width=2, height=2, step=4, data=bytes(8)))
+    assert raised.value.topic == "" and str(raised.value) == raised.value.problem  # the caller names the topic
 
 
 finite_or_not = st.one_of(st.floats(-1e4, 1e4), st.just(float("nan")), st.just(float("inf")), st.just(0.0))
