@@ -28,7 +28,6 @@ def number(kind: type, minimum: float = 0.0, inclusive: bool = False):
         return value
     return parse
 
-
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(int), number(float), number(float, inclusive=True)
 
 
@@ -37,6 +36,45 @@ def progress_bar(total: int | None, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True)
+
+
+def add_weights_options(p, required: bool = True) -> None:
+    """--weights and --base-weights, as every command that loads a depth network takes them."""
+    p.add_argument("--weights", type=Path, required=required, default=None,
+                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares "
+                        ".safetensors")
+    p.add_argument("--base-weights", type=Path, default=None,
+                   help="Depth Anything V2 weights under an adapter-only .safetensors checkpoint")
+
+
+def add_network_options(p, compute: bool = True) -> None:
+    """Network input size (and with compute, --device and --precision)."""
+    p.add_argument("--height", type=POSITIVE_INT, default=None,
+                   help="network input height (default: the size the checkpoint was trained at, else 256)")
+    p.add_argument("--width", type=POSITIVE_INT, default=None,
+                   help="network input width (default: the size the checkpoint was trained at, else 320)")
+    if compute:
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision")
+        p.add_argument("--compile", action="store_true",
+                       help="torch.compile the network first (faster per frame; ViT-S compiles in 30-40 s on a "
+                            "2-core CPU)")
+
+
+def add_bench_output_options(p) -> None:
+    """--out and --force, shared by every `dares bench` command (see publish_result)."""
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for results/NAME.json and benchmarks.md (default: ./dares_bench; run from the dares "
+                        "repository's root without --out: its bench/results and docs/benchmarks.md)")
+    p.add_argument("--force", action="store_true", help="replace an existing result of the same name")
+
+
+def publish_result(args: argparse.Namespace, name: str, record: dict) -> Path:
+    """Write a benchmark's JSON and regenerate the table where bench_destination says."""
+    from .bench import bench_destination, write_result
+
+    results_dir, docs, project = bench_destination(args.out)
+    return write_result(name, record, results_dir, docs, replace=project or args.force)
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -54,43 +92,55 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"wrote {cfg.sequences} sequence(s) of {cfg.frames} frames at {cfg.width}x{cfg.height} to {out}")
 
 
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
+                       description="Render procedural da Vinci-like stereo sequences (a tissue lumen with folds, "
+                                   "moving instruments, endoscope lighting) with ground-truth depth, instrument masks "
+                                   "and poses.")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=100, help="frames per sequence (default 100)")
+    p.add_argument("--sequences", type=POSITIVE_INT, default=3,
+                   help="sequences; the last is held out for test, the one before for validation (3 or more "
+                        "keep train, val and test apart; default 3)")
+    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="image width in pixels (default 1280, as SCARED)")
+    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="image height in pixels (default 1024)")
+    p.add_argument("--baseline-mm", type=POSITIVE_FLOAT, default=4.5, help="stereo baseline in mm (default 4.5)")
+    p.add_argument("--fps", type=POSITIVE_FLOAT, default=25.0,
+                   help="frame rate written to the calibration (default 25)")
+    p.add_argument("--noise", type=NON_NEGATIVE_FLOAT, default=0.004,
+                   help="sensor noise std, image in [0,1] (default 0.004)")
+    p.add_argument("--instruments", type=int, choices=(-1, 0, 1, 2), default=-1,
+                   help="instruments per sequence (default -1: one or two, drawn per sequence)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same scenes (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_synth)
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     from .infer_command import run_infer
 
     run_infer(args)
 
 
-def cmd_bench_model(args: argparse.Namespace) -> None:
-    from .bench import bench_model, result_name
-
-    record = bench_model(args.encoder, args.height, args.width, args.batch, args.device, args.precision,
-                         args.rounds, args.calls, args.weights, args.compile)
-    path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
-    print(f"reference {record['paths']['reference']['median_ms']} ms; " + "; ".join(
-        f"{label} {m['median_ms']} ms ({m['throughput_fps']} fps, {m['speedup']}x, max |disparity diff| "
-        f"{m['max_abs_diff_disparity']:.2e})" for label, m in record["paths"].items() if label != "reference")
-        + f"; wrote {path}")
-
-
-def cmd_bench_resize(args: argparse.Namespace) -> None:
-    from .bench import bench_resize
-
-    record = bench_resize(args.weights, args.width, args.height, tuple(args.seeds), args.device)
-    name = f"resize-{Path(record['settings']['model']).stem}-{args.width}x{args.height}"
-    path = publish_result(args, name, record)
-    m = record["paths"]["on-device resize vs official"]
-    print(f"on-device resize vs official: relative depth median {m['median_rel_depth']:.2e}, p99 "
-          f"{m['p99_rel_depth']:.2e}, max {m['max_rel_depth']:.2e}; wrote {path}")
-
-
-def cmd_bench_fusion(args: argparse.Namespace) -> None:
-    from .bench import bench_fusion, result_name
-
-    record = bench_fusion(args.width, args.height, args.frames, args.voxel_mm, args.device)
-    path = publish_result(args, result_name(record, "frames", "voxel_mm"), record)
-    m = record["paths"]["tsdf integrate"]
-    print(f"fusion: {m['throughput_fps']} frames/s ({m['median_ms']} ms per frame), mesh extraction "
-          f"{m['extract_mesh_s']} s; wrote {path}")
+def _add_infer(sub) -> None:
+    p = sub.add_parser("infer", help="predict depth for an image, a folder of images or a video",
+                       description="Run a DARES / Depth Anything V2 checkpoint on images and write depth files.")
+    add_weights_options(p)
+    add_network_options(p)
+    p.add_argument("--input", type=Path, required=True, help="image file, folder of images, or video file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--min-depth", type=POSITIVE_FLOAT, default=0.1,
+                   help="depth range minimum, as training (default 0.1)")
+    p.add_argument("--max-depth", type=POSITIVE_FLOAT, default=150.0,
+                   help="depth range maximum, as training (default 150)")
+    p.add_argument("--save-disp", type=Path, default=None,
+                   help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth "
+                        "--save_pred_disps")
+    p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
+    for k in ("fx", "fy", "cx", "cy"):
+        p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")
+    p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
+    p.set_defaults(func=cmd_infer)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -142,6 +192,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(evaluation.table())
     write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling})
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="SCARED depth metrics (official protocol) or pose ATE",
+                       description="Evaluate official-format disparity arrays, a model on a data folder, or poses.")
+    p.add_argument("--pred-disps", type=Path, default=None,
+                   help="(N,H,W) disparities (official --save_pred_disps .npy)")
+    p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
+    add_weights_options(p, required=False)
+    add_network_options(p)
+    p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
+    p.add_argument("--split-dir", type=Path, default=None,
+                   help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis)")
+    p.add_argument("--no-median-scaling", action="store_true",
+                   help="predictions are metric: no per-frame median scaling")
+    p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")
+    p.add_argument("--gt-poses", type=Path, default=None, help="ground-truth relative poses (gt_poses_sq*.npz)")
+    p.add_argument("--out", type=Path, default=Path("dares_eval"),
+                   help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
+                        "files there are replaced)")
+    p.add_argument("--force", action="store_true", help="replace files in an existing --out")
+    p.set_defaults(func=cmd_eval)
 
 
 def cmd_pose(args: argparse.Namespace) -> None:
@@ -360,134 +432,6 @@ def _add_reconstruct(sub) -> None:
     p.set_defaults(func=cmd_reconstruct)
 
 
-def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="SCARED depth metrics (official protocol) or pose ATE",
-                       description="Evaluate official-format disparity arrays, a model on a data folder, or poses.")
-    p.add_argument("--pred-disps", type=Path, default=None,
-                   help="(N,H,W) disparities (official --save_pred_disps .npy)")
-    p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
-    add_weights_options(p, required=False)
-    add_network_options(p)
-    p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
-    p.add_argument("--split-dir", type=Path, default=None,
-                   help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis)")
-    p.add_argument("--no-median-scaling", action="store_true",
-                   help="predictions are metric: no per-frame median scaling")
-    p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")
-    p.add_argument("--gt-poses", type=Path, default=None, help="ground-truth relative poses (gt_poses_sq*.npz)")
-    p.add_argument("--out", type=Path, default=Path("dares_eval"),
-                   help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
-                        "files there are replaced)")
-    p.add_argument("--force", action="store_true", help="replace files in an existing --out")
-    p.set_defaults(func=cmd_eval)
-
-
-def cmd_bench_train(args: argparse.Namespace) -> None:
-    from .bench import bench_train, result_name
-
-    record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps,
-                         data=args.data)
-    path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
-    step = record["paths"]["train step"]
-    print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); "
-          f"wrote {path}")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
-
-    result = export(args.weights, args.out, args.format, args.height, args.width, args.base_weights, args.force,
-                    args.opset)
-    check = f", onnxruntime max |diff| {result['max_abs_diff']:.1e}" if result.get("max_abs_diff") is not None else ""
-    print(f"wrote {result['path']} ({result['format']}{check})")
-
-
-def _add_export(sub) -> None:
-    from .names import EXPORT_FORMATS
-
-    p = sub.add_parser("export", help="deployment artifacts: ONNX, torch.export .pt2, merged safetensors",
-                       description="Merge LoRA, keep the full-resolution head and write a deployment artifact.")
-    add_weights_options(p)
-    add_network_options(p, compute=False)
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="artifact format (default onnx)")
-    p.add_argument("--out", type=Path, required=True, help="output file")
-    p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=cmd_export)
-
-
-def add_bench_output_options(p) -> None:
-    """--out and --force, shared by every `dares bench` command (see publish_result)."""
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for results/NAME.json and benchmarks.md (default: ./dares_bench; run from the dares "
-                        "repository's root without --out: its bench/results and docs/benchmarks.md)")
-    p.add_argument("--force", action="store_true", help="replace an existing result of the same name")
-
-
-def publish_result(args: argparse.Namespace, name: str, record: dict) -> Path:
-    """Write a benchmark's JSON and regenerate the table where bench_destination says."""
-    from .bench import bench_destination, write_result
-
-    results_dir, docs, project = bench_destination(args.out)
-    return write_result(name, record, results_dir, docs, replace=project or args.force)
-
-
-def _add_bench(sub) -> argparse._SubParsersAction:
-    bench = sub.add_parser("bench", help="benchmarks that write bench/results/*.json and docs/benchmarks.md",
-                           description="Measure our paths against the reference path and publish the figures.")
-    kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
-    p = kinds.add_parser("model", help="the depth network alone: our deployment path vs the official-style path")
-    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size (random weights)")
-    p.add_argument("--weights", type=Path, default=None, help="benchmark this checkpoint instead of random weights")
-    add_network_options(p, compute=False)
-    p.add_argument("--batch", type=POSITIVE_INT, default=1, help="frames per call (default 1)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="our path's precision")
-    p.add_argument("--rounds", type=POSITIVE_INT, default=10, help="interleaved rounds (default 10)")
-    p.add_argument("--calls", type=POSITIVE_INT, default=5, help="calls per path per round (default 5)")
-    p.add_argument("--compile", action="store_true", help="also measure our path through torch.compile")
-    add_bench_output_options(p)
-    p.set_defaults(func=cmd_bench_model)
-    p = kinds.add_parser("train", help="training throughput (images/s) of the DARES two-step training step")
-    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size (random weights)")
-    p.add_argument("--height", type=POSITIVE_INT, default=256, help="training height (default 256)")
-    p.add_argument("--width", type=POSITIVE_INT, default=320, help="training width (default 320)")
-    p.add_argument("--batch", type=POSITIVE_INT, default=12, help="batch size (official 12)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="training precision")
-    p.add_argument("--steps", type=POSITIVE_INT, default=5, help="measured steps (default 5)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="train on this data folder (`dares synth` / `dares prepare-scared` layout) instead of a "
-                        "generated scene")
-    add_bench_output_options(p)
-    p.set_defaults(func=cmd_bench_train)
-    p = kinds.add_parser("resize", help="the node's on-device resize against the official preprocessing (depth)")
-    p.add_argument("--weights", type=Path, default=None, help="the model (default: the demo model)")
-    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="frame width (default 1280, as SCARED)")
-    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="frame height (default 1024)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103], help="synthetic scenes (2 frames each)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    add_bench_output_options(p)
-    p.set_defaults(func=cmd_bench_resize)
-    p = kinds.add_parser("fusion", help="TSDF fusion throughput (frames/s) of dares reconstruct")
-    p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
-    p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
-    p.add_argument("--frames", type=POSITIVE_INT, default=20, help="frames integrated (default 20)")
-    p.add_argument("--voxel-mm", type=POSITIVE_FLOAT, default=1.0, help="voxel edge in mm (default 1)")
-    p.add_argument("--device", default=None, help="open3d device, e.g. CPU:0 or CUDA:0 (default: CUDA when present)")
-    add_bench_output_options(p)
-    p.set_defaults(func=cmd_bench_fusion)
-    return kinds
-
-
-def _add_plugins(groups: dict) -> None:
-    """Subcommands of other packages (dares_ros: the node benchmark, bags) via the `dares.commands` entry points."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="dares.commands"):
-        ep.load()(groups)
-
-
 def cmd_prepare_scared(args: argparse.Namespace) -> None:
     from .data.prepare import SPLITS, prepare_scared, raw_keyframes
 
@@ -569,72 +513,127 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def add_weights_options(p, required: bool = True) -> None:
-    """--weights and --base-weights, as every command that loads a depth network takes them."""
-    p.add_argument("--weights", type=Path, required=required, default=None,
-                   help="checkpoint: HF Depth-Anything-V2 folder, official DAv2 .pth, DARES depth_model.pth or dares "
-                        ".safetensors")
-    p.add_argument("--base-weights", type=Path, default=None,
-                   help="Depth Anything V2 weights under an adapter-only .safetensors checkpoint")
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    result = export(args.weights, args.out, args.format, args.height, args.width, args.base_weights, args.force,
+                    args.opset)
+    check = f", onnxruntime max |diff| {result['max_abs_diff']:.1e}" if result.get("max_abs_diff") is not None else ""
+    print(f"wrote {result['path']} ({result['format']}{check})")
 
 
-def add_network_options(p, compute: bool = True) -> None:
-    """Network input size (and with compute, --device and --precision)."""
-    p.add_argument("--height", type=POSITIVE_INT, default=None,
-                   help="network input height (default: the size the checkpoint was trained at, else 256)")
-    p.add_argument("--width", type=POSITIVE_INT, default=None,
-                   help="network input width (default: the size the checkpoint was trained at, else 320)")
-    if compute:
-        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision")
-        p.add_argument("--compile", action="store_true",
-                       help="torch.compile the network first (faster per frame; ViT-S compiles in 30-40 s on a "
-                            "2-core CPU)")
+def _add_export(sub) -> None:
+    from .names import EXPORT_FORMATS
 
-
-def _add_synth(sub) -> None:
-    p = sub.add_parser("synth", help="generate synthetic stereo endoscopy with exact ground truth (SCARED layout)",
-                       description="Render procedural da Vinci-like stereo sequences (a tissue lumen with folds, "
-                                   "moving instruments, endoscope lighting) with ground-truth depth, instrument masks "
-                                   "and poses.")
-    p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --force)")
-    p.add_argument("--frames", type=POSITIVE_INT, default=100, help="frames per sequence (default 100)")
-    p.add_argument("--sequences", type=POSITIVE_INT, default=3,
-                   help="sequences; the last is held out for test, the one before for validation (3 or more "
-                        "keep train, val and test apart; default 3)")
-    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="image width in pixels (default 1280, as SCARED)")
-    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="image height in pixels (default 1024)")
-    p.add_argument("--baseline-mm", type=POSITIVE_FLOAT, default=4.5, help="stereo baseline in mm (default 4.5)")
-    p.add_argument("--fps", type=POSITIVE_FLOAT, default=25.0,
-                   help="frame rate written to the calibration (default 25)")
-    p.add_argument("--noise", type=NON_NEGATIVE_FLOAT, default=0.004,
-                   help="sensor noise std, image in [0,1] (default 0.004)")
-    p.add_argument("--instruments", type=int, choices=(-1, 0, 1, 2), default=-1,
-                   help="instruments per sequence (default -1: one or two, drawn per sequence)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same scenes (default 0)")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.set_defaults(func=cmd_synth)
-
-
-def _add_infer(sub) -> None:
-    p = sub.add_parser("infer", help="predict depth for an image, a folder of images or a video",
-                       description="Run a DARES / Depth Anything V2 checkpoint on images and write depth files.")
+    p = sub.add_parser("export", help="deployment artifacts: ONNX, torch.export .pt2, merged safetensors",
+                       description="Merge LoRA, keep the full-resolution head and write a deployment artifact.")
     add_weights_options(p)
-    add_network_options(p)
-    p.add_argument("--input", type=Path, required=True, help="image file, folder of images, or video file")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--min-depth", type=POSITIVE_FLOAT, default=0.1,
-                   help="depth range minimum, as training (default 0.1)")
-    p.add_argument("--max-depth", type=POSITIVE_FLOAT, default=150.0,
-                   help="depth range maximum, as training (default 150)")
-    p.add_argument("--save-disp", type=Path, default=None,
-                   help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth "
-                        "--save_pred_disps")
-    p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
-    for k in ("fx", "fy", "cx", "cy"):
-        p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")
-    p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
-    p.set_defaults(func=cmd_infer)
+    add_network_options(p, compute=False)
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="artifact format (default onnx)")
+    p.add_argument("--out", type=Path, required=True, help="output file")
+    p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_bench_model(args: argparse.Namespace) -> None:
+    from .bench import bench_model, result_name
+
+    record = bench_model(args.encoder, args.height, args.width, args.batch, args.device, args.precision,
+                         args.rounds, args.calls, args.weights, args.compile)
+    path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
+    print(f"reference {record['paths']['reference']['median_ms']} ms; " + "; ".join(
+        f"{label} {m['median_ms']} ms ({m['throughput_fps']} fps, {m['speedup']}x, max |disparity diff| "
+        f"{m['max_abs_diff_disparity']:.2e})" for label, m in record["paths"].items() if label != "reference")
+        + f"; wrote {path}")
+
+
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from .bench import bench_train, result_name
+
+    record = bench_train(args.encoder, args.height, args.width, args.batch, args.device, args.precision, args.steps,
+                         data=args.data)
+    path = publish_result(args, result_name(record, "encoder", "input", "batch", "precision"), record)
+    step = record["paths"]["train step"]
+    print(f"training: {step['throughput_fps']} images/s ({step['median_ms']} ms per step of {args.batch}); "
+          f"wrote {path}")
+
+
+def cmd_bench_resize(args: argparse.Namespace) -> None:
+    from .bench import bench_resize
+
+    record = bench_resize(args.weights, args.width, args.height, tuple(args.seeds), args.device)
+    name = f"resize-{Path(record['settings']['model']).stem}-{args.width}x{args.height}"
+    path = publish_result(args, name, record)
+    m = record["paths"]["on-device resize vs official"]
+    print(f"on-device resize vs official: relative depth median {m['median_rel_depth']:.2e}, p99 "
+          f"{m['p99_rel_depth']:.2e}, max {m['max_rel_depth']:.2e}; wrote {path}")
+
+
+def cmd_bench_fusion(args: argparse.Namespace) -> None:
+    from .bench import bench_fusion, result_name
+
+    record = bench_fusion(args.width, args.height, args.frames, args.voxel_mm, args.device)
+    path = publish_result(args, result_name(record, "frames", "voxel_mm"), record)
+    m = record["paths"]["tsdf integrate"]
+    print(f"fusion: {m['throughput_fps']} frames/s ({m['median_ms']} ms per frame), mesh extraction "
+          f"{m['extract_mesh_s']} s; wrote {path}")
+
+
+def _add_bench(sub) -> argparse._SubParsersAction:
+    bench = sub.add_parser("bench", help="benchmarks that write bench/results/*.json and docs/benchmarks.md",
+                           description="Measure our paths against the reference path and publish the figures.")
+    kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
+    p = kinds.add_parser("model", help="the depth network alone: our deployment path vs the official-style path")
+    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size (random weights)")
+    p.add_argument("--weights", type=Path, default=None, help="benchmark this checkpoint instead of random weights")
+    add_network_options(p, compute=False)
+    p.add_argument("--batch", type=POSITIVE_INT, default=1, help="frames per call (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="our path's precision")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=10, help="interleaved rounds (default 10)")
+    p.add_argument("--calls", type=POSITIVE_INT, default=5, help="calls per path per round (default 5)")
+    p.add_argument("--compile", action="store_true", help="also measure our path through torch.compile")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_model)
+    p = kinds.add_parser("train", help="training throughput (images/s) of the DARES two-step training step")
+    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size (random weights)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="training height (default 256)")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="training width (default 320)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=12, help="batch size (official 12)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="training precision")
+    p.add_argument("--steps", type=POSITIVE_INT, default=5, help="measured steps (default 5)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="train on this data folder (`dares synth` / `dares prepare-scared` layout) instead of a "
+                        "generated scene")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_train)
+    p = kinds.add_parser("resize", help="the node's on-device resize against the official preprocessing (depth)")
+    p.add_argument("--weights", type=Path, default=None, help="the model (default: the demo model)")
+    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="frame width (default 1280, as SCARED)")
+    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="frame height (default 1024)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103], help="synthetic scenes (2 frames each)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_resize)
+    p = kinds.add_parser("fusion", help="TSDF fusion throughput (frames/s) of dares reconstruct")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=20, help="frames integrated (default 20)")
+    p.add_argument("--voxel-mm", type=POSITIVE_FLOAT, default=1.0, help="voxel edge in mm (default 1)")
+    p.add_argument("--device", default=None, help="open3d device, e.g. CPU:0 or CUDA:0 (default: CUDA when present)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_fusion)
+    return kinds
+
+
+def _add_plugins(groups: dict) -> None:
+    """Subcommands of other packages (dares_ros: the node benchmark, bags) via the `dares.commands` entry points."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="dares.commands"):
+        ep.load()(groups)
 
 
 def build_parser() -> argparse.ArgumentParser:
