@@ -389,20 +389,8 @@ class Trainer:
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         terms_0 = {}
         if self.temporal:  # stereo-only ("S") training has no frames to register
-            self._set_phase(0)
-            with self._autocast():
-                _, terms_0 = self.process_batch_0(inputs)
-            self.optimizer_0.zero_grad(set_to_none=True)
-            self.scaler.scale(terms_0["loss"]).backward()
-            self._all_reduce_gradients(0)
-            self.scaler.step(self.optimizer_0)
-        self._set_phase(1)
-        with self._autocast():
-            out, terms = self.process_batch(inputs)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["loss"]).backward()
-        self._all_reduce_gradients(1)
-        self.scaler.step(self.optimizer)
+            _, terms_0 = self._optimise(0, self.process_batch_0, self.optimizer_0, inputs)
+        out, terms = self._optimise(1, self.process_batch, self.optimizer, inputs)
         self.scaler.update()
         named = {**terms, **{f"position/{k}": v for k, v in terms_0.items()}}
         values = torch.stack([torch.as_tensor(v, device=self.device).detach().double() for v in named.values()])
@@ -416,7 +404,20 @@ class Trainer:
         return {"loss": named["loss"], "loss_position": named.get("position/loss", 0.0), "terms": named,
                 "out": out, "inputs": inputs}
 
+    def _optimise(self, phase: int, process, optimizer, inputs: dict):
+        """One of the step's two optimisations: `process` (process_batch_0 or process_batch) in phase `phase`
+        under autocast, its loss backwards (scaled; gradients averaged over processes), then `optimizer`."""
+        self._set_phase(phase)
+        with self._autocast():
+            out, terms = process(inputs)
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["loss"]).backward()
+        self._all_reduce_gradients(phase)
+        self.scaler.step(optimizer)
+        return out, terms
+
     # --- loop -----------------------------------------------------------------------------------------
+
     def _loader(self, epoch: int):
         from torch.utils.data import DataLoader
 
