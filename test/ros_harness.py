@@ -19,7 +19,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from dares_ros.processes import node_command, stop_node  # noqa: F401  (re-exported for the tests)
+from dares_ros.tools.processes import node_command, stop_node  # noqa: F401  (re-exported for the tests)
 
 
 def start_node(namespace: str, *params: str, log: Path, remaps: dict | None = None) -> subprocess.Popen:

@@ -20,9 +20,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from dares_core.cli import main
 from dares_core.data.prepare import prepare_scared
 from dares_core.data.synthetic import SynthConfig, generate
-from dares_ros.bag import bag_info, infer_bag, play_bag, read_messages, record_bag, write_sequence_bag
 from dares_ros.conversions import compressed_to_rgb8, image_to_rgb8
-from dares_ros.processes import wait_until_loaded
+from dares_ros.tools.bag import bag_info, infer_bag, play_bag, read_messages, record_bag, write_sequence_bag
+from dares_ros.tools.processes import wait_until_loaded
 
 RIG = "/jhu_daVinci"
 
@@ -104,7 +104,7 @@ def test_every_topic_carries_its_publishers_qos_and_the_files_their_names(synth_
 def test_a_transient_local_topic_reaches_a_subscriber_that_joins_during_playback(tmp_path):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    from dares_ros.bag import STREAM_QOS, TF_STATIC_QOS, BagWriter
+    from dares_ros.tools.bag import STREAM_QOS, TF_STATIC_QOS, BagWriter
 
     latched, stream = f"/latched{os.getpid()}", f"/stream{os.getpid()}"
     with BagWriter(tmp_path / "latched.bag") as writer:
@@ -258,7 +258,7 @@ def test_round_trip_play_node_record_equals_bag_infer(tiny_model, synth_bag, tmp
 
 def test_bag_infer_picks_topics_as_the_demo_does(synth_bag, tiny_model, tmp_path):
     """A bag with image_raw and image_rect: every bag tool takes image_rect (one topic selection)."""
-    from dares_ros.bag import BagWriter, Topics
+    from dares_ros.tools.bag import BagWriter, Topics
 
     weights, _ = tiny_model
     _, _, bag = synth_bag
@@ -306,7 +306,7 @@ def test_bag_infer_applies_the_nodes_camera_info_rule(synth_bag, tiny_model, tmp
     """camera_info of another size than its images, or with zero intrinsics: `bag infer` refuses with one line
     naming the topic, as the node skips such frames; it never rescales K silently."""
     from dares_core.errors import DaresError
-    from dares_ros.bag import BagWriter
+    from dares_ros.tools.bag import BagWriter
 
     weights, _ = tiny_model
     _, _, bag = synth_bag

@@ -9,7 +9,7 @@ from dares_core.bench import bench_fusion, bench_model, bench_resize, render_doc
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
-from dares_ros.bench_node import bench_node
+from dares_ros.tools.bench_node import bench_node
 
 
 def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):

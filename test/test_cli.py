@@ -75,7 +75,7 @@ def untouched(path):
 def test_force_replaces_only_what_the_same_command_wrote(tmp_path, capsys, monkeypatch):
     """--force on a folder holding someone's files is refused with one line and deletes nothing; on the
     command's own earlier output it replaces it."""
-    from dares_ros.bag import write_sequence_bag
+    from dares_ros.tools.bag import write_sequence_bag
 
     synth = ["synth", "--frames", "3", "--sequences", "1", "--width", "32", "--height", "32", "--force", "--out"]
     scenes = tmp_path / "scenes"
@@ -139,7 +139,7 @@ def test_bad_arrays_weights_and_bags_are_named(tiny_model, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from dares_ros.bag import infer_bag, write_sequence_bag
+    from dares_ros.tools.bag import infer_bag, write_sequence_bag
 
     weights, seq = tiny_model
     gt = seq.parent.parent / "splits" / "synthetic" / "gt_depths.npz"
@@ -207,7 +207,7 @@ def test_broken_pipes_nan_poses_and_hints(tiny_model, tmp_path):
     that error hints name exist."""
     import numpy as np
 
-    from dares_ros.bag import write_sequence_bag
+    from dares_ros.tools.bag import write_sequence_bag
 
     _, seq = tiny_model
     write_sequence_bag(seq, tmp_path / "seq.bag")

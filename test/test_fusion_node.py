@@ -21,7 +21,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import world_points
 from dares_ros.conversions import depth_image, read_point_cloud, set_pose
-from dares_ros.processes import node_session
+from dares_ros.tools.processes import node_session
 
 VOXEL_M = 0.002
 FRAMES = 6

@@ -110,7 +110,7 @@ def test_network_input_size_is_the_checkpoints_unless_given(tiny_model, tmp_path
     """The demo model records the 128x160 it was trained at: infer, eval and bag infer run it there by default and
     at --height/--width when given; files that record no size run at 256x320."""
     from dares_core.model.weights import DEMO_MODEL
-    from dares_ros.bag import infer_bag, write_sequence_bag
+    from dares_ros.tools.bag import infer_bag, write_sequence_bag
 
     tiny, seq = tiny_model
     frames, root = seq / "image_02" / "data", seq.parent.parent

@@ -20,7 +20,7 @@ from dares_core.pose import load_pose_net, predict_relative_poses
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import chain_poses
 from dares_ros.conversions import pose_matrix
-from dares_ros.processes import node_session
+from dares_ros.tools.processes import node_session
 
 FRAMES = 5
 SCALE = 0.0025  # metres per unit, as a depth node would report it

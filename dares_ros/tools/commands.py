@@ -14,7 +14,7 @@ from dares_core.cli import (
 )
 from dares_core.names import ENCODERS, PRECISIONS
 
-from .names import OUTPUT_NAMESPACE, RIG, SCALE_MODES
+from ..names import OUTPUT_NAMESPACE, RIG, SCALE_MODES
 
 
 def add_input_size_options(p) -> None:

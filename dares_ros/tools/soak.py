@@ -21,9 +21,9 @@ from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
+from ..conversions import stamp_key, stamp_seconds
+from ..graph import prepare_dds
 from .bench_node import stereo_messages
-from .conversions import stamp_key, stamp_seconds
-from .graph import prepare_dds
 from .processes import memory_mb, node_session, publish_until_answered
 
 PHASES = ("steady", "bursts", "duplicate_and_out_of_order_stamps", "publisher_gone_and_back", "resolution_change")
@@ -33,7 +33,7 @@ def _half(msg: Image, info: CameraInfo) -> tuple[Image, CameraInfo]:
     """The same frame at half resolution with matching intrinsics (a camera switching modes)."""
     import cv2
 
-    from .conversions import image_to_rgb8, scale_camera_info
+    from ..conversions import image_to_rgb8, scale_camera_info
 
     rgb = image_to_rgb8(msg)
     small = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)

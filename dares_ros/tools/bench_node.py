@@ -24,9 +24,9 @@ from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
+from ..conversions import stamp_key
+from ..graph import prepare_dds
 from .bag import camera_infos
-from .conversions import stamp_key
-from .graph import prepare_dds
 from .processes import memory_mb, node_session, publish_until_answered
 
 

@@ -31,9 +31,7 @@ from dares_core.model.weights import DEMO_MODEL, load_depth_net
 from dares_core.reconstruct import surface_distances, world_points
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
-from . import bag as bags
-from .bag import Topics
-from .conversions import (
+from ..conversions import (
     compressed_to_rgb8,
     image_to_rgb8,
     intrinsics,
@@ -42,14 +40,18 @@ from .conversions import (
     read_point_cloud,
     stamp_key,
 )
-from .graph import prepare_dds
+from ..graph import prepare_dds
+from ..names import OUTPUT_NAMESPACE
+from . import bag as bags
+from .bag import Topics
 from .processes import node_process, node_session, wait_until_loaded
 
-NAMESPACE = bags.OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
+NAMESPACE = OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
            "points": f"{NAMESPACE}/points"}
 MAP = f"{NAMESPACE}/map/points"  # dares_fusion_node's, when the bag has ground-truth poses
-FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu"}
+FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu",
+          "min_observations": 1.0}  # a short demo on a loaded machine may fuse only a few frames
 REPORT_TITLE = "# dares demo"
 
 

@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from dares_core.errors import DaresError
 
-from .graph import config_file
+from ..graph import config_file
 
 
 def node_command(namespace: str, params: dict, remaps: dict | None = None,
