@@ -100,11 +100,12 @@ class TsdfFusion:
                             self.trunc_multiplier)
         self.frames += 1
 
-    def points(self) -> tuple[np.ndarray, np.ndarray]:
-        """The surface's points (N,3) float32 metres in the world frame and their colours (N,3) uint8."""
+    def points(self, min_observations: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        """The surface's points (N,3) float32 metres in the world frame and their colours (N,3) uint8, where at
+        least `min_observations` frames saw it (open3d's weight threshold, 3 by default)."""
         if not self.frames:  # open3d cannot extract from an empty grid
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
-        cloud = self.grid.extract_point_cloud().cpu()
+        cloud = self.grid.extract_point_cloud(weight_threshold=min_observations).cpu()
         if "positions" not in cloud.point:
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
         colors = (cloud.point.colors.numpy().clip(0, 1) * 255).round().astype(np.uint8)

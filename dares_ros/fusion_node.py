@@ -58,6 +58,8 @@ PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at 
     "sync_tolerance": (0.01, "seconds between a depth image's stamp and its pose's"),
     "publish_rate": (1.0, "map/points per second"),
     "max_points": (200000, "map/points carries at most this many points (evenly thinned)"),
+    "min_observations": (3.0, "map/points shows surface seen by at least this many frames (open3d's weight "
+                              "threshold: fewer let single-frame noise in)"),
     "map_frame": ("", "frame_id of map/points; empty: the pose messages' frame_id"),
     "device": ("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda"),
     "reset": (False, "set true to clear the map (it reads false again once cleared)"),
@@ -245,7 +247,7 @@ class FusionNode(Node):
             self.get_logger().info("map cleared")
         if self.fusion.frames == self.published_frames:
             return
-        points, colors = self.fusion.points()
+        points, colors = self.fusion.points(self.p("min_observations"))
         step = max(1, math.ceil(len(points) / self.p("max_points")))
         points, colors = points[::step], colors[::step]
         frame = self.p("map_frame") or self.frame_id
