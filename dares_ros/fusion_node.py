@@ -91,6 +91,9 @@ class FusionNode(Node):
             problem = parameter_problem(name, self.p(name))
             if problem:
                 raise DaresError(problem)
+        if not self.p("voxel_size") < self.p("truncation"):
+            raise DaresError(f"voxel_size {self.p('voxel_size')} m must be below truncation {self.p('truncation')} m "
+                             "(a few voxels, e.g. voxel_size:=0.001 truncation:=0.004)")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.depths: deque = deque(maxlen=QUEUE)  # (stamp s, depth (H,W) m, stamp message)
         self.poses: deque = deque(maxlen=QUEUE)  # (stamp s, T (4,4) m, frame_id)
@@ -102,8 +105,10 @@ class FusionNode(Node):
         self._new_map()
         self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos_profile_sensor_data)
-        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose), 10)
-        self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose), 10)
+        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose),
+                                 qos_profile_sensor_data)  # best effort: matches reliable and best-effort publishers
+        self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose),
+                                 qos_profile_sensor_data)
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)

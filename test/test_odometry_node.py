@@ -2,6 +2,8 @@
 relative poses chained, in metres by the depth node's reported scale; a stamp going backwards is skipped."""
 
 import os
+import signal
+import subprocess
 import time
 
 import numpy as np
@@ -20,7 +22,7 @@ from dares_core.pose import load_pose_net, predict_relative_poses
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import chain_poses
 from dares_ros.conversions import pose_matrix
-from dares_ros.tools.processes import node_session
+from dares_ros.tools.processes import node_command, node_session
 
 FRAMES = 5
 SCALE = 0.0025  # metres per unit, as a depth node would report it
@@ -98,3 +100,32 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     assert wait(lambda: "not after the last" in {kv.key: kv.value for kv in statuses[-1].values}["last_problem"],
                 5)
     assert proc.poll() is None
+
+
+@pytest.mark.parametrize("executable, started, bad", [
+    ("dares_fusion_node", "fusing depth/image", "voxel_size:=0.004"),  # not below truncation
+    ("dares_odometry_node", "odometry from", "scale_source:=guess")])
+def test_nodes_end_cleanly_on_sigterm_and_refuse_a_bad_parameter_in_one_line(scene, tmp_path, executable, started,
+                                                                            bad):
+    _, weights = scene
+    params = {"device": "cpu", **({"pose_weights": weights} if executable == "dares_odometry_node" else {})}
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_command(f"/sig{os.getpid()}", params, executable=executable), stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while started not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started in log.read_text(), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in log.read_text()
+
+    name, value = bad.split(":=")
+    refused = subprocess.run(node_command(f"/sig{os.getpid()}", {**params, name: value}, executable=executable),
+                             capture_output=True, text=True, env=env, timeout=60)
+    text = refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in text
+    fatal = [line for line in text.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1 and (name in fatal[0] or value in fatal[0]), text
