@@ -88,8 +88,7 @@ class TsdfFusion:
         import open3d.core as o3c
 
         depth = np.nan_to_num(depth_mm, nan=0.0).clip(0, None).astype(np.float32)
-        world_to_cam = np.linalg.inv(T_world_cam)
-        world_to_cam[:3, 3] /= 1000.0
+        world_to_cam = scale_translation(np.linalg.inv(T_world_cam), 1e-3)  # open3d works in metres here
         depth_t = o3d.t.geometry.Image(o3c.Tensor(depth)).to(self.device)
         color_t = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb).astype(np.float32) / 255.0)).to(self.device)
         intrinsic = o3c.Tensor(K.astype(np.float64))
@@ -153,6 +152,13 @@ def scale_to_ground_truth(depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
     (1e-3..150 mm) and a finite prediction, as the SCARED protocol scales each frame."""
     valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & np.isfinite(depth)
     return depth * np.median(gt[valid]) / np.median(depth[valid])
+
+
+def scale_translation(T: np.ndarray, factor: float) -> np.ndarray:
+    """A copy of the (4,4) transform T with its translation times `factor` (a unit change: 1000 for m -> mm)."""
+    T = np.array(T, dtype=np.float64)
+    T[:3, 3] *= factor
+    return T
 
 
 def chain_poses(relative: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:

@@ -91,15 +91,15 @@ def compressed_to_rgb8(msg) -> np.ndarray:
 def pose_matrix(pose) -> np.ndarray:
     """geometry_msgs/Pose -> (4,4) float64 transform (translation in the message's metres); NaN when the
     quaternion is not a rotation (norm not 1 within 1 %) or any value is not finite."""
+    import torch
+    from kornia.geometry.conversions import quaternion_to_rotation_matrix
+
     q = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z], dtype=np.float64)
     t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
     if not (np.isfinite(q).all() and np.isfinite(t).all()) or abs(np.linalg.norm(q) - 1) > 0.01:
         return np.full((4, 4), np.nan)
-    w, x, y, z = q / np.linalg.norm(q)
     T = np.eye(4)
-    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                 [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                 [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
+    T[:3, :3] = quaternion_to_rotation_matrix(torch.from_numpy(q / np.linalg.norm(q))).numpy()
     T[:3, 3] = t
     return T
 

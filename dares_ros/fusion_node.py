@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from dares_core.errors import DaresError
-from dares_core.reconstruct import TsdfFusion
+from dares_core.reconstruct import TsdfFusion, scale_translation
 
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
@@ -200,17 +200,17 @@ class FusionNode(Node):
                 self._bad_input(str(e))
                 continue
             rgb = image[1] if image is not None and image[1].shape[:2] == depth.shape else None
-            self._fuse(stamp_msg, depth, K, pose[1], pose[2], rgb)
+            self._fuse(stamp, stamp_msg, depth, K, pose[1], pose[2], rgb)
 
     def _at(self, queue: deque, stamp: float):
         """The entry of `queue` nearest `stamp` within sync_tolerance, or None."""
         entry = min(queue, key=lambda e: abs(e[0] - stamp), default=None)
         return entry if entry is not None and abs(entry[0] - stamp) <= self.p("sync_tolerance") else None
 
-    def _fuse(self, stamp_msg, depth: np.ndarray, K: np.ndarray, T: np.ndarray, frame_id: str,
+    def _fuse(self, stamp: float, stamp_msg, depth: np.ndarray, K: np.ndarray, T: np.ndarray, frame_id: str,
               rgb: np.ndarray | None) -> None:
-        """depth (H,W) m, K (3,3), T (4,4) camera-to-map m, rgb (H,W,3) uint8 or None (grey)."""
-        stamp = stamp_seconds(stamp_msg)
+        """stamp in s (and as a message); depth (H,W) m, K (3,3), T (4,4) camera-to-map m, rgb (H,W,3) uint8 or
+        None (grey)."""
         problem = self._pose_problem(T)
         if problem:
             self.counts["rejected_poses"] += 1
@@ -218,9 +218,7 @@ class FusionNode(Node):
             return
         if rgb is None:
             rgb = np.full((*depth.shape, 3), UNCOLOURED, np.uint8)
-        T_mm = T.copy()
-        T_mm[:3, 3] *= 1000
-        self.fusion.integrate(rgb, depth * 1000, K, T_mm)
+        self.fusion.integrate(rgb, depth * 1000, K, scale_translation(T, 1000))
         if self.origin is None:
             self.origin = T[:3, 3].copy()
         self.last_T, self.last_stamp, self.frame_id = T, stamp_msg, frame_id

@@ -4,8 +4,10 @@ A synthetic da Vinci stereo sequence is written as a rosbag, replayed at recorde
 dares_depth_node (started as `ros2 run` starts it, stereo scale on), and the node's outputs are recorded
 into a new bag together with the input left image and ground truth. Everything shown is read back from
 that recorded bag: the picture strip and video (input | predicted | ground-truth depth on one mm scale),
-a point cloud (.ply and an oblique render), and report.md with the SCARED metrics, the recovered stereo
-scale error, and the achieved rate and latency. `--weights W --bag B` runs the same flow on real data.
+a point cloud (.ply and an oblique render), the surface dares_fusion_node fused from that depth and the
+bag's camera poses (when it has them), and report.md with the SCARED metrics, the recovered stereo scale
+error, the fused surface's distance to the true one, and the achieved rate and latency. `--weights W --bag B`
+runs the same flow on real data.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dares_core.errors import DaresError
 from dares_core.files import atomic_dir, atomic_file, write_image
 from dares_core.inference import network_input_size
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
-from dares_core.reconstruct import surface_distances, world_points
+from dares_core.reconstruct import scale_translation, surface_distances, world_points
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
 from ..conversions import (
@@ -246,20 +248,14 @@ def write_fused_surface(recorded: Path, topics: Topics, frames: list[RecordedFra
                          "rejected or never matched the depth)")
     poses = {s: pose_matrix(m.pose) for s, (_, m) in _by_stamp(recorded, topics.gt_pose, PoseStamped).items()}
     K = intrinsics(next(iter(_by_stamp(recorded, topics.left_info, CameraInfo).values()))[1])
-    truth = [world_points(f.gt_mm, K, _in_mm(poses[f.stamp]), stride=4) for f in frames
+    truth = [world_points(f.gt_mm, K, scale_translation(poses[f.stamp], 1000), stride=4) for f in frames
              if f.gt_mm is not None and f.stamp in poses]
     distances = surface_distances(points * 1000.0, np.concatenate(truth)) if truth else {}
     _write_ply(out / "fused.ply", points.astype(np.float64), rgb)
-    middle = _in_mm(poses[frames[len(frames) // 2].stamp])
+    middle = scale_translation(poses[frames[len(frames) // 2].stamp], 1000)
     seen = (np.linalg.inv(middle) @ np.c_[points * 1000.0, np.ones(len(points))].T).T[:, :3]
     render_point_cloud(seen, rgb, out / "fused.png", f"{MAP}: {len(points)} points, seen from the middle frame")
     return {"points": len(points), **{k: round(v, 2) for k, v in distances.items()}}
-
-
-def _in_mm(T_m: np.ndarray) -> np.ndarray:
-    T = T_m.copy()
-    T[:3, 3] *= 1000.0
-    return T
 
 
 def _write_ply(path: Path, points_m: np.ndarray, rgb: np.ndarray) -> None:
