@@ -32,6 +32,7 @@ from dares_core.errors import DaresError
 from dares_core.inference import resolve_device
 from dares_core.pose import load_pose_net, poses_of_pairs
 from dares_core.preprocess import resize_like_official, to_unit_tensor
+from dares_core.reconstruct import scale_translation
 
 from .conversions import OUTPUT_QUEUE_DEPTH, ConversionError, diagnostic_array, image_to_rgb8, set_pose, stamp_seconds
 from .graph import parameter_help, run_node
@@ -78,6 +79,7 @@ class OdometryNode(Node):
         self.frames, self.problems, self.problem = 0, 0, ""
         self.rates: deque = deque(maxlen=50)  # monotonic times of published poses
         self.path = PathMsg()
+        self.path_poses: deque = deque(maxlen=self.p("max_path"))
         self.odom_pub = self.create_publisher(Odometry, "odom", OUTPUT_QUEUE_DEPTH)
         self.path_pub = self.create_publisher(PathMsg, "path", OUTPUT_QUEUE_DEPTH)
         self.tf_pub = self._tf_publisher()
@@ -103,8 +105,10 @@ class OdometryNode(Node):
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name == DEPTH_STATUS and status.hardware_id == self.p("depth_node"):
-                value = {kv.key: kv.value for kv in status.values}.get("scale_m_per_unit", "nan")
-                scale = float(value)
+                try:
+                    scale = float({kv.key: kv.value for kv in status.values}.get("scale_m_per_unit", "nan"))
+                except ValueError:  # not a number: keep the last scale
+                    continue
                 if np.isfinite(scale) and scale > 0:
                     self.depth_scale = scale
 
@@ -134,7 +138,7 @@ class OdometryNode(Node):
         if not np.isfinite(T).all():
             self._note("the pose network gave a non-finite pose; the motion of this frame is skipped")
             return
-        T[:3, 3] *= self.scale()
+        T = scale_translation(T, self.scale())
         self.pose = self.pose @ np.linalg.inv(T)
         self._publish(msg.header, T, stamp - previous[0])
 
@@ -150,7 +154,8 @@ class OdometryNode(Node):
         self.odom_pub.publish(odom)
         stamped = PoseStamped(header=odom.header, pose=odom.pose.pose)
         self.path.header = odom.header
-        self.path.poses = (self.path.poses + [stamped])[-self.p("max_path"):]
+        self.path_poses.append(stamped)
+        self.path.poses = list(self.path_poses)
         self.path_pub.publish(self.path)
         if self.tf_pub is not None:
             from geometry_msgs.msg import TransformStamped
