@@ -115,7 +115,8 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
                                   f"{m['median_rel_depth']:.2e} | {m['p99_rel_depth']:.2e} | {m['max_rel_depth']:.2e} "
                                   f"| {path.name} |")
             continue
-        gpu_benchmarks |= {r["benchmark"]} if r["machine"]["device"] != "cpu" else set()
+        if r["machine"]["device"] != "cpu":
+            gpu_benchmarks.add(r["benchmark"])
         for label, m in r["paths"].items():
             rows.append(f"| {r['benchmark']} | {r['machine']['device']} | {settings} | {label} | "
                         f"{m.get('median_ms', '')} | "
