@@ -29,6 +29,19 @@ def start_node(namespace: str, *params: str, log: Path, remaps: dict | None = No
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
+def wait_until(predicate, timeout: float = 60.0, publish=None, period: float = 0.15) -> bool:
+    """Call `publish` (if any) every `period` s until predicate() is true or `timeout` s pass; returns whether it
+    became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if publish is not None:
+            publish()
+        time.sleep(period)
+        if predicate():
+            return True
+    return False
+
+
 def rgb_image(rgb: np.ndarray, encoding: str = "rgb8") -> Image:
     msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=rgb.shape[1] * rgb.shape[2])
     msg.data = np.ascontiguousarray(rgb).tobytes()
@@ -101,16 +114,11 @@ class Harness:
         return stamp
 
     def wait_for(self, predicate, timeout: float = 60.0, publish=None, period: float = 0.15) -> bool:
-        """Call `publish` every `period` until predicate() is true or the timeout passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if publish is not None:
-                publish()
-            time.sleep(period)
+        """wait_until, reading what the recorders received under their lock."""
+        def locked():
             with self.lock:
-                if predicate():
-                    return True
-        return False
+                return predicate()
+        return wait_until(locked, timeout, publish, period)
 
     def outputs_with_stamp(self, key, stamp):
         with self.lock:

@@ -12,7 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from ros_harness import camera_info, rgb_image
+from ros_harness import camera_info, rgb_image, wait_until
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
@@ -59,21 +59,13 @@ class Graph:
             ("depth/image", Image), ("depth/camera_info", CameraInfo), ("camera_pose", PoseStamped),
             ("image", Image))}
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_fusion_node/set_parameters")
-        assert self.wait(lambda: all(p.get_subscription_count() for p in self.pubs.values()), 30), \
+        assert wait_until(lambda: all(p.get_subscription_count() for p in self.pubs.values()), 30), \
             self.log.read_text()
 
     def _diagnostics(self, msg):
         for status in msg.status:
             if status.name == "dares_fusion_node: map" and status.hardware_id.startswith(self.ns):
                 self.diagnostics.append({kv.key: kv.value for kv in status.values} | {"message": status.message})
-
-    def wait(self, predicate, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.1)
-        return False
 
     def publish(self, i, rgb, depth_mm, T_mm, K):
         stamp = rclpy.time.Time(seconds=100 + i).to_msg()
@@ -94,7 +86,7 @@ class Graph:
         assert self.params.wait_for_service(timeout_sec=30)
         request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
         future = self.params.call_async(request)
-        assert self.wait(future.done, 30)
+        assert wait_until(future.done, 30)
         return future.result().results[0].successful
 
     def close(self):
@@ -107,8 +99,8 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
     try:
         for i, (rgb, depth_mm, T_mm) in enumerate(frames):
             graph.publish(i, rgb, depth_mm, T_mm, K)
-        assert graph.wait(lambda: graph.counts().get("fused") == str(FRAMES)), (graph.counts(), graph.log.read_text())
-        assert graph.wait(lambda: graph.maps and graph.maps[-1].header.stamp.sec == 100 + FRAMES - 1)
+        assert wait_until(lambda: graph.counts().get("fused") == str(FRAMES)), (graph.counts(), graph.log.read_text())
+        assert wait_until(lambda: graph.maps and graph.maps[-1].header.stamp.sec == 100 + FRAMES - 1)
         points, colours = (a.reshape(-1, 3) for a in read_point_cloud(graph.maps[-1]))
         assert graph.maps[-1].header.frame_id == "world" and len(points) > 500
         truth = np.concatenate([world_points(d, K, T, stride=2) for _, d, T in frames]) / 1000
@@ -121,17 +113,17 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
         bad[0, 3] += 200.0  # 200 mm jump
         graph.publish(FRAMES, rgb, depth_mm, bad, K)
         graph.publish(FRAMES + 1, rgb, depth_mm, np.full((4, 4), np.nan), K)
-        assert graph.wait(lambda: graph.counts().get("rejected_poses") == "2"), graph.counts()
+        assert wait_until(lambda: graph.counts().get("rejected_poses") == "2"), graph.counts()
         assert graph.counts()["fused"] == str(FRAMES) and "rejected" in graph.counts()["last_problem"]
 
         wrong = depth_image(np.zeros((4, 4)), Header(frame_id="cam"))
         wrong.encoding = "16UC1"
         graph.pubs["depth/image"].publish(wrong)
-        assert graph.wait(lambda: graph.counts().get("bad_inputs") == "1"), graph.counts()
+        assert wait_until(lambda: graph.counts().get("bad_inputs") == "1"), graph.counts()
         assert "publish 32FC1 metres" in graph.counts()["last_problem"]
 
         assert graph.set_parameter("reset", True)
-        assert graph.wait(lambda: graph.counts().get("fused") == "0"), (graph.counts(), graph.log.read_text())
+        assert wait_until(lambda: graph.counts().get("fused") == "0"), (graph.counts(), graph.log.read_text())
         assert not graph.set_parameter("voxel_size", 0.01)  # applies at start only
         assert not graph.set_parameter("max_jump", -1.0)
         assert graph.proc.poll() is None

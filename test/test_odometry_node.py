@@ -12,7 +12,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
-from ros_harness import rgb_image
+from ros_harness import rgb_image, wait_until
 from sensor_msgs.msg import Image
 
 from dares_core.data.scared import SplitEntry, image_path
@@ -61,17 +61,12 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     images = node.create_publisher(Image, f"{ns}/left/image_rect", 10)
     diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-    def wait(predicate, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not predicate():
-            time.sleep(0.1)
-        return predicate()
-
-    assert wait(lambda: images.get_subscription_count() > 0), log.read_text()
+    assert wait_until(lambda: images.get_subscription_count() > 0), log.read_text()
     scale_status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=depth_node,
                                     values=[KeyValue(key="scale_m_per_unit", value=str(SCALE))])
-    assert wait(lambda: diagnostics.publish(DiagnosticArray(status=[scale_status])) or any(
-        kv.value == f"{SCALE:g}" for s in statuses[-1:] for kv in s.values if kv.key == "scale_m_per_unit"), 20)
+    assert wait_until(lambda: any(kv.value == f"{SCALE:g}" for s in statuses[-1:] for kv in s.values
+                                  if kv.key == "scale_m_per_unit"),
+                      20, publish=lambda: diagnostics.publish(DiagnosticArray(status=[scale_status])))
 
     def send(frame, seconds):
         msg = rgb_image(read_rgb(image_path(root, folder, frame)))
@@ -79,7 +74,7 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
         msg.header.frame_id = "cam_left_optical"
         images.publish(msg)
         count = len(odoms)
-        return wait(lambda: len(odoms) > count, 30)
+        return wait_until(lambda: len(odoms) > count, 30)
 
     for frame in range(1, FRAMES + 1):
         assert send(frame, 10 + frame), log.read_text()
@@ -97,7 +92,7 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     assert np.abs(got[:, :3, :3] - expected[:, :3, :3]).max() < 1e-4
     assert np.linalg.norm(expected[-1, :3, 3]) > 0  # a motion that was really chained
     assert [p.pose.position.x for p in paths[-1].poses] == [o.pose.pose.position.x for o in odoms]
-    assert wait(lambda: "not after the last" in {kv.key: kv.value for kv in statuses[-1].values}["last_problem"],
+    assert wait_until(lambda: "not after the last" in {kv.key: kv.value for kv in statuses[-1].values}["last_problem"],
                 5)
     assert proc.poll() is None
 
