@@ -252,7 +252,8 @@ def _add_pose(sub) -> None:
                        description="Predict relative poses over a sequence, write them in the official .npz format, "
                                    "score ATE and RE against ground truth and plot both trajectories.")
     p.add_argument("--weights", type=Path, required=True,
-                   help="official weights folder (pose_encoder.pth, pose.pth) or a `dares train` run or checkpoint")
+                   help="official weights folder (pose_encoder.pth, pose.pth), a `dares train` run or checkpoint, or "
+                        "a `dares export --network pose` .safetensors")
     p.add_argument("--data", type=Path, required=True, help="the data folder holding datasetN/keyframeM")
     p.add_argument("--sequence", type=int, default=None, help="official SCARED pose test sequence: 1 or 2")
     p.add_argument("--keyframe", default=None,
@@ -514,10 +515,15 @@ def _add_train(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
+    from .export import export, export_pose
 
-    result = export(args.weights, args.out, args.format, args.height, args.width, args.base_weights, args.force,
-                    args.opset)
+    if args.network == "pose":
+        if args.format not in (None, "safetensors") or args.base_weights:
+            raise DaresError("--network pose writes safetensors from --weights alone: drop --format/--base-weights")
+        result = export_pose(args.weights, args.out, args.force)
+    else:
+        result = export(args.weights, args.out, args.format or "onnx", args.height, args.width, args.base_weights,
+                        args.force, args.opset)
     check = f", onnxruntime max |diff| {result['max_abs_diff']:.1e}" if result.get("max_abs_diff") is not None else ""
     print(f"wrote {result['path']} ({result['format']}{check})")
 
@@ -526,10 +532,14 @@ def _add_export(sub) -> None:
     from .names import EXPORT_FORMATS
 
     p = sub.add_parser("export", help="deployment artifacts: ONNX, torch.export .pt2, merged safetensors",
-                       description="Merge LoRA, keep the full-resolution head and write a deployment artifact.")
+                       description="Merge LoRA, keep the full-resolution head and write a deployment artifact; or "
+                                   "write the pose networks of a run as one safetensors (--network pose).")
     add_weights_options(p)
     add_network_options(p, compute=False)
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="artifact format (default onnx)")
+    p.add_argument("--network", choices=("depth", "pose"), default="depth",
+                   help="depth (default), or pose: the pose encoder and decoder of a run folder, a checkpoint or an "
+                        "official folder, for the odometry node and `dares pose`")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="artifact format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output file")
     p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset (default 17)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -1,4 +1,5 @@
-"""`dares export`: deployment artifacts of a depth network, LoRA merged, full-resolution head only.
+"""`dares export`: deployment artifacts of a depth network, LoRA merged, full-resolution head only; and of the
+pose networks (one safetensors file that the odometry node and `dares pose` load).
 
 Formats: onnx (checked against PyTorch with onnxruntime when installed), pt2 (torch.export program),
 safetensors (merged weights that load without peft). The exported graph takes images (B,3,H,W) in [0,1]
@@ -29,6 +30,15 @@ class FullResolution(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images, scales=(0,))[0]
+
+
+def export_pose(weights: Path, out: Path, force: bool = False) -> dict:
+    """The pose encoder and decoder of `weights` (run folder, checkpoint, official folder) as one safetensors."""
+    from .pose import load_pose_net, save_pose_net
+
+    ensure_writable_output(Path(out), force)
+    save_pose_net(*load_pose_net(weights), out)
+    return {"format": "safetensors", "path": str(out)}
 
 
 def export(weights: Path, out: Path, fmt: str, height: int | None = None, width: int | None = None,

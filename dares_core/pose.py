@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from .data.scared import SplitEntry, image_path, read_camera_poses, read_split
 from .errors import DaresError
+from .evaluate import chain_positions
+from .files import atomic_file
 from .geometry import pose_from_axisangle
 from .model.pose_net import PoseDecoder, ResnetEncoder
 from .model.weights import read_tensors
@@ -23,32 +26,66 @@ from .preprocess import read_rgb, resize_like_official, to_unit_tensor
 OFFICIAL_SPLITS = Path(__file__).parent / "splits" / "endovis"  # test_files_sequence{1,2}.txt, gt_poses_sq{1,2}.npz
 
 
+POSE_NETWORKS = ("pose_encoder", "pose")  # the two modules, as the official files and our checkpoints name them
+POSE_FORMAT_TAG = "dares-pose"  # safetensors metadata of `dares export --network pose`
+UNUSED_KEYS = ("encoder.fc.weight", "encoder.fc.bias")  # ResNet's classifier: in the layout, not in the forward
+
+
+def _pose_states(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """{"pose_encoder": state, "pose": state} of any supported pose weights (see load_pose_net)."""
+    if path.is_dir() and (path / "pose_encoder.pth").is_file():
+        return {name: read_tensors(path / f"{name}.pth")[0] for name in POSE_NETWORKS}
+    if path.suffix == ".safetensors":
+        state, metadata = read_tensors(path)
+        if metadata.get("format") != POSE_FORMAT_TAG:
+            raise DaresError(f"{path}: not a pose network export; write one with `dares export --network pose`")
+        return {name: {k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")}
+                for name in POSE_NETWORKS}
+    if path.is_dir():
+        found = [p for p in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt") if p.is_file()]
+        if not found:
+            raise DaresError(f"{path}: neither pose_encoder.pth + pose.pth nor checkpoints/last.pt; pass the "
+                             "official weights folder or a `dares train` run")
+        path = found[0]
+    try:
+        models = torch.load(path, map_location="cpu", weights_only=True)["models"]
+        return {name: models[name] for name in POSE_NETWORKS}
+    except Exception:  # a foreign or torn file: whatever torch raised, the fix is the same
+        raise DaresError(f"{path}: not a `dares train` checkpoint with pose networks; pass the official weights "
+                         "folder (pose_encoder.pth, pose.pth), a run folder or a pose export") from None
+
+
 def load_pose_net(path: Path) -> tuple[ResnetEncoder, PoseDecoder]:
     """The pose encoder and decoder of an official/AF-SfMLearner weights folder (pose_encoder.pth, pose.pth),
-    a `dares train` run folder (its checkpoints/best.pt, else last.pt) or such a checkpoint; eval mode, CPU."""
+    a `dares train` run folder (its checkpoints/best.pt, else last.pt) or such a checkpoint, or a `.safetensors`
+    of `dares export --network pose`; eval mode, CPU. Widths are read from the tensors (ResNet-18: 64)."""
     path = Path(path)
-    if path.is_dir() and (path / "pose_encoder.pth").is_file():
-        states = {name: read_tensors(path / f"{name}.pth")[0] for name in ("pose_encoder", "pose")}
-    else:
-        if path.is_dir():
-            found = [p for p in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt") if p.is_file()]
-            if not found:
-                raise DaresError(f"{path}: neither pose_encoder.pth + pose.pth nor checkpoints/last.pt; pass the "
-                                 "official weights folder or a `dares train` run")
-            path = found[0]
-        try:
-            models = torch.load(path, map_location="cpu", weights_only=True)["models"]
-            states = {name: models[name] for name in ("pose_encoder", "pose")}
-        except Exception:  # a foreign or torn file: whatever torch raised, the fix is the same
-            raise DaresError(f"{path}: not a `dares train` checkpoint with pose networks; pass the official weights "
-                             "folder (pose_encoder.pth, pose.pth) or a run folder") from None
-    encoder, decoder = ResnetEncoder(2), PoseDecoder()
+    states = _pose_states(path)
+    first, squeeze = states["pose_encoder"].get("encoder.conv1.weight"), states["pose"].get("net.0.weight")
+    if first is None or squeeze is None:
+        raise DaresError(f"{path}: lacks encoder.conv1.weight or net.0.weight; pass pose networks")
+    encoder = ResnetEncoder(2, width=first.shape[0])
+    decoder = PoseDecoder(encoder.num_ch_enc, hidden=squeeze.shape[0])
     for net, name in ((encoder, "pose_encoder"), (decoder, "pose")):
-        missing = set(net.state_dict()) - set(states[name])
+        expected, state = net.state_dict(), states[name]
+        missing = sorted(set(expected) - set(state) - set(UNUSED_KEYS))
         if missing:
-            raise DaresError(f"{path}: its {name} lacks {len(missing)} tensor(s), e.g. {sorted(missing)[0]}")
-        net.load_state_dict({k: v for k, v in states[name].items() if k in net.state_dict()})
+            raise DaresError(f"{path}: its {name} lacks {len(missing)} tensor(s), e.g. {missing[0]}")
+        wrong = next((k for k in expected if k in state and state[k].shape != expected[k].shape), None)
+        if wrong:
+            raise DaresError(f"{path}: its {name} has {wrong} of shape {tuple(state[wrong].shape)}, the network "
+                             f"{tuple(expected[wrong].shape)}; pass pose networks of one training run")
+        net.load_state_dict({k: state[k] for k in expected if k in state}, strict=False)
     return encoder.eval(), decoder.eval()
+
+
+def save_pose_net(encoder: ResnetEncoder, decoder: PoseDecoder, path: Path) -> None:
+    """Both pose networks in one safetensors file (keys `pose_encoder.*`, `pose.*`; the unused classifier
+    left out), atomically."""
+    state = {f"{name}.{k}": v.detach().contiguous().cpu() for name, net in zip(POSE_NETWORKS, (encoder, decoder))
+             for k, v in net.state_dict().items() if not (name == "pose_encoder" and k in UNUSED_KEYS)}
+    with atomic_file(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata={"format": POSE_FORMAT_TAG})
 
 
 def official_sequence(number: int) -> tuple[list[SplitEntry], np.ndarray]:
@@ -110,9 +147,6 @@ def plot_trajectories(predicted: np.ndarray, ground_truth: np.ndarray, path: Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .evaluate import chain_positions
-    from .files import atomic_file
 
     gt, pred = chain_positions(ground_truth)[0], chain_positions(predicted)[0]
     scale = float(np.sum(gt * pred) / max(np.sum(pred**2), 1e-12))

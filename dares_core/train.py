@@ -39,7 +39,7 @@ from .inference import resolve_device
 from .losses import at_least_fp32, brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
 from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
-from .model.pose_net import PoseDecoder, ResnetEncoder
+from .model.pose_net import OFFICIAL_WIDTH, ResnetEncoder, pose_network
 from .model.weights import load_depth_net, read_tensors, save_depth_net
 from .names import PRECISIONS, REPROJECTIONS
 from .preprocess import read_rgb, resize_like_official, to_unit_tensor
@@ -98,6 +98,7 @@ class TrainConfig:
     hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
     lora_ranks: list | None = None
     af_weights: str = ""  # folder with AF-SfMLearner pose_encoder.pth, pose.pth, position*.pth, transform*.pth
+    af_width: int = OFFICIAL_WIDTH  # first-layer channels of the pose/position/transform ResNets (64: ResNet-18)
     train_backbone: bool = False
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with loss scaling, CUDA only)
     device: str = "auto"  # auto: cuda when present, else cpu; naming cuda without CUDA is an error
@@ -136,6 +137,9 @@ class TrainConfig:
                              f"{', '.join(PRECISIONS)}")
         if not self.data:
             raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
+        if self.af_weights and self.af_width != OFFICIAL_WIDTH:
+            raise DaresError(f"af_weights are ResNet-18 networks (af_width {OFFICIAL_WIDTH}), af_width is "
+                             f"{self.af_width}: drop one of the two")
 
 
 class Trainer:
@@ -185,10 +189,11 @@ class Trainer:
         depth.config.depth_unit_mm = self._depth_unit_mm()
         models = {
             "depth": depth,
-            "pose_encoder": ResnetEncoder(2), "pose": PoseDecoder(),
-            "position_encoder": ResnetEncoder(2), "position": PositionDecoder(scales=cfg.scales),
-            "transform_encoder": ResnetEncoder(2), "transform": TransformDecoder(scales=cfg.scales),
+            "position_encoder": ResnetEncoder(2, cfg.af_width), "transform_encoder": ResnetEncoder(2, cfg.af_width),
         }
+        models["pose_encoder"], models["pose"] = pose_network(cfg.af_width)
+        models["position"] = PositionDecoder(models["position_encoder"].num_ch_enc, cfg.scales)
+        models["transform"] = TransformDecoder(models["transform_encoder"].num_ch_enc, cfg.scales)
         if cfg.af_weights:
             for name in AF_MODULES:
                 path = Path(cfg.af_weights) / f"{name}.pth"

@@ -40,8 +40,8 @@ from .graph import parameter_help, run_node
 DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
 
 PARAMETERS = {  # name: (default, description); all apply at start
-    "pose_weights": ("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth) or a `dares "
-                         "train` run folder"),
+    "pose_weights": ("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth), a `dares "
+                         "train` run folder or a `dares export --network pose` .safetensors"),
     "device": ("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
     "input_height": (256, "pose network input height (official 256)"),
     "input_width": (320, "pose network input width (official 320)"),

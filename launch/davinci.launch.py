@@ -91,7 +91,8 @@ def generate_launch_description():
         DeclareLaunchArgument("odometry", default_value="false",
                               description="camera odometry from the pose network (needs pose_weights)"),
         DeclareLaunchArgument("pose_weights", default_value="",
-                              description="pose network: pose_encoder.pth + pose.pth folder or a dares train run"),
+                              description="pose network: pose_encoder.pth + pose.pth folder, a dares train run "
+                                          "or a pose .safetensors"),
         DeclareLaunchArgument("fusion", default_value="false", description="fuse depth over time into map/points"),
         DeclareLaunchArgument("camera_pose", default_value="/dares/camera_pose",
                               description="PoseStamped topic the fusion may use instead of odom (e.g. kinematics)"),

@@ -102,3 +102,18 @@ def test_dares_pose_writes_official_poses_metrics_and_a_plot(scenes, tmp_path):
     np.savez(tmp_path / "gt.npz", data=keyframe_sequence(scenes, sequence_folder(0))[1])
     assert main(["eval", "--pred-poses", str(out / "pred_poses.npz"), "--gt-poses", str(tmp_path / "gt.npz")]) == 0
     assert main(["pose", "--weights", str(weights), "--data", str(scenes), "--out", str(out)]) == 2  # which sequence?
+
+
+def test_pose_weights_that_do_not_fit_are_refused_in_one_line(tmp_path):
+    from dares_core.errors import DaresError
+    from dares_core.model.weights import DEMO_MODEL
+    from dares_core.pose import load_pose_net
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    torch.save(ResnetEncoder(2, width=8).state_dict(), mixed / "pose_encoder.pth")  # a narrow encoder ...
+    torch.save(PoseDecoder().state_dict(), mixed / "pose.pth")  # ... with ResNet-18's decoder
+    with pytest.raises(DaresError, match=r"net.0.weight of shape \(256, 512, 1, 1\), the network \(256, 64, 1, 1\)"):
+        load_pose_net(mixed)
+    with pytest.raises(DaresError, match="not a pose network export"):
+        load_pose_net(DEMO_MODEL)  # a depth network

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from helpers import TINY
+from safetensors import safe_open
 from torch.utils.data import default_collate
 
 from dares_core.cli import main
@@ -277,3 +278,26 @@ def test_depth_supervision_is_an_option_measured_in_millimetres(scenes, tmp_path
     assert float(trainer.depth_supervision_loss(2 * gt.clamp_min(1) / unit, gt)) == pytest.approx(np.log(2), rel=1e-5)
     result = trainer.train_step(default_collate([trainer.train_set[i] for i in range(2)]))
     assert set(result["terms"]) >= {f"depth_supervision/{s}" for s in range(4)}
+
+
+def test_narrow_pose_networks_train_and_export_as_one_file(scenes, tmp_path, capsys):
+    """af_width narrows the three AF-SfMLearner ResNets; the pose pair of the run exports to one safetensors
+    (without the unused classifier) that loads to the same networks as the run folder."""
+    from dares_core.pose import load_pose_net, poses_of_pairs
+
+    run_training(config(scenes, tmp_path / "run", af_width=8, num_epochs=1, max_steps_per_epoch=1), progress=False)
+    out = tmp_path / "pose.safetensors"
+    assert main(["export", "--network", "pose", "--weights", str(tmp_path / "run"), "--out", str(out)]) == 0
+    pairs = torch.rand(2, 6, 64, 96, generator=torch.Generator().manual_seed(0))
+    from_run, exported = load_pose_net(tmp_path / "run"), load_pose_net(out)
+    assert exported[0].num_ch_enc == (8, 8, 16, 32, 64)
+    assert np.array_equal(poses_of_pairs(*from_run, pairs), poses_of_pairs(*exported, pairs))
+    with safe_open(str(out), framework="pt") as f:
+        keys = set(f.keys())
+    assert "pose.net.0.weight" in keys and not any(".fc." in k for k in keys)
+    assert main(["export", "--network", "pose", "--weights", str(tmp_path / "run"), "--out", str(out)]) == 2
+    assert main(["export", "--network", "pose", "--format", "onnx", "--weights", str(tmp_path / "run"), "--out",
+                 str(tmp_path / "pose.onnx")]) == 2
+    assert "drop --format" in capsys.readouterr().err
+    with pytest.raises(DaresError, match="af_width 64"):
+        TrainConfig.from_sources(None, {"data": str(scenes), "af_weights": str(tmp_path), "af_width": 8})
