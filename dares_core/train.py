@@ -93,6 +93,7 @@ class TrainConfig:
     flow_warp_align_corners: bool = False  # flow warp where zero flow is the identity (official: half-pixel shift)
     jitter_per_item: bool = False  # one colour jitter for all frames and scales of an item (official: one per image)
     depth_supervision: float = 0.0  # weight of |log depth - log ground truth| where the data has it; 0 as official
+    pose_supervision: float = 0.0  # weight of the pose error in proportion to the true motion; 0 as official
     encoder: str = "vits"
     weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
     hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
@@ -137,6 +138,8 @@ class TrainConfig:
                              f"{', '.join(PRECISIONS)}")
         if not self.data:
             raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
+        if self.pose_supervision and not [f for f in self.frame_ids if f != "s" and f != 0]:
+            raise DaresError("pose_supervision needs temporal neighbours in frame_ids (e.g. [0, -1, 1])")
         if self.af_weights and self.af_width != OFFICIAL_WIDTH:
             raise DaresError(f"af_weights are ResNet-18 networks (af_width {OFFICIAL_WIDTH}), af_width is "
                              f"{self.af_width}: drop one of the two")
@@ -162,7 +165,8 @@ class Trainer:
         split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
             root, read_split(split_dir / f"{name}_files.txt"), cfg.height, cfg.width, self.frame_ids,
-            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item, cfg.depth_supervision > 0)
+            len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item, cfg.depth_supervision > 0,
+            cfg.pose_supervision > 0)
         self.train_set = make("train", True)
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
@@ -354,6 +358,11 @@ class Trainer:
                 terms[f"loss/{s}"] = terms[f"loss/{s}"] + cfg.depth_supervision * terms[f"depth_supervision/{s}"]
             total += terms[f"loss/{s}"]
         terms["loss"] = total / len(cfg.scales)
+        if cfg.pose_supervision:
+            errors = [self.pose_supervision_loss(outputs[("cam_T_cam", f)], inputs[("pose_gt", f)])
+                      for f in self.temporal]
+            terms["pose_supervision"] = sum(errors) / len(errors)
+            terms["loss"] = terms["loss"] + cfg.pose_supervision * terms["pose_supervision"]
         return terms
 
     def depth_supervision_loss(self, depth: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
@@ -364,6 +373,15 @@ class Trainer:
         mm = at_least_fp32(depth) * self.models["depth"].config.depth_unit_mm
         error = (mm.clamp_min(1e-6).log() - ground_truth.clamp_min(MIN_DEPTH).log()).abs()
         return masked_mean(error, valid)
+
+    def pose_supervision_loss(self, predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """sum |predicted - truth| / sum |truth - identity| over the top 3x4 of the batch's motions: the pose
+        network's error in proportion to the motion. predicted (B,4,4) translation in the network's unit, truth
+        (B,4,4) mm. Not part of DARES: an option for data with camera poses (synthetic scenes, kinematics)."""
+        truth = truth.clone()
+        truth[:, :3, 3] = truth[:, :3, 3] / self.models["depth"].config.depth_unit_mm
+        motion = (truth - torch.eye(4, device=truth.device))[:, :3].abs().sum()
+        return (at_least_fp32(predicted) - truth)[:, :3].abs().sum() / motion.clamp_min(1e-9)
 
     def process_batch_0(self, inputs: dict) -> tuple[dict, dict]:
         """The position step's forward pass: (outputs, loss terms)."""

@@ -301,3 +301,36 @@ def test_narrow_pose_networks_train_and_export_as_one_file(scenes, tmp_path, cap
     assert "drop --format" in capsys.readouterr().err
     with pytest.raises(DaresError, match="af_width 64"):
         TrainConfig.from_sources(None, {"data": str(scenes), "af_weights": str(tmp_path), "af_width": 8})
+
+
+def test_pose_supervision_is_an_option_measured_against_the_true_motion(scenes, tmp_path):
+    """Each item carries the true target-to-source motion of camera_poses.npz (the pose network's convention,
+    mirrored with a flipped image); the loss is the pose error in proportion to that motion."""
+    from dares_core.pose import keyframe_sequence
+    from dares_core.train import Trainer
+
+    trainer = Trainer(config(scenes, tmp_path / "r", pose_supervision=0.5, num_epochs=1, max_steps_per_epoch=2))
+    data = trainer.train_set
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+    kinds = set()
+    for index, entry in enumerate(data.entries):
+        item = data[index]
+        entries, motions = keyframe_sequence(scenes, entry.folder)  # frame i -> i+1, as `dares pose` scores
+        relative = {e.frame: T for e, T in zip(entries, motions)}
+        for f, expected in ((1, relative[entry.frame]), (-1, np.linalg.inv(relative[entry.frame - 1]))):
+            got = item[("pose_gt", f)].double().numpy()
+            same, mirrored = np.allclose(got, expected, atol=1e-5), np.allclose(got, mirror @ expected @ mirror,
+                                                                              atol=1e-5)
+            assert same or mirrored, (index, f)
+            kinds.add("flipped" if mirrored and not same else "as is")
+    assert kinds == {"as is", "flipped"}  # both cases were checked
+    truth = item[("pose_gt", 1)][None]
+    in_units = truth.clone()
+    in_units[:, :3, 3] /= trainer.models["depth"].config.depth_unit_mm
+    assert float(trainer.pose_supervision_loss(in_units, truth)) < 1e-6
+    assert float(trainer.pose_supervision_loss(torch.eye(4)[None], truth)) == pytest.approx(1.0, rel=1e-5)
+    trainer.fit(progress=False)
+    assert all(np.isfinite(r["loss"]) for r in losses(tmp_path / "r"))
+    with pytest.raises(DaresError, match="temporal neighbours"):
+        TrainConfig.from_sources(None, {"data": str(scenes), "pose_supervision": 1.0, "frame_ids": [0],
+                                        "stereo": True})

@@ -58,9 +58,10 @@ def sequence_frames(root: Path, folder: str) -> list[int]:
     return frames
 
 
+@functools.lru_cache(maxsize=256)
 def read_camera_poses(sequence: Path) -> dict[int, np.ndarray]:
     """{frame: camera-to-world (4,4) mm} of a keyframe folder's camera_poses.npz (`dares synth`, `dares
-    prepare-scared`); empty without one."""
+    prepare-scared`); empty without one. Read once per folder (training with pose supervision asks per item)."""
     path = Path(sequence) / "camera_poses.npz"
     if not path.is_file():
         return {}
@@ -184,19 +185,21 @@ class ScaredSequenceDataset:
 
     Item keys: ("color", f, s) and ("color_aug", f, s) (3,H/2^s,W/2^s) in [0,1] for f in frame_ids (ints and
     "s" for the other eye) and scales s; ("K", s), ("inv_K", s) (4,4); "stereo_T" (4,4) when "s" is used;
-    with ground_truth, "depth_gt" (1,H,W) mm at the network size (nearest; 0 where the frame has none).
+    with ground_truth, "depth_gt" (1,H,W) mm at the network size (nearest; 0 where the frame has none); with
+    poses, ("pose_gt", f) (4,4) for each temporal source f: the true motion that takes the target camera's points
+    into source f's (the pose network's cam_T_cam), mm, mirrored with the images when they are flipped.
     stereo_baseline: model units (nominal mm for DARES); None reads calibration.yaml or falls back to 0.1.
     """
 
     def __init__(self, root: Path, entries: list[SplitEntry], height: int, width: int, frame_ids=(0, -1, 1),
                  num_scales: int = 4, train: bool = False, stereo_baseline: float | None = None, seed: int = 0,
-                 jitter_per_item: bool = False, ground_truth: bool = False):
+                 jitter_per_item: bool = False, ground_truth: bool = False, poses: bool = False):
         self.root, self.entries = Path(root), list(entries)
         self.height, self.width = height, width
         self.frame_ids, self.num_scales, self.train = list(frame_ids), num_scales, train
         self.stereo_baseline = stereo_baseline
         self.seed, self.epoch = seed, 0
-        self.jitter_per_item, self.ground_truth = jitter_per_item, ground_truth
+        self.jitter_per_item, self.ground_truth, self.poses = jitter_per_item, ground_truth, poses
         if not self.entries:
             raise DaresError(f"no frames in the split for {root}: check the split file")
         first = self.entries[0]
@@ -255,7 +258,26 @@ class ScaredSequenceDataset:
             item["stereo_T"] = torch.from_numpy(T)
         if self.ground_truth:
             item["depth_gt"] = torch.from_numpy(self._ground_truth(entry, do_flip))[None]
+        if self.poses:
+            item.update(self._true_motion(entry, do_flip))
         return item
+
+    def _true_motion(self, entry: SplitEntry, flip: bool) -> dict:
+        """("pose_gt", f) for the temporal sources: inv(P_f) @ P_0 of camera_poses.npz; a horizontal flip mirrors
+        it (x negated on both sides)."""
+        poses = read_camera_poses(self.root / entry.folder)
+        mirror = np.diag([-1.0, 1.0, 1.0, 1.0]) if flip else np.eye(4)
+        out = {}
+        for f in self.frame_ids:
+            if f == "s":
+                continue
+            if entry.frame not in poses or entry.frame + f not in poses:
+                raise DaresError(f"{self.root / entry.folder / 'camera_poses.npz'} has no pose for frame "
+                                 f"{entry.frame + (f if entry.frame in poses else 0)}: pose supervision needs the "
+                                 "camera pose of every frame (`dares synth` and `dares prepare-scared` write them)")
+            motion = np.linalg.inv(poses[entry.frame + f]) @ poses[entry.frame]
+            out[("pose_gt", f)] = torch.from_numpy((mirror @ motion @ mirror).astype(np.float32))
+        return out
 
     def _ground_truth(self, entry: SplitEntry, flip: bool) -> np.ndarray:
         """The target frame's ground-truth depth (H,W) mm at the network size, nearest; zeros without one."""
