@@ -243,8 +243,8 @@ def cmd_pose(args: argparse.Namespace) -> None:
     plot_trajectories(predicted, ground_truth, args.out / "trajectory.png",
                       f"{name}: ATE {result['ate_mean']:.4f}, RE {result['re_mean']:.4f}")
     print(f"{name}: ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std "
-          f"{result['re_std']:.4f}) over {result['snippets']} 5-frame snippets; wrote {args.out}/pred_poses.npz, "
-          "metrics.json, trajectory.png")
+          f"{result['re_std']:.4f}) over {result['snippets']} 5-frame snippets (a still camera: ATE "
+          f"{result['still_ate_mean']:.4f}); wrote {args.out}/pred_poses.npz, metrics.json, trajectory.png")
 
 
 def _add_pose(sub) -> None:

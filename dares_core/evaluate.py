@@ -123,18 +123,22 @@ def snippet_rotation_error(gt_rot: np.ndarray, pred_rot: np.ndarray) -> float:
 
 
 def evaluate_pose(pred_relative: np.ndarray, gt_relative: np.ndarray, track_length: int = 5) -> dict:
-    """ATE and RE (mean, std) over every snippet of `track_length` frames, as official evaluate_pose."""
+    """ATE and RE (mean, std) over every snippet of `track_length` frames, as official evaluate_pose; and
+    still_ate_mean, the ATE of a camera predicted not to move (scale 0: the snippets' own motion), which
+    puts ATE in proportion (ATE in the ground truth's length unit, RE in radians)."""
     if len(pred_relative) != len(gt_relative):
         raise DaresError(f"{len(pred_relative)} predicted poses but {len(gt_relative)} ground-truth poses: "
                          "predict one relative pose per consecutive frame pair of the trajectory")
-    ates, res = [], []
+    ates, res, still = [], [], []
     for i in range(len(gt_relative) - 1):
         gt_xyz, gt_rot = chain_positions(gt_relative[i:i + track_length - 1])
         pred_xyz, pred_rot = chain_positions(pred_relative[i:i + track_length - 1])
         ates.append(snippet_ate(gt_xyz, pred_xyz))
         res.append(snippet_rotation_error(gt_rot, pred_rot))
+        still.append(float(np.sqrt(np.sum((gt_xyz - gt_xyz[0]) ** 2)) / gt_xyz.shape[0]))
     return {"ate_mean": float(np.mean(ates)), "ate_std": float(np.std(ates)),
-            "re_mean": float(np.mean(res)), "re_std": float(np.std(res)), "snippets": len(ates)}
+            "re_mean": float(np.mean(res)), "re_std": float(np.std(res)), "snippets": len(ates),
+            "still_ate_mean": float(np.mean(still))}
 
 
 def predict_split_disparities(predictor, root: Path, split_file: Path, batch: int = 8, progress=None) -> np.ndarray:
