@@ -94,6 +94,7 @@ class TrainConfig:
     jitter_per_item: bool = False  # one colour jitter for all frames and scales of an item (official: one per image)
     depth_supervision: float = 0.0  # weight of |log depth - log ground truth| where the data has it; 0 as official
     pose_supervision: float = 0.0  # weight of the pose error in proportion to the true motion; 0 as official
+    pose_only: bool = False  # train only the pose pair, by pose_supervision (depth and appearance nets untouched)
     encoder: str = "vits"
     weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
     hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
@@ -138,6 +139,8 @@ class TrainConfig:
                              f"{', '.join(PRECISIONS)}")
         if not self.data:
             raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
+        if self.pose_only and not self.pose_supervision:
+            raise DaresError("pose_only trains the pose network by pose_supervision alone: set pose_supervision > 0")
         if self.pose_supervision and not [f for f in self.frame_ids if f != "s" and f != 0]:
             raise DaresError("pose_supervision needs temporal neighbours in frame_ids (e.g. [0, -1, 1])")
         if self.af_weights and self.af_width != OFFICIAL_WIDTH:
@@ -161,6 +164,7 @@ class Trainer:
         self.frame_ids = [f if f == "s" else int(f) for f in cfg.frame_ids] + (["s"] if cfg.stereo else [])
         self.sources = self.frame_ids[1:]
         self.temporal = [f for f in self.sources if f != "s"]
+        self.registers = bool(self.temporal) and not cfg.pose_only  # the position step runs (stereo-only: no frames)
         root = Path(cfg.data)
         split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
@@ -359,11 +363,14 @@ class Trainer:
             total += terms[f"loss/{s}"]
         terms["loss"] = total / len(cfg.scales)
         if cfg.pose_supervision:
-            errors = [self.pose_supervision_loss(outputs[("cam_T_cam", f)], inputs[("pose_gt", f)])
-                      for f in self.temporal]
-            terms["pose_supervision"] = sum(errors) / len(errors)
+            terms["pose_supervision"] = self.pose_supervision_term(outputs, inputs)
             terms["loss"] = terms["loss"] + cfg.pose_supervision * terms["pose_supervision"]
         return terms
+
+    def pose_supervision_term(self, outputs: dict, inputs: dict) -> torch.Tensor:
+        """pose_supervision_loss averaged over the temporal sources."""
+        errors = [self.pose_supervision_loss(outputs[("cam_T_cam", f)], inputs[("pose_gt", f)]) for f in self.temporal]
+        return sum(errors) / len(errors)
 
     def depth_supervision_loss(self, depth: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
         """Mean |log(depth in mm) - log(ground truth)| over pixels with ground truth in the evaluated range;
@@ -388,6 +395,12 @@ class Trainer:
         outputs = self.predict_appearance(inputs, train_position=True)
         return outputs, self.compute_losses_0(inputs, outputs)
 
+    def process_pose_batch(self, inputs: dict) -> tuple[dict, dict]:
+        """pose_only's forward pass: the pose network's motions and their supervision term."""
+        outputs = self.predict_poses(inputs)
+        error = self.pose_supervision_term(outputs, inputs)
+        return outputs, {"pose_supervision": error, "loss": self.cfg.pose_supervision * error}
+
     def process_batch(self, inputs: dict) -> tuple[dict, dict]:
         """The depth step's forward pass: (outputs, loss terms)."""
         outputs = {("disp", s): d for s, d in
@@ -411,9 +424,10 @@ class Trainer:
         "terms": {name: float} (each step's terms, the position step's prefixed "position/"), "out", "inputs"}."""
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         terms_0 = {}
-        if self.temporal:  # stereo-only ("S") training has no frames to register
+        if self.registers:
             _, terms_0 = self._optimise(0, self.process_batch_0, self.optimizer_0, inputs)
-        out, terms = self._optimise(1, self.process_batch, self.optimizer, inputs)
+        process = self.process_pose_batch if self.cfg.pose_only else self.process_batch
+        out, terms = self._optimise(1, process, self.optimizer, inputs)
         self.scaler.update()
         named = {**terms, **{f"position/{k}": v for k, v in terms_0.items()}}
         values = torch.stack([torch.as_tensor(v, device=self.device).detach().double() for v in named.values()])
@@ -495,7 +509,8 @@ class Trainer:
                     self._log_step(result, images_per_s)
             bar.close()
             self.scheduler.step()
-            self.scheduler_0.step()
+            if self.registers:
+                self.scheduler_0.step()
             self.epoch, self.step_in_epoch = epoch + 1, 0
             metrics = self.validate() if self.rank == 0 else {}
             if self.rank == 0:
@@ -513,7 +528,7 @@ class Trainer:
             w.add_scalar(f"train/{name}", value, self.global_step)
         w.add_scalar("lr", self.optimizer.param_groups[0]["lr"], self.global_step)
         w.add_scalar("images_per_s", images_per_s, self.global_step)
-        if self.global_step % self.cfg.log_every == 1 or self.cfg.log_every == 1:
+        if (self.global_step % self.cfg.log_every == 1 or self.cfg.log_every == 1) and not self.cfg.pose_only:
             out, inputs = result["out"], result["inputs"]
             w.add_image("target", inputs[("color", 0, 0)][0].float().clamp(0, 1), self.global_step)
             disp = out[("disp", 0)][0].detach().float()

@@ -334,3 +334,18 @@ def test_pose_supervision_is_an_option_measured_against_the_true_motion(scenes, 
     with pytest.raises(DaresError, match="temporal neighbours"):
         TrainConfig.from_sources(None, {"data": str(scenes), "pose_supervision": 1.0, "frame_ids": [0],
                                         "stereo": True})
+
+
+def test_pose_only_trains_the_pose_pair_and_nothing_else(scenes, tmp_path):
+    from dares_core.train import Trainer
+
+    trainer = Trainer(config(scenes, tmp_path / "r", pose_only=True, pose_supervision=1.0, num_epochs=1,
+                             max_steps_per_epoch=2))
+    before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in trainer.models.items()}
+    trainer.fit(progress=False)
+    changed = {name for name, m in trainer.models.items()
+               if any(not torch.equal(before[name][k], v) for k, v in m.state_dict().items())}
+    assert changed == {"pose_encoder", "pose"}
+    assert all(np.isfinite(r["loss"]) and r["loss_position"] == 0 for r in losses(tmp_path / "r"))
+    with pytest.raises(DaresError, match="set pose_supervision > 0"):
+        TrainConfig.from_sources(None, {"data": str(scenes), "pose_only": True})
