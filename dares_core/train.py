@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
+from torch.utils.data import default_collate
 
 from .data.scared import ScaredSequenceDataset, default_split_dir, gt_path, image_path, read_gt_depth, read_split
 from .distributed import global_batchnorm
@@ -537,7 +538,10 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Median-scaled SCARED metrics on (a spread of) the val split, when it has ground truth."""
+        """Median-scaled SCARED metrics on (a spread of) the val split, when it has ground truth; for pose_only
+        runs the pose error (pose_supervision's measure) on its items instead."""
+        if self.cfg.pose_only:
+            return self._validate_pose()
 
         entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
         if not entries:
@@ -561,10 +565,29 @@ class Trainer:
             self.writer.add_scalar(f"val/{k}", v, self.global_step)
         return metrics
 
+    def _validate_pose(self) -> dict:
+        """{"pose_error": pose_supervision_term over the val split's items (a spread of at most val_max_frames)}."""
+        if not self.val_entries:
+            return {}
+        cfg = self.cfg
+        entries = [self.val_entries[i] for i in np.unique(np.linspace(0, len(self.val_entries) - 1,
+                                                                      cfg.val_max_frames).astype(int))]
+        items = ScaredSequenceDataset(self.root, entries, cfg.height, cfg.width, self.frame_ids, 1,
+                                      stereo_baseline=cfg.stereo_baseline, poses=True)
+        self._set_phase(1)
+        for model in self.models.values():
+            model.eval()
+        errors = []
+        for start in range(0, len(items), cfg.batch_size):
+            batch = default_collate([items[i] for i in range(start, min(start + cfg.batch_size, len(items)))])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            errors.append(float(self.pose_supervision_term(self.predict_poses(batch), batch)))
+        return {"pose_error": float(np.mean(errors))}
+
     def _end_epoch(self, metrics: dict) -> None:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"epoch": self.epoch, "step": self.global_step, **metrics}) + "\n")
-        score = metrics.get("abs_rel", math.inf)
+        score = metrics.get("pose_error" if self.cfg.pose_only else "abs_rel", math.inf)
         improved = not metrics or score < self.best  # without validation ground truth the latest is the best
         self.best = min(self.best, score)
         adapters_only = self.models["depth"].config.has_adapters and not self.cfg.train_backbone

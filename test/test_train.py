@@ -347,5 +347,8 @@ def test_pose_only_trains_the_pose_pair_and_nothing_else(scenes, tmp_path):
                if any(not torch.equal(before[name][k], v) for k, v in m.state_dict().items())}
     assert changed == {"pose_encoder", "pose"}
     assert all(np.isfinite(r["loss"]) and r["loss_position"] == 0 for r in losses(tmp_path / "r"))
+    # validated (and its best epoch chosen) by the pose error on the val split, not by the untouched depth
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < metrics[-1]["pose_error"] < 10 and "abs_rel" not in metrics[-1]
     with pytest.raises(DaresError, match="set pose_supervision > 0"):
         TrainConfig.from_sources(None, {"data": str(scenes), "pose_only": True})
