@@ -222,7 +222,14 @@ def cmd_pose(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_pose
     from .files import POSE_ENTRIES, atomic_file, check_output_folder, write_npz
     from .inference import resolve_device
-    from .pose import keyframe_sequence, load_pose_net, official_sequence, plot_trajectories, predict_relative_poses
+    from .pose import (
+        keyframe_sequence,
+        load_pose_net,
+        official_sequence,
+        plot_trajectories,
+        pose_input_size,
+        predict_relative_poses,
+    )
 
     check_output_folder(args.out, args.force, ours=POSE_ENTRIES)
     if (args.sequence is None) == (args.keyframe is None):
@@ -232,7 +239,9 @@ def cmd_pose(args: argparse.Namespace) -> None:
                              else keyframe_sequence(args.data, args.keyframe))
     encoder, decoder = load_pose_net(args.weights)
     with progress_bar(len(entries), "pose") as bar:
-        predicted = predict_relative_poses(encoder, decoder, args.data, entries, (args.height, args.width),
+        trained = pose_input_size(args.weights)
+        size = (args.height or trained[0], args.width or trained[1])
+        predicted = predict_relative_poses(encoder, decoder, args.data, entries, size,
                                            resolve_device(args.device), progress=bar.update)
     result = evaluate_pose(predicted, ground_truth)
     name = f"sequence {args.sequence}" if args.sequence is not None else args.keyframe
@@ -258,8 +267,10 @@ def _add_pose(sub) -> None:
     p.add_argument("--sequence", type=int, default=None, help="official SCARED pose test sequence: 1 or 2")
     p.add_argument("--keyframe", default=None,
                    help="or any datasetN/keyframeM under --data with camera_poses.npz (synthetic scenes)")
-    p.add_argument("--height", type=POSITIVE_INT, default=256, help="network input height (official 256)")
-    p.add_argument("--width", type=POSITIVE_INT, default=320, help="network input width (official 320)")
+    p.add_argument("--height", type=POSITIVE_INT, default=None,
+                   help="network input height (default: the size the weights were trained at, else the official 256)")
+    p.add_argument("--width", type=POSITIVE_INT, default=None,
+                   help="network input width (default: the size the weights were trained at, else the official 320)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", type=Path, default=Path("dares_pose"),
                    help="folder for pred_poses.npz, metrics.json, trajectory.png (default ./dares_pose)")
@@ -385,16 +396,18 @@ def _network_poses(args: argparse.Namespace, frames: list[int], gt_poses: dict) 
 
     from .data.scared import SplitEntry
     from .inference import resolve_device
-    from .pose import load_pose_net, predict_relative_poses
+    from .pose import load_pose_net, pose_input_size, predict_relative_poses
     from .reconstruct import chain_poses
 
     if args.pose_weights is None:
-        raise DaresError("--poses net needs --pose-weights (official weights folder or a `dares train` run)")
+        raise DaresError("--poses net needs --pose-weights (official weights folder, a `dares train` run or a pose "
+                         ".safetensors)")
     if args.every != 1:
         raise DaresError("--poses net chains consecutive frames: use --every 1 (or --poses gt)")
     encoder, decoder = load_pose_net(args.pose_weights)
     steps = [SplitEntry(args.keyframe, f, "l") for f in frames[:-1]]  # pairs (f, f + 1)
-    relative = predict_relative_poses(encoder, decoder, args.data, steps, device=resolve_device(args.device))
+    relative = predict_relative_poses(encoder, decoder, args.data, steps, pose_input_size(args.pose_weights),
+                                      resolve_device(args.device))
     if gt_poses:
         gt_steps = [np.linalg.norm(gt_poses[b][:3, 3] - gt_poses[a][:3, 3]) for a, b in zip(frames, frames[1:])]
         relative[:, :3, 3] *= sum(gt_steps) / max(np.linalg.norm(relative[:, :3, 3], axis=1).sum(), 1e-12)
@@ -488,9 +501,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         ensure_writable_output(out, True, RUN_ENTRIES)  # only an earlier run is deleted, never other files
         shutil.rmtree(out)
     summary = run_training(cfg, args.resume)
-    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val AbsRel "
-          f"{summary['best_abs_rel']:.4f}; "
-          f"depth model: {out / 'depth_model.safetensors'}")
+    made = (f"export the pose networks: dares export --network pose --weights {out} --out pose.safetensors"
+            if cfg.pose_only else f"depth model: {out / 'depth_model.safetensors'}")
+    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val {summary['score']} "
+          f"{summary['best']:.4f}; {made}")
 
 
 def _add_train(sub) -> None:

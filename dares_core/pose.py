@@ -8,10 +8,12 @@ the source's) and that the official gt_poses_sq{1,2}.npz share. Positions chain 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from .data.scared import SplitEntry, image_path, read_camera_poses, read_split
@@ -28,6 +30,7 @@ OFFICIAL_SPLITS = Path(__file__).parent / "splits" / "endovis"  # test_files_seq
 
 POSE_NETWORKS = ("pose_encoder", "pose")  # the two modules, as the official files and our checkpoints name them
 POSE_FORMAT_TAG = "dares-pose"  # safetensors metadata of `dares export --network pose`
+OFFICIAL_POSE_SIZE = (256, 320)  # (height, width) the official pose networks see
 UNUSED_KEYS = ("encoder.fc.weight", "encoder.fc.bias")  # ResNet's classifier: in the layout, not in the forward
 
 
@@ -79,13 +82,30 @@ def load_pose_net(path: Path) -> tuple[ResnetEncoder, PoseDecoder]:
     return encoder.eval(), decoder.eval()
 
 
-def save_pose_net(encoder: ResnetEncoder, decoder: PoseDecoder, path: Path) -> None:
+def save_pose_net(encoder: ResnetEncoder, decoder: PoseDecoder, path: Path,
+                  input_size: tuple[int, int] | None = None) -> None:
     """Both pose networks in one safetensors file (keys `pose_encoder.*`, `pose.*`; the unused classifier
-    left out), atomically."""
+    left out) with the (height, width) they were trained at, atomically."""
     state = {f"{name}.{k}": v.detach().contiguous().cpu() for name, net in zip(POSE_NETWORKS, (encoder, decoder))
              for k, v in net.state_dict().items() if not (name == "pose_encoder" and k in UNUSED_KEYS)}
+    metadata = {"format": POSE_FORMAT_TAG, **({"input_size": json.dumps(list(input_size))} if input_size else {})}
     with atomic_file(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata={"format": POSE_FORMAT_TAG})
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def pose_input_size(path: Path) -> tuple[int, int]:
+    """(height, width) the pose weights at `path` were trained at: a pose export's recorded size, a `dares train`
+    run's (its config.yaml, also beside a checkpoint's checkpoints/ folder), else the official 256x320."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        recorded = read_tensors(path)[1].get("input_size")
+        return tuple(json.loads(recorded)) if recorded else OFFICIAL_POSE_SIZE
+    run = path if path.is_dir() else path.parent.parent
+    if (run / "config.yaml").is_file():
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        if config.get("height") and config.get("width"):
+            return int(config["height"]), int(config["width"])
+    return OFFICIAL_POSE_SIZE
 
 
 def official_sequence(number: int) -> tuple[list[SplitEntry], np.ndarray]:

@@ -518,7 +518,8 @@ class Trainer:
                 self._end_epoch(metrics)
         if self.writer is not None:
             self.writer.close()
-        return {"epoch": self.epoch, "step": self.global_step, "best_abs_rel": self.best}
+        return {"epoch": self.epoch, "step": self.global_step, "best": self.best,
+                "score": "pose error" if self.cfg.pose_only else "AbsRel"}
 
     def _log_step(self, result: dict, images_per_s: float) -> None:
         with open(self.out / "losses.jsonl", "a") as f:

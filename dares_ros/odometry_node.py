@@ -30,7 +30,7 @@ from sensor_msgs.msg import Image
 
 from dares_core.errors import DaresError
 from dares_core.inference import resolve_device
-from dares_core.pose import load_pose_net, poses_of_pairs
+from dares_core.pose import load_pose_net, pose_input_size, poses_of_pairs
 from dares_core.preprocess import resize_like_official, to_unit_tensor
 from dares_core.reconstruct import scale_translation
 
@@ -43,8 +43,8 @@ PARAMETERS = {  # name: (default, description); all apply at start
     "pose_weights": ("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth), a `dares "
                          "train` run folder or a `dares export --network pose` .safetensors"),
     "device": ("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
-    "input_height": (256, "pose network input height (official 256)"),
-    "input_width": (320, "pose network input width (official 320)"),
+    "input_height": (0, "pose network input height; 0: the size the weights were trained at, else the official 256"),
+    "input_width": (0, "pose network input width; 0: the size the weights were trained at, else the official 320"),
     "scale_source": ("depth_node", "depth_node: metres per unit from the depth node's diagnostics; fixed: "
                                    "translation_scale"),
     "translation_scale": (0.001, "metres per pose-network unit with scale_source fixed, and until the depth node "
@@ -66,13 +66,17 @@ class OdometryNode(Node):
             raise DaresError(f"scale_source {self.p('scale_source')!r}: give one of {', '.join(SCALE_SOURCES)}")
         if not self.p("pose_weights"):
             raise DaresError("pose_weights is empty: give the pose network (-p pose_weights:=FOLDER)")
-        for name in ("input_height", "input_width", "max_path", "translation_scale"):
+        for name in ("max_path", "translation_scale"):
             if not self.p(name) > 0:
                 raise DaresError(f"{name} must be positive, got {self.p(name)}")
+        for name in ("input_height", "input_width"):
+            if self.p(name) < 0:
+                raise DaresError(f"{name} must be positive (or 0: the weights' own), got {self.p(name)}")
         self.device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
         encoder, decoder = load_pose_net(Path(self.p("pose_weights")))
         self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
-        self.size = (self.p("input_height"), self.p("input_width"))
+        trained = pose_input_size(Path(self.p("pose_weights")))
+        self.size = (self.p("input_height") or trained[0], self.p("input_width") or trained[1])
         self.previous: tuple[float, torch.Tensor] | None = None  # (stamp s, (3,h,w) in [0,1])
         self.pose = np.eye(4)  # camera-to-odom, metres
         self.depth_scale: float | None = None
@@ -88,8 +92,8 @@ class OdometryNode(Node):
         if self.p("scale_source") == "depth_node":
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"odometry from {self.p('pose_weights')} on {self.device}, scale from "
-                               f"{self.p('scale_source')}")
+        self.get_logger().info(f"odometry from {self.p('pose_weights')} at {self.size[0]}x{self.size[1]} on "
+                               f"{self.device}, scale from {self.p('scale_source')}")
 
     def p(self, name: str):
         return self.get_parameter(name).value
