@@ -227,7 +227,7 @@ def cmd_pose(args: argparse.Namespace) -> None:
         load_pose_net,
         official_sequence,
         plot_trajectories,
-        pose_input_size,
+        pose_units,
         predict_relative_poses,
     )
 
@@ -238,11 +238,12 @@ def cmd_pose(args: argparse.Namespace) -> None:
     entries, ground_truth = (official_sequence(args.sequence) if args.sequence is not None
                              else keyframe_sequence(args.data, args.keyframe))
     encoder, decoder = load_pose_net(args.weights)
+    units = pose_units(args.weights)
+    size = (args.height or units.input_size[0], args.width or units.input_size[1])
     with progress_bar(len(entries), "pose") as bar:
-        trained = pose_input_size(args.weights)
-        size = (args.height or trained[0], args.width or trained[1])
         predicted = predict_relative_poses(encoder, decoder, args.data, entries, size,
                                            resolve_device(args.device), progress=bar.update)
+    predicted[:, :3, 3] *= units.unit_mm  # nominal mm, as the official poses (unit 1 for DARES's own weights)
     result = evaluate_pose(predicted, ground_truth)
     name = f"sequence {args.sequence}" if args.sequence is not None else args.keyframe
     args.out.mkdir(parents=True, exist_ok=True)
@@ -396,7 +397,7 @@ def _network_poses(args: argparse.Namespace, frames: list[int], gt_poses: dict) 
 
     from .data.scared import SplitEntry
     from .inference import resolve_device
-    from .pose import load_pose_net, pose_input_size, predict_relative_poses
+    from .pose import load_pose_net, pose_units, predict_relative_poses
     from .reconstruct import chain_poses
 
     if args.pose_weights is None:
@@ -406,7 +407,7 @@ def _network_poses(args: argparse.Namespace, frames: list[int], gt_poses: dict) 
         raise DaresError("--poses net chains consecutive frames: use --every 1 (or --poses gt)")
     encoder, decoder = load_pose_net(args.pose_weights)
     steps = [SplitEntry(args.keyframe, f, "l") for f in frames[:-1]]  # pairs (f, f + 1)
-    relative = predict_relative_poses(encoder, decoder, args.data, steps, pose_input_size(args.pose_weights),
+    relative = predict_relative_poses(encoder, decoder, args.data, steps, pose_units(args.pose_weights).input_size,
                                       resolve_device(args.device))
     if gt_poses:
         gt_steps = [np.linalg.norm(gt_poses[b][:3, 3] - gt_poses[a][:3, 3]) for a, b in zip(frames, frames[1:])]

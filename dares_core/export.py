@@ -34,10 +34,10 @@ class FullResolution(torch.nn.Module):
 
 def export_pose(weights: Path, out: Path, force: bool = False) -> dict:
     """The pose encoder and decoder of `weights` (run folder, checkpoint, official folder) as one safetensors."""
-    from .pose import load_pose_net, pose_input_size, save_pose_net
+    from .pose import load_pose_net, pose_units, save_pose_net
 
     ensure_writable_output(Path(out), force)
-    save_pose_net(*load_pose_net(weights), out, pose_input_size(weights))
+    save_pose_net(*load_pose_net(weights), out, pose_units(weights))
     return {"format": "safetensors", "path": str(out)}
 
 

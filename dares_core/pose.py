@@ -9,11 +9,11 @@ the source's) and that the official gt_poses_sq{1,2}.npz share. Positions chain 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import save_file
 
 from .data.scared import SplitEntry, image_path, read_camera_poses, read_split
@@ -30,7 +30,6 @@ OFFICIAL_SPLITS = Path(__file__).parent / "splits" / "endovis"  # test_files_seq
 
 POSE_NETWORKS = ("pose_encoder", "pose")  # the two modules, as the official files and our checkpoints name them
 POSE_FORMAT_TAG = "dares-pose"  # safetensors metadata of `dares export --network pose`
-OFFICIAL_POSE_SIZE = (256, 320)  # (height, width) the official pose networks see
 UNUSED_KEYS = ("encoder.fc.weight", "encoder.fc.bias")  # ResNet's classifier: in the layout, not in the forward
 
 
@@ -82,30 +81,40 @@ def load_pose_net(path: Path) -> tuple[ResnetEncoder, PoseDecoder]:
     return encoder.eval(), decoder.eval()
 
 
-def save_pose_net(encoder: ResnetEncoder, decoder: PoseDecoder, path: Path,
-                  input_size: tuple[int, int] | None = None) -> None:
+@dataclass(frozen=True)
+class PoseUnits:
+    """What pose weights were trained for: input_size (height, width) of the pairs, and unit_mm, millimetres per
+    unit of their translation (the depth unit of the run that trained them; 1, nominal mm, for DARES)."""
+
+    input_size: tuple[int, int] = (256, 320)  # the official pose networks'
+    unit_mm: float = 1.0
+
+
+def save_pose_net(encoder: ResnetEncoder, decoder: PoseDecoder, path: Path, units: PoseUnits = PoseUnits()) -> None:
     """Both pose networks in one safetensors file (keys `pose_encoder.*`, `pose.*`; the unused classifier
-    left out) with the (height, width) they were trained at, atomically."""
+    left out) with their units in the metadata, atomically."""
     state = {f"{name}.{k}": v.detach().contiguous().cpu() for name, net in zip(POSE_NETWORKS, (encoder, decoder))
              for k, v in net.state_dict().items() if not (name == "pose_encoder" and k in UNUSED_KEYS)}
-    metadata = {"format": POSE_FORMAT_TAG, **({"input_size": json.dumps(list(input_size))} if input_size else {})}
+    metadata = {"format": POSE_FORMAT_TAG, "input_size": json.dumps(list(units.input_size)),
+                "unit_mm": repr(float(units.unit_mm))}
     with atomic_file(Path(path)) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
 
-def pose_input_size(path: Path) -> tuple[int, int]:
-    """(height, width) the pose weights at `path` were trained at: a pose export's recorded size, a `dares train`
-    run's (its config.yaml, also beside a checkpoint's checkpoints/ folder), else the official 256x320."""
+def pose_units(path: Path) -> PoseUnits:
+    """The units of the pose weights at `path`: a pose export's recorded ones; a `dares train` run's (run folder,
+    or a checkpoint in its checkpoints/), from the depth network it saved, which shares them; else the official."""
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
-        recorded = read_tensors(path)[1].get("input_size")
-        return tuple(json.loads(recorded)) if recorded else OFFICIAL_POSE_SIZE
-    run = path if path.is_dir() else path.parent.parent
-    if (run / "config.yaml").is_file():
-        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        if config.get("height") and config.get("width"):
-            return int(config["height"]), int(config["width"])
-    return OFFICIAL_POSE_SIZE
+        metadata = read_tensors(path)[1]
+        if "input_size" in metadata:
+            return PoseUnits(tuple(json.loads(metadata["input_size"])), float(metadata.get("unit_mm", 1.0)))
+        return PoseUnits()
+    depth = (path if path.is_dir() else path.parent.parent) / "depth_model_last.safetensors"
+    if depth.is_file():
+        config = json.loads(read_tensors(depth)[1].get("config", "{}"))
+        return PoseUnits(tuple(config.get("input_size") or PoseUnits.input_size), config.get("depth_unit_mm", 1.0))
+    return PoseUnits()
 
 
 def official_sequence(number: int) -> tuple[list[SplitEntry], np.ndarray]:

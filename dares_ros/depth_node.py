@@ -28,7 +28,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
@@ -49,7 +48,7 @@ from .conversions import (
     stamp_seconds,
     stereo_baseline,
 )
-from .graph import run_node
+from .graph import SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import SCALE_MODES
 from .sync import StereoMatcher
 
@@ -112,7 +111,7 @@ PARAMETERS = {
     "publish_points": Param(True, "publish points (PointCloud2)", read_only=False),
     "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", read_only=False),
     "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable",
-                 choices=("sensor_data", "reliable")),
+                 choices=SUBSCRIPTION_QOS),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
                              choices=("raw", "compressed")),
     "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
@@ -230,8 +229,7 @@ class DepthNode(LifecycleNode):
         self.outputs: dict[str, EyeOutputs] = {}
         self.mailbox = LatestFrame()
 
-        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        qos = qos_profile_sensor_data if self.p("qos") == "sensor_data" else reliable
+        qos = subscription_qos(self.p("qos"))
         compressed = self.p("input_transport") == "compressed"
         image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
         self.left_topic, self.right_topic = f"left/image_rect{suffix}", f"right/image_rect{suffix}"

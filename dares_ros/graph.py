@@ -10,6 +10,17 @@ from dares_core.errors import DaresError
 
 PACKAGE = "dares_ros"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
+SUBSCRIPTION_QOS = ("sensor_data", "reliable")  # the image-consuming nodes' `qos` parameter
+
+
+def subscription_qos(name: str):
+    """The QoS profile of a `qos` parameter: sensor_data (best effort, keep last 5) or reliable (keep last 5:
+    every frame of a reliable publisher such as a bag replay, unless the node falls five behind)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+    if name == "sensor_data":
+        return qos_profile_sensor_data
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 FAST_DDS_2_DISTROS = ("humble", "jazzy")  # read only the older variable; newer ones warn that it is deprecated
 
 

@@ -6,9 +6,11 @@ transform chains into the left camera's pose. Publishes odom (nav_msgs/Odometry:
 frame), path (nav_msgs/Path, the last max_path poses), TF odom_frame -> camera when tf2_msgs is importable
 (a real ROS install), and /diagnostics.
 
-Translation is in metres: the pose network's unit is the depth network's (DARES trains them together), so
-with scale_source depth_node it is multiplied by the metres per unit the depth node reports in its
-diagnostics (scale_m_per_unit: stereo scale in scale_mode stereo); with fixed, by translation_scale.
+Translation is in metres: the pose network's unit is the depth network's (DARES trains them together), the
+millimetres per unit its weights record (1, nominal mm, for DARES; `pose.pose_units`), so with scale_source
+depth_node it is multiplied by those and by the metres per millimetre of depth the depth node reports in its
+diagnostics (scale_m_per_unit: the stereo scale in scale_mode stereo); with fixed, and until the depth node
+reports, by translation_scale (metres per millimetre: 0.001 takes nominal millimetres as they are).
 """
 
 from __future__ import annotations
@@ -25,17 +27,16 @@ from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from dares_core.errors import DaresError
 from dares_core.inference import resolve_device
-from dares_core.pose import load_pose_net, pose_input_size, poses_of_pairs
+from dares_core.pose import load_pose_net, pose_units, poses_of_pairs
 from dares_core.preprocess import resize_like_official, to_unit_tensor
 from dares_core.reconstruct import scale_translation
 
 from .conversions import OUTPUT_QUEUE_DEPTH, ConversionError, diagnostic_array, image_to_rgb8, set_pose, stamp_seconds
-from .graph import parameter_help, run_node
+from .graph import SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
 
 DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
 
@@ -47,12 +48,13 @@ PARAMETERS = {  # name: (default, description); all apply at start
     "input_width": (0, "pose network input width; 0: the size the weights were trained at, else the official 320"),
     "scale_source": ("depth_node", "depth_node: metres per unit from the depth node's diagnostics; fixed: "
                                    "translation_scale"),
-    "translation_scale": (0.001, "metres per pose-network unit with scale_source fixed, and until the depth node "
-                                 "reports a scale"),
+    "translation_scale": (0.001, "metres per millimetre of the pose network's translation (nominal mm) with "
+                                 "scale_source fixed, and until the depth node reports a scale"),
     "depth_node": ("/dares/dares_depth_node", "fully qualified name of the depth node whose scale is used"),
     "odom_frame": ("odom", "frame_id of odom and path (the first camera pose is its origin)"),
     "child_frame": ("", "child_frame_id of odom; empty: the images' frame_id"),
     "max_path": (2000, "path keeps the last this many poses"),
+    "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) or reliable (every replayed frame)"),
 }
 SCALE_SOURCES = ("depth_node", "fixed")
 
@@ -62,6 +64,8 @@ class OdometryNode(Node):
         super().__init__("dares_odometry_node")
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        if self.p("qos") not in SUBSCRIPTION_QOS:
+            raise DaresError(f"qos {self.p('qos')!r}: give one of {', '.join(SUBSCRIPTION_QOS)}")
         if self.p("scale_source") not in SCALE_SOURCES:
             raise DaresError(f"scale_source {self.p('scale_source')!r}: give one of {', '.join(SCALE_SOURCES)}")
         if not self.p("pose_weights"):
@@ -75,8 +79,9 @@ class OdometryNode(Node):
         self.device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
         encoder, decoder = load_pose_net(Path(self.p("pose_weights")))
         self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
-        trained = pose_input_size(Path(self.p("pose_weights")))
-        self.size = (self.p("input_height") or trained[0], self.p("input_width") or trained[1])
+        self.units = pose_units(Path(self.p("pose_weights")))
+        self.size = (self.p("input_height") or self.units.input_size[0],
+                     self.p("input_width") or self.units.input_size[1])
         self.previous: tuple[float, torch.Tensor] | None = None  # (stamp s, (3,h,w) in [0,1])
         self.pose = np.eye(4)  # camera-to-odom, metres
         self.depth_scale: float | None = None
@@ -88,7 +93,7 @@ class OdometryNode(Node):
         self.path_pub = self.create_publisher(PathMsg, "path", OUTPUT_QUEUE_DEPTH)
         self.tf_pub = self._tf_publisher()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
-        self.create_subscription(Image, "left/image_rect", self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Image, "left/image_rect", self._on_image, subscription_qos(self.p("qos")))
         if self.p("scale_source") == "depth_node":
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -117,10 +122,11 @@ class OdometryNode(Node):
                     self.depth_scale = scale
 
     def scale(self) -> float:
-        """Metres per pose-network unit."""
+        """Metres per pose-network unit: metres per millimetre (the depth node's, or translation_scale) times the
+        network's millimetres per unit."""
         if self.p("scale_source") == "depth_node" and self.depth_scale is not None:
-            return self.depth_scale
-        return self.p("translation_scale")
+            return self.depth_scale * self.units.unit_mm
+        return self.p("translation_scale") * self.units.unit_mm
 
     def _on_image(self, msg: Image) -> None:
         try:
@@ -187,8 +193,8 @@ class OdometryNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, self.problem or "no image on left/image_rect"
         elif waiting_scale:
             status.level = DiagnosticStatus.WARN
-            status.message = (f"no scale from {self.p('depth_node')} yet: translation in units of "
-                              f"{self.p('translation_scale')} m")
+            status.message = (f"no scale from {self.p('depth_node')} yet: translation at translation_scale "
+                              f"{self.p('translation_scale')} m per nominal mm")
         else:
             status.level, status.message = DiagnosticStatus.OK, f"odometry at {len(recent) / 5.0:.1f} Hz"
         values = {"frames": str(self.frames), "problems": str(self.problems), "last_problem": self.problem,

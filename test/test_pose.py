@@ -13,7 +13,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.evaluate import evaluate_pose
 from dares_core.geometry import backproject, project, sample_at_pixels, transform_points
 from dares_core.model.pose_net import PoseDecoder, ResnetEncoder
-from dares_core.pose import keyframe_sequence, official_sequence, pose_input_size
+from dares_core.pose import PoseUnits, keyframe_sequence, official_sequence, pose_units
 from dares_core.preprocess import read_rgb
 
 CFG = SynthConfig(width=192, height=160, frames=8, sequences=1, seed=21)
@@ -100,7 +100,7 @@ def test_dares_pose_writes_official_poses_metrics_and_a_plot(scenes, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["frames"] == CFG.frames - 1 and np.isfinite(metrics["ate_mean"]) and metrics["re_mean"] >= 0
     assert (out / "trajectory.png").stat().st_size > 1000
-    assert pose_input_size(weights) == (256, 320)  # an official folder: the official size
+    assert pose_units(weights) == PoseUnits((256, 320), 1.0)  # an official folder: the official size and unit
     # the same scores as `dares eval` on the written arrays
     np.savez(tmp_path / "gt.npz", data=keyframe_sequence(scenes, sequence_folder(0))[1])
     assert main(["eval", "--pred-poses", str(out / "pred_poses.npz"), "--gt-poses", str(tmp_path / "gt.npz")]) == 0

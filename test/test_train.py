@@ -283,7 +283,8 @@ def test_depth_supervision_is_an_option_measured_in_millimetres(scenes, tmp_path
 def test_narrow_pose_networks_train_and_export_as_one_file(scenes, tmp_path, capsys):
     """af_width narrows the three AF-SfMLearner ResNets; the pose pair of the run exports to one safetensors
     (without the unused classifier) that loads to the same networks as the run folder."""
-    from dares_core.pose import load_pose_net, pose_input_size, poses_of_pairs
+    from dares_core.model.weights import load_depth_net
+    from dares_core.pose import load_pose_net, pose_units, poses_of_pairs
 
     run_training(config(scenes, tmp_path / "run", af_width=8, num_epochs=1, max_steps_per_epoch=1), progress=False)
     out = tmp_path / "pose.safetensors"
@@ -292,7 +293,9 @@ def test_narrow_pose_networks_train_and_export_as_one_file(scenes, tmp_path, cap
     from_run, exported = load_pose_net(tmp_path / "run"), load_pose_net(out)
     assert exported[0].num_ch_enc == (8, 8, 16, 32, 64)
     # the size it trained at travels with it (the odometry node and `dares pose` default to it)
-    assert pose_input_size(out) == pose_input_size(tmp_path / "run" / "checkpoints" / "last.pt") == (64, 96)
+    units = pose_units(out)
+    assert units == pose_units(tmp_path / "run" / "checkpoints" / "last.pt") and units.input_size == (64, 96)
+    assert units.unit_mm == load_depth_net(tmp_path / "run" / "depth_model_last.safetensors").config.depth_unit_mm
     assert np.array_equal(poses_of_pairs(*from_run, pairs), poses_of_pairs(*exported, pairs))
     with safe_open(str(out), framework="pt") as f:
         keys = set(f.keys())
