@@ -34,6 +34,7 @@ readme-images: demo
 	cp demo_out/strip.png docs/images/demo_strip.png
 	cp demo_out/points.png docs/images/demo_points.png
 	cp demo_out/fused.png docs/images/demo_fused.png
+	cp demo_out/trajectory.png docs/images/demo_trajectory.png
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -60,16 +60,18 @@ def test_demo_writes_every_promised_file(demo):
     fused = o3d.io.read_point_cloud(str(out / "fused.ply"))
     assert len(fused.points) == summary["fused"]["points"] > 1000 and fused.has_colors()
     assert cv2.imread(str(out / "fused.png")) is not None
+    assert cv2.imread(str(out / "trajectory.png")) is not None
 
     topics = bag_info(out / "recorded_bag")["topics"]
     assert topics["/dares/depth/image"]["count"] == timing["depth_frames"]
     assert topics["/dares/map/points"]["count"] >= 1
     assert topics["/jhu_daVinci/ground_truth/depth"]["count"] == FRAMES
     assert "/dares/points" in topics and "/dares/depth/camera_info" in topics
+    assert topics["/dares/odom"]["count"] >= summary["odometry"]["frames"]
 
     report = (out / "report.md").read_text()
     for needle in ("SCARED protocol", "AbsRel", "| median-scaled |", "| metric (stereo scale) |", "scale error",
-                   "Rate and latency", "p99", "tiny", "Fused surface", "Chamfer"):
+                   "Rate and latency", "p99", "tiny", "Fused surface", "Chamfer", "Camera motion", "ATE"):
         assert needle in report, needle
 
 
@@ -81,6 +83,11 @@ def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
     # the fused map lies on the true surface up to the depth's own error (measured 4.7 mm on the 40-frame demo)
     assert summary["fused"]["chamfer_mm"] < 8.0 and summary["fused"]["accuracy_mm"] < 10.0
     assert summary["metrics_metric"]["abs_rel"] < 0.15
+    # live odometry scored against the bag's true poses, in metres (not the network's 180 mm unit); its ATE bound
+    # is test_odometry_node's, on a clip long enough to hold one (twelve frames of a slow camera are not)
+    odometry = summary["odometry"]
+    assert odometry["frames"] >= 5 and np.isfinite(odometry["ate_mm"]) and odometry["still_ate_mm"] > 0, odometry
+    assert 0.2 < odometry["path_length_ratio"] < 5, odometry
     # the scene has instruments in view; their region is reported on its own
     assert 0 < summary["metrics_instruments"]["abs_rel"] < 0.2
     assert "| median-scaled, instruments only |" in (demo[0] / "report.md").read_text()

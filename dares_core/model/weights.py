@@ -24,6 +24,7 @@ from .depth_net import ENCODERS, DaresDepthNet, DepthNetConfig
 
 FORMAT_TAG = "dares"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model.safetensors"  # see docs/demo_model.md
+DEMO_POSE = DEMO_MODEL.with_name("demo_pose.safetensors")  # its pose network, trained beside it (same document)
 OPTIONAL_KEYS = ("backbone.embeddings.mask_token",)  # used only for masked pre-training, never by depth
 
 # transformers 4 names (HF hub folders, official DARES) -> the installed transformers 5 names.

@@ -131,17 +131,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     device = str(resolve_device(args.device or "auto"))
     size = (args.input_height, args.input_width)
     run_demo(args.out, args.weights, args.bag, size, args.rate, args.frames, (args.width, args.height), device,
-             args.precision, args.scale_mode)
+             args.precision, args.scale_mode, args.pose_weights)
 
 
 def _add_demo(root) -> None:
     p = root.add_parser("demo",
                         help="the whole product on built-in data: bag -> depth node -> recorded bag -> pictures",
                         description="Replays a synthetic da Vinci stereo bag (or --bag) into dares_depth_node on a "
-                                    "loopback ROS 2 graph, records its outputs and writes pictures, a point cloud and "
-                                    "report.md to --out (replaced on each run).")
+                                    "loopback ROS 2 graph with dares_odometry_node and dares_fusion_node, records "
+                                    "their outputs and writes pictures, a point cloud, the camera trajectory, the "
+                                    "fused surface and report.md to --out (replaced on each run).")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     p.add_argument("--weights", type=Path, default=None, help="depth checkpoint (default: the built-in demo model)")
+    p.add_argument("--pose-weights", type=Path, default=None,
+                   help="pose network for dares_odometry_node (default: the built-in demo pose network with the "
+                        "built-in model, none with --weights)")
     p.add_argument("--bag", type=Path, default=None, help="a stereo bag to replay, e.g. from `dares bag from-scared` "
                                                           "(default: a synthetic sequence)")
     p.add_argument("--frames", type=POSITIVE_INT, default=40, help="synthetic frames (default 40)")

@@ -1,13 +1,14 @@
 """`dares demo`: the whole product on built-in data, through a real ROS 2 graph (loopback only).
 
 A synthetic da Vinci stereo sequence is written as a rosbag, replayed at recorded timing into
-dares_depth_node (started as `ros2 run` starts it, stereo scale on), and the node's outputs are recorded
-into a new bag together with the input left image and ground truth. Everything shown is read back from
-that recorded bag: the picture strip and video (input | predicted | ground-truth depth on one mm scale),
-a point cloud (.ply and an oblique render), the surface dares_fusion_node fused from that depth and the
-bag's camera poses (when it has them), and report.md with the SCARED metrics, the recovered stereo scale
-error, the fused surface's distance to the true one, and the achieved rate and latency. `--weights W --bag B`
-runs the same flow on real data.
+dares_depth_node (started as `ros2 run` starts it, stereo scale on) and dares_odometry_node, and the
+nodes' outputs are recorded into a new bag together with the input left image and ground truth.
+Everything shown is read back from that recorded bag: the picture strip and video (input | predicted |
+ground-truth depth on one mm scale), a point cloud (.ply and an oblique render), the camera trajectory
+against the bag's ground-truth poses, the surface dares_fusion_node fused from the depth and those poses
+(when the bag has them), and report.md with the SCARED metrics, the recovered stereo scale error, the
+odometry's ATE and RE, the fused surface's distance to the true one, and the achieved rate and latency.
+`--weights W --bag B [--pose-weights P]` runs the same flow on real data.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dares_core.errors import DaresError
+from dares_core.evaluate import evaluate_pose
 from dares_core.files import atomic_dir, atomic_file, write_image
 from dares_core.inference import network_input_size
-from dares_core.model.weights import DEMO_MODEL, load_depth_net
+from dares_core.model.weights import DEMO_MODEL, DEMO_POSE, load_depth_net
+from dares_core.pose import plot_trajectories
 from dares_core.reconstruct import scale_translation, surface_distances, world_points
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
 
@@ -52,6 +56,7 @@ NAMESPACE = OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs 
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
            "points": f"{NAMESPACE}/points"}
 MAP = f"{NAMESPACE}/map/points"  # dares_fusion_node's, when the bag has ground-truth poses
+ODOM = f"{NAMESPACE}/odom"  # dares_odometry_node's, when there are pose weights
 FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu",
           "min_observations": 1.0}  # a short demo on a loaded machine may fuse only a few frames
 REPORT_TITLE = "# dares demo"
@@ -86,9 +91,10 @@ class Progress:
 
 
 def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, workdir: Path,
-                        rate: float = 1.0, progress=None) -> dict:
-    """Start the node, record its outputs (and the left image, camera_info and ground truth), play `bag`
-    into it at recorded timing; returns {"published": n, "recorded": {topic: count}}."""
+                        rate: float = 1.0, progress=None, odometry: dict | None = None) -> dict:
+    """Start the node (and with `odometry` parameters dares_odometry_node beside it), record their outputs (and
+    the left image, camera_info and ground truth), play `bag` into them at recorded timing; returns
+    {"published": n, "recorded": {topic: count}}."""
 
     remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
     if topics.stereo:
@@ -97,7 +103,8 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         params = dict(params, input_transport="compressed")
         remaps = {k + "/compressed" if k.endswith("image_rect") else k: v for k, v in remaps.items()}
     ground_truth = [t for t in (topics.gt_depth, topics.gt_instruments, topics.gt_pose) if t]
-    record = [topics.left_image, topics.left_info, *ground_truth, *OUTPUTS.values(), *([MAP] if topics.gt_pose else [])]
+    record = [topics.left_image, topics.left_info, *ground_truth, *OUTPUTS.values(), *([MAP] if topics.gt_pose else []),
+              *([ODOM] if odometry else [])]
     results, failures = {}, []
     ready, stop = threading.Event(), threading.Event()
 
@@ -119,6 +126,9 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 fusion_remaps["image"] = topics.left_image
             nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
+        if odometry:  # camera motion from the pose network, in metres by the depth node's stereo scale
+            nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log",
+                                             {"left/image_rect": topics.left_image}, "dares_odometry_node"))
         wait_until_loaded(proc, workdir / "node.log")
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
@@ -258,6 +268,32 @@ def write_fused_surface(recorded: Path, topics: Topics, frames: list[RecordedFra
     return {"points": len(points), **{k: round(v, 2) for k, v in distances.items()}}
 
 
+def write_trajectory(recorded: Path, topics: Topics, out: Path) -> dict:
+    """trajectory.png of dares_odometry_node's camera path against the bag's ground-truth poses, and the official
+    ATE (mm, 5-frame snippets, scale-aligned) and RE (rad) over the frames both have, with the ATE of a camera
+    that stands still and the predicted path length over the true one (the odometry's own metric scale)."""
+    odoms = {s: pose_matrix(m.pose.pose) for s, (_, m) in _by_stamp(recorded, ODOM, Odometry).items()}
+    truth = {s: pose_matrix(m.pose) for s, (_, m) in _by_stamp(recorded, topics.gt_pose, PoseStamped).items()}
+    stamps = sorted(set(odoms) & set(truth))
+    if len(stamps) < 3:
+        raise DaresError(f"{recorded}: dares_odometry_node published {len(odoms)} poses, {len(stamps)} of them at "
+                         f"frames with ground truth; see odometry.log")
+
+    def relative(poses):  # T_i: camera i's points into camera i+1's, mm
+        poses = [scale_translation(poses[s], 1000) for s in stamps]
+        return np.stack([np.linalg.inv(b) @ a for a, b in zip(poses, poses[1:])])
+
+    predicted, ground_truth = relative(odoms), relative(truth)
+    scores = evaluate_pose(predicted, ground_truth)
+    length = float(np.linalg.norm(predicted[:, :3, 3], axis=1).sum() / np.linalg.norm(ground_truth[:, :3, 3],
+                                                                                      axis=1).sum())
+    plot_trajectories(predicted, ground_truth, out / "trajectory.png",
+                      f"{ODOM} against ground truth: ATE {scores['ate_mean']:.3f} mm, RE {scores['re_mean']:.4f}")
+    return {"frames": len(stamps), "ate_mm": round(scores["ate_mean"], 4), "ate_std_mm": round(scores["ate_std"], 4),
+            "re_rad": round(scores["re_mean"], 5), "still_ate_mm": round(scores["still_ate_mean"], 4),
+            "path_length_ratio": round(length, 3)}
+
+
 def _write_ply(path: Path, points_m: np.ndarray, rgb: np.ndarray) -> None:
     """A coloured point cloud (N,3) metres, (N,3) uint8 as PLY, atomically."""
     import open3d as o3d
@@ -285,7 +321,7 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
              f"{s['source']} was replayed at {s['rate']}x recorded timing into `dares_depth_node` on a ROS 2 graph "
              f"(ROS_DOMAIN_ID {s['domain_id']}, loopback only); the node's outputs were recorded into `recorded_bag/`, "
              "and everything below is read back from that bag.", "",
-             f"- model: {s['model']}",
+             f"- model: {s['model']}; pose network: {s['pose_weights']}",
              f"- device {s['device']}, {s['precision']}, network input {s['input_size'][0]}x{s['input_size'][1]}, "
              f"scale mode `{s['scale_mode']}`", ""]
     if s["model_is_demo"]:
@@ -313,6 +349,14 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   f"accuracy {f.get('accuracy_mm')} mm, completeness {f.get('completeness_mm')} mm, **Chamfer "
                   f"{f.get('chamfer_mm')} mm** (the depth keeps the node's own scale, so a scale error shows here).",
                   ""]
+    if "odometry" in s:
+        o = s["odometry"]
+        lines += ["## Camera motion", "",
+                  "`dares_odometry_node` chained the pose network's frame-to-frame motion, in metres by the depth "
+                  f"node's stereo scale. Against the bag's ground-truth poses over {o['frames']} frames, as official "
+                  f"evaluate_pose.py scores it (5-frame snippets, scale-aligned): **ATE {o['ate_mm']} mm** (std "
+                  f"{o['ate_std_mm']}; a camera predicted to stand still scores {o['still_ate_mm']} mm), RE "
+                  f"{o['re_rad']} rad. Path length against the true one, unaligned: {o['path_length_ratio']}.", ""]
     lines += ["## Rate and latency", "",
               f"Input {t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
               f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
@@ -326,6 +370,8 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
               f"- `points.ply` (metres, optical frame, {s['points']} points) and `points.png`: the node's point cloud "
               "of the middle frame",
               *(["- `fused.ply` (metres, world frame) and `fused.png`: the fused surface"] if "fused" in s else []),
+              *(["- `trajectory.png`: the odometry against ground truth, top and side views"] if "odometry" in s
+                else []),
               "- `recorded_bag/`: the recorded rosbag2 (MCAP); `dares bag info recorded_bag`, `ros2 bag play "
               "recorded_bag`",
               "- `summary.json`: these figures for scripts", ""]
@@ -336,7 +382,7 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
 def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Path | None = None,
              input_size: tuple[int, int] | None = None, rate: float = 1.0, frames: int = 40,
              size: tuple[int, int] = (320, 256), device: str = "cpu", precision: str = "fp32",
-             scale_mode: str | None = None, say=print) -> dict:
+             scale_mode: str | None = None, pose_weights: Path | None = None, say=print) -> dict:
     """The demo flow (see the module docstring); writes `out` in one rename at the end and returns the summary."""
     import os
 
@@ -373,17 +419,26 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
                   "publish_colored": "false", "qos": "reliable"}
+        pose_weights = pose_weights or (DEMO_POSE if weights is None else None)
+        if pose_weights and topics.compressed:
+            say("odometry left out: dares_odometry_node reads raw images and this bag's are compressed")
+            pose_weights = None
+        odometry = pose_weights and {"pose_weights": pose_weights, "device": device,
+                                     "qos": "reliable"}  # at the weights' own size, every replayed frame
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
         with tqdm(total=total, desc="play", unit="msg", dynamic_ncols=True, leave=False) as bar:
-            replay = replay_through_node(bag, topics, params, stage / "recorded_bag", work, rate, bar.update)
+            replay = replay_through_node(bag, topics, params, stage / "recorded_bag", work, rate, bar.update,
+                                         odometry)
         progress.step("reading the recorded bag back and evaluating against ground truth")
         recorded = stage / "recorded_bag"
         frame_list, timing = recorded_frames(recorded, topics)
         summary = {"source": source, "rate": rate, "domain_id": int(os.environ.get("ROS_DOMAIN_ID", "0")),
                    "model": "the built-in demo model (tiny, synthetic-trained)" if weights is None else str(model),
                    "model_is_demo": weights is None, "device": device, "precision": precision,
+                   "pose_weights": ("the built-in demo pose network" if pose_weights == DEMO_POSE
+                                    else str(pose_weights or "none")),
                    "input_size": list(input_size), "scale_mode": scale_mode, "timing": timing,
                    "recorded_messages": replay["recorded"]}
         metric_rows = {}
@@ -410,6 +465,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         summary["points"] = write_point_cloud(recorded, frame_list[len(frame_list) // 2].stamp, stage)
         if topics.gt_pose:
             summary["fused"] = write_fused_surface(recorded, topics, frame_list, stage)
+            if odometry:
+                summary["odometry"] = write_trajectory(recorded, topics, stage)
         progress.step("writing report.md")
         write_report(stage, summary, metric_rows)
         with atomic_file(stage / "summary.json") as f:
@@ -431,8 +488,13 @@ def _print_summary(out: Path, s: dict, say) -> None:
     if "fused" in s:
         say(f"fused surface: {s['fused']['points']} points, Chamfer {s['fused'].get('chamfer_mm')} mm to the true "
             "surface")
+    if "odometry" in s:
+        o = s["odometry"]
+        say(f"odometry: ATE {o['ate_mm']} mm (a still camera: {o['still_ate_mm']} mm), RE {o['re_rad']} rad")
     if s["model_is_demo"]:
         say("the built-in model is tiny and trained on synthetic scenes; real weights: "
             "dares demo --weights depth_model.pth --bag BAG")
     fused = ", fused.ply, fused.png" if "fused" in s else ""
-    say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png{fused}, recorded_bag/")
+    trajectory = ", trajectory.png" if "odometry" in s else ""
+    say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png{fused}{trajectory}, "
+        "recorded_bag/")
