@@ -353,10 +353,11 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
         o = s["odometry"]
         lines += ["## Camera motion", "",
                   "`dares_odometry_node` chained the pose network's frame-to-frame motion, in metres by the depth "
-                  f"node's stereo scale. Against the bag's ground-truth poses over {o['frames']} frames, as official "
-                  f"evaluate_pose.py scores it (5-frame snippets, scale-aligned): **ATE {o['ate_mm']} mm** (std "
-                  f"{o['ate_std_mm']}; a camera predicted to stand still scores {o['still_ate_mm']} mm), RE "
-                  f"{o['re_rad']} rad. Path length against the true one, unaligned: {o['path_length_ratio']}.", ""]
+                  f"node's `{s['scale_mode']}` scale. Against the bag's ground-truth poses over {o['frames']} frames, "
+                  "as official evaluate_pose.py scores it (5-frame snippets, scale-aligned): "
+                  f"**ATE {o['ate_mm']} mm** (std {o['ate_std_mm']}; a camera predicted to stand still scores "
+                  f"{o['still_ate_mm']} mm), RE {o['re_rad']} rad. Path length against the true one, unaligned: "
+                  f"{o['path_length_ratio']}.", ""]
     lines += ["## Rate and latency", "",
               f"Input {t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
               f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
