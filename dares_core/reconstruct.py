@@ -110,6 +110,17 @@ class TsdfFusion:
         colors = (cloud.point.colors.numpy().clip(0, 1) * 255).round().astype(np.uint8)
         return cloud.point.positions.numpy().astype(np.float32), colors
 
+    def mesh(self, min_observations: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The surface as triangles where at least `min_observations` frames saw it: vertices (V,3) float32
+        metres in the world frame, triangles (T,3) int64 vertex indices, vertex colours (V,3) uint8."""
+        if not self.frames:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.uint8)
+        mesh = self.grid.extract_triangle_mesh(weight_threshold=min_observations).cpu()
+        if "positions" not in mesh.vertex or "indices" not in mesh.triangle:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.uint8)
+        colors = (mesh.vertex.colors.numpy().clip(0, 1) * 255).round().astype(np.uint8)
+        return mesh.vertex.positions.numpy().astype(np.float32), mesh.triangle.indices.numpy().astype(np.int64), colors
+
     def surface(self):
         """(triangle mesh, point cloud), legacy open3d geometry in mm."""
         mesh = self.grid.extract_triangle_mesh().to_legacy()

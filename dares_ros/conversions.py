@@ -12,7 +12,10 @@ import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker
 
 OUTPUT_QUEUE_DEPTH = 5  # KEEP_LAST depth of the node's (reliable, volatile) outputs
 
@@ -184,6 +187,21 @@ def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") ->
 
 _CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"],
                          "offsets": [0, 4, 8, 12], "itemsize": 16})
+
+
+def triangle_marker(vertices_m: np.ndarray, triangles: np.ndarray, rgb: np.ndarray, header) -> Marker:
+    """A coloured triangle mesh as an RViz Marker (TRIANGLE_LIST: three points and colours per triangle);
+    vertices (V,3) metres, triangles (T,3) indices, rgb (V,3) uint8. No triangles: a DELETE, so displays clear."""
+    marker = Marker(header=header, ns="map", id=0, type=Marker.TRIANGLE_LIST)
+    if not len(triangles):
+        marker.action = Marker.DELETE
+        return marker
+    marker.pose.orientation.w = 1.0
+    marker.scale.x = marker.scale.y = marker.scale.z = 1.0
+    corners = triangles.reshape(-1)
+    marker.points = [Point(x=x, y=y, z=z) for x, y, z in vertices_m[corners].astype(np.float64).tolist()]
+    marker.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in (rgb[corners] / 255.0).tolist()]
+    return marker
 
 
 def point_cloud(points_m: np.ndarray, rgb: np.ndarray, header) -> PointCloud2:

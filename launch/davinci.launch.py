@@ -5,9 +5,9 @@
         fusion:=true
 
 odometry:=true adds dares_odometry_node (odom, path and TF from the pose network, in metres by the depth
-node's stereo scale); fusion:=true adds dares_fusion_node (map/points, the surface fused over time) with poses
-from odom, or from a PoseStamped topic of yours (a robot's camera pose from kinematics) with
-camera_pose:=/your/topic.
+node's stereo scale); fusion:=true adds dares_fusion_node (map/points, the surface fused over time; with
+mesh:=true also map/mesh, its triangles) with poses from odom, or from a PoseStamped topic of yours (a
+robot's camera pose from kinematics) with camera_pose:=/your/topic.
 
 dVRK's gscam launch files publish /<rig>/left/image_raw, /<rig>/left/camera_info and the right
 equivalents, unrectified. With rectify:=true (default) image_proc's rectify_node makes image_rect for
@@ -20,6 +20,7 @@ from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
@@ -66,6 +67,7 @@ def generate_launch_description():
     fusion = Node(
         package="dares_ros", executable="dares_fusion_node", name="dares_fusion_node", namespace="dares",
         condition=IfCondition(LaunchConfiguration("fusion")), output="screen",
+        parameters=[{"publish_mesh": ParameterValue(LaunchConfiguration("mesh"), value_type=bool)}],
         remappings=[("image", left_image(rectify)), ("camera_pose", LaunchConfiguration("camera_pose"))],
     )
 
@@ -94,6 +96,8 @@ def generate_launch_description():
                               description="pose network: pose_encoder.pth + pose.pth folder, a dares train run "
                                           "or a pose .safetensors"),
         DeclareLaunchArgument("fusion", default_value="false", description="fuse depth over time into map/points"),
+        DeclareLaunchArgument("mesh", default_value="false",
+                              description="with fusion: also map/mesh, the fused surface as an RViz triangle Marker"),
         DeclareLaunchArgument("camera_pose", default_value="/dares/camera_pose",
                               description="PoseStamped topic the fusion may use instead of odom (e.g. kinematics)"),
         *rectifiers,

@@ -15,6 +15,7 @@ from rclpy.parameter import Parameter
 from ros_harness import camera_info, rgb_image, wait_until
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
 
 from dares_core.data.scared import gt_path, image_path, read_camera_poses, read_gt_depth, read_sequence_calibration
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
@@ -25,6 +26,7 @@ from dares_ros.tools.processes import node_session
 
 VOXEL_M = 0.002
 FRAMES = 6
+MAX_TRIANGLES = 20000
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +49,14 @@ class Graph:
     def __init__(self, tmp_path, namespace):
         self.ns = namespace
         params = {"voxel_size": VOXEL_M, "truncation": 4 * VOXEL_M, "publish_rate": 4.0, "max_jump": 0.05,
-                  "device": "cpu"}
+                  "device": "cpu", "publish_mesh": True, "max_triangles": MAX_TRIANGLES}
         self.log = tmp_path / "node.log"
         self.session = contextlib.ExitStack()
         self.proc, self.node = self.session.enter_context(
             node_session(namespace, params, tmp_path, "fusion_test", executable="dares_fusion_node"))
-        self.maps, self.diagnostics = [], []
+        self.maps, self.meshes, self.diagnostics = [], [], []
         self.node.create_subscription(PointCloud2, f"{namespace}/map/points", self.maps.append, 10)
+        self.node.create_subscription(Marker, f"{namespace}/map/mesh", self.meshes.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
         self.pubs = {name: self.node.create_publisher(kind, f"{namespace}/{name}", 10) for name, kind in (
             ("depth/image", Image), ("depth/camera_info", CameraInfo), ("camera_pose", PoseStamped),
@@ -107,6 +110,14 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
         distances = _nearest(points, truth)
         assert np.median(distances) < VOXEL_M and np.percentile(distances, 95) < 2 * VOXEL_M
         assert colours.std() > 5  # coloured from the images, not the uniform grey of an uncoloured map
+        # the same surface as triangles for RViz, bounded, in the same frame
+        assert wait_until(lambda: graph.meshes and graph.meshes[-1].header.stamp.sec == 100 + FRAMES - 1)
+        mesh = graph.meshes[-1]
+        assert mesh.type == Marker.TRIANGLE_LIST and mesh.header.frame_id == "world"
+        assert 300 < len(mesh.points) <= 3 * MAX_TRIANGLES and len(mesh.points) % 3 == 0
+        assert len(mesh.colors) == len(mesh.points)
+        corners = np.array([(q.x, q.y, q.z) for q in mesh.points])
+        assert np.median(_nearest(corners, truth)) < VOXEL_M
 
         rgb, depth_mm, T_mm = frames[-1]
         bad = T_mm.copy()
@@ -124,6 +135,7 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
 
         assert graph.set_parameter("reset", True)
         assert wait_until(lambda: graph.counts().get("fused") == "0"), (graph.counts(), graph.log.read_text())
+        assert wait_until(lambda: graph.meshes[-1].action == Marker.DELETE)  # displays clear with the map
         assert not graph.set_parameter("voxel_size", 0.01)  # applies at start only
         assert not graph.set_parameter("max_jump", -1.0)
         assert graph.proc.poll() is None

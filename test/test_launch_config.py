@@ -14,7 +14,7 @@ from dares_ros.graph import PROFILE_VARIABLES, prepare_dds
 ROOT = Path(__file__).resolve().parents[1]
 NODE_OUTPUTS = {"depth/image", "depth/camera_info", "points", "depth/colored",  # dares_depth_node
                 "odom", "path",  # dares_odometry_node
-                "map/points"}  # dares_fusion_node
+                "map/points", "map/mesh"}  # dares_fusion_node
 NAMESPACE = "dares"
 
 
@@ -56,7 +56,7 @@ def test_rviz_shows_topics_the_node_publishes():
     rviz = yaml.safe_load((ROOT / "config" / "dares.rviz").read_text())
     topics = [d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]]
     ours = [t for t in topics if t.startswith(f"/{NAMESPACE}/")]
-    assert {"/dares/points", "/dares/depth/colored", "/dares/path", "/dares/map/points"} <= set(ours)
+    assert {"/dares/points", "/dares/depth/colored", "/dares/path", "/dares/map/points", "/dares/map/mesh"} <= set(ours)
     assert all(t.removeprefix(f"/{NAMESPACE}/") in NODE_OUTPUTS for t in ours)
 
 
@@ -66,7 +66,7 @@ def test_package_xml_matches_setup():
     assert package.findtext("name") == "dares_ros" == importlib.metadata.distribution("dares_ros").metadata["Name"]
     assert package.find("export/build_type").text == "ament_python"
     deps = {d.text for d in package.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "diagnostic_msgs", "nav_msgs", "launch_ros"} <= deps
+    assert {"rclpy", "sensor_msgs", "diagnostic_msgs", "nav_msgs", "visualization_msgs", "launch_ros"} <= deps
     assert (ROOT / "resource" / "dares_ros").is_file()
 
 
