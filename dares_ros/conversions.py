@@ -179,10 +179,12 @@ def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
 def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") -> float:
     """Baseline in metres from the right camera's projection: B = -P[0,3] / P[0,0]."""
     P = np.asarray(right_info.p, dtype=np.float64).reshape(3, 4)
-    if not (np.isfinite(P[0, [0, 3]]).all() and P[0, 0] > 0 and -P[0, 3] > 0):
+    with np.errstate(all="ignore"):
+        baseline = -P[0, 3] / P[0, 0] if P[0, 0] > 0 else np.nan
+    if not (np.isfinite(baseline) and baseline > 0):  # also a Tx so small that B underflows to 0
         raise ConversionError(f"no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P with Tx = "
                               "-fx*B", topic)
-    return float(-P[0, 3] / P[0, 0])
+    return float(baseline)
 
 
 _CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"],

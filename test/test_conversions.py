@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -142,6 +142,7 @@ finite_or_not = st.one_of(st.floats(-1e4, 1e4), st.just(float("nan")), st.just(f
 @settings(max_examples=300, deadline=None)
 @given(k=st.lists(finite_or_not, min_size=9, max_size=9), p=st.lists(finite_or_not, min_size=12, max_size=12),
        width=st.integers(0, 4096), height=st.integers(0, 4096), out_w=st.integers(1, 4096), out_h=st.integers(1, 4096))
+@example(k=[1.0] * 9, p=[2.0, 0.0, 0.0, -5e-324] + [0.0] * 8, width=1, height=1, out_w=1, out_h=1)  # B underflows to 0
 def test_fuzzed_camera_info_is_valid_or_a_conversion_error(k, p, width, height, out_w, out_h):
     info = CameraInfo(width=width, height=height)
     info.k, info.p = k, p
