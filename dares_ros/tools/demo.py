@@ -127,9 +127,12 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
             nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
         if odometry:  # camera motion from the pose network, in metres by the depth node's stereo scale
-            nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log",
-                                             {"left/image_rect": topics.left_image}, "dares_odometry_node"))
+            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log", {
+                "left/image_rect": topics.left_image}, "dares_odometry_node"))
         wait_until_loaded(proc, workdir / "node.log")
+        if odometry:  # its odom topic is in the graph as soon as the fusion node subscribes: wait for the node
+            wait_until_loaded(odometry_proc, workdir / "odometry.log", ready="odometry from",
+                              node="dares_odometry_node")
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))

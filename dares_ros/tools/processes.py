@@ -85,20 +85,22 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
         return float("nan")
 
 
-def wait_until_loaded(proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
-    """Block until the depth node logs its model as loaded; a load error or an exit becomes a DaresError."""
+def wait_until_loaded(proc: subprocess.Popen, log: Path, timeout: float = 180.0, ready: str = " loaded ",
+                      node: str = "the depth node") -> None:
+    """Block until `node` logs `ready` (the depth node: its model loaded); a model load error or an exit becomes a
+    DaresError."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text() if log.is_file() else ""
-        if " loaded " in text:
+        if ready in text:
             return
         errors = [line for line in text.splitlines() if "ERROR" in line and "weights" in line]
         if errors:
-            raise DaresError(f"the depth node could not load its model: {errors[-1].split(']: ')[-1]}")
+            raise DaresError(f"{node} could not load its model: {errors[-1].split(']: ')[-1]}")
         if proc.poll() is not None:
-            raise DaresError(f"the depth node exited (status {proc.returncode}); its log ends: {text[-300:]}")
+            raise DaresError(f"{node} exited (status {proc.returncode}); its log ends: {text[-300:]}")
         time.sleep(0.2)
-    raise DaresError(f"the depth node did not load its model within {timeout:.0f} s; log: {log}")
+    raise DaresError(f"{node} did not load its model within {timeout:.0f} s; log: {log}")
 
 
 def publish_until_answered(proc: subprocess.Popen, log: Path, answered, publish, timeout: float = 180.0,
