@@ -48,7 +48,7 @@ from .conversions import (
     stamp_seconds,
     stereo_baseline,
 )
-from .graph import SUBSCRIPTION_QOS, run_node, subscription_qos
+from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import SCALE_MODES
 from .sync import StereoMatcher
 
@@ -113,7 +113,7 @@ PARAMETERS = {
     "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable",
                  choices=SUBSCRIPTION_QOS),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
-                             choices=("raw", "compressed")),
+                             choices=INPUT_TRANSPORTS),
     "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
                           "always keep the right image's)", read_only=False),
     "lifecycle": Param(False, "managed node: wait for configure/activate instead of starting at once"),

@@ -11,6 +11,7 @@ from dares_core.errors import DaresError
 PACKAGE = "dares_ros"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
 SUBSCRIPTION_QOS = ("sensor_data", "reliable")  # the image-consuming nodes' `qos` parameter
+INPUT_TRANSPORTS = ("raw", "compressed")  # their `input_transport`: Image on X, or CompressedImage on X/compressed
 
 
 def subscription_qos(name: str):

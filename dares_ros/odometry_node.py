@@ -1,10 +1,10 @@
 """dares_odometry_node: the DARES pose network on consecutive left frames, as camera odometry.
 
-Subscribes left/image_rect (remappable). Each frame and the one before go through the pose network as
-`dares pose` and the official evaluate_pose.py do (frame i+1, frame i; official resize); the relative
-transform chains into the left camera's pose. Publishes odom (nav_msgs/Odometry: odom_frame -> the camera's
-frame), path (nav_msgs/Path, the last max_path poses), TF odom_frame -> camera when tf2_msgs is importable
-(a real ROS install), and /diagnostics.
+Subscribes left/image_rect (remappable; left/image_rect/compressed with input_transport compressed). Each
+frame and the one before go through the pose network as `dares pose` and the official evaluate_pose.py do
+(frame i+1, frame i; official resize); the relative transform chains into the left camera's pose.
+Publishes odom (nav_msgs/Odometry: odom_frame -> the camera's frame), path (nav_msgs/Path, the last max_path
+poses), TF odom_frame -> camera when tf2_msgs is importable (a real ROS install), and /diagnostics.
 
 Translation is in metres: the pose network's unit is the depth network's (DARES trains them together), the
 millimetres per unit its weights record (1, nominal mm, for DARES; `pose.pose_units`), so with scale_source
@@ -27,7 +27,7 @@ from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from dares_core.errors import DaresError
 from dares_core.inference import resolve_device
@@ -35,8 +35,16 @@ from dares_core.pose import load_pose_net, pose_units, poses_of_pairs
 from dares_core.preprocess import resize_like_official, to_unit_tensor
 from dares_core.reconstruct import scale_translation
 
-from .conversions import OUTPUT_QUEUE_DEPTH, ConversionError, diagnostic_array, image_to_rgb8, set_pose, stamp_seconds
-from .graph import SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
+from .conversions import (
+    OUTPUT_QUEUE_DEPTH,
+    ConversionError,
+    compressed_to_rgb8,
+    diagnostic_array,
+    image_to_rgb8,
+    set_pose,
+    stamp_seconds,
+)
+from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
 
 DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
 
@@ -55,6 +63,8 @@ PARAMETERS = {  # name: (default, description); all apply at start
     "child_frame": ("", "child_frame_id of odom; empty: the images' frame_id"),
     "max_path": (2000, "path keeps the last this many poses"),
     "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) or reliable (every replayed frame)"),
+    "input_transport": ("raw", "raw: sensor_msgs/Image on left/image_rect; compressed: sensor_msgs/CompressedImage "
+                               "on left/image_rect/compressed"),
 }
 SCALE_SOURCES = ("depth_node", "fixed")
 
@@ -64,8 +74,9 @@ class OdometryNode(Node):
         super().__init__("dares_odometry_node")
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        if self.p("qos") not in SUBSCRIPTION_QOS:
-            raise DaresError(f"qos {self.p('qos')!r}: give one of {', '.join(SUBSCRIPTION_QOS)}")
+        for name, choices in (("qos", SUBSCRIPTION_QOS), ("input_transport", INPUT_TRANSPORTS)):
+            if self.p(name) not in choices:
+                raise DaresError(f"{name} {self.p(name)!r}: give one of {', '.join(choices)}")
         if self.p("scale_source") not in SCALE_SOURCES:
             raise DaresError(f"scale_source {self.p('scale_source')!r}: give one of {', '.join(SCALE_SOURCES)}")
         if not self.p("pose_weights"):
@@ -93,7 +104,11 @@ class OdometryNode(Node):
         self.path_pub = self.create_publisher(PathMsg, "path", OUTPUT_QUEUE_DEPTH)
         self.tf_pub = self._tf_publisher()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
-        self.create_subscription(Image, "left/image_rect", self._on_image, subscription_qos(self.p("qos")))
+        compressed = self.p("input_transport") == "compressed"
+        self.to_rgb8 = compressed_to_rgb8 if compressed else image_to_rgb8
+        self.create_subscription(CompressedImage if compressed else Image,
+                                 "left/image_rect/compressed" if compressed else "left/image_rect", self._on_image,
+                                 subscription_qos(self.p("qos")))
         if self.p("scale_source") == "depth_node":
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -128,9 +143,9 @@ class OdometryNode(Node):
             return self.depth_scale * self.units.unit_mm
         return self.p("translation_scale") * self.units.unit_mm
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         try:
-            frame = to_unit_tensor(resize_like_official(image_to_rgb8(msg), self.size))
+            frame = to_unit_tensor(resize_like_official(self.to_rgb8(msg), self.size))
         except ConversionError as e:
             self._note(f"left/image_rect: {e}")
             return

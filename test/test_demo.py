@@ -120,22 +120,24 @@ def test_readme_pictures_are_there():
 
 
 def test_demo_on_a_given_compressed_bag_with_given_weights(tmp_path):
-    """The real-data flow: --weights W --bag B, here a JPEG bag as `dares bag from-synth --compressed` writes it."""
+    """The real-data flow: --weights W --pose-weights P --bag B, here a JPEG bag as `dares bag from-synth
+    --compressed` writes it (both nodes on CompressedImage)."""
     from dares_core.data.synthetic import SynthConfig, generate
-    from dares_core.model.weights import DEMO_MODEL
+    from dares_core.model.weights import DEMO_MODEL, DEMO_POSE
     from dares_ros.tools.bag import write_sequence_bag
 
     scenes = generate(SynthConfig(width=192, height=160, frames=8, sequences=1, seed=2), tmp_path / "scenes")
     write_sequence_bag(scenes / "dataset1" / "keyframe1", tmp_path / "scared.bag", compressed=True)
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(out), "--bag",
-                          str(tmp_path / "scared.bag"), "--weights", str(DEMO_MODEL)], capture_output=True, text=True,
-                         timeout=300)
+                          str(tmp_path / "scared.bag"), "--weights", str(DEMO_MODEL), "--pose-weights", str(DEMO_POSE)],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scale_mode"] == "stereo" and not summary["model_is_demo"]
     assert summary["timing"]["depth_frames"] >= 3 and summary["metrics_median_scaled"]["abs_rel"] < 0.15
     assert "/jhu_daVinci/left/image_raw/compressed" in bag_info(out / "recorded_bag")["topics"]
+    assert summary["odometry"]["frames"] >= 3 and (out / "trajectory.png").is_file()
     missing = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(tmp_path / "o2"), "--bag",
                               str(tmp_path / "scared.bag")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "--bag needs --weights" in missing.stderr

@@ -127,8 +127,9 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
             nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
         if odometry:  # camera motion from the pose network, in metres by the depth node's stereo scale
-            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log", {
-                "left/image_rect": topics.left_image}, "dares_odometry_node"))
+            image = "left/image_rect/compressed" if topics.compressed else "left/image_rect"
+            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log",
+                                                             {image: topics.left_image}, "dares_odometry_node"))
         wait_until_loaded(proc, workdir / "node.log")
         if odometry:  # its odom topic is in the graph as soon as the fusion node subscribes: wait for the node
             wait_until_loaded(odometry_proc, workdir / "odometry.log", ready="odometry from",
@@ -424,11 +425,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                   "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
                   "publish_colored": "false", "qos": "reliable"}
         pose_weights = pose_weights or (DEMO_POSE if weights is None else None)
-        if pose_weights and topics.compressed:
-            say("odometry left out: dares_odometry_node reads raw images and this bag's are compressed")
-            pose_weights = None
-        odometry = pose_weights and {"pose_weights": pose_weights, "device": device,
-                                     "qos": "reliable"}  # at the weights' own size, every replayed frame
+        odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
+                                     "input_transport": "compressed" if topics.compressed else "raw"}
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
