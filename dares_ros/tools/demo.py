@@ -329,10 +329,11 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
              f"- device {s['device']}, {s['precision']}, network input {s['input_size'][0]}x{s['input_size'][1]}, "
              f"scale mode `{s['scale_mode']}`", ""]
     if s["model_is_demo"]:
-        lines += ["The built-in model is a tiny Depth-Anything-V2-architecture network trained by `dares train` on "
-                  "synthetic scenes (docs/demo_model.md): it shows the pipeline working, not DARES accuracy. For real "
-                  "data run `dares demo --weights depth_model.pth --bag your_scared_bag` with the official DARES "
-                  "checkpoint.", ""]
+        lines += ["The built-in model is a tiny Depth-Anything-V2-architecture network, and its pose network a small "
+                  "ResNet, trained by `dares train` on synthetic scenes (docs/demo_model.md): they show the pipeline "
+                  "working, not DARES accuracy. For real data run `dares demo --weights depth_model.pth "
+                  "--pose-weights weights/ --bag your_scared_bag` with the official DARES checkpoint and pose "
+                  "weights.", ""]
     if metric_rows:
         lines += ["## Depth against ground truth (SCARED protocol)", "",
                   f"{t['depth_frames']} frames, ground truth capped at 150 mm. Median-scaled is the protocol of the "
@@ -494,8 +495,8 @@ def _print_summary(out: Path, s: dict, say) -> None:
         o = s["odometry"]
         say(f"odometry: ATE {o['ate_mm']} mm (a still camera: {o['still_ate_mm']} mm), RE {o['re_rad']} rad")
     if s["model_is_demo"]:
-        say("the built-in model is tiny and trained on synthetic scenes; real weights: "
-            "dares demo --weights depth_model.pth --bag BAG")
+        say("the built-in models are tiny and trained on synthetic scenes; real weights: "
+            "dares demo --weights depth_model.pth --pose-weights weights/ --bag BAG")
     fused = ", fused.ply, fused.png" if "fused" in s else ""
     trajectory = ", trajectory.png" if "odometry" in s else ""
     say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png{fused}{trajectory}, "
