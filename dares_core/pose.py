@@ -22,7 +22,7 @@ from .evaluate import chain_positions
 from .files import atomic_file
 from .geometry import pose_from_axisangle
 from .model.pose_net import PoseDecoder, ResnetEncoder
-from .model.weights import read_tensors
+from .model.weights import read_tensors, safetensors_metadata
 from .preprocess import read_rgb, resize_like_official, to_unit_tensor
 
 OFFICIAL_SPLITS = Path(__file__).parent / "splits" / "endovis"  # test_files_sequence{1,2}.txt, gt_poses_sq{1,2}.npz
@@ -106,13 +106,13 @@ def pose_units(path: Path) -> PoseUnits:
     or a checkpoint in its checkpoints/), from the depth network it saved, which shares them; else the official."""
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
-        metadata = read_tensors(path)[1]
+        metadata = safetensors_metadata(path)
         if "input_size" in metadata:
             return PoseUnits(tuple(json.loads(metadata["input_size"])), float(metadata.get("unit_mm", 1.0)))
         return PoseUnits()
     depth = (path if path.is_dir() else path.parent.parent) / "depth_model_last.safetensors"
     if depth.is_file():
-        config = json.loads(read_tensors(depth)[1].get("config", "{}"))
+        config = json.loads(safetensors_metadata(depth).get("config", "{}"))
         return PoseUnits(tuple(config.get("input_size") or PoseUnits.input_size), config.get("depth_unit_mm", 1.0))
     return PoseUnits()
 

@@ -166,6 +166,7 @@ class Trainer:
         self.sources = self.frame_ids[1:]
         self.temporal = [f for f in self.sources if f != "s"]
         self.registers = bool(self.temporal) and not cfg.pose_only  # the position step runs (stereo-only: no frames)
+        self.score = "pose_error" if cfg.pose_only else "abs_rel"  # the validation metric that picks best.pt
         root = Path(cfg.data)
         split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
@@ -518,8 +519,7 @@ class Trainer:
                 self._end_epoch(metrics)
         if self.writer is not None:
             self.writer.close()
-        return {"epoch": self.epoch, "step": self.global_step, "best": self.best,
-                "score": "pose error" if self.cfg.pose_only else "AbsRel"}
+        return {"epoch": self.epoch, "step": self.global_step, "best": self.best, "score": self.score}
 
     def _log_step(self, result: dict, images_per_s: float) -> None:
         with open(self.out / "losses.jsonl", "a") as f:
@@ -575,9 +575,8 @@ class Trainer:
                                                                       cfg.val_max_frames).astype(int))]
         items = ScaredSequenceDataset(self.root, entries, cfg.height, cfg.width, self.frame_ids, 1,
                                       stereo_baseline=cfg.stereo_baseline, poses=True)
-        self._set_phase(1)
-        for model in self.models.values():
-            model.eval()
+        for model in (self.models["pose_encoder"], self.models["pose"]):
+            model.eval()  # the next train step sets the modes again
         errors = []
         for start in range(0, len(items), cfg.batch_size):
             batch = default_collate([items[i] for i in range(start, min(start + cfg.batch_size, len(items)))])
@@ -588,7 +587,7 @@ class Trainer:
     def _end_epoch(self, metrics: dict) -> None:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"epoch": self.epoch, "step": self.global_step, **metrics}) + "\n")
-        score = metrics.get("pose_error" if self.cfg.pose_only else "abs_rel", math.inf)
+        score = metrics.get(self.score, math.inf)
         improved = not metrics or score < self.best  # without validation ground truth the latest is the best
         self.best = min(self.best, score)
         adapters_only = self.models["depth"].config.has_adapters and not self.cfg.train_backbone

@@ -12,6 +12,7 @@ PACKAGE = "dares_ros"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
 SUBSCRIPTION_QOS = ("sensor_data", "reliable")  # the image-consuming nodes' `qos` parameter
 INPUT_TRANSPORTS = ("raw", "compressed")  # their `input_transport`: Image on X, or CompressedImage on X/compressed
+FAST_DDS_2_DISTROS = ("humble", "jazzy")  # read only the older variable; newer ones warn that it is deprecated
 
 
 def subscription_qos(name: str):
@@ -22,7 +23,6 @@ def subscription_qos(name: str):
     if name == "sensor_data":
         return qos_profile_sensor_data
     return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-FAST_DDS_2_DISTROS = ("humble", "jazzy")  # read only the older variable; newer ones warn that it is deprecated
 
 
 def config_file(name: str) -> Path:

@@ -106,8 +106,8 @@ class OdometryNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         compressed = self.p("input_transport") == "compressed"
         self.to_rgb8 = compressed_to_rgb8 if compressed else image_to_rgb8
-        self.create_subscription(CompressedImage if compressed else Image,
-                                 "left/image_rect/compressed" if compressed else "left/image_rect", self._on_image,
+        self.image_topic = "left/image_rect/compressed" if compressed else "left/image_rect"
+        self.create_subscription(CompressedImage if compressed else Image, self.image_topic, self._on_image,
                                  subscription_qos(self.p("qos")))
         if self.p("scale_source") == "depth_node":
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -147,7 +147,7 @@ class OdometryNode(Node):
         try:
             frame = to_unit_tensor(resize_like_official(self.to_rgb8(msg), self.size))
         except ConversionError as e:
-            self._note(f"left/image_rect: {e}")
+            self._note(f"{self.image_topic}: {e}")
             return
         stamp = stamp_seconds(msg.header.stamp)
         previous, self.previous = self.previous, (stamp, frame)
@@ -155,7 +155,7 @@ class OdometryNode(Node):
             self._publish(msg.header)  # the origin
             return
         if stamp <= previous[0]:
-            self._note(f"left/image_rect: stamp {stamp:.3f} s is not after the last ({previous[0]:.3f} s); the "
+            self._note(f"{self.image_topic}: stamp {stamp:.3f} s is not after the last ({previous[0]:.3f} s); the "
                        "motion between them is skipped")
             return
         pair = torch.cat([frame, previous[1]])[None].to(self.device)
@@ -205,7 +205,7 @@ class OdometryNode(Node):
         status = DiagnosticStatus(name="dares_odometry_node: odometry", hardware_id=self.get_fully_qualified_name())
         waiting_scale = self.p("scale_source") == "depth_node" and self.depth_scale is None
         if not recent:
-            status.level, status.message = DiagnosticStatus.WARN, self.problem or "no image on left/image_rect"
+            status.level, status.message = DiagnosticStatus.WARN, self.problem or f"no image on {self.image_topic}"
         elif waiting_scale:
             status.level = DiagnosticStatus.WARN
             status.message = (f"no scale from {self.p('depth_node')} yet: translation at translation_scale "

@@ -88,6 +88,12 @@ def _split_qkv(state: dict) -> dict:
     return out
 
 
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a .safetensors file, without reading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a .safetensors or PyTorch file, fp32; clear errors for bad files."""
     path = Path(path)
@@ -97,8 +103,7 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise CheckpointError(f"{path}: file is empty; download or export it again")
     if path.suffix == ".safetensors":
         try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
+            metadata = safetensors_metadata(path)
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e}); "
