@@ -101,6 +101,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         remaps.update({"right/image_rect": topics.right_image, "right/camera_info": topics.right_info})
     if topics.compressed:
         params = dict(params, input_transport="compressed")
+        odometry = odometry and dict(odometry, input_transport="compressed")
         remaps = {k + "/compressed" if k.endswith("image_rect") else k: v for k, v in remaps.items()}
     ground_truth = [t for t in (topics.gt_depth, topics.gt_instruments, topics.gt_pose) if t]
     record = [topics.left_image, topics.left_info, *ground_truth, *OUTPUTS.values(), *([MAP] if topics.gt_pose else []),
@@ -127,9 +128,9 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
             nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
         if odometry:  # camera motion from the pose network, in metres by the depth node's stereo scale
-            image = "left/image_rect/compressed" if topics.compressed else "left/image_rect"
-            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log",
-                                                             {image: topics.left_image}, "dares_odometry_node"))
+            left = {k: v for k, v in remaps.items() if k.startswith("left/image_rect")}
+            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log", left,
+                                                             "dares_odometry_node"))
         wait_until_loaded(proc, workdir / "node.log")
         if odometry:  # its odom topic is in the graph as soon as the fusion node subscribes: wait for the node
             wait_until_loaded(odometry_proc, workdir / "odometry.log", ready="odometry from",
@@ -137,7 +138,10 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))
+        # every node that reads the left image listens before the first frame: recorder, depth, odometry, fusion
+        listeners = 2 + bool(odometry) + bool(topics.gt_pose and not topics.compressed)
         player = guarded("published", lambda: bags.play_bag(bag, rate, context=context, go=ready, wait_timeout=90.0,
+                                                            wait_for={topics.left_image: listeners},
                                                             progress=progress).published)
         player.start()
         time.sleep(0.5)  # the player's publishers exist before the recorder looks for them
@@ -426,8 +430,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                   "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
                   "publish_colored": "false", "qos": "reliable"}
         pose_weights = pose_weights or (DEMO_POSE if weights is None else None)
-        odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
-                                     "input_transport": "compressed" if topics.compressed else "raw"}
+        odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable"}
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]

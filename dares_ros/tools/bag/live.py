@@ -25,12 +25,13 @@ class PlayStats:
 
 
 def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0.0, topics=None, remaps=None,
-             clock: bool = False, stop=None, context=None, wait_for: tuple = (), wait_timeout: float = 30.0,
+             clock: bool = False, stop=None, context=None, wait_for=(), wait_timeout: float = 30.0,
              go=None, progress=None) -> PlayStats:
     """Publish a bag's messages with rclpy at recorded timing (scaled by `rate`) against a monotonic clock.
 
     remaps: {from: to}; clock: also publish /clock (rosgraph_msgs/Clock) for use_sim_time; stop: an Event;
-    wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s);
+    wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s), or
+    {topic: how many subscribers} when several nodes must all be listening;
     go: an Event that must be set before the first message (same timeout), e.g. a recorder's `ready`;
     progress: called with 1 per published message.
     """
@@ -57,13 +58,14 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             publishers[c.topic] = node.create_publisher(cls, remaps.get(c.topic, c.topic), _play_qos(c))
         stats.skipped_types = tuple(sorted(set(skipped)))
         clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
-        missing = [t for t in wait_for if t not in publishers]
+        wanted = dict(wait_for) if isinstance(wait_for, dict) else dict.fromkeys(wait_for, 1)
+        missing = [t for t in wanted if t not in publishers]
         if missing:
             raise DaresError(f"--wait-for topic(s) {', '.join(missing)} are not in {path}")
         deadline = time.monotonic() + wait_timeout
-        while any(publishers[t].get_subscription_count() == 0 for t in wait_for):
+        while any(publishers[t].get_subscription_count() < n for t, n in wanted.items()):
             if time.monotonic() > deadline:
-                raise DaresError(f"no subscriber to {', '.join(wait_for)} after {wait_timeout:.0f} s: is the node "
+                raise DaresError(f"no subscriber to {', '.join(wanted)} after {wait_timeout:.0f} s: is the node "
                                  f"running?")
             time.sleep(0.05)
         if go is not None and not go.wait(max(0.0, deadline - time.monotonic())):
