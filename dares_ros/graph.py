@@ -65,7 +65,7 @@ def run_node(make_node, name: str, help_text: str, args=None) -> None:
     """main() of a dares node: --help prints help_text; a DaresError while starting (a bad parameter, a corrupt
     checkpoint) is one fatal line and exit status 2; Ctrl-C and SIGTERM end it cleanly."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     argv = sys.argv if args is None else args
     own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
@@ -74,21 +74,28 @@ def run_node(make_node, name: str, help_text: str, args=None) -> None:
         return
     profile = prepare_dds()
     rclpy.init(args=args)
+    node = None
     try:
+        executor = SingleThreadedExecutor()  # before the node: rclpy.spin() makes one, which fails after a signal
         node = make_node()
+        if profile:
+            node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set "
+                                   "FASTDDS_DEFAULT_PROFILES_FILE to use yours)")
+        executor.add_node(node)
+        executor.spin()
     except DaresError as e:
         rclpy.logging.get_logger(name).fatal(str(e))
-        rclpy.try_shutdown()
         sys.exit(2)
-    if profile:
-        node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set FASTDDS_DEFAULT_PROFILES_FILE "
-                               f"to use yours)")
-    try:
-        rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C or SIGTERM: rclpy shuts the context down from its own thread, so whichever step was using it
+        # (making the node, building spin's wait set) fails; that is the end that was asked for
     finally:
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
 
 

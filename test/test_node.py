@@ -52,6 +52,10 @@ def relative_node(assets):
     proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
                       "point_stride:=1", log=root / "relative.log")
     harness = Harness(ns)
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    assert harness.wait_for(lambda: harness.received["depth"], timeout=120,  # loaded and matched: each test alone
+                            publish=lambda: harness.publish(rgb_image(frames[0]["l"]), info)), \
+        (root / "relative.log").read_text()
     yield harness, frames, root / "relative.log", proc
     harness.close()
     stop_node(proc)

@@ -5,6 +5,7 @@ shipped demo pose network it tracks a synthetic camera within a stated ATE."""
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -160,3 +161,27 @@ def test_nodes_end_cleanly_on_sigterm_and_refuse_a_bad_parameter_in_one_line(sce
     assert refused.returncode == 2 and "Traceback" not in text
     fatal = [line for line in text.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and (name in fatal[0] or value in fatal[0]), text
+
+
+SIGNALLED_NODE = """
+import os, signal, sys, rclpy
+from dares_ros.graph import run_node
+
+def make_node():
+    if sys.argv[1] == "while-starting":
+        os.kill(os.getpid(), signal.SIGTERM)  # rclpy shuts the context down under the node being made
+    node = rclpy.create_node("signalled")
+    if sys.argv[1] == "before-spinning":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return node
+
+run_node(make_node, "signalled", "", [sys.argv[0]])
+"""
+
+
+@pytest.mark.parametrize("moment", ["while-starting", "before-spinning"])
+def test_a_signal_at_any_moment_of_starting_ends_a_node_cleanly(moment):
+    """SIGTERM between a node's first log line and its spin (CI once hit that window) ends it cleanly too."""
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_NODE, moment], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
