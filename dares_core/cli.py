@@ -251,7 +251,7 @@ def cmd_pose(args: argparse.Namespace) -> None:
     with atomic_file(args.out / "metrics.json") as tmp:
         tmp.write_text(json.dumps({"sequence": name, "frames": len(entries), **result}, indent=2) + "\n")
     plot_trajectories(predicted, ground_truth, args.out / "trajectory.png",
-                      f"{name}: ATE {result['ate_mean']:.4f}, RE {result['re_mean']:.4f}")
+                      f"{name}: ATE {result['ate_mean']:.4f} mm, RE {result['re_mean']:.4f} rad")
     print(f"{name}: ATE {result['ate_mean']:.4f} (std {result['ate_std']:.4f}), RE {result['re_mean']:.4f} (std "
           f"{result['re_std']:.4f}) over {result['snippets']} 5-frame snippets (a still camera: ATE "
           f"{result['still_ate_mean']:.4f}); wrote {args.out}/pred_poses.npz, metrics.json, trajectory.png")

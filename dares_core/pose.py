@@ -170,8 +170,8 @@ def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: P
 
 
 def plot_trajectories(predicted: np.ndarray, ground_truth: np.ndarray, path: Path, title: str) -> None:
-    """A PNG of the two chained trajectories, top (x-z) and side (y-z) views, the prediction scaled to the ground
-    truth by least squares as ATE aligns snippets."""
+    """A PNG of the two chained trajectories (N,4,4 relative motions, translation in mm), top (x-z) and side (y-z)
+    views, the prediction scaled to the ground truth by least squares as ATE aligns snippets."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,6 +184,8 @@ def plot_trajectories(predicted: np.ndarray, ground_truth: np.ndarray, path: Pat
         ax.plot(gt[:, a], gt[:, b], "k-", label="ground truth")
         ax.plot(pred[:, a] * scale, pred[:, b] * scale, "r--", label=f"predicted (x{scale:.3g})")
         ax.set_title(label)
+        ax.set_xlabel(f"{'xyz'[a]} (mm)")
+        ax.set_ylabel(f"{'xyz'[b]} (mm)")
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)

@@ -3,6 +3,7 @@ short sequence, every promised file checked; and the guard that only a demo fold
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,8 @@ def test_demo_writes_every_promised_file(demo):
     assert len(fused.points) == summary["fused"]["points"] > 1000 and fused.has_colors()
     assert cv2.imread(str(out / "fused.png")) is not None
     assert cv2.imread(str(out / "trajectory.png")) is not None
+    for log, started in (("node.log", " loaded "), ("odometry.log", "odometry from"), ("fusion.log", "fusing")):
+        assert started in (out / "logs" / log).read_text(), log  # the nodes' own logs stay with their outputs
 
     topics = bag_info(out / "recorded_bag")["topics"]
     assert topics["/dares/depth/image"]["count"] == timing["depth_frames"]
@@ -160,3 +163,24 @@ def test_rectified_images_are_preferred_and_two_rigs_are_refused(tmp_path):
         Topics.of_bag(bag("two", ["/a/left/image_raw", "/b/left/image_raw", "/a/left/camera_info"]))
     with pytest.raises(DaresError, match="no topic ends in left/camera_info"):
         Topics.of_bag(bag("noinfo", ["/a/left/image_raw"]))
+
+
+def test_a_node_failing_mid_demo_is_one_line_and_its_logs_are_kept(tmp_path):
+    """A corrupt pose network stops the odometry node at start: the demo says so in one line, names the folder
+    where the nodes' logs are kept (its own temporary folder is gone by then), and leaves no output."""
+    from dares_core.model.weights import DEMO_MODEL
+
+    broken = tmp_path / "pose.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    out = tmp_path / "demo_out"
+    run = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(out), "--frames", "4",
+                          "--width", "192", "--height", "160", "--weights", str(DEMO_MODEL), "--pose-weights",
+                          str(broken)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "Traceback" not in run.stderr and not out.exists()
+    errors = [line for line in run.stderr.splitlines() if "dares_odometry_node exited" in line]
+    assert len(errors) == 1, run.stderr
+    kept = Path(re.search(r"the nodes' logs are kept in (\S+?)\)", errors[0])[1])
+    try:
+        assert str(broken) in (kept / "odometry.log").read_text() and (kept / "node.log").is_file()
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)

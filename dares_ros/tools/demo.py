@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -90,11 +91,11 @@ class Progress:
             self.t0 = None
 
 
-def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, workdir: Path,
+def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, logs: Path,
                         rate: float = 1.0, progress=None, odometry: dict | None = None) -> dict:
     """Start the node (and with `odometry` parameters dares_odometry_node beside it), record their outputs (and
     the left image, camera_info and ground truth), play `bag` into them at recorded timing; returns
-    {"published": n, "recorded": {topic: count}}."""
+    {"published": n, "recorded": {topic: count}}. The nodes log into `logs` (node.log, fusion.log, odometry.log)."""
 
     remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
     if topics.stereo:
@@ -120,20 +121,20 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         return threading.Thread(target=run, name=f"dares-demo-{name}", daemon=True)
 
     with contextlib.ExitStack() as nodes:
-        proc, node = nodes.enter_context(node_session(NAMESPACE, params, workdir, "dares_demo", remaps))
+        proc, node = nodes.enter_context(node_session(NAMESPACE, params, logs, "dares_demo", remaps))
         if topics.gt_pose:  # the depth fused over time with the recorded camera poses
             fusion_remaps = {"camera_pose": topics.gt_pose}
             if not topics.compressed:
                 fusion_remaps["image"] = topics.left_image
-            nodes.enter_context(node_process(NAMESPACE, FUSION, workdir / "fusion.log", fusion_remaps,
+            nodes.enter_context(node_process(NAMESPACE, FUSION, logs / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
         if odometry:  # camera motion from the pose network, in metres by the depth node's stereo scale
             left = {k: v for k, v in remaps.items() if k.startswith("left/image_rect")}
-            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, workdir / "odometry.log", left,
+            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, logs / "odometry.log", left,
                                                              "dares_odometry_node"))
-        wait_until_loaded(proc, workdir / "node.log")
+        wait_until_loaded(proc, logs / "node.log")
         if odometry:  # its odom topic is in the graph as soon as the fusion node subscribes: wait for the node
-            wait_until_loaded(odometry_proc, workdir / "odometry.log", ready="odometry from",
+            wait_until_loaded(odometry_proc, logs / "odometry.log", ready="odometry from",
                               node="dares_odometry_node")
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
@@ -151,7 +152,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
             if proc.poll() is not None:
                 stop.set()
                 failures.append(DaresError(f"the depth node exited during playback (status {proc.returncode}): "
-                                           f"see {workdir / 'node.log'}"))
+                                           "see node.log"))
                 break
         time.sleep(2.0)  # the last frames' outputs (and the map fused from them) arrive
         stop.set()
@@ -296,7 +297,7 @@ def write_trajectory(recorded: Path, topics: Topics, out: Path) -> dict:
     length = float(np.linalg.norm(predicted[:, :3, 3], axis=1).sum() / np.linalg.norm(ground_truth[:, :3, 3],
                                                                                       axis=1).sum())
     plot_trajectories(predicted, ground_truth, out / "trajectory.png",
-                      f"{ODOM} against ground truth: ATE {scores['ate_mean']:.3f} mm, RE {scores['re_mean']:.4f}")
+                      f"{ODOM} against ground truth: ATE {scores['ate_mean']:.3f} mm, RE {scores['re_mean']:.4f} rad")
     return {"frames": len(stamps), "ate_mm": round(scores["ate_mean"], 4), "ate_std_mm": round(scores["ate_std"], 4),
             "re_rad": round(scores["re_mean"], 5), "still_ate_mm": round(scores["still_ate_mean"], 4),
             "path_length_ratio": round(length, 3)}
@@ -389,6 +390,24 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
         tmp.write_text("\n".join(lines))
 
 
+@contextlib.contextmanager
+def logs_kept_on_failure():
+    """A folder for the nodes' logs, removed when the block ends (the demo moves it into its output first) but
+    kept, and named in the message, when a DaresError ends the block after a node has logged."""
+    logs = Path(tempfile.mkdtemp(prefix="dares-demo-logs-"))
+    keep = False
+    try:
+        yield logs
+    except DaresError as e:
+        keep = logs.is_dir() and any(logs.iterdir())
+        if keep:
+            raise DaresError(f"{e} (the nodes' logs are kept in {logs})") from None
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(logs, ignore_errors=True)
+
+
 def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Path | None = None,
              input_size: tuple[int, int] | None = None, rate: float = 1.0, frames: int = 40,
              size: tuple[int, int] = (320, 256), device: str = "cpu", precision: str = "fp32",
@@ -407,7 +426,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         raise DaresError("--bag needs --weights too: the built-in model is trained on synthetic scenes only")
     progress = Progress(5 if bag is None else 4, say)
     say(f"dares demo: writing {out}")
-    with tempfile.TemporaryDirectory(prefix="dares-demo-") as tmp, atomic_dir(out, force=True) as stage:
+    with logs_kept_on_failure() as logs, tempfile.TemporaryDirectory(prefix="dares-demo-") as tmp, \
+            atomic_dir(out, force=True) as stage:
         work = Path(tmp)
         if bag is None:
             progress.step(f"synthesising a {frames}-frame da Vinci stereo sequence ({size[0]}x{size[1]}) with ground "
@@ -435,7 +455,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
         with tqdm(total=total, desc="play", unit="msg", dynamic_ncols=True, leave=False) as bar:
-            replay = replay_through_node(bag, topics, params, stage / "recorded_bag", work, rate, bar.update,
+            replay = replay_through_node(bag, topics, params, stage / "recorded_bag", logs, rate, bar.update,
                                          odometry)
         progress.step("reading the recorded bag back and evaluating against ground truth")
         recorded = stage / "recorded_bag"
@@ -477,6 +497,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         write_report(stage, summary, metric_rows)
         with atomic_file(stage / "summary.json") as f:
             f.write_text(json.dumps(summary, indent=2) + "\n")
+        shutil.move(logs, stage / "logs")
         progress.done()
     _print_summary(out, summary, say)
     return summary
@@ -503,4 +524,4 @@ def _print_summary(out: Path, s: dict, say) -> None:
     fused = ", fused.ply, fused.png" if "fused" in s else ""
     trajectory = ", trajectory.png" if "odometry" in s else ""
     say(f"wrote {out}/: report.md, strip.png, demo.mp4, demo.gif, points.ply, points.png{fused}{trajectory}, "
-        "recorded_bag/")
+        "recorded_bag/, logs/")

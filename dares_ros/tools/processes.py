@@ -98,7 +98,9 @@ def wait_until_loaded(proc: subprocess.Popen, log: Path, timeout: float = 180.0,
         if errors:
             raise DaresError(f"{node} could not load its model: {errors[-1].split(']: ')[-1]}")
         if proc.poll() is not None:
-            raise DaresError(f"{node} exited (status {proc.returncode}); its log ends: {text[-300:]}")
+            lines = text.splitlines() or [""]
+            last = next((line for line in reversed(lines) if "FATAL" in line or "ERROR" in line), lines[-1])
+            raise DaresError(f"{node} exited (status {proc.returncode}): {last.split(']: ')[-1]}")
         time.sleep(0.2)
     raise DaresError(f"{node} did not load its model within {timeout:.0f} s; log: {log}")
 
