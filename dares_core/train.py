@@ -196,7 +196,7 @@ class Trainer:
         else:
             depth = DaresDepthNet(DepthNetConfig.dares(cfg.encoder, cfg.lora_ranks, hf_config=cfg.hf_config or None))
         depth.config.input_size = [cfg.height, cfg.width]  # saved with it: inference runs where it was trained
-        depth.config.depth_unit_mm = self._depth_unit_mm()
+        depth.config.depth_unit_mm = self._depth_unit_mm(depth.config.depth_unit_mm)
         models = {
             "depth": depth,
             "position_encoder": ResnetEncoder(2, cfg.af_width), "transform_encoder": ResnetEncoder(2, cfg.af_width),
@@ -217,11 +217,13 @@ class Trainer:
             models = {k: global_batchnorm(m, self.device) for k, m in models.items()}
         return {k: m.to(self.device) for k, m in models.items()}
 
-    def _depth_unit_mm(self) -> float:
+    def _depth_unit_mm(self, start: float) -> float:
         """Millimetres per unit of the depth this run learns: calibrated / nominal baseline when stereo training
-        is given a nominal stereo_baseline (the calibration of the first training sequence), else 1."""
+        is given a nominal stereo_baseline (the calibration of the first training sequence); else `start`, the
+        unit of the network the run starts from (1, nominal mm, for DARES and a new network): a self-supervised
+        monocular run keeps the scale it starts with."""
         if not (self.cfg.stereo and self.cfg.stereo_baseline):
-            return 1.0
+            return start
         calibrated = ScaredSequenceDataset.calibrated_baseline(self.root / self.train_set.entries[0].folder)
         return calibrated / self.cfg.stereo_baseline if calibrated else 1.0
 

@@ -280,6 +280,23 @@ def test_depth_supervision_is_an_option_measured_in_millimetres(scenes, tmp_path
     assert set(result["terms"]) >= {f"depth_supervision/{s}" for s in range(4)}
 
 
+def test_a_run_keeps_the_depth_unit_of_the_network_it_starts_from_unless_stereo_sets_one(scenes, tmp_path):
+    """Fine-tuning the demo model (180 mm a unit) on monocular video keeps 180: relabelling it nominal mm would
+    make its depth, and the pose translation learnt beside it, 180 times too short."""
+    from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
+    from dares_core.model.weights import save_depth_net
+    from dares_core.train import Trainer
+
+    net = DaresDepthNet(DepthNetConfig.dares("tiny", hf_config=TINY))
+    net.config.depth_unit_mm = 180.0
+    save_depth_net(net, tmp_path / "start.safetensors")
+    start = str(tmp_path / "start.safetensors")
+    assert Trainer(config(scenes, tmp_path / "a", weights=start)).models["depth"].config.depth_unit_mm == 180.0
+    assert Trainer(config(scenes, tmp_path / "b")).models["depth"].config.depth_unit_mm == 1.0  # DARES: nominal mm
+    stereo = Trainer(config(scenes, tmp_path / "c", weights=start, stereo=True, stereo_baseline=0.05))
+    assert stereo.models["depth"].config.depth_unit_mm == pytest.approx(4.5 / 0.05)  # calibrated / nominal
+
+
 def test_narrow_pose_networks_train_and_export_as_one_file(scenes, tmp_path, capsys):
     """af_width narrows the three AF-SfMLearner ResNets; the pose pair of the run exports to one safetensors
     (without the unused classifier) that loads to the same networks as the run folder."""
