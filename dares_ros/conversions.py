@@ -7,6 +7,7 @@ raises ConversionError with one line naming the problem and the fix; nothing els
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -80,6 +81,19 @@ def image_to_rgb8(msg: Image) -> np.ndarray:
     if to_rgb is None:
         return pixels
     return cv2.cvtColor(pixels, to_rgb)
+
+
+def read_mask(msg: Image, topic: str = "mask") -> np.ndarray:
+    """A mask image (mono8 or 8UC1, nonzero on) -> (H,W) bool."""
+    if msg.encoding.lower() not in ("mono8", "8uc1"):
+        raise ConversionError(f"encoding {msg.encoding}: publish the mask as mono8 or 8UC1, nonzero where it is on",
+                              topic)
+    as_mono8 = SimpleNamespace(encoding="mono8", height=msg.height, width=msg.width, step=msg.step, data=msg.data,
+                               is_bigendian=False)  # 8UC1 is mono8's layout; the pixels are not copied
+    try:
+        return image_to_rgb8(as_mono8)[..., 0] > 0
+    except ConversionError as e:
+        raise ConversionError(e.problem, topic) from None
 
 
 def compressed_to_rgb8(msg) -> np.ndarray:

@@ -3,9 +3,10 @@
 Inputs (remappable): depth/image (32FC1 metres, REP 118: dares_depth_node's), depth/camera_info, and the
 camera's pose in the map frame from odom (nav_msgs/Odometry: dares_odometry_node's) or camera_pose
 (geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose), matched to the
-depth by stamp; image (the left image, optional) colours the surface. Outputs: map/points (PointCloud2 in the
-pose's frame, at publish_rate, at most max_points), with publish_mesh map/mesh (visualization_msgs/Marker
-TRIANGLE_LIST, at most max_triangles) and /diagnostics.
+depth by stamp; image (the left image, optional) colours the surface; with use_mask, mask (mono8 or 8UC1,
+nonzero on pixels to leave out: the instruments of a tool segmentation) keeps what moves out of the map.
+Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points), with publish_mesh
+map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles) and /diagnostics.
 
 A pose that is not a finite rigid transform, jumps more than max_jump from the last accepted one, or leaves
 the map volume (max_extent around the first pose) is rejected with a diagnostic and never reaches the map, so
@@ -42,6 +43,7 @@ from .conversions import (
     point_cloud,
     pose_matrix,
     read_depth_image,
+    read_mask,
     stamp_seconds,
     triangle_marker,
 )
@@ -67,6 +69,8 @@ PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at 
                             "TRIANGLE_LIST; building and sending one takes about 1.2 s per 100000 triangles on a "
                             "CPU core)"),
     "max_triangles": (50000, "map/mesh carries at most this many triangles (evenly thinned)"),
+    "use_mask": (False, "leave out the depth pixels that mask marks (mono8 or 8UC1, nonzero: e.g. instruments, "
+                        "which move and would smear into the map); each depth image then waits for its mask"),
     "map_frame": ("", "frame_id of map/points; empty: the pose messages' frame_id"),
     "device": ("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda"),
     "reset": (False, "set true to clear the map (it reads false again once cleared)"),
@@ -105,6 +109,7 @@ class FusionNode(Node):
         self.depths: deque = deque(maxlen=QUEUE)  # (stamp s, depth (H,W) m, stamp message)
         self.poses: deque = deque(maxlen=QUEUE)  # (stamp s, T (4,4) m, frame_id)
         self.images: deque = deque(maxlen=QUEUE)  # (stamp s, rgb (H,W,3) uint8)
+        self.masks: deque = deque(maxlen=QUEUE)  # (stamp s, leave out (H,W) bool)
         self.info: CameraInfo | None = None
         self.image_received = -math.inf  # monotonic time of the last colour image
         self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0}
@@ -117,6 +122,7 @@ class FusionNode(Node):
         self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose),
                                  qos_profile_sensor_data)
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Image, "mask", self._on_mask, qos_profile_sensor_data)
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
         self.mesh_pub = self.create_publisher(Marker, "map/mesh", OUTPUT_QUEUE_DEPTH)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
@@ -156,6 +162,14 @@ class FusionNode(Node):
         self.image_received = time.monotonic()
         self._fuse_matched()
 
+    def _on_mask(self, msg: Image) -> None:
+        try:
+            self.masks.append((stamp_seconds(msg.header.stamp), read_mask(msg)))
+        except ConversionError as e:
+            self._bad_input(str(e))
+            return
+        self._fuse_matched()
+
     def _on_depth(self, msg: Image) -> None:
         try:
             if msg.encoding != "32FC1":
@@ -182,10 +196,11 @@ class FusionNode(Node):
 
     # --- fusion -------------------------------------------------------------------------------------
     def _fuse_matched(self) -> None:
-        """Fuse every queued depth image whose pose (and, while images arrive, colour image) has arrived; drop
-        one whose pose can no longer come, as newer poses have."""
-        tolerance = self.p("sync_tolerance")
+        """Fuse every queued depth image whose pose (with use_mask its mask; while images arrive, its colour
+        image) has arrived; drop one whose pose or mask can no longer come, as newer ones have."""
+        tolerance, use_mask = self.p("sync_tolerance"), self.p("use_mask")
         newest_pose = self.poses[-1][0] if self.poses else -math.inf
+        newest_mask = self.masks[-1][0] if self.masks else -math.inf
         colour_live = self.images and time.monotonic() - self.image_received < COLOUR_TIMEOUT_S
         newest_image = self.images[-1][0] if colour_live else math.inf
         while self.depths and self.info is not None:  # depth waits for the first camera_info
@@ -193,6 +208,9 @@ class FusionNode(Node):
             pose = self._at(self.poses, stamp)
             if pose is None and newest_pose <= stamp + tolerance:
                 return  # its pose may still come
+            mask = self._at(self.masks, stamp) if use_mask else None
+            if use_mask and mask is None and newest_mask <= stamp + tolerance:
+                return  # its mask may still come
             image = self._at(self.images, stamp)
             if pose is not None and image is None and newest_image <= stamp + tolerance:
                 return  # its colour image may still come
@@ -202,6 +220,17 @@ class FusionNode(Node):
                 self._note(f"depth/image at {stamp:.3f} s has no pose within sync_tolerance ({tolerance} s): "
                            "publish odom or camera_pose with the depth's stamps")
                 continue
+            if use_mask and mask is None:
+                self.counts["unmatched_depth"] += 1
+                self._note(f"depth/image at {stamp:.3f} s has no mask within sync_tolerance ({tolerance} s): "
+                           "publish mask with the depth's stamps, or set use_mask false")
+                continue
+            if mask is not None:
+                if mask[1].shape != depth.shape:
+                    self._bad_input(f"mask is {mask[1].shape[1]}x{mask[1].shape[0]} but depth/image "
+                                    f"{depth.shape[1]}x{depth.shape[0]}: publish the mask at the depth's size")
+                    continue
+                depth = np.where(mask[1], np.nan, depth)
             try:
                 K = checked_intrinsics(self.info, depth.shape, "depth/camera_info")
             except ConversionError as e:
@@ -275,7 +304,8 @@ class FusionNode(Node):
         rejected = self.counts["rejected_poses"] + self.counts["unmatched_depth"] + self.counts["bad_inputs"]
         if not self.counts["fused"]:
             status.level = DiagnosticStatus.WARN
-            status.message = self.problem or "waiting for depth/image with a matching pose"
+            status.message = self.problem or ("waiting for depth/image with a matching pose" +
+                                              (" and mask" if self.p("use_mask") else ""))
         elif rejected:
             status.level = DiagnosticStatus.WARN
             status.message = f"{self.counts['fused']} frames fused, {rejected} not: {self.problem}"

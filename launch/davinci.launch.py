@@ -7,7 +7,8 @@
 odometry:=true adds dares_odometry_node (odom, path and TF from the pose network, in metres by the depth
 node's stereo scale); fusion:=true adds dares_fusion_node (map/points, the surface fused over time; with
 mesh:=true also map/mesh, its triangles) with poses from odom, or from a PoseStamped topic of yours (a
-robot's camera pose from kinematics) with camera_pose:=/your/topic.
+robot's camera pose from kinematics) with camera_pose:=/your/topic; mask:=/your/tool_mask (mono8 or 8UC1,
+nonzero on instruments, stamped as the images) keeps moving instruments out of the map.
 
 dVRK's gscam launch files publish /<rig>/left/image_raw, /<rig>/left/camera_info and the right
 equivalents, unrectified. With rectify:=true (default) image_proc's rectify_node makes image_rect for
@@ -29,6 +30,7 @@ from launch import LaunchDescription
 def generate_launch_description():
     rig = LaunchConfiguration("rig")
     rectify = LaunchConfiguration("rectify")
+    mask = LaunchConfiguration("mask")
     params = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.yaml"])
     rviz_config = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "dares.rviz"])
 
@@ -67,8 +69,10 @@ def generate_launch_description():
     fusion = Node(
         package="dares_ros", executable="dares_fusion_node", name="dares_fusion_node", namespace="dares",
         condition=IfCondition(LaunchConfiguration("fusion")), output="screen",
-        parameters=[{"publish_mesh": ParameterValue(LaunchConfiguration("mesh"), value_type=bool)}],
-        remappings=[("image", left_image(rectify)), ("camera_pose", LaunchConfiguration("camera_pose"))],
+        parameters=[{"publish_mesh": ParameterValue(LaunchConfiguration("mesh"), value_type=bool),
+                     "use_mask": ParameterValue(PythonExpression(["'", mask, "' != ''"]), value_type=bool)}],
+        remappings=[("image", left_image(rectify)), ("camera_pose", LaunchConfiguration("camera_pose")),
+                    ("mask", PythonExpression(["'", mask, "' or 'mask'"]))],
     )
 
     profile = PathJoinSubstitution([FindPackageShare("dares_ros"), "config", "fastdds_large_data.xml"])
@@ -100,6 +104,9 @@ def generate_launch_description():
                               description="with fusion: also map/mesh, the fused surface as an RViz triangle Marker"),
         DeclareLaunchArgument("camera_pose", default_value="/dares/camera_pose",
                               description="PoseStamped topic the fusion may use instead of odom (e.g. kinematics)"),
+        DeclareLaunchArgument("mask", default_value="",
+                              description="with fusion: a mask topic (mono8/8UC1, nonzero on instruments) whose "
+                                          "pixels stay out of the map"),
         *rectifiers,
         depth_node("/image_rect", IfCondition(rectify)),
         depth_node("/image_raw", UnlessCondition(rectify)),

@@ -18,6 +18,7 @@ from dares_ros.conversions import (
     image_to_rgb8,
     intrinsics,
     point_cloud,
+    read_mask,
     read_point_cloud,
     scale_camera_info,
     stereo_baseline,
@@ -81,6 +82,19 @@ def test_fuzzed_images_convert_or_raise_conversion_error(encoding, height, width
         assert "\n" not in str(e)
     else:
         assert out.shape == (height, width, 3) and out.dtype == np.uint8
+
+
+def test_masks_are_mono8_or_8uc1_with_their_padding():
+    on = RGB[..., 0] > 127
+    for encoding in ("mono8", "8UC1"):
+        msg = encode(np.repeat(on[..., None].astype(np.uint8) * 255, 3, -1), "mono8", pad=3)
+        msg.encoding = encoding
+        np.testing.assert_array_equal(read_mask(msg), on)
+    with pytest.raises(ConversionError, match="mask: encoding rgb8: publish the mask as mono8 or 8UC1"):
+        read_mask(encode(RGB, "rgb8"))
+    msg.data = bytes(msg.data)[:10]
+    with pytest.raises(ConversionError, match="mask: data has 10 bytes"):
+        read_mask(msg)
 
 
 def test_compressed_jpeg_png_and_garbage():
