@@ -9,8 +9,9 @@ Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most m
 map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles) and /diagnostics.
 
 A pose that is not a finite rigid transform, jumps more than max_jump from the last accepted one, or leaves
-the map volume (max_extent around the first pose) is rejected with a diagnostic and never reaches the map, so
-the volume, and with it memory, stays bounded. Setting the parameter reset to true starts a new map.
+the map volume (max_extent around the first pose) is rejected with a diagnostic and never reaches the map.
+Memory is bounded: a frame that would make the map's voxel blocks take more than max_map_mib is not fused (a
+diagnostic says so). Setting the parameter reset to true starts a new map.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at 
     "max_depth": (0.15, "depth beyond this many metres is not integrated"),
     "max_extent": (0.5, "the map volume: camera positions farther than this many metres from the first pose "
                         "(on any axis) are rejected"),
+    "max_map_mib": (1024.0, "MiB the map's voxel blocks may take (80 KiB per 16^3 voxels; the room doubles as the "
+                            "surface grows): a frame that needs more is not fused"),
     "max_jump": (0.02, "metres a camera may move between two fused frames; a larger jump is rejected"),
     "sync_tolerance": (0.01, "seconds between a depth image's stamp and its pose's"),
     "publish_rate": (1.0, "map/points per second"),
@@ -112,7 +115,7 @@ class FusionNode(Node):
         self.masks: deque = deque(maxlen=QUEUE)  # (stamp s, leave out (H,W) bool)
         self.info: CameraInfo | None = None
         self.image_received = -math.inf  # monotonic time of the last colour image
-        self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0}
+        self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0, "map_full": 0}
         self.problem = ""
         self._new_map()
         self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
@@ -135,8 +138,9 @@ class FusionNode(Node):
         return self.get_parameter(name).value
 
     def _new_map(self) -> None:
+        room = min(1000, int(self.p("max_map_mib") * 2**20 // TsdfFusion.BLOCK_BYTES))  # blocks at first
         self.fusion = TsdfFusion(self.p("voxel_size") * 1000, self.p("truncation") * 1000, self.p("max_depth") * 1000,
-                                 O3D_DEVICES[self.p("device")])
+                                 O3D_DEVICES[self.p("device")], block_count=max(1, room))
         self.origin: np.ndarray | None = None  # first accepted camera position, m
         self.last_T: np.ndarray | None = None
         self.frame_id, self.last_stamp, self.published_frames = "", None, 0  # nothing to publish yet
@@ -255,7 +259,12 @@ class FusionNode(Node):
             return
         if rgb is None:
             rgb = np.full((*depth.shape, 3), UNCOLOURED, np.uint8)
-        self.fusion.integrate(rgb, depth * 1000, K, scale_translation(T, 1000))
+        if not self.fusion.integrate(rgb, depth * 1000, K, scale_translation(T, 1000), self.p("max_map_mib")):
+            self.counts["map_full"] += 1
+            self._note(f"the map is full: it takes {self.fusion.memory_mib():.1f} MiB and this frame needs more "
+                       f"than max_map_mib ({self.p('max_map_mib'):g}); set reset to start a new map, or raise "
+                       "max_map_mib")
+            return
         if self.origin is None:
             self.origin = T[:3, 3].copy()
         self.last_T, self.last_stamp, self.frame_id = T, stamp_msg, frame_id
@@ -301,7 +310,7 @@ class FusionNode(Node):
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="dares_fusion_node: map", hardware_id=self.get_fully_qualified_name())
-        rejected = self.counts["rejected_poses"] + self.counts["unmatched_depth"] + self.counts["bad_inputs"]
+        rejected = sum(n for name, n in self.counts.items() if name != "fused")
         if not self.counts["fused"]:
             status.level = DiagnosticStatus.WARN
             status.message = self.problem or ("waiting for depth/image with a matching pose" +
@@ -312,7 +321,8 @@ class FusionNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, f"{self.counts['fused']} frames fused"
         values = {**{k: str(v) for k, v in self.counts.items()}, "last_problem": self.problem,
-                  "device": str(self.fusion.device), "map_frame": self.p("map_frame") or self.frame_id}
+                  "device": str(self.fusion.device), "map_frame": self.p("map_frame") or self.frame_id,
+                  "map_mib": f"{self.fusion.memory_mib():.1f}"}
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 
 

@@ -159,6 +159,27 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
         graph.close()
 
 
+def test_a_full_map_refuses_frames_within_its_memory_bound(sequence, tmp_path):
+    """max_map_mib bounds the grid's memory: a frame that needs more room is not fused, the diagnostics say so
+    and how much the map takes; raising the bound live lets frames in again."""
+    K, frames = sequence
+    graph = Graph(tmp_path, f"/full{os.getpid()}", max_map_mib=1.0)  # 12 blocks of 16^3 voxels; a frame needs ~25
+    try:
+        for i, (rgb, depth_mm, T_mm, _) in enumerate(frames[:3]):
+            graph.publish(i, rgb, depth_mm, T_mm, K)
+        assert wait_until(lambda: graph.counts().get("map_full") == "3"), (graph.counts(), graph.log.read_text())
+        assert graph.counts()["fused"] == "0" and float(graph.counts()["map_mib"]) <= 1.0
+        assert "the map is full" in graph.counts()["last_problem"] and "max_map_mib" in graph.counts()["last_problem"]
+        assert graph.set_parameter("max_map_mib", 64.0)
+        for i, (rgb, depth_mm, T_mm, _) in enumerate(frames[3:], start=3):
+            graph.publish(i, rgb, depth_mm, T_mm, K)
+        assert wait_until(lambda: graph.counts().get("fused") == str(FRAMES - 3)), graph.counts()
+        assert 1.0 < float(graph.counts()["map_mib"]) <= 64.0
+        assert graph.proc.poll() is None
+    finally:
+        graph.close()
+
+
 def test_masked_instruments_stay_out_of_the_map(tmp_path):
     """Two instruments move through the view (17 % of the pixels): with use_mask and their masks, the map is the
     tissue alone (unmasked, a tenth of it lies beyond 4 mm of the tissue, seed 6 measured 8.8 %); a depth
