@@ -62,8 +62,8 @@ def prepare_dds(local_only: bool = False) -> str | None:
 
 
 def run_node(make_node, name: str, help_text: str, args=None) -> None:
-    """main() of a dares node: --help prints help_text; a DaresError while starting (a bad parameter, a corrupt
-    checkpoint) is one fatal line and exit status 2; Ctrl-C and SIGTERM end it cleanly."""
+    """main() of a dares node: --help prints help_text; a DaresError (a bad parameter, a corrupt checkpoint) is
+    one fatal line and exit status 2; Ctrl-C and SIGTERM end it cleanly, at any moment."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
