@@ -225,7 +225,7 @@ class Trainer:
         if not (self.cfg.stereo and self.cfg.stereo_baseline):
             return start
         calibrated = ScaredSequenceDataset.calibrated_baseline(self.root / self.train_set.entries[0].folder)
-        return calibrated / self.cfg.stereo_baseline if calibrated else 1.0
+        return calibrated / self.cfg.stereo_baseline if calibrated else start
 
     def _phase_parameters(self, phase: int) -> list:
         if phase == 0:
@@ -549,8 +549,7 @@ class Trainer:
         entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
         if not entries:
             return {}
-        if len(entries) > self.cfg.val_max_frames:
-            entries = [entries[i] for i in np.linspace(0, len(entries) - 1, self.cfg.val_max_frames).astype(int)]
+        entries = self._spread(entries)
         net = self.models["depth"]
         was_training = net.training
         net.eval()
@@ -568,15 +567,19 @@ class Trainer:
             self.writer.add_scalar(f"val/{k}", v, self.global_step)
         return metrics
 
+    def _spread(self, entries: list) -> list:
+        """At most val_max_frames of `entries`, evenly spread."""
+        if len(entries) <= self.cfg.val_max_frames:
+            return entries
+        return [entries[i] for i in np.linspace(0, len(entries) - 1, self.cfg.val_max_frames).astype(int)]
+
     def _validate_pose(self) -> dict:
         """{"pose_error": pose_supervision_term over the val split's items (a spread of at most val_max_frames)}."""
         if not self.val_entries:
             return {}
         cfg = self.cfg
-        entries = [self.val_entries[i] for i in np.unique(np.linspace(0, len(self.val_entries) - 1,
-                                                                      cfg.val_max_frames).astype(int))]
-        items = ScaredSequenceDataset(self.root, entries, cfg.height, cfg.width, self.frame_ids, 1,
-                                      stereo_baseline=cfg.stereo_baseline, poses=True)
+        items = ScaredSequenceDataset(self.root, self._spread(self.val_entries), cfg.height, cfg.width,
+                                      self.frame_ids, 1, stereo_baseline=cfg.stereo_baseline, poses=True)
         for model in (self.models["pose_encoder"], self.models["pose"]):
             model.eval()  # the next train step sets the modes again
         errors = []

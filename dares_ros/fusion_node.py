@@ -167,6 +167,8 @@ class FusionNode(Node):
         self._fuse_matched()
 
     def _on_mask(self, msg: Image) -> None:
+        if not self.p("use_mask"):
+            return  # read only when used: a mask topic not asked for is neither decoded nor reported
         try:
             self.masks.append((stamp_seconds(msg.header.stamp), read_mask(msg)))
         except ConversionError as e:
