@@ -30,6 +30,24 @@ IMAGE_ENCODINGS = {
 HOST_BIGENDIAN = sys.byteorder == "big"
 
 
+class FrameIds:
+    """frame_ids as tf2 accepts them: a leading '/' (ROS 1 style, as dVRK's gscam stamps /<rig>/left_frame) is
+    dropped, with one warning per frame_id through `warn`."""
+
+    def __init__(self, warn):
+        self.warn, self.warned = warn, set()
+
+    def __call__(self, frame_id: str) -> str:
+        if not frame_id.startswith("/"):
+            return frame_id
+        name = frame_id.lstrip("/")
+        if frame_id not in self.warned:
+            self.warned.add(frame_id)
+            self.warn(f"frame_id '{frame_id}' starts with '/', which tf2 rejects: using '{name}' (fix the publisher's "
+                      "frame_id)")
+        return name
+
+
 def stamp_key(stamp) -> tuple[int, int]:
     """(sec, nanosec) of a builtin_interfaces/Time: the key that pairs messages of one frame."""
     return stamp.sec, stamp.nanosec
@@ -164,13 +182,26 @@ def uint8_image(pixels: np.ndarray, encoding: str, header=None) -> Image:
     return msg
 
 
-def intrinsics(info: CameraInfo, topic: str = "camera_info") -> np.ndarray:
-    """K (3,3) from a CameraInfo, or ConversionError when it carries no calibration."""
+class Uncalibrated(ConversionError):
+    """camera_info carries no intrinsics (dVRK's uncalibrated placeholder has K all zeros): depth can still be
+    published in relative scale, but neither a point cloud nor a stereo scale."""
+
+
+def intrinsics(info: CameraInfo, topic: str = "camera_info", rectified: bool = True) -> np.ndarray:
+    """The (3,3) intrinsics of the image `info` comes with: the left 3x3 of P for rectified images (image_pipeline's
+    rule: image_rect comes with the raw K and D and the rectified P; K when P was never filled), K for raw ones.
+    Uncalibrated when they are all zeros; ConversionError when they are not a pinhole camera."""
     K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ConversionError(f"no valid intrinsics (K = {K.ravel().tolist()}): calibrate the camera and publish K",
-                              topic)
-    return K
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4)[:, :3]
+    name, M = ("P", P) if rectified and P.any() else ("K", K)
+    if not M.any():
+        raise Uncalibrated(f"is uncalibrated ({name} all zeros): depth is published in relative scale, without "
+                           "points or stereo scale; calibrate the camera (ros2 run camera_calibration "
+                           "cameracalibrator) and publish its camera_info", topic)
+    if not np.isfinite(M).all() or M[0, 0] <= 0 or M[1, 1] <= 0:
+        raise ConversionError(f"no valid intrinsics ({name} = {M.ravel().tolist()}): calibrate the camera and publish "
+                              f"{name}", topic)
+    return M
 
 
 def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
@@ -243,39 +274,52 @@ def read_point_cloud(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     return points, rgb
 
 
-def checked_intrinsics(info: CameraInfo | None, image_shape, topic: str = "camera_info") -> np.ndarray:
-    """K (3,3) of `info` for an image of `image_shape` (H,W,...). The one rule of the node and `bag infer`:
-    camera_info describes the image it comes with (as image_pipeline expects), it is never rescaled silently."""
+def checked_intrinsics(info: CameraInfo | None, image_shape, topic: str = "camera_info",
+                       rectified: bool = True) -> np.ndarray:
+    """intrinsics() of `info` for an image of `image_shape` (H,W,...). The one rule of the nodes and `bag infer`:
+    camera_info describes the image it comes with (as image_pipeline expects), it is never rescaled silently
+    (an uncalibrated one, all zeros, describes no size)."""
     if info is None:
         raise ConversionError("no camera_info received yet; publish it beside the images", topic)
-    K = intrinsics(info, topic)
+    K = intrinsics(info, topic, rectified)
     if (info.width, info.height) != (image_shape[1], image_shape[0]):
         raise ConversionError(f"is {info.width}x{info.height} but the image is {image_shape[1]}x{image_shape[0]}; "
                               "publish camera_info matching the images", topic)
     return K
 
 
-def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, point_stride: int = 1,
+def depth_camera_info(info: CameraInfo, K: np.ndarray | None, header, width: int, height: int) -> CameraInfo:
+    """depth/camera_info of a (height, width) depth image: the input's, stamped `header`, with the left 3x3 of P set
+    to K, the intrinsics the depth and cloud were computed with (so image_geometry, which reads P, agrees);
+    uncalibrated (K None) as it came, with the image's size."""
+    out = CameraInfo(header=header, width=width, height=height, distortion_model=info.distortion_model,
+                     d=list(info.d), k=list(info.k), r=list(info.r), p=list(info.p), binning_x=info.binning_x,
+                     binning_y=info.binning_y)
+    if K is not None:
+        P = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
+        P[:, :3] = K
+        out.p = P.ravel().tolist()
+    return out
+
+
+def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, K: np.ndarray | None, point_stride: int = 1,
                   points: bool = True, colored: bool = True) -> dict:
     """Everything published for one depth map: {"depth", "info", "points"?, "colored"?} messages.
 
     depth_m: (H,W) float32 metres, an array or a tensor on any device (back-projection runs where it lies,
-    on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H), else
-    ConversionError (checked_intrinsics). The one place that turns depth into messages, shared by the node and
-    `dares bag infer`.
+    on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H); K: its (3,3)
+    intrinsics (checked_intrinsics), None when it is uncalibrated: no points. The one place that turns depth into
+    messages, shared by the node and `dares bag infer`.
     """
     import torch
 
     from dares_core.geometry import backproject
     from dares_core.visualize import colorize_inverse_depth
 
-    K = checked_intrinsics(info, rgb.shape)
     depth_t = torch.as_tensor(depth_m)
     depth_m = depth_t.cpu().numpy()
-    out = {"depth": depth_image(depth_m, header)}
-    out["info"] = scale_camera_info(info, rgb.shape[1], rgb.shape[0])  # a copy: the sizes match
-    out["info"].header = header
-    if points:
+    out = {"depth": depth_image(depth_m, header), "info": depth_camera_info(info, K, header, *depth_m.shape[::-1])}
+    if points and K is not None:
         K = K.copy()
         K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
         sub = depth_t[::point_stride, ::point_stride].contiguous()

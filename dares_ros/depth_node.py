@@ -7,6 +7,11 @@ depth/colored (bgr8) and /diagnostics; with eyes: both the same for the right ey
 ...), both eyes computed in one batch. Output headers carry the input stamp and frame_id. Outputs are reliable
 (KEEP_LAST 5), so reliable and best-effort subscribers both match.
 
+Intrinsics follow image_pipeline: rectified images (rectified: true, the default) are measured with camera_info's
+P, raw ones with K. An uncalibrated camera_info (all zeros, as dVRK's placeholder) still gives depth in relative
+scale, without points or stereo scale. When time goes back (a bag replayed or looped, a /clock reset), stereo
+pairing starts again; a duplicate or out-of-order stamp never makes a pair.
+
 With lifecycle: true it is a managed node (configure loads the model and creates the outputs, activate
 starts processing); otherwise it configures and activates itself. The subscription callbacks only store
 the newest frame; one worker thread runs the model on the latest
@@ -40,6 +45,8 @@ from dares_core.stereo_scale import StereoScale
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
     ConversionError,
+    FrameIds,
+    Uncalibrated,
     checked_intrinsics,
     compressed_to_rgb8,
     depth_outputs,
@@ -50,7 +57,7 @@ from .conversions import (
 )
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import SCALE_MODES
-from .sync import StereoMatcher
+from .sync import Order, StereoMatcher, Timeline
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
@@ -104,6 +111,8 @@ PARAMETERS = {
     "stereo_downscale": Param(2, "SGBM runs on images reduced by this factor", range=(1, 8)),
     "stereo_num_disparities": Param(64, "SGBM disparity search range at the reduced resolution", range=(16, 512)),
     "stereo_smoothing": Param(0.3, "weight of each new frame in the running scale (log space)", range=(0.01, 1.0)),
+    "rectified": Param(True, "the images are rectified (image_rect): intrinsics from camera_info's P, as "
+                             "image_pipeline's consumers take them; false for raw images (image_raw): from K"),
     "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),
     "point_stride": Param(4, "publish every Nth pixel in each direction in points (depth comes from the network "
                              "resolution, so 4 loses nothing at 1280x1024 and keeps clouds ~1 MB)", read_only=False,
@@ -213,7 +222,8 @@ class DepthNode(LifecycleNode):
         self.lost_in_transport = 0
         self.published = 0
         # what happened in the last DIAGNOSTICS_WINDOW_S (time.monotonic() of each event): what diagnostics judge
-        self.recent: dict[str, deque] = {k: deque() for k in ("inputs", "pairs", "published", "problems")}
+        self.recent: dict[str, deque] = {k: deque() for k in ("inputs", "right_inputs", "pairs", "published",
+                                                                "problems")}
         self.latencies: deque[float] = deque(maxlen=200)  # receipt to publication, seconds
         self.stamp_ages: deque[float] = deque(maxlen=200)  # ROS clock at publication minus the image stamp
         self.scale, self.scale_confidence = float("nan"), 0.0
@@ -224,6 +234,9 @@ class DepthNode(LifecycleNode):
         self.worker: threading.Thread | None = None
         self._stop = threading.Event()
         self.matcher = StereoMatcher(self.p("sync_tolerance"))
+        self.timeline = Timeline()
+        self.frame_ids = FrameIds(self.get_logger().warning)
+        self.intrinsics_source = ""  # what the last frame's intrinsics came from, for diagnostics
         self.eyes = ("left", "right") if self.p("eyes") == "both" else ("left",)
         self.last_error = self.parameter_error
         self.outputs: dict[str, EyeOutputs] = {}
@@ -346,13 +359,22 @@ class DepthNode(LifecycleNode):
         if not self.active:
             return
         now = time.monotonic()
-        if side == "left":
-            self._note("inputs", now)
-        if not self._needs_pairs():
-            if side == "left":
-                self.mailbox.put(Frame(msg, None, now))
+        self._note("inputs" if side == "left" else "right_inputs", now)
+        pairs = self._needs_pairs()
+        if side == "right" and not pairs:
             return
         stamp = stamp_seconds(msg.header.stamp)
+        order = self.timeline.order(side, stamp)
+        if order is Order.TIME_WENT_BACK:
+            self.matcher.restart()
+            topic = self.left_topic if side == "left" else self.right_topic
+            self.get_logger().info(self.timeline.went_back(topic, stamp, "stereo pairing starts again" if pairs else
+                                                           "depth goes on"))
+        if not pairs:  # every left image has its depth, whatever its stamp
+            self.mailbox.put(Frame(msg, None, now))
+            return
+        if order in (Order.DUPLICATE, Order.OUT_OF_ORDER):  # never a pair older than the last
+            return
         pair = self.matcher.add(side, stamp, msg)
         if pair is not None:
             self._note("pairs", now)
@@ -368,12 +390,13 @@ class DepthNode(LifecycleNode):
             times.popleft()
         return len(times)
 
-    def report(self, topic: str, problem: str) -> None:
-        """A skipped frame: one throttled error line per topic and problem (every 5 s at most)."""
-        self.bad_inputs += 1
+    def report(self, topic: str, problem: str, skipped: bool = True) -> None:
+        """A problem with a frame: one throttled error line per topic and problem (every 5 s at most); skipped: the
+        frame was not published (else it was, with less: an uncalibrated camera's depth without points)."""
+        self.bad_inputs += skipped
         self._note("problems")
         self.last_error = f"{topic}: {problem}"
-        self._log_throttled((topic, problem), f"{topic}: {problem} (frame skipped)")
+        self._log_throttled((topic, problem), f"{topic}: {problem}" + (" (frame skipped)" if skipped else ""))
 
     def _on_message_lost(self, topic: str, info) -> None:
         """Messages the DDS transport reported lost (never seen by the node), with the usual cause and its fix."""
@@ -383,14 +406,20 @@ class DepthNode(LifecycleNode):
         self._log_throttled((topic, "lost"), f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
 
     def _check_pairing(self) -> None:
-        """Left images arrive but none finds a right partner (right topic not remapped, stamps apart): say so."""
-        if self.active and self._needs_pairs() and self._recent("inputs") and not self._recent("pairs"):
-            self._note("problems")
-            self.last_error = (f"{self.right_topic}: no right image matched a left stamp (within sync_tolerance "
-                               f"{self.p('sync_tolerance')} s) in the last {DIAGNOSTICS_WINDOW_S:.0f} s; remap "
-                               "right/image_rect and right/camera_info to the right camera, or set scale_mode: "
-                               "relative (and eyes: left)")
-            self._log_throttled((self.right_topic, "unpaired"), self.last_error)
+        """Left images arrive but none finds a right partner: say why (no right image at all, or stamps apart)."""
+        if not (self.active and self._needs_pairs() and self._recent("inputs") and not self._recent("pairs")):
+            return
+        self._note("problems")
+        window = f"in the last {DIAGNOSTICS_WINDOW_S:.0f} s"
+        if not self._recent("right_inputs"):
+            self.last_error = (f"{self.right_topic}: no right image {window}; remap right/image_rect and "
+                               "right/camera_info to the right camera, or set scale_mode: relative (and eyes: left)")
+        else:
+            self.last_error = (f"{self.right_topic}: right images arrive but none matched a left stamp within "
+                               f"sync_tolerance {self.p('sync_tolerance')} s {window} (nearest "
+                               f"{self.matcher.nearest_gap:.3f} s apart); stamp both eyes from one clock or raise "
+                               "sync_tolerance")
+        self._log_throttled((self.right_topic, "unpaired"), self.last_error)
 
     def _log_throttled(self, key: tuple[str, str], line: str) -> None:
         """Log `line` as an error unless the same key was logged in the last 5 s."""
@@ -423,19 +452,21 @@ class DepthNode(LifecycleNode):
             raise FrameSkipped("weights", self.last_error or "no model loaded")
         left_info, right_info = self.left_info, self.right_info
         left = self._to_rgb(frame.left, self.left_topic)
-        K = checked_intrinsics(left_info, left.shape, "left/camera_info")
+        K = self._intrinsics(left_info, left, "left/camera_info")
         right = None if frame.right is None else self._right_image(frame.right, right_info, left)
+        right_K = None if right is None else self._intrinsics(right_info, right, "right/camera_info")
         if self.eyes == ("left",):
-            images, infos, messages = [left], [left_info], [frame.left]
+            images, infos, Ks, messages = [left], [left_info], [K], [frame.left]
         elif right is None:  # eyes: both, a lone left frame queued before pairing started
             raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
         else:
             images, infos, messages = [left, right], [left_info, right_info], [frame.left, frame.right]
+            Ks = [K, right_K]
         depth = self.predictor.predict(torch.from_numpy(np.stack(images))).depth  # (eyes,H,W) on the model's device
-        scale = self._metric_scale(left, right, depth[0], K, right_info)
-        for eye, rgb, info, msg, eye_depth in zip(self.eyes, images, infos, messages, depth):
+        scale = self._metric_scale(left, right, depth[0], K, right_K, right_info)
+        for eye, rgb, info, eye_K, msg, eye_depth in zip(self.eyes, images, infos, Ks, messages, depth):
             header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
-            out = depth_outputs(eye_depth.float() * scale, rgb, info, header, self.p("point_stride"),
+            out = depth_outputs(eye_depth.float() * scale, rgb, info, header, eye_K, self.p("point_stride"),
                                 self.p("publish_points"), self.p("publish_colored"))  # points back-projected on device
             self.outputs[eye].publish(out)
         stamp = stamp_seconds(frame.left.header.stamp)
@@ -445,25 +476,38 @@ class DepthNode(LifecycleNode):
         self.published += 1
 
     def _frame_id(self, eye: str, msg) -> str:
-        """frame_id names the left output frame; the right eye keeps its image's frame_id."""
-        return (eye == "left" and self.p("frame_id")) or msg.header.frame_id
+        """frame_id names the left output frame; the right eye keeps its image's frame_id (both as tf2 takes them)."""
+        return self.frame_ids((eye == "left" and self.p("frame_id")) or msg.header.frame_id)
+
+    def _intrinsics(self, info: CameraInfo | None, image: np.ndarray, topic: str) -> np.ndarray | None:
+        """(3,3) intrinsics of an eye's image (P when rectified, else K); None when its camera is uncalibrated
+        (reported: its depth is still published, without points)."""
+        rectified = self.p("rectified")
+        try:
+            K = checked_intrinsics(info, image.shape, topic, rectified)
+        except Uncalibrated as e:
+            self.intrinsics_source = "uncalibrated"
+            self.report(topic, e.problem, skipped=False)
+            return None
+        self.intrinsics_source = "P (rectified)" if rectified and any(info.p) else "K"
+        return K
 
     def _right_image(self, msg, info: CameraInfo | None, left: np.ndarray) -> np.ndarray:
         right = self._to_rgb(msg, self.right_topic)
         if right.shape != left.shape:
             raise FrameSkipped(self.right_topic, f"is {right.shape[1]}x{right.shape[0]} but left is {left.shape[1]}x"
                                                  f"{left.shape[0]}; publish a rectified pair of one size")
-        checked_intrinsics(info, right.shape, "right/camera_info")
         return right
 
-    def _metric_scale(self, left: np.ndarray, right: np.ndarray | None, depth: torch.Tensor, K: np.ndarray,
-                      right_info: CameraInfo | None) -> float:
-        """Metres per model depth unit; depth: (H,W) of the left eye in model units."""
+    def _metric_scale(self, left: np.ndarray, right: np.ndarray | None, depth: torch.Tensor, K: np.ndarray | None,
+                      right_K: np.ndarray | None, right_info: CameraInfo | None) -> float:
+        """Metres per model depth unit; depth: (H,W) of the left eye in model units; K, right_K: the eyes'
+        intrinsics, None when uncalibrated (stereo scale then pauses: relative scale, already reported)."""
         mode = self.p("scale_mode")
-        if mode == "relative":
-            return MM
         if mode == "fixed":
             return self.p("fixed_scale")
+        if mode == "relative" or (right is not None and (K is None or right_K is None)):
+            return MM
         if right is None:  # switched to stereo while this left frame was queued
             raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
         est = self.stereo.update(left, right, depth.cpu().numpy(), K[0, 0], stereo_baseline(right_info))
@@ -502,7 +546,8 @@ class DepthNode(LifecycleNode):
             "latency_p99_s": f"{np.percentile(latency, 99):.4f}", "stamp_age_p50_s": f"{stamp_age:.4f}",
             "published": str(self.published), "dropped_frames": str(self.mailbox.dropped),
             "bad_inputs": str(self.bad_inputs), "lost_in_transport": str(self.lost_in_transport),
-            "problems_in_window": str(problems), "scale_mode": self.p("scale_mode"),
+            "problems_in_window": str(problems), "time_jumps_back": str(self.timeline.jumps),
+            "intrinsics": self.intrinsics_source, "scale_mode": self.p("scale_mode"),
             "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
             "last_error": self.last_error if problems or self.predictor is None else "",
         }

@@ -11,7 +11,9 @@ map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles) and /d
 A pose that is not a finite rigid transform, jumps more than max_jump from the last accepted one, or leaves
 the map volume (max_extent around the first pose) is rejected with a diagnostic and never reaches the map.
 Memory is bounded: a frame that would make the map's voxel blocks take more than max_map_mib is not fused (a
-diagnostic says so). Setting the parameter reset to true starts a new map.
+diagnostic says so). Setting the parameter reset to true starts a new map, and so does time going back (a bag
+replayed or looped, a /clock reset): a map holds one uninterrupted stretch of time, as tf2's buffer does. Depth
+images are rectified (REP 118), so their intrinsics are depth/camera_info's P.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dares_core.reconstruct import TsdfFusion, scale_translation
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
     ConversionError,
+    FrameIds,
     checked_intrinsics,
     diagnostic_array,
     image_to_rgb8,
@@ -49,6 +52,7 @@ from .conversions import (
     triangle_marker,
 )
 from .graph import parameter_help, run_node
+from .sync import Order, Timeline
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
 UNCOLOURED = 160  # grey of a surface seen without a colour image
@@ -117,6 +121,8 @@ class FusionNode(Node):
         self.image_received = -math.inf  # monotonic time of the last colour image
         self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0, "map_full": 0}
         self.problem = ""
+        self.timeline = Timeline()
+        self.frame_ids = FrameIds(self.get_logger().warning)
         self._new_map()
         self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos_profile_sensor_data)
@@ -136,6 +142,13 @@ class FusionNode(Node):
 
     def p(self, name: str):
         return self.get_parameter(name).value
+
+    def _clear_map(self, why: str) -> None:
+        """A new, empty map (published once, so displays clear) and zeroed counts."""
+        self._new_map()
+        self.published_frames = -1
+        self.counts = dict.fromkeys(self.counts, 0)
+        self.get_logger().info(why)
 
     def _new_map(self) -> None:
         room = min(1000, int(self.p("max_map_mib") * 2**20 // TsdfFusion.BLOCK_BYTES))  # blocks at first
@@ -184,11 +197,23 @@ class FusionNode(Node):
         except ConversionError as e:
             self._bad_input(str(e))
             return
-        self.depths.append((stamp_seconds(msg.header.stamp), depth, msg.header.stamp))
+        stamp = stamp_seconds(msg.header.stamp)
+        order = self.timeline.order("depth", stamp)
+        if order is Order.TIME_WENT_BACK:
+            self._clear_map(self.timeline.went_back("depth/image", stamp, "a new map starts"))
+            for queue in (self.depths, self.poses, self.images, self.masks):  # what came before the jump
+                kept = [e for e in queue if e[0] <= stamp + self.p("sync_tolerance")]
+                queue.clear()
+                queue.extend(kept)
+        elif order is not Order.NEW:
+            self._bad_input(f"depth/image at {stamp:.3f} s is not after the last one: skipped (a duplicate or "
+                            "out-of-order stamp)")
+            return
+        self.depths.append((stamp, depth, msg.header.stamp))
         self._fuse_matched()
 
     def _on_pose(self, header, pose) -> None:
-        self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), header.frame_id))
+        self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), self.frame_ids(header.frame_id)))
         self._fuse_matched()
 
     def _bad_input(self, problem: str) -> None:
@@ -291,17 +316,14 @@ class FusionNode(Node):
     # --- outputs ------------------------------------------------------------------------------------
     def _publish_map(self) -> None:
         if self.p("reset"):
-            self._new_map()
-            self.published_frames = -1  # publish the empty map once, so displays clear
-            self.counts = dict.fromkeys(self.counts, 0)
+            self._clear_map("map cleared")
             self.set_parameters([Parameter("reset", value=False)])
-            self.get_logger().info("map cleared")
         if self.fusion.frames == self.published_frames:
             return
         points, colors = self.fusion.points(self.p("min_observations"))
         step = max(1, math.ceil(len(points) / self.p("max_points")))
         points, colors = points[::step], colors[::step]
-        frame = self.p("map_frame") or self.frame_id
+        frame = self.frame_ids(self.p("map_frame") or self.frame_id)
         header = Header(stamp=self.last_stamp or self.get_clock().now().to_msg(), frame_id=frame)
         self.points_pub.publish(point_cloud(points[None], colors[None], header))
         if self.p("publish_mesh"):
@@ -323,7 +345,8 @@ class FusionNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, f"{self.counts['fused']} frames fused"
         values = {**{k: str(v) for k, v in self.counts.items()}, "last_problem": self.problem,
-                  "device": str(self.fusion.device), "map_frame": self.p("map_frame") or self.frame_id,
+                  "device": str(self.fusion.device), "map_frame": self.frame_ids(self.p("map_frame") or self.frame_id),
+                  "time_jumps_back": str(self.timeline.jumps),
                   "map_mib": f"{self.fusion.memory_mib():.1f}"}
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 

@@ -61,9 +61,24 @@ def prepare_dds(local_only: bool = False) -> str | None:
     return profile
 
 
+def die_with_parent() -> None:
+    """Have Linux send this process SIGTERM when its parent dies, however it died (SIGKILL too): a node started by
+    launch, `ros2 run` or `dares demo` never outlives it. Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_node(make_node, name: str, help_text: str, args=None) -> None:
     """main() of a dares node: --help prints help_text; a DaresError (a bad parameter, a corrupt checkpoint) is
-    one fatal line and exit status 2; Ctrl-C and SIGTERM end it cleanly, at any moment."""
+    one fatal line and exit status 2; Ctrl-C and SIGTERM end it cleanly, at any moment, and so does its parent's
+    death (die_with_parent)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
@@ -73,7 +88,8 @@ def run_node(make_node, name: str, help_text: str, args=None) -> None:
         print(help_text)
         return
     profile = prepare_dds()
-    rclpy.init(args=args)
+    rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handling, which the parent-death SIGTERM then meets
+    die_with_parent()
     node = None
     try:
         executor = SingleThreadedExecutor()  # before the node: rclpy.spin() makes one, which fails after a signal

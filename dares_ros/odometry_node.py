@@ -4,7 +4,9 @@ Subscribes left/image_rect (remappable; left/image_rect/compressed with input_tr
 frame and the one before go through the pose network as `dares pose` and the official evaluate_pose.py do
 (frame i+1, frame i; official resize); the relative transform chains into the left camera's pose.
 Publishes odom (nav_msgs/Odometry: odom_frame -> the camera's frame), path (nav_msgs/Path, the last max_path
-poses), TF odom_frame -> camera when tf2_msgs is importable (a real ROS install), and /diagnostics.
+poses), TF odom_frame -> camera (publish_tf; where tf2_msgs is importable, as in every ROS install), and
+/diagnostics. When time goes back (a bag replayed or looped, a /clock reset) a new trajectory starts at the origin:
+no motion is computed across the jump.
 
 Translation is in metres: the pose network's unit is the depth network's (DARES trains them together), the
 millimetres per unit its weights record (1, nominal mm, for DARES; `pose.pose_units`), so with scale_source
@@ -38,6 +40,7 @@ from dares_core.reconstruct import scale_translation
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
     ConversionError,
+    FrameIds,
     compressed_to_rgb8,
     diagnostic_array,
     image_to_rgb8,
@@ -45,6 +48,7 @@ from .conversions import (
     stamp_seconds,
 )
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
+from .sync import Order, Timeline
 
 DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
 
@@ -60,7 +64,9 @@ PARAMETERS = {  # name: (default, description); all apply at start
                                  "scale_source fixed, and until the depth node reports a scale"),
     "depth_node": ("/dares/dares_depth_node", "fully qualified name of the depth node whose scale is used"),
     "odom_frame": ("odom", "frame_id of odom and path (the first camera pose is its origin)"),
-    "child_frame": ("", "child_frame_id of odom; empty: the images' frame_id"),
+    "child_frame": ("", "child_frame_id of odom and TF; empty: the images' frame_id"),
+    "publish_tf": (True, "publish TF odom_frame -> child_frame (turn off when the robot's TF already places the "
+                         "camera, e.g. from kinematics: a frame has one parent)"),
     "max_path": (2000, "path keeps the last this many poses"),
     "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) or reliable (every replayed frame)"),
     "input_transport": ("raw", "raw: sensor_msgs/Image on left/image_rect; compressed: sensor_msgs/CompressedImage "
@@ -95,6 +101,8 @@ class OdometryNode(Node):
                      self.p("input_width") or self.units.input_size[1])
         self.previous: tuple[float, torch.Tensor] | None = None  # (stamp s, (3,h,w) in [0,1])
         self.pose = np.eye(4)  # camera-to-odom, metres
+        self.timeline = Timeline()
+        self.frame_ids = FrameIds(self.get_logger().warning)
         self.depth_scale: float | None = None
         self.frames, self.problems, self.problem = 0, 0, ""
         self.rates: deque = deque(maxlen=50)  # monotonic times of published poses
@@ -102,7 +110,7 @@ class OdometryNode(Node):
         self.path_poses: deque = deque(maxlen=self.p("max_path"))
         self.odom_pub = self.create_publisher(Odometry, "odom", OUTPUT_QUEUE_DEPTH)
         self.path_pub = self.create_publisher(PathMsg, "path", OUTPUT_QUEUE_DEPTH)
-        self.tf_pub = self._tf_publisher()
+        self.tf_pub = self._tf_publisher() if self.p("publish_tf") else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         compressed = self.p("input_transport") == "compressed"
         self.to_rgb8 = compressed_to_rgb8 if compressed else image_to_rgb8
@@ -119,10 +127,13 @@ class OdometryNode(Node):
         return self.get_parameter(name).value
 
     def _tf_publisher(self):
-        """TF on /tf where tf2_msgs exists (a real ROS install; it has no wheel), else None."""
+        """TF on /tf where tf2_msgs exists (every ROS install; `make install` builds it beside the PyPI wheels),
+        else None with one warning."""
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError:
+            self.get_logger().warning("tf2_msgs is not installed: no TF is published (odom and path are); install "
+                                      "ros-$ROS_DISTRO-tf2-msgs, or set publish_tf false")
             return None
         return self.create_publisher(TFMessage, "/tf", 10)
 
@@ -150,13 +161,18 @@ class OdometryNode(Node):
             self._note(f"{self.image_topic}: {e}")
             return
         stamp = stamp_seconds(msg.header.stamp)
+        order = self.timeline.order("left", stamp)
+        if order is Order.TIME_WENT_BACK:
+            self.get_logger().info(self.timeline.went_back(self.image_topic, stamp, "a new trajectory starts"))
+            self.previous, self.pose = None, np.eye(4)
+            self.path_poses.clear()
+        elif order is not Order.NEW and self.previous is not None:
+            self._note(f"{self.image_topic}: stamp {stamp:.3f} s is not after the last ({self.previous[0]:.3f} s); "
+                       "the frame is skipped")
+            return
         previous, self.previous = self.previous, (stamp, frame)
         if previous is None:
             self._publish(msg.header)  # the origin
-            return
-        if stamp <= previous[0]:
-            self._note(f"{self.image_topic}: stamp {stamp:.3f} s is not after the last ({previous[0]:.3f} s); the "
-                       "motion between them is skipped")
             return
         pair = torch.cat([frame, previous[1]])[None].to(self.device)
         T = poses_of_pairs(self.encoder, self.decoder, pair)[0]  # previous camera's points into this one's
@@ -168,9 +184,10 @@ class OdometryNode(Node):
         self._publish(msg.header, T, stamp - previous[0])
 
     def _publish(self, header, T: np.ndarray | None = None, dt: float = 0.0) -> None:
-        child = self.p("child_frame") or header.frame_id
+        child = self.frame_ids(self.p("child_frame") or header.frame_id)
         odom = Odometry()
-        odom.header.stamp, odom.header.frame_id, odom.child_frame_id = header.stamp, self.p("odom_frame"), child
+        odom.header.stamp, odom.child_frame_id = header.stamp, child
+        odom.header.frame_id = self.frame_ids(self.p("odom_frame"))
         set_pose(odom.pose.pose, self.pose)
         if T is not None and dt > 0:  # the camera's velocity in its own frame
             motion = np.linalg.inv(T)
@@ -213,6 +230,7 @@ class OdometryNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, f"odometry at {len(recent) / 5.0:.1f} Hz"
         values = {"frames": str(self.frames), "problems": str(self.problems), "last_problem": self.problem,
+                  "time_jumps_back": str(self.timeline.jumps), "tf": "on" if self.tf_pub is not None else "off",
                   "scale_m_per_unit": f"{self.scale():.6g}", "scale_source": self.p("scale_source")}
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 

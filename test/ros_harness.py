@@ -48,11 +48,14 @@ def rgb_image(rgb: np.ndarray, encoding: str = "rgb8") -> Image:
     return msg
 
 
-def camera_info(K: np.ndarray, width: int, height: int, baseline_m: float = 0.0) -> CameraInfo:
+def camera_info(K: np.ndarray, width: int, height: int, baseline_m: float = 0.0,
+                rectified: np.ndarray | None = None) -> CameraInfo:
+    """CameraInfo with K and P = [rectified | -fx*B] (rectified: the rectified intrinsics, K when None)."""
     info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
     info.k = K.ravel().tolist()
-    P = np.hstack([K, np.zeros((3, 1))])
-    P[0, 3] = -K[0, 0] * baseline_m
+    rectified = K if rectified is None else rectified
+    P = np.hstack([rectified, np.zeros((3, 1))])
+    P[0, 3] = -rectified[0, 0] * baseline_m
     info.p = P.ravel().tolist()
     return info
 

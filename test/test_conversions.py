@@ -13,8 +13,11 @@ from dares_core.visualize import colorize_inverse_depth
 from dares_ros.conversions import (
     IMAGE_ENCODINGS,
     ConversionError,
+    FrameIds,
+    Uncalibrated,
     compressed_to_rgb8,
     depth_image,
+    depth_outputs,
     image_to_rgb8,
     intrinsics,
     point_cloud,
@@ -138,16 +141,61 @@ def test_camera_info_scaling_baseline_and_validation():
     np.testing.assert_allclose(intrinsics(small), [[250, 0, 160], [0, 250, 128], [0, 0, 1]])
     assert stereo_baseline(info) == pytest.approx(0.0045)
     assert stereo_baseline(small) == pytest.approx(0.0045)
-    with pytest.raises(ConversionError, match="^left/camera_info: no valid intrinsics") as raised:
-        intrinsics(CameraInfo(), "left/camera_info")
-    assert raised.value.topic == "left/camera_info" and raised.value.problem.endswith("calibrate the camera and "
-                                                                                       "publish K")
+    with pytest.raises(Uncalibrated, match="^left/camera_info: is uncalibrated") as raised:
+        intrinsics(CameraInfo(), "left/camera_info")  # dVRK's placeholder: all zeros
+    assert raised.value.topic == "left/camera_info" and "camera_calibration" in raised.value.problem
+    broken = CameraInfo(k=[float("nan")] + [0.0] * 8)
+    with pytest.raises(ConversionError, match="no valid intrinsics") as raised:
+        intrinsics(broken, rectified=False)
+    assert not isinstance(raised.value, Uncalibrated) and raised.value.problem.endswith("publish K")
     with pytest.raises(ConversionError, match="no stereo baseline") as raised:
         stereo_baseline(CameraInfo())
     assert raised.value.topic == "right/camera_info"
     with pytest.raises(ConversionError) as raised:
         image_to_rgb8(Image(encoding="yuv422", width=2, height=2, step=4, data=bytes(8)))
     assert raised.value.topic == "" and str(raised.value) == raised.value.problem  # the caller names the topic
+
+
+def rectified_info(width=340, height=256) -> CameraInfo:
+    """image_pipeline's camera_info of image_rect: the raw K (and D), the rectified P."""
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.1, -0.05, 0.0, 0.0, 0.0])
+    info.k = [300.0, 0, 170, 0, 300.0, 128, 0, 0, 1]
+    info.p = [260.0, 0, 160, -260.0 * 0.0045, 0, 260.0, 120, 0, 0, 0, 1, 0]
+    return info
+
+
+def test_rectified_images_are_measured_with_p_and_raw_ones_with_k():
+    info = rectified_info()
+    np.testing.assert_allclose(intrinsics(info), [[260, 0, 160], [0, 260, 120], [0, 0, 1]])
+    np.testing.assert_allclose(intrinsics(info, rectified=False), [[300, 0, 170], [0, 300, 128], [0, 0, 1]])
+    only_k = CameraInfo(k=info.k)  # a publisher that fills K alone: its images are taken as they are
+    np.testing.assert_allclose(intrinsics(only_k), intrinsics(info, rectified=False))
+
+
+def test_depth_outputs_follow_the_intrinsics_they_are_given():
+    info = rectified_info()
+    header = Header(frame_id="cam")
+    depth = np.full((256, 340), 0.05, np.float32)
+    rgb = np.zeros((256, 340, 3), np.uint8)
+    K = intrinsics(info)
+    out = depth_outputs(depth, rgb, info, header, K)
+    points, _ = read_point_cloud(out["points"])
+    v, u = 40, 300
+    assert (K @ points[v, u] / points[v, u, 2])[:2] == pytest.approx([u, v], abs=1e-3)  # through P, not K
+    np.testing.assert_allclose(np.array(out["info"].p).reshape(3, 4), np.array(info.p).reshape(3, 4))
+    raw = depth_outputs(depth, rgb, info, header, intrinsics(info, rectified=False))
+    np.testing.assert_allclose(np.array(raw["info"].p).reshape(3, 4)[:, :3], intrinsics(info, rectified=False))
+    uncalibrated = depth_outputs(depth, rgb, CameraInfo(), header, None)  # depth, info and colour; no cloud
+    assert set(uncalibrated) == {"depth", "info", "colored"}
+    assert (uncalibrated["info"].width, uncalibrated["info"].height) == (340, 256)
+
+
+def test_frame_ids_lose_a_leading_slash_with_one_warning():
+    warnings = []
+    names = FrameIds(warnings.append)
+    assert names("/jhu_daVinci/left_frame") == names("/jhu_daVinci/left_frame") == "jhu_daVinci/left_frame"
+    assert names("cam_optical") == "cam_optical"
+    assert len(warnings) == 1 and "tf2 rejects" in warnings[0]
 
 
 finite_or_not = st.one_of(st.floats(-1e4, 1e4), st.just(float("nan")), st.just(float("inf")), st.just(0.0))
@@ -160,8 +208,8 @@ finite_or_not = st.one_of(st.floats(-1e4, 1e4), st.just(float("nan")), st.just(f
 def test_fuzzed_camera_info_is_valid_or_a_conversion_error(k, p, width, height, out_w, out_h):
     info = CameraInfo(width=width, height=height)
     info.k, info.p = k, p
-    for call in (lambda: intrinsics(info), lambda: stereo_baseline(info), lambda: scale_camera_info(info, out_w,
-                                                                                                    out_h)):
+    for call in (lambda: intrinsics(info), lambda: intrinsics(info, rectified=False), lambda: stereo_baseline(info),
+                 lambda: scale_camera_info(info, out_w, out_h)):
         try:
             result = call()
         except ConversionError as e:

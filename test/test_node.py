@@ -117,12 +117,12 @@ def _bad_inputs():
     truncated.data = bytes(truncated.data)[:100]
     padded_step = rgb_image(np.zeros((CFG.height, CFG.width, 3), np.uint8))
     padded_step.step = 7
-    zero_info = camera_info(np.zeros((3, 3)), CFG.width, CFG.height)
+    nan_info = camera_info(np.full((3, 3), np.nan), CFG.width, CFG.height)
     return {
         "unsupported encoding 'yuv422'": (wrong_encoding, None),
         "the message is truncated": (truncated, None),
         "smaller than width": (padded_step, None),
-        "no valid intrinsics": (good, zero_info),
+        "no valid intrinsics": (good, nan_info),
     }
 
 
@@ -152,6 +152,39 @@ def test_bad_input_is_reported_skipped_and_survived(relative_node):
     h.publish(rgb_image(frames[0]["l"]), small_info)
     assert h.wait_for(lambda: "publish camera_info matching the images" in log.read_text(), timeout=10)
     assert proc.poll() is None
+
+
+def test_an_uncalibrated_camera_gives_depth_without_points(relative_node):
+    """dVRK's placeholder camera_info (the image size, K and P all zeros): depth and its camera_info are published
+    in relative scale, no cloud, and the log and diagnostics say to calibrate."""
+    h, frames, log, proc = relative_node
+    placeholder = camera_info(np.zeros((3, 3)), CFG.width, CFG.height)
+    stamps = []
+    assert h.wait_for(lambda: any(h.outputs_with_stamp("depth", s) for s in stamps),
+                      publish=lambda: stamps.append(h.publish(rgb_image(frames[1]["l"]), placeholder)), timeout=30)
+    stamp = next(s for s in stamps if h.outputs_with_stamp("depth", s))
+    assert h.wait_for(lambda: h.outputs_with_stamp("info", stamp), timeout=10)
+    assert np.isfinite(read_depth_image(h.outputs_with_stamp("depth", stamp)[0])).all()
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    later = h.publish(rgb_image(frames[1]["l"]), info)  # points follow a calibrated frame, never this one
+    assert h.wait_for(lambda: h.outputs_with_stamp("points", later), timeout=30)
+    assert not h.outputs_with_stamp("points", stamp)
+    assert "calibrate the camera" in log.read_text()
+    assert h.wait_for(lambda: any("uncalibrated" in s.message for d in h.received["diagnostics"] for s in d.status),
+                      publish=lambda: h.publish(rgb_image(frames[1]["l"]), placeholder), timeout=10)
+    assert proc.poll() is None
+
+
+def test_a_frame_id_with_a_leading_slash_is_published_without_it(relative_node):
+    h, frames, log, _ = relative_node
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    stamps = []
+    assert h.wait_for(lambda: any(h.outputs_with_stamp("points", s) for s in stamps),
+                      publish=lambda: stamps.append(h.publish(rgb_image(frames[0]["l"]), info,
+                                                              frame_id="/jhu_daVinci/left_frame")), timeout=30)
+    stamp = next(s for s in stamps if h.outputs_with_stamp("points", s))
+    assert h.outputs_with_stamp("points", stamp)[0].header.frame_id == "jhu_daVinci/left_frame"
+    assert log.read_text().count("starts with '/'") == 1
 
 
 LOSSY_PUBLISHER = """
@@ -201,6 +234,8 @@ def test_images_lost_in_transport_are_reported_with_the_fix(relative_node, tmp_p
 
 
 def test_stereo_mode_recovers_metric_depth(assets):
+    """A rectified pair as image_pipeline publishes it: camera_info with the raw K (here 25 % longer focal length,
+    another centre) and the rectified P the images follow. Depth scale and cloud follow P."""
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_stereo"
     log = root / "stereo.log"
@@ -209,8 +244,10 @@ def test_stereo_mode_recovers_metric_depth(assets):
     h = Harness(ns)
     try:
         K = CFG.intrinsics()
+        raw_K = np.diag([1.25, 1.25, 1.0]) @ K + np.array([[0, 0, 9.0], [0, 0, -6.0], [0, 0, 0]])
         baseline = CFG.baseline_mm / 1000
-        left_info, right_info = camera_info(K, CFG.width, CFG.height), camera_info(K, CFG.width, CFG.height, baseline)
+        left_info = camera_info(raw_K, CFG.width, CFG.height, rectified=K)
+        right_info = camera_info(raw_K, CFG.width, CFG.height, baseline, rectified=K)
         sent = {}
 
         def publish():
@@ -223,7 +260,11 @@ def test_stereo_mode_recovers_metric_depth(assets):
         for msg in h.received["depth"][3:]:
             gt = frames[sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)]]["gt_m"]
             errors.append(abs(np.median(read_depth_image(msg)) / np.median(gt) - 1))
-        assert max(errors) < 0.10, errors
+        assert max(errors) < 0.10, errors  # with K's focal length it would be 25 % off
+        msg = h.received["points"][-1]
+        points, _ = read_point_cloud(msg)  # every 4th pixel (point_stride 4)
+        v, u = 10, 30
+        assert (K @ points[v, u] / points[v, u, 2])[:2] == pytest.approx([4 * u, 4 * v], abs=1e-3)
         # a right eye of another size is refused, the node goes on
         small = cv2.resize(frames[0]["r"], (CFG.width // 2, CFG.height // 2))
         h.publish(rgb_image(frames[0]["l"]), left_info, rgb_image(small), right_info)
@@ -417,11 +458,23 @@ def test_stereo_mode_without_right_images_says_so(assets, tmp_path):
     try:
         info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
         image = rgb_image(frames[0]["l"])
-        assert h.wait_for(lambda: "no right image matched a left stamp" in log.read_text(),
+        assert h.wait_for(lambda: "right/image_rect: no right image in the last 5 s; remap" in log.read_text(),
                           publish=lambda: h.publish(image, info), timeout=60), log.read_text()[-1000:]
         h.wait_for(lambda: "right" in latest_status(h)[1], publish=lambda: h.publish(image, info), timeout=10)
         level, message, _ = latest_status(h)
         assert level == DiagnosticStatus.ERROR and "publishing nothing" in message and "right/image_rect" in message
+
+        def apart():  # right images stamped 50 ms after their left ones: they arrive, but never pair
+            stamp = h.publish(image, info)
+            late = rgb_image(frames[0]["r"])
+            late.header.frame_id, late.header.stamp = "cam_right_optical", stamp
+            late.header.stamp.nanosec = (stamp.nanosec + 50_000_000) % 1_000_000_000
+            late.header.stamp.sec = stamp.sec + (stamp.nanosec + 50_000_000) // 1_000_000_000
+            h.pub["right"].publish(late)
+
+        assert h.wait_for(lambda: "right images arrive but none matched a left stamp within sync_tolerance 0.01 s in "
+                                  "the last 5 s (nearest 0.050 s apart)" in log.read_text(), publish=apart,
+                          timeout=60), log.read_text()[-1000:]
         assert not h.received["depth"]
     finally:
         h.close()

@@ -1,6 +1,7 @@
 """dares_odometry_node through a real ROS graph: its odom and path are the offline `dares pose` pipeline's
-relative poses chained, in metres by the depth node's reported scale; a stamp going backwards is skipped; with the
-shipped demo pose network it tracks a synthetic camera within a stated ATE."""
+relative poses chained, in metres by the depth node's reported scale, on odom, path and TF; an out-of-order stamp is
+skipped and time going back starts a new trajectory; with the shipped demo pose network it tracks a synthetic camera
+within a stated ATE."""
 
 import os
 import signal
@@ -16,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
 from ros_harness import rgb_image, wait_until
 from sensor_msgs.msg import Image
+from tf2_msgs.msg import TFMessage
 
 from dares_core.data.scared import SplitEntry, image_path
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
@@ -57,8 +59,10 @@ def test_odometry_is_the_offline_pose_pipeline_chained_in_metres(scene, tmp_path
 
 def check_odometry(root, weights, depth_node, proc, node, ns, log):
     folder = sequence_folder(0)
-    odoms, paths, statuses = [], [], []
+    odoms, paths, statuses, tfs = [], [], [], []
     node.create_subscription(Odometry, f"{ns}/odom", odoms.append, 10)
+    node.create_subscription(TFMessage, "/tf", lambda m: tfs.extend(t for t in m.transforms
+                                                                    if t.child_frame_id == "cam_left_optical"), 10)
     node.create_subscription(Path, f"{ns}/path", paths.append, 10)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
         s for s in m.status if s.name == "dares_odometry_node: odometry" and s.hardware_id.startswith(ns)), 10)
@@ -82,7 +86,7 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
 
     for frame in range(1, FRAMES + 1):
         assert send(frame, 10 + frame), log.read_text()
-    assert not send(FRAMES, 10), "a frame older than the last must not move the camera"
+    assert not send(FRAMES, 10 + FRAMES - 0.2), "a frame out of order must not move the camera"
 
     encoder, decoder = load_pose_net(weights)
     relative = predict_relative_poses(encoder, decoder, root, [SplitEntry(folder, f, "l") for f in
@@ -96,8 +100,20 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     assert np.abs(got[:, :3, :3] - expected[:, :3, :3]).max() < 1e-4
     assert np.linalg.norm(expected[-1, :3, 3]) > 0  # a motion that was really chained
     assert [p.pose.position.x for p in paths[-1].poses] == [o.pose.pose.position.x for o in odoms]
+    assert wait_until(lambda: len(tfs) == FRAMES, 10)  # TF odom -> camera: the same poses
+    for tf, odom in zip(tfs, odoms):
+        assert (tf.header.frame_id, tf.header.stamp) == ("odom", odom.header.stamp)
+        assert tf.transform.translation.x == odom.pose.pose.position.x
+        assert tf.transform.rotation == odom.pose.pose.orientation
     assert wait_until(lambda: "not after the last" in {kv.key: kv.value for kv in statuses[-1].values}["last_problem"],
                 5)
+    # the bag replayed: time goes back, a new trajectory starts at the origin, nothing is computed across the jump
+    assert send(2, 10 + 2), log.read_text()
+    assert np.allclose(pose_matrix(odoms[-1].pose.pose), np.eye(4))
+    assert wait_until(lambda: len(paths[-1].poses) == 1, 10)
+    assert send(3, 10 + 3)
+    np.testing.assert_allclose(pose_matrix(odoms[-1].pose.pose), np.linalg.inv(got[1]) @ got[2], atol=1e-6)
+    assert "a new trajectory starts" in log.read_text()
     assert proc.poll() is None
 
 

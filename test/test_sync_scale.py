@@ -7,7 +7,7 @@ import pytest
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.stereo_scale import StereoScale
-from dares_ros.sync import StereoMatcher
+from dares_ros.sync import JUMP_BACK_S, Order, StereoMatcher, Timeline
 
 
 def test_pairs_within_tolerance_and_never_goes_back_in_time():
@@ -20,6 +20,48 @@ def test_pairs_within_tolerance_and_never_goes_back_in_time():
     assert m.add("left", 1.040, "L2-dup") is None
     assert m.add("right", 1.041, "R2") in {("L2", "R2"), ("L2-dup", "R2")}
     assert m.add("right", 1.020, "R-stale") is None
+
+
+def test_time_going_back_is_told_from_duplicates_and_reordering():
+    t = Timeline()
+    assert [t.order("left", s) for s in (1.00, 1.04, 1.04, 1.02, 1.08)] == [
+        Order.NEW, Order.NEW, Order.DUPLICATE, Order.OUT_OF_ORDER, Order.NEW]
+    assert t.jumps == 0
+    assert t.order("left", 1.08 - JUMP_BACK_S - 0.01) is Order.TIME_WENT_BACK  # a long bag replayed
+    assert t.jumps == 1 and "1.080 s, then" in t.went_back("left/image_rect", 0.57, "it restarts")
+    assert t.order("left", 0.61) is Order.NEW
+
+
+def test_a_short_bag_looped_goes_back_after_three_older_stamps():
+    t = Timeline()
+    stamps = [0.0, 0.04, 0.08, 0.12]  # shorter than JUMP_BACK_S
+    assert all(t.order("left", s) is Order.NEW for s in stamps)
+    assert [t.order("left", s) for s in stamps] == [Order.OUT_OF_ORDER, Order.OUT_OF_ORDER, Order.TIME_WENT_BACK,
+                                                     Order.NEW]
+
+
+def test_the_other_eye_starts_again_with_the_one_that_went_back():
+    t = Timeline()
+    for s in (5.0, 5.04):
+        assert t.order("left", s) is Order.NEW and t.order("right", s) is Order.NEW
+    assert t.order("right", 1.0) is Order.TIME_WENT_BACK  # the replay's first right image comes first
+    assert t.order("left", 1.0) is Order.NEW  # its left partner is no duplicate, nor out of order
+    assert t.jumps == 1
+
+
+def test_a_restarted_matcher_pairs_stamps_it_paired_before():
+    m = StereoMatcher(tolerance=0.005)
+    assert m.add("left", 2.0, "L") is None and m.add("right", 2.0, "R") == ("L", "R")
+    assert m.add("left", 2.0, "L again") is None  # a replay's stamp: not after the last pair
+    m.restart()
+    assert m.add("left", 2.0, "L again") is None and m.add("right", 2.0, "R again") == ("L again", "R again")
+
+
+def test_the_gap_between_eyes_that_never_pair_is_kept():
+    m = StereoMatcher(tolerance=0.005)
+    m.add("left", 1.0, "L")
+    m.add("right", 1.03, "R")
+    assert m.nearest_gap == pytest.approx(0.03)
 
 
 def test_queue_is_bounded():

@@ -106,6 +106,9 @@ def cmd_bag(args: argparse.Namespace) -> None:
         height, width = result["input_size"]
         print(f"wrote depth for {result['frames']} frames of {result['image_topic']} (network input {height}x{width}) "
               f"into {args.out} ({len(total)} input topics copied)")
+        if result["uncalibrated"]:
+            print(f"{result['uncalibrated']} frames had an uncalibrated camera_info (all zeros): their depth is in "
+                  "relative scale and they have no points; calibrate the camera to get both")
     elif args.bag_command == "repair":
         counts = bag.repair_bag(args.source, args.out, args.force)
         print(f"repaired into {args.out}: " + (", ".join(f"{t} {n}" for t, n in counts.items()) or "no whole message"))

@@ -16,19 +16,28 @@ from rclpy.executors import SingleThreadedExecutor
 from dares_core.errors import DaresError
 
 from ..graph import config_file
+from ..launch_plan import NodeSpec
+
+
+def spec_command(spec: NodeSpec) -> list[str]:
+    """A node of launch_plan as `ros2 launch` starts it: its console entry point with --ros-args (params files,
+    -p values, remaps). Only dares_ros nodes: their executables are beside this Python."""
+    cmd = [str(Path(sys.executable).parent / spec.executable), *spec.arguments, "--ros-args",
+           "-r", f"__node:={spec.name}", "-r", f"__ns:=/{spec.namespace.strip('/')}"]
+    for parameters in spec.parameters:
+        if isinstance(parameters, dict):
+            cmd += [arg for name, value in parameters.items() for arg in ("-p", f"{name}:={value}")]
+        else:
+            cmd += ["--params-file", str(parameters)]
+    return cmd + [arg for src, dst in spec.remappings for arg in ("-r", f"{src}:={dst}")]
 
 
 def node_command(namespace: str, params: dict, remaps: dict | None = None,
                  executable: str = "dares_depth_node") -> list[str]:
     """A dares node as `ros2 run dares_ros <executable>` starts it; the depth node with the shipped params file."""
-    cmd = [str(Path(sys.executable).parent / executable), "--ros-args", "-r", f"__ns:={namespace}"]
-    if executable == "dares_depth_node":
-        cmd += ["--params-file", str(config_file("dares.yaml"))]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={value}"]
-    for src, dst in (remaps or {}).items():
-        cmd += ["-r", f"{src}:={dst}"]
-    return cmd
+    files = [config_file("dares.yaml")] if executable == "dares_depth_node" else []
+    return spec_command(NodeSpec("dares_ros", executable, executable, namespace, [*files, params],
+                                 list((remaps or {}).items())))
 
 
 def stop_node(proc: subprocess.Popen) -> None:
@@ -48,7 +57,7 @@ def node_session(namespace: str, params: dict, workdir: Path, name: str, remaps:
     node `name` of this process spinning in a thread; yields (node process, local node) and tears both down."""
     with node_process(namespace, params, workdir / "node.log", remaps, executable) as proc:
         context = rclpy.Context()
-        rclpy.init(context=context)
+        rclpy.init(args=[], context=context)  # not sys.argv: our own options are no ROS arguments
         node = rclpy.create_node(name, context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)

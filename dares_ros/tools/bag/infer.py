@@ -25,45 +25,51 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     """Depth for every left image of `bag`, written with all input messages into a new bag; no ROS graph.
 
     Outputs under /dares: depth/image, depth/camera_info, points, as the node publishes them (same code);
-    scale as the node's relative mode (model units read as mm) or `fixed_scale` metres per unit.
+    scale as the node's relative mode (model units read as mm) or `fixed_scale` metres per unit. Intrinsics by the
+    node's rule: camera_info's P for rectified images (an image_rect topic), K for raw ones.
     """
     import torch
 
     from dares_core.inference import DepthPredictor
     from dares_core.model.weights import load_depth_net
 
-    from ...conversions import ConversionError, compressed_to_rgb8, depth_outputs
+    from ...conversions import ConversionError, Uncalibrated, checked_intrinsics, compressed_to_rgb8, depth_outputs
 
     found = Topics.of_bag(bag) if not (image_topic and info_topic) else None
     reader = open_reader(bag)
     image_topic = named_topic(reader, image_topic) if image_topic else found.left_image
     info_topic = named_topic(reader, info_topic) if info_topic else found.left_info
     image_cls = CompressedImage if image_topic.endswith("compressed") else Image
+    rectified = "/image_rect" in image_topic
     predictor = DepthPredictor(load_depth_net(weights, base_weights=base_weights), input_size, device, precision)
     scale = fixed_scale if fixed_scale is not None else 1e-3
     infos = {stamp_key(m.header.stamp): m for m in read_messages(bag, info_topic, CameraInfo)}
     if not infos:
         raise DaresError(f"{info_topic} has no messages: the bag needs camera_info for the images")
     latest_info = next(iter(infos.values()))
-    written = 0
+    written = uncalibrated = 0
     try:
         with BagWriter(out, force) as writer:
             pending = []
 
             def flush():
-                nonlocal written
+                nonlocal written, uncalibrated
                 if not pending:
                     return
                 images = torch.from_numpy(np.stack([rgb for _, rgb, _, _ in pending]))
                 depths = predictor.predict(images).depth.cpu().numpy()
                 for (stamp_ns, rgb, msg, cam), depth in zip(pending, depths):
                     try:
-                        out_msgs = depth_outputs((depth * scale).astype(np.float32), rgb, cam, msg.header,
-                                                 point_stride, points=True, colored=False)
+                        K = checked_intrinsics(cam, rgb.shape, info_topic, rectified)
+                    except Uncalibrated:
+                        K, uncalibrated = None, uncalibrated + 1  # as the node: depth without points
                     except ConversionError as e:  # the node's rule: the frame's camera_info must describe it
                         raise DaresError(f"{info_topic} at {stamp_ns} ns: {e}") from None
+                    out_msgs = depth_outputs((depth * scale).astype(np.float32), rgb, cam, msg.header, K,
+                                             point_stride, points=True, colored=False)
                     for key, topic in (("depth", "depth/image"), ("info", "depth/camera_info"), ("points", "points")):
-                        writer.write(f"{OUTPUT_NAMESPACE}/{topic}", out_msgs[key], stamp_ns)
+                        if key in out_msgs:  # an uncalibrated camera has no points
+                            writer.write(f"{OUTPUT_NAMESPACE}/{topic}", out_msgs[key], stamp_ns)
                     written += 1
                     if progress is not None:
                         progress(1)
@@ -92,4 +98,5 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
             flush()
     finally:
         reader.close()
-    return {"frames": written, "image_topic": image_topic, "input_size": list(predictor.size)}
+    return {"frames": written, "image_topic": image_topic, "input_size": list(predictor.size),
+            "uncalibrated": uncalibrated}

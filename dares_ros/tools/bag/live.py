@@ -122,7 +122,7 @@ def _new_context():
 
     prepare_dds()
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)  # not sys.argv: our own options are no ROS arguments
     return context
 
 
