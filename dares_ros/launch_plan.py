@@ -210,10 +210,11 @@ def launch_description(arguments: dict, make_plan):
     values and starts it (a DaresError there is launch's one-line error, raised before any process starts)."""
     import tempfile
 
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     def start(context):
         values = {name: LaunchConfiguration(name).perform(context) for name in arguments}
