@@ -445,6 +445,8 @@ class DepthNode(LifecycleNode):
             except (ConversionError, FrameSkipped) as e:
                 self.report(e.topic or self.left_topic, e.problem)
             except Exception as e:  # a bug must not stop a node in an operating room: report and go on
+                if not self.context.ok():
+                    return  # shut down (Ctrl-C, SIGTERM) while this frame was on its way out
                 self.report("dares_depth_node", f"unexpected {type(e).__name__}: {e}")
 
     def _process(self, frame: Frame) -> None:

@@ -123,6 +123,7 @@ class FusionNode(Node):
         self.problem = ""
         self.timeline = Timeline()
         self.frame_ids = FrameIds(self.get_logger().warning)
+        self.frame_id, self.last_stamp = "", None  # the map's frame and stamp: the last fused pose's, kept over clears
         self._new_map()
         self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos_profile_sensor_data)
@@ -156,7 +157,7 @@ class FusionNode(Node):
                                  O3D_DEVICES[self.p("device")], block_count=max(1, room))
         self.origin: np.ndarray | None = None  # first accepted camera position, m
         self.last_T: np.ndarray | None = None
-        self.frame_id, self.last_stamp, self.published_frames = "", None, 0  # nothing to publish yet
+        self.published_frames = 0  # nothing to publish yet
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
@@ -201,6 +202,7 @@ class FusionNode(Node):
         order = self.timeline.order("depth", stamp)
         if order is Order.TIME_WENT_BACK:
             self._clear_map(self.timeline.went_back("depth/image", stamp, "a new map starts"))
+            self.last_stamp = msg.header.stamp  # the empty map is of the new time
             for queue in (self.depths, self.poses, self.images, self.masks):  # what came before the jump
                 kept = [e for e in queue if e[0] <= stamp + self.p("sync_tolerance")]
                 queue.clear()
@@ -318,12 +320,12 @@ class FusionNode(Node):
         if self.p("reset"):
             self._clear_map("map cleared")
             self.set_parameters([Parameter("reset", value=False)])
-        if self.fusion.frames == self.published_frames:
+        frame = self.frame_ids(self.p("map_frame") or self.frame_id)
+        if self.fusion.frames == self.published_frames or not frame:  # no news, or nothing ever fused to clear
             return
         points, colors = self.fusion.points(self.p("min_observations"))
         step = max(1, math.ceil(len(points) / self.p("max_points")))
         points, colors = points[::step], colors[::step]
-        frame = self.frame_ids(self.p("map_frame") or self.frame_id)
         header = Header(stamp=self.last_stamp or self.get_clock().now().to_msg(), frame_id=frame)
         self.points_pub.publish(point_cloud(points[None], colors[None], header))
         if self.p("publish_mesh"):
