@@ -14,21 +14,27 @@ from .errors import DaresError
 from .names import ENCODERS, PRECISIONS
 
 
-def number(kind: type, minimum: float = 0.0, inclusive: bool = False):
-    """An argparse type for a finite `kind` (int or float) above `minimum` (or equal, with inclusive): 0, -5, nan
-    and inf stop at parsing with one line naming the option."""
+def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
+    """An argparse type for a finite `kind` (int or float) above `minimum` (or equal, with inclusive) and at most
+    `maximum`: 0, -5, nan, inf and sizes beyond any machine stop at parsing with one line naming the option."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) or value > maximum:
+            bound = f" and <= {maximum:g}" if math.isfinite(maximum) else ""
             raise argparse.ArgumentTypeError(f"{text} is out of range: give a number {'>=' if inclusive else '>'} "
-                                             f"{minimum:g}")
+                                             f"{minimum:g}{bound}")
         return value
     return parse
 
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(int), number(float), number(float, inclusive=True)
+IMAGE_SIDE = number(int, maximum=4096)  # pixels of a network input or a generated image
+
+
+FORCE_INTO_FOLDER = ("write into an --out that also holds files of other origin (they are kept); the command's own "
+                     "earlier outputs there are replaced without it")
 
 
 def progress_bar(total: int | None, desc: str):
@@ -49,9 +55,9 @@ def add_weights_options(p, required: bool = True) -> None:
 
 def add_network_options(p, compute: bool = True) -> None:
     """Network input size (and with compute, --device and --precision)."""
-    p.add_argument("--height", type=POSITIVE_INT, default=None,
+    p.add_argument("--height", type=IMAGE_SIDE, default=None,
                    help="network input height (default: the size the checkpoint was trained at, else 256)")
-    p.add_argument("--width", type=POSITIVE_INT, default=None,
+    p.add_argument("--width", type=IMAGE_SIDE, default=None,
                    help="network input width (default: the size the checkpoint was trained at, else 320)")
     if compute:
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -102,8 +108,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--sequences", type=POSITIVE_INT, default=3,
                    help="sequences; the last is held out for test, the one before for validation (3 or more "
                         "keep train, val and test apart; default 3)")
-    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="image width in pixels (default 1280, as SCARED)")
-    p.add_argument("--height", type=POSITIVE_INT, default=1024, help="image height in pixels (default 1024)")
+    p.add_argument("--width", type=IMAGE_SIDE, default=1280, help="image width in pixels (default 1280, as SCARED)")
+    p.add_argument("--height", type=IMAGE_SIDE, default=1024, help="image height in pixels (default 1024)")
     p.add_argument("--baseline-mm", type=POSITIVE_FLOAT, default=4.5, help="stereo baseline in mm (default 4.5)")
     p.add_argument("--fps", type=POSITIVE_FLOAT, default=25.0,
                    help="frame rate written to the calibration (default 25)")
@@ -212,7 +218,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("dares_eval"),
                    help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
                         "files there are replaced)")
-    p.add_argument("--force", action="store_true", help="replace files in an existing --out")
+    p.add_argument("--force", action="store_true", help=FORCE_INTO_FOLDER)
     p.set_defaults(func=cmd_eval)
 
 
@@ -275,7 +281,7 @@ def _add_pose(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", type=Path, default=Path("dares_pose"),
                    help="folder for pred_poses.npz, metrics.json, trajectory.png (default ./dares_pose)")
-    p.add_argument("--force", action="store_true", help="replace files in an existing --out")
+    p.add_argument("--force", action="store_true", help=FORCE_INTO_FOLDER)
     p.set_defaults(func=cmd_pose)
 
 
@@ -310,6 +316,18 @@ def _reconstruct_official(args: argparse.Namespace, check_output_folder) -> None
     with progress_bar(len(entries), "reconstruct") as bar:
         written = official_point_clouds(predictor, args.data, entries, gt, args.out, bar.update)
     print(f"wrote {len(written)} point clouds (metres, as the official) to {args.out}")
+
+
+def _why_empty(fusion, every: int) -> str:
+    """Why a fused reconstruction has no surface, in one line: too little overlap for the observation threshold,
+    or no depth inside the volume at all."""
+    from .reconstruct import MIN_OBSERVATIONS
+
+    if len(fusion.points(min_observations=1.0)[0]):
+        return (f"the surface is where at least {MIN_OBSERVATIONS:g} frames saw a point, and none of the "
+                f"{fusion.frames} fused frames (--every {every}) overlap that much: fuse more frames (a smaller "
+                "--every, a longer keyframe)")
+    return (f"nothing was fused from {fusion.frames} frames: check --max-depth-mm against the depth, and the poses")
 
 
 def _reconstruct_fused(args: argparse.Namespace) -> None:
@@ -364,7 +382,7 @@ def _reconstruct_fused(args: argparse.Namespace) -> None:
                                   ground_truth if has_gt and gt_poses else None, gt_poses, bar.update)
     mesh, cloud = fusion.surface()
     if not len(cloud.points):
-        raise DaresError("the fused volume is empty: check --max-depth-mm against the depth, and the poses")
+        raise DaresError(_why_empty(fusion, args.every))
     metrics = {"frames": len(frames)}
     if reference is not None:
         metrics.update(surface_distances(np.asarray(cloud.points), reference))
@@ -443,7 +461,7 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--device", default="cpu", help="the networks' device (the TSDF uses CUDA when present)")
     p.add_argument("--out", type=Path, default=Path("dares_reconstruction"),
                    help="output folder (default ./dares_reconstruction)")
-    p.add_argument("--force", action="store_true", help="replace the files an earlier reconstruction wrote there")
+    p.add_argument("--force", action="store_true", help=FORCE_INTO_FOLDER)
     p.set_defaults(func=cmd_reconstruct)
 
 
@@ -455,10 +473,16 @@ def cmd_prepare_scared(args: argparse.Namespace) -> None:
     total = len(raw_keyframes(args.src))
     with progress_bar(total, "keyframes") as bar:
         report = prepare_scared(args.src, args.dst, args.splits or SPLITS, progress=bar.update)
-    print(f"converted {len(report.converted)}, already done {len(report.already_done)}, skipped {len(report.skipped)}")
+    print(f"converted {len(report.converted)}, already done {len(report.already_done)}, skipped {len(report.skipped)}"
+          f", failed {len(report.failed)}")
     for line in report.skipped:
         print(f"  skipped {line}")
+    for line in report.failed:
+        print(f"  failed {line}")
     print(report.gt_export)
+    if report.failed:
+        raise DaresError(f"{len(report.failed)} keyframe(s) failed (listed above): mend or replace their files and "
+                         "run again (finished keyframes are kept)")
 
 
 def _add_prepare(sub) -> None:
@@ -475,7 +499,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     import yaml
 
-    from .files import RUN_ENTRIES, check_output_folder, ensure_writable_output
+    from .files import RUN_ENTRIES, check_output_folder, ensure_writable_output, foreign_entries
     from .train import TrainConfig, run_training
 
     overrides = {"data": str(args.data) if args.data else None, "out": str(args.out) if args.out else None,
@@ -487,7 +511,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         key, sep, value = item.partition("=")
         if not sep:
             raise DaresError(f"--set takes key=value, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DaresError(f"--set {item}: the value is not valid YAML (quote text, write lists as [a, b])") from None
+    if args.resume is not None and not (args.resume.is_file() or (args.resume / "config.yaml").is_file()):
+        raise DaresError(f"--resume {args.resume}: no run there; give a run folder (holding config.yaml) or a "
+                         "checkpoint .pt")
     if args.resume is not None and (args.resume / "config.yaml").is_file():  # a run folder resumes in place
         base = {**yaml.safe_load((args.resume / "config.yaml").read_text()), "out": str(args.resume.resolve())}
         cfg = TrainConfig.from_sources(None, {**base, **{k: v for k, v in overrides.items() if v is not None}})
@@ -496,6 +526,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(cfg.out)
     check_output_folder(out, force=True)  # before any model is built: a folder, writable (room: Trainer.fit)
     if args.resume is None and out.exists() and any(out.iterdir()):
+        foreign = foreign_entries(out, RUN_ENTRIES)
+        if foreign:  # never a run's folder: no --force deletes it
+            raise DaresError(f"{out} holds {', '.join(foreign[:3])}, which no training run wrote: choose another --out")
         if not args.force:
             raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
                              f"--force to start over")
@@ -556,7 +589,7 @@ def _add_export(sub) -> None:
                         "official folder, for the odometry node and `dares pose`")
     p.add_argument("--format", choices=EXPORT_FORMATS, default=None, help="artifact format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output file")
-    p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=POSITIVE_INT, default=17, help="ONNX opset, 14 to 20 (default 17)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
@@ -661,8 +694,15 @@ def _add_plugins(groups: dict) -> None:
         ep.load()(groups)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one line for a bad command line, as every other error: the problem and where help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dares", description="DARES depth estimation for endoscopy.")
+    parser = Parser(prog="dares", description="DARES depth estimation for endoscopy.")
     parser.add_argument("--version", action="version", version=f"dares {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)

@@ -32,6 +32,9 @@ class FullResolution(torch.nn.Module):
         return self.net(images, scales=(0,))[0]
 
 
+ONNX_OPSETS = (14, 20)  # scaled_dot_product_attention needs 14; the TorchScript exporter writes up to 20
+
+
 def export_pose(weights: Path, out: Path, force: bool = False) -> dict:
     """The pose encoder and decoder of `weights` (run folder, checkpoint, official folder) as one safetensors."""
     from .pose import load_pose_net, pose_units, save_pose_net
@@ -46,6 +49,9 @@ def export(weights: Path, out: Path, fmt: str, height: int | None = None, width:
     """Write the artifact atomically; returns {"format", "path", "max_abs_diff" (onnx, when checked)}."""
     if fmt not in EXPORT_FORMATS:
         raise DaresError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "onnx" and not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
+        raise DaresError(f"--opset {opset}: give {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} (the network's attention needs "
+                         f"{ONNX_OPSETS[0]}; torch's ONNX exporter writes up to {ONNX_OPSETS[1]})")
     ensure_writable_output(Path(out), force)
     net = load_depth_net(weights, base_weights=base_weights).merge_lora().eval()
     result = {"format": fmt, "path": str(out)}

@@ -24,15 +24,18 @@ FUSED_ENTRIES = ("mesh.ply", "points.ply", "render.png", "metrics.json")
 
 def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None) -> None:
     """Refuse to replace an existing `path` unless `force`; with `ours` (what the command writes, see above),
-    --force replaces only a folder holding nothing else, so nobody's other files are deleted. Fail early if
-    the folder to write in is unwritable."""
+    --force replaces only a folder holding nothing else, so nobody's other files are deleted; without `ours` the
+    output is one file, and --force never replaces a folder with it. Fail early if the folder to write in is
+    unwritable."""
     path = Path(path)
+    if ours is None and path.is_dir():
+        raise DaresError(f"{path} is a folder: give the path of the file to write")
     if path.exists() and not force:
         raise DaresError(f"{path} already exists: choose another output path or pass --force to replace it")
     if path.exists() and ours is not None:
         if Path.cwd().resolve().is_relative_to(path.resolve()):
             raise DaresError(f"{path} is the current folder or holds it: choose a new --out folder")
-        foreign = _not_ours(path, ours) if path.is_dir() else [path.name]
+        foreign = foreign_entries(path, ours) if path.is_dir() else [path.name]
         if foreign:
             raise DaresError(f"{path} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which this "
                              "command did not write: --force replaces only its own earlier output; choose another "
@@ -42,7 +45,7 @@ def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None
     _probe_writable(parent, path, "output")
 
 
-def _not_ours(folder: Path, ours: tuple[str, ...]) -> list[str]:
+def foreign_entries(folder: Path, ours: tuple[str, ...]) -> list[str]:
     """Names of the entries of `folder` that match none of the glob patterns `ours`."""
     return sorted(p.name for p in folder.iterdir() if not any(fnmatch.fnmatch(p.name, o) for o in ours))
 
@@ -64,7 +67,7 @@ def check_output_folder(path: Path, force: bool = False, option: str = "--out", 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DaresError(f"{option} {path} is a file: give a folder")
-    if path.is_dir() and _not_ours(path, ours) and not force:
+    if path.is_dir() and foreign_entries(path, ours) and not force:
         raise DaresError(f"{path} already has files: choose another {option} or pass --force")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():

@@ -9,6 +9,7 @@ NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,20 +19,23 @@ import torch
 import yaml
 
 from .errors import DaresError
-from .files import atomic_file, check_output_folder, write_image, write_npy
+from .files import atomic_file, check_output_folder, ensure_writable_output, write_image, write_npy
 from .geometry import backproject
 from .inference import DepthPredictor
 from .model.weights import load_depth_net
-from .preprocess import network_batch, read_rgb
+from .preprocess import network_batch, read_rgb, video_frames
 from .visualize import colorize_inverse_depth
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
 BATCH = 8
+OUTPUT_SUFFIXES = ("_depth", "_color")  # the pictures this command writes: NAME_depth.png, NAME_color.png
 
 
 def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
-    """(count, iterator of (name, RGB uint8 (H,W,3))) for an image, a folder of images or a video."""
+    """(count, iterator of (name, RGB uint8 (H,W,3))) for an image, a folder of images or a video. Outputs are
+    named after a file's stem; files whose stems collide (x.png and x.jpg) after stem and extension (x_png, x_jpg).
+    A folder of `dares infer` outputs is refused (its pictures are no input)."""
     path = Path(path)
     if not path.exists():
         raise DaresError(f"input {path} not found: pass an image, a folder of images or a video")
@@ -39,25 +43,31 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DaresError(f"input folder {path} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return len(files), ((p.stem, read_rgb(p, skip=True)) for p in files)
+        ours = [p.name for p in files if p.stem.endswith(OUTPUT_SUFFIXES) and
+                (path / f"{p.stem.rsplit('_', 1)[0]}_depth.npy").is_file()]
+        if ours:
+            raise DaresError(f"input folder {path} holds dares infer outputs ({', '.join(ours[:2])}): pass the folder "
+                             "of input images")
+        return len(files), ((name, read_rgb(p, skip=True)) for name, p in zip(output_names(files), files))
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return 1, iter([(path.stem, read_rgb(path))])
-    video = cv2.VideoCapture(str(path))
-    if not video.isOpened():
-        raise DaresError(f"input {path} is neither an image nor a video OpenCV can open")
-    count = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    try:
+        video = video_frames(path)
+    except DaresError:
+        raise DaresError(f"input {path} is neither an image nor a video OpenCV can open") from None
+    return video.declared, ((f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                            for i, bgr in enumerate(video.frames, 1))
 
-    def frames():
-        index = 0
-        while True:
-            ok, bgr = video.read()
-            if not ok:
-                break
-            index += 1
-            yield f"frame_{index:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        video.release()
 
-    return count, frames()
+def output_names(files: list[Path]) -> list[str]:
+    """The name each file's outputs take: its stem, or stem_extension where stems collide; refused if still not
+    unique (x.png beside x_png.jpg and x.jpg)."""
+    stems = Counter(p.stem for p in files)
+    names = [p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}" for p in files]
+    clash = [n for n, k in Counter(names).items() if k > 1]
+    if clash:
+        raise DaresError(f"several inputs would write outputs named {clash[0]}: rename them")
+    return names
 
 
 def read_calibration(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -138,9 +148,7 @@ def run_infer(args: argparse.Namespace) -> None:
     out: Path = args.out
     check_output_folder(out, args.force)
     if args.save_disp is not None:  # checked before the frames are processed, not after
-        if args.save_disp.exists() and not args.force:
-            raise DaresError(f"{args.save_disp} already exists: choose another path or pass --force")
-        check_output_folder(args.save_disp.parent, force=True, option="--save-disp")
+        ensure_writable_output(args.save_disp, args.force)
     intrinsics = intrinsics_from_args(args)
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)
@@ -150,23 +158,28 @@ def run_infer(args: argparse.Namespace) -> None:
     disparities = []
     with tqdm(total=count or None, desc="infer", unit="frame", dynamic_ncols=True) as bar:
         batch: list[tuple[str, np.ndarray]] = []
-        skipped = 0
-        for name, rgb in frames:
-            if rgb is None:
-                skipped += 1
-                bar.update(1)
-                continue
-            batch.append((name, rgb))
-            if len(batch) == BATCH:
-                disparities += _infer_batch(predictor, batch, out, intrinsics)
-                bar.update(len(batch))
-                batch = []
+        skipped, short = 0, None
+        try:
+            for name, rgb in frames:
+                if rgb is None:
+                    skipped += 1
+                    bar.update(1)
+                    continue
+                batch.append((name, rgb))
+                if len(batch) == BATCH:
+                    disparities += _infer_batch(predictor, batch, out, intrinsics)
+                    bar.update(len(batch))
+                    batch = []
+        except DaresError as e:  # a video cut short: the frames read are still written, then it is said
+            short = e
         if batch:
             disparities += _infer_batch(predictor, batch, out, intrinsics)
             bar.update(len(batch))
     if args.save_disp is not None and disparities:
         write_npy(args.save_disp, np.stack(disparities).astype(np.float32))
     print(f"wrote depth for {len(disparities)} frame(s) to {out}")
+    if short is not None:
+        raise short
     if skipped:
         raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written")
 

@@ -9,8 +9,11 @@ and `dares infer` all go through `resize_like_official`, so the AbsRel logged wh
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -30,6 +33,39 @@ def read_rgb(path: Path, skip: bool = False) -> np.ndarray | None:
         print(f"warning: {problem} (skipped)", file=sys.stderr)
         return None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class Video(NamedTuple):
+    declared: int  # frames the container says it holds
+    fps: float  # 0 when it does not say
+    frames: Iterator[np.ndarray]  # BGR (H,W,3) uint8
+
+
+def video_frames(path: Path) -> Video:
+    """A video's frames. One that ends before the frames it declares (cut short, damaged) raises DaresError after
+    its last readable frame, naming both counts: what was read stays written, and the command ends with status 2."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's lines on a damaged file: the one below says it
+    video = cv2.VideoCapture(str(path))
+    if not video.isOpened():
+        raise DaresError(f"{path} is not a video OpenCV can open (or it is damaged)")
+    declared = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+
+    def frames():
+        read = 0
+        try:
+            while True:
+                ok, bgr = video.read()
+                if not ok:
+                    break
+                read += 1
+                yield bgr
+        finally:
+            video.release()
+        if read < declared:
+            raise DaresError(f"{path}: read {read} of the {declared} frames it declares (cut short or damaged); the "
+                             f"{read} read were written")
+
+    return Video(declared, video.get(cv2.CAP_PROP_FPS), frames())
 
 
 def resize_like_official(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

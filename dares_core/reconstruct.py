@@ -61,6 +61,9 @@ def official_point_clouds(predictor, root: Path, entries: list[SplitEntry], gt_d
     return written
 
 
+MIN_OBSERVATIONS = 3.0  # the surface is where at least this many frames saw it (open3d's default weight threshold)
+
+
 class TsdfFusion:
     """Depth frames integrated into a truncated signed distance volume (open3d VoxelBlockGrid).
 
@@ -123,7 +126,7 @@ class TsdfFusion:
         """MiB the grid's blocks take now (its room, used or not)."""
         return self.grid.hashmap().capacity() * self.BLOCK_BYTES / 2**20
 
-    def points(self, min_observations: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    def points(self, min_observations: float = MIN_OBSERVATIONS) -> tuple[np.ndarray, np.ndarray]:
         """The surface's points (N,3) float32 metres in the world frame and their colours (N,3) uint8, where at
         least `min_observations` frames saw it (open3d's weight threshold, 3 by default)."""
         if not self.frames:  # open3d cannot extract from an empty grid
@@ -134,7 +137,7 @@ class TsdfFusion:
         colors = (cloud.point.colors.numpy().clip(0, 1) * 255).round().astype(np.uint8)
         return cloud.point.positions.numpy().astype(np.float32), colors
 
-    def mesh(self, min_observations: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def mesh(self, min_observations: float = MIN_OBSERVATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The surface as triangles where at least `min_observations` frames saw it: vertices (V,3) float32
         metres in the world frame, triangles (T,3) int64 vertex indices, vertex colours (V,3) uint8."""
         if not self.frames:
@@ -147,8 +150,8 @@ class TsdfFusion:
 
     def surface(self):
         """(triangle mesh, point cloud), legacy open3d geometry in mm."""
-        mesh = self.grid.extract_triangle_mesh().to_legacy()
-        cloud = self.grid.extract_point_cloud().to_legacy()
+        mesh = self.grid.extract_triangle_mesh(weight_threshold=MIN_OBSERVATIONS).to_legacy()
+        cloud = self.grid.extract_point_cloud(weight_threshold=MIN_OBSERVATIONS).to_legacy()
         for geometry in (mesh, cloud):
             geometry.scale(1000.0, center=np.zeros(3))
         return mesh, cloud

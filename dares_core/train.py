@@ -12,6 +12,7 @@ Launch on several GPUs with `torchrun --nproc_per_node N -m dares_core.cli train
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -113,16 +114,25 @@ class TrainConfig:
 
     @classmethod
     def from_sources(cls, config_file: Path | None, overrides: dict) -> TrainConfig:
+        """The config of a YAML file (or none) with `overrides` on top, every value checked for its field's type and
+        range before any work (one line naming the key and what it accepts)."""
         values = {}
         if config_file is not None:
             if not Path(config_file).is_file():
                 raise DaresError(f"config {config_file} not found")
-            values = yaml.safe_load(Path(config_file).read_text()) or {}
+            try:
+                values = yaml.safe_load(Path(config_file).read_text()) or {}
+            except yaml.YAMLError as e:
+                raise DaresError(f"config {config_file}: not valid YAML ({str(e).splitlines()[0]})") from None
+            if not isinstance(values, dict):
+                raise DaresError(f"config {config_file}: expected a mapping of training options, got "
+                                 f"{type(values).__name__}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
             raise DaresError(f"unknown training option(s) {', '.join(unknown)}: see `dares train --help` for the names")
+        values = {k: checked_option(k, fields[k], v) for k, v in values.items()}
         for key in PATH_OPTIONS:  # stored absolute in the run's config.yaml: it resumes from any folder
             if values.get(key):
                 values[key] = str(Path(values[key]).expanduser().resolve())
@@ -133,8 +143,14 @@ class TrainConfig:
     def validate(self) -> None:
         if self.height % 32 or self.width % 32:
             raise DaresError(f"height and width must be multiples of 32 (got {self.height}x{self.width}), as official")
-        if self.frame_ids[0] != 0:
-            raise DaresError("frame_ids must start with 0 (the target frame)")
+        if not self.frame_ids or self.frame_ids[0] != 0 or not all(
+                f == "s" or (type(f) is int) for f in self.frame_ids):
+            raise DaresError(f"frame_ids {self.frame_ids!r}: give frame offsets (integers) and 's' (the other eye), "
+                             "starting with 0 (the target frame)")
+        if not self.scales or not set(self.scales) <= {0, 1, 2, 3} or not all(type(x) is int for x in self.scales):
+            raise DaresError(f"scales {self.scales!r}: give some of 0, 1, 2, 3 (the head's resolutions)")
+        if not self.min_depth < self.max_depth:
+            raise DaresError(f"min_depth {self.min_depth:g} must be below max_depth {self.max_depth:g}")
         if self.reprojection not in REPROJECTIONS or self.precision not in PRECISIONS:
             raise DaresError(f"reprojection is one of {', '.join(REPROJECTIONS)} and precision one of "
                              f"{', '.join(PRECISIONS)}")
@@ -147,6 +163,43 @@ class TrainConfig:
         if self.af_weights and self.af_width != OFFICIAL_WIDTH:
             raise DaresError(f"af_weights are ResNet-18 networks (af_width {OFFICIAL_WIDTH}), af_width is "
                              f"{self.af_width}: drop one of the two")
+
+
+OPTION_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "text"),
+                "bool": ((bool,), "true or false"), "list": ((list,), "a list"), "dict": ((dict,), "a mapping")}
+# (lowest, highest) of numeric options, inclusive; sizes far beyond any machine's memory are refused before work
+OPTION_RANGES = {
+    "height": (32, 4096), "width": (32, 4096), "batch_size": (1, 4096), "num_epochs": (1, 10**6),
+    "scheduler_step_size": (1, 10**6), "num_workers": (0, 256), "log_every": (1, 10**9), "val_max_frames": (1, 10**6),
+    "max_steps_per_epoch": (0, 10**9), "af_width": (1, 1024), "seed": (0, 2**32 - 1),
+    "learning_rate": (1e-12, 10.0), "position_learning_rate": (1e-12, 10.0), "min_depth": (1e-9, 1e9),
+    "max_depth": (1e-9, 1e9), "stereo_baseline": (1e-9, 1e9),
+    **dict.fromkeys(("disparity_smoothness", "position_smoothness", "transform_constraint", "transform_smoothness",
+                     "depth_supervision", "pose_supervision"), (0.0, 1e6)),
+}
+
+
+def checked_option(name: str, annotation: str, value):
+    """`value` for the TrainConfig field `name` of type `annotation` ("float", "float | None", ...), or DaresError.
+    Numbers written as YAML reads them as text (1e-4) are taken as numbers."""
+    kind = annotation.split("|")[0].strip()
+    if value is None and annotation.endswith("| None"):
+        return None
+    types, words = OPTION_TYPES[kind]
+    if kind == "float" and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    ok = isinstance(value, types) and not (kind in ("int", "float") and isinstance(value, bool))
+    if ok and kind == "float":
+        value = float(value)
+        ok = math.isfinite(value)
+    low, high = OPTION_RANGES.get(name, (None, None))
+    if ok and low is not None:
+        ok = low <= value <= high
+        words = f"{words} from {low:g} to {high:g}"
+    if not ok:
+        raise DaresError(f"training option {name}: {value!r} is not allowed: give {words}")
+    return value
 
 
 class Trainer:

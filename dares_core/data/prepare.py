@@ -23,6 +23,7 @@ import yaml
 
 from ..errors import DaresError
 from ..files import atomic_file, write_image, write_npz
+from ..preprocess import video_frames
 from .scared import SplitEntry, export_gt_depths, gt_path, image_path, read_split
 
 SPLITS = Path(__file__).resolve().parents[1] / "splits" / "endovis"
@@ -33,7 +34,8 @@ DONE_MARKER = ".prepared"
 class PrepareReport:
     converted: list[str] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "folder: why"
+    skipped: list[str] = field(default_factory=list)  # "folder: why": no video to convert (not an error)
+    failed: list[str] = field(default_factory=list)  # "folder: why": a damaged source, left to a re-run
     gt_export: str = ""
 
 
@@ -109,15 +111,10 @@ def _tar_members(path: Path, suffix: str):
 def convert_keyframe(raw: Path, root: Path, folder: str) -> None:
     """Write one keyframe's frames, ground truth, poses and calibration under root/folder."""
     video_path = raw / "data" / "rgb.mp4"
-    video = cv2.VideoCapture(str(video_path))
-    if not video.isOpened():
-        raise DaresError(f"{video_path}: cannot be opened as a video")
-    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    video = video_frames(video_path)
+    fps = video.fps or 25.0
     frame, size = 0, None
-    while True:
-        ok, stacked = video.read()
-        if not ok:
-            break
+    for stacked in video.frames:
         if stacked.shape[0] % 2:
             raise DaresError(f"{video_path}: frame height {stacked.shape[0]} is odd, expected left stacked over right")
         half = stacked.shape[0] // 2
@@ -125,7 +122,6 @@ def convert_keyframe(raw: Path, root: Path, folder: str) -> None:
         write_image(image_path(root, folder, frame, "l"), stacked[:half])
         write_image(image_path(root, folder, frame, "r"), stacked[half:])
         size = (stacked.shape[1], half)
-    video.release()
     if size is None:
         raise DaresError(f"{video_path}: no frames")
     seq = root / folder
@@ -169,7 +165,7 @@ def prepare_scared(src: Path, dst: Path, splits: Path = SPLITS, progress=None) -
             try:
                 convert_keyframe(raw, dst, folder)
             except (DaresError, tarfile.TarError, json.JSONDecodeError, KeyError, ValueError, cv2.error) as e:
-                report.skipped.append(f"{folder}: {e}")
+                report.failed.append(f"{folder}: {e}")
             else:
                 marker.write_text("done\n")
                 report.converted.append(folder)

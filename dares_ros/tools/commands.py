@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from dares_core.cli import (
+    FORCE_INTO_FOLDER,
+    IMAGE_SIDE,
     NON_NEGATIVE_FLOAT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
@@ -19,9 +21,9 @@ from ..names import OUTPUT_NAMESPACE, RIG, SCALE_MODES
 
 def add_input_size_options(p) -> None:
     """--input-height and --input-width of the network; by default the size the checkpoint was trained at."""
-    p.add_argument("--input-height", type=POSITIVE_INT, default=None,
+    p.add_argument("--input-height", type=IMAGE_SIDE, default=None,
                    help="network input height (default: the checkpoint's training size, else 256)")
-    p.add_argument("--input-width", type=POSITIVE_INT, default=None,
+    p.add_argument("--input-width", type=IMAGE_SIDE, default=None,
                    help="network input width (default: the checkpoint's training size, else 320)")
 
 
@@ -106,6 +108,8 @@ def cmd_bag(args: argparse.Namespace) -> None:
         height, width = result["input_size"]
         print(f"wrote depth for {result['frames']} frames of {result['image_topic']} (network input {height}x{width}) "
               f"into {args.out} ({len(total)} input topics copied)")
+        if result["replaced"]:
+            print(f"replaced the bag's earlier outputs: {', '.join(result['replaced'])}")
         if result["uncalibrated"]:
             print(f"{result['uncalibrated']} frames had an uncalibrated camera_info (all zeros): their depth is in "
                   "relative scale and they have no points; calibrate the camera to get both")
@@ -220,7 +224,7 @@ def _add_bag(root) -> None:
     q.add_argument("--out", type=Path, default=Path("dares_eval"),
                    help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
                         "files there are replaced)")
-    q.add_argument("--force", action="store_true", help="write into an --out that holds other files")
+    q.add_argument("--force", action="store_true", help=FORCE_INTO_FOLDER)
     p.set_defaults(func=cmd_bag)
 
 

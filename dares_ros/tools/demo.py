@@ -141,8 +141,10 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                                                                discovery_timeout=60.0, ready=ready))
         # every node that reads the left image listens before the first frame: recorder, depth, odometry, fusion
         listeners = 2 + bool(odometry) + bool(topics.gt_pose and not topics.compressed)
-        player = guarded("published", lambda: bags.play_bag(bag, rate, context=context, go=ready, wait_timeout=90.0,
-                                                            wait_for={topics.left_image: listeners},
+        inputs = [t for t in bags.bag_info(bag)["topics"] if not t.startswith(f"{NAMESPACE}/")]  # a recorded
+        # demo's bag holds outputs too: the nodes make them anew
+        player = guarded("published", lambda: bags.play_bag(bag, rate, topics=inputs, context=context, go=ready,
+                                                            wait_timeout=90.0, wait_for={topics.left_image: listeners},
                                                             progress=progress).published)
         player.start()
         time.sleep(0.5)  # the player's publishers exist before the recorder looks for them

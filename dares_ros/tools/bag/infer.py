@@ -9,6 +9,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dares_core.errors import DaresError
+from dares_core.files import BAG_ENTRIES, ensure_writable_output
 
 from ...conversions import (
     image_to_rgb8,
@@ -26,7 +27,8 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
 
     Outputs under /dares: depth/image, depth/camera_info, points, as the node publishes them (same code);
     scale as the node's relative mode (model units read as mm) or `fixed_scale` metres per unit. Intrinsics by the
-    node's rule: camera_info's P for rectified images (an image_rect topic), K for raw ones.
+    node's rule: camera_info's P for rectified images (an image_rect topic), K for raw ones. A bag that already
+    holds outputs under /dares (a recorded demo, an earlier `bag infer`) has them replaced, not copied.
     """
     import torch
 
@@ -35,6 +37,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
 
     from ...conversions import ConversionError, Uncalibrated, checked_intrinsics, compressed_to_rgb8, depth_outputs
 
+    ensure_writable_output(out, force, BAG_ENTRIES)  # before the model loads
     found = Topics.of_bag(bag) if not (image_topic and info_topic) else None
     reader = open_reader(bag)
     image_topic = named_topic(reader, image_topic) if image_topic else found.left_image
@@ -47,6 +50,8 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     if not infos:
         raise DaresError(f"{info_topic} has no messages: the bag needs camera_info for the images")
     latest_info = next(iter(infos.values()))
+    inputs = [c for c in reader.connections if not c.topic.startswith(f"{OUTPUT_NAMESPACE}/")]
+    replaced = sorted({c.topic for c in reader.connections} - {c.topic for c in inputs})
     written = uncalibrated = 0
     try:
         with BagWriter(out, force) as writer:
@@ -75,12 +80,12 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
                         progress(1)
                 pending.clear()
 
-            for conn in reader.connections:  # each input topic keeps the QoS its publishers offered
+            for conn in inputs:  # each input topic keeps the QoS its publishers offered
                 if conn.topic not in writer.connections:
                     writer.add_topic(conn.topic, conn.msgtype, conn.ext.offered_qos_profiles)
             for topic, cls in (("depth/image", Image), ("depth/camera_info", CameraInfo), ("points", PointCloud2)):
                 writer.add_topic(f"{OUTPUT_NAMESPACE}/{topic}", msgtype_of(cls()), [NODE_OUTPUT_QOS])
-            for conn, stamp_ns, data in reader.messages():
+            for conn, stamp_ns, data in reader.messages(connections=inputs):
                 writer.write_raw(conn.topic, conn.msgtype, bytes(data), stamp_ns)
                 if conn.topic == image_topic:
                     msg = deserialize_message(bytes(data), image_cls)
@@ -99,4 +104,4 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     finally:
         reader.close()
     return {"frames": written, "image_topic": image_topic, "input_size": list(predictor.size),
-            "uncalibrated": uncalibrated}
+            "uncalibrated": uncalibrated, "replaced": replaced}

@@ -14,7 +14,7 @@ from ...conversions import (
     time_msg,
 )
 from ...graph import prepare_dds
-from .io import BagWriter, bag_qos, default_qos, message_class, open_reader
+from .io import BagWriter, bag_qos, default_qos, message_class, named_topic, open_reader
 
 
 @dataclass
@@ -29,6 +29,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
              go=None, progress=None) -> PlayStats:
     """Publish a bag's messages with rclpy at recorded timing (scaled by `rate`) against a monotonic clock.
 
+    topics: only these (each must be in the bag); start: seconds into the bag (before its end);
     remaps: {from: to}; clock: also publish /clock (rosgraph_msgs/Clock) for use_sim_time; stop: an Event;
     wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s), or
     {topic: how many subscribers} when several nodes must all be listening;
@@ -48,6 +49,12 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
     node = rclpy.create_node("dares_bag_play", context=context)
     stats = PlayStats()
     try:
+        for topic in topics or ():  # a selection that matches nothing never plays everything
+            named_topic(reader, topic)
+        duration = (reader.end_time - reader.start_time) / 1e9
+        if not 0 <= start < max(duration, 1e-9):
+            raise DaresError(f"--start {start:g} s is outside the bag ({duration:.2f} s long): give 0 to "
+                             f"{duration:.2f}")
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
         publishers, skipped = {}, []
         for c in connections:
@@ -62,6 +69,9 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
         missing = [t for t in wanted if t not in publishers]
         if missing:
             raise DaresError(f"--wait-for topic(s) {', '.join(missing)} are not in {path}")
+        if not publishers:
+            raise DaresError(f"nothing to play: {path}'s selected topics have types without Python bindings here "
+                             f"({', '.join(stats.skipped_types)})")
         deadline = time.monotonic() + wait_timeout
         while any(publishers[t].get_subscription_count() < n for t, n in wanted.items()):
             if time.monotonic() > deadline:

@@ -1,0 +1,217 @@
+"""Every `dares` subcommand against hostile input, one generated member of each class of issue #29: outputs that
+would collide, --force onto something of another kind, truncated media, our own outputs as inputs, options of the
+wrong type or range, filters that select nothing, and messages true to their cause. For each: exit status 2, one
+line on stderr naming the thing and the fix, no traceback, and nothing written or touched (apart from a command's
+declared partial output)."""
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import write_raw_keyframe
+
+from dares_core.cli import main
+from dares_ros.tools.bag import infer_bag, write_sequence_bag
+
+
+@pytest.fixture(scope="module")
+def material(tiny_model, tmp_path_factory):
+    """Read-only inputs: the tiny model, its 3-frame synthetic keyframe (with ground truth and poses), a bag of it,
+    that bag with the node's outputs added (`bag infer`), an infer output folder, and a video cut in half."""
+    weights, sequence = tiny_model
+    root = tmp_path_factory.mktemp("hostile")
+    bag = root / "synth.bag"
+    write_sequence_bag(sequence, bag)
+    inferred = root / "inferred.bag"
+    infer_bag(bag, weights, inferred, input_size=(28, 42))
+    images = root / "images"
+    images.mkdir()
+    for i, frame in enumerate(sorted((sequence / "image_02" / "data").glob("*.png"))[:2]):
+        shutil.copy(frame, images / f"frame{i}.png")
+    assert main(["infer", "--weights", str(weights), "--input", str(images), "--out", str(root / "inferred"),
+                 "--height", "28", "--width", "42"]) == 0
+    writer = cv2.VideoWriter(str(root / "whole.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for i in range(40):
+        writer.write(np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8))
+    writer.release()
+    data = (root / "whole.avi").read_bytes()
+    (root / "cut.avi").write_bytes(data[: len(data) // 2])
+    return {"weights": weights, "data": sequence.parents[1], "keyframe": f"{sequence.parent.name}/{sequence.name}",
+            "sequence": sequence, "bag": bag, "inferred_bag": inferred, "infer_out": root / "inferred",
+            "images": images, "cut_video": root / "cut.avi"}
+
+
+@pytest.fixture
+def user(tmp_path):
+    """A user's working folder: a folder of their own files and a file of theirs."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    (tmp_path / "file.txt").write_text("the user's too")
+    return tmp_path
+
+
+def tree(folder: Path) -> dict:
+    """Every path under `folder` with its size and mtime: what a command must leave as it was."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    """main(argv) in this process: exit status and what it wrote to stderr (progress bars left out)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(argv)
+        except SystemExit as e:  # argparse
+            status = e.code
+    lines = [line for line in err.getvalue().split("\n") if line.strip() and "\r" not in line and "%|" not in line]
+    return status, "\n".join(lines)
+
+
+# id: (the command line, {placeholders} filled from the material and the user's folder, what the one line must say)
+CASES = {
+    # 1. outputs that collide
+    "infer: stems that still collide": ("infer --weights {weights} --input {user}/clash --out {user}/out",
+                                        "would write outputs named x_png"),
+    # 2. --force onto something of another kind
+    "infer --save-disp onto a folder": ("infer --weights {weights} --input {images} --out {user}/out --save-disp "
+                                        "{user}/mine --force", "is a folder: give the path"),
+    "export onto a folder": ("export --weights {weights} --out {user}/mine --force", "is a folder: give the path"),
+    "export pose onto a folder": ("export --network pose --weights {user}/nope --out {user}/mine --force",
+                                  "is a folder: give the path"),
+    "synth onto a file": ("synth --out {user}/file.txt --force --frames 3 --sequences 1 --width 32 --height 32",
+                          "which this command did not write"),
+    "synth onto a folder of others": ("synth --out {user}/mine --force --frames 3 --sequences 1 --width 32 --height 32",
+                                      "holds notes.txt, which this command did not write"),
+    "bag from-synth onto a folder of others": ("bag from-synth {sequence} --out {user}/mine --force",
+                                               "holds notes.txt"),
+    "bag infer onto a folder of others": ("bag infer {bag} --weights {weights} --out {user}/mine --force",
+                                          "holds notes.txt"),
+    "train onto a folder of others": ("train --data {data} --out {user}/mine --force", "which no training run wrote"),
+    "eval onto a file": ("eval --weights {weights} --data {data} --out {user}/file.txt", "is a file: give a folder"),
+    "pose onto a file": ("pose --weights {user}/nope --data {data} --keyframe {keyframe} --out {user}/file.txt",
+                         "is a file: give a folder"),
+    "reconstruct onto a file": ("reconstruct --depth gt --data {data} --keyframe {keyframe} --out {user}/file.txt",
+                                "is a file: give a folder"),
+    # 3. truncated media
+    "infer on a video cut in half": ("infer --weights {weights} --input {cut_video} --out {user}/out --height 28 "
+                                     "--width 42", "read 19 of the 40 frames it declares"),
+    "prepare-scared with a video cut short": ("prepare-scared --src {user}/raw --dst {user}/out",
+                                              "1 keyframe(s) failed"),
+    # 4. our own outputs as inputs
+    "infer on an infer output folder": ("infer --weights {weights} --input {infer_out} --out {user}/out",
+                                        "holds dares infer outputs"),
+    # 5. options checked for type and range before any work
+    "train --set a number that is text": ("train --data {data} --out {user}/run --set learning_rate=abc",
+                                          "training option learning_rate: 'abc' is not allowed: give a number"),
+    "train --set a negative batch": ("train --data {data} --out {user}/run --set batch_size=-2",
+                                     "give an integer from 1 to 4096"),
+    "train --set a size beyond memory": ("train --data {data} --out {user}/run --set height=100000", "from 32 to 4096"),
+    "train --set a list that is no YAML": ("train --data {data} --out {user}/run --set frame_ids=[0,-1",
+                                           "is not valid YAML"),
+    "train --config that is no YAML": ("train --config {user}/bad.yaml --data {data} --out {user}/run",
+                                       "not valid YAML"),
+    "train --config that is a list": ("train --config {user}/list.yaml --data {data} --out {user}/run",
+                                      "expected a mapping"),
+    "export an opset the exporter cannot write": ("export --weights {weights} --out {user}/m.onnx --opset 99",
+                                                  "give 14 to 20"),
+    "infer a network size beyond memory": ("infer --weights {weights} --input {user}/mine --out {user}/out --height "
+                                           "100000", "<= 4096"),
+    "synth a width of zero": ("synth --out {user}/s --width 0", "give a number > 0"),
+    # 6. filters that select nothing
+    "bag play a topic the bag lacks": ("bag play {bag} --topics /nope", "topic /nope is not in the bag"),
+    "bag play from after its end": ("bag play {bag} --start 999", "is outside the bag"),
+    "bag infer a topic the bag lacks": ("bag infer {bag} --weights {weights} --out {user}/o.bag --image-topic /nope",
+                                        "topic /nope is not"),
+    # 7. messages true to the cause
+    "reconstruct too few frames for the threshold": ("reconstruct --depth gt --data {data} --keyframe {keyframe} "
+                                                     "--every 2 --out {user}/rec", "at least 3 frames saw a point"),
+    "train --resume of nothing": ("train --resume {user}/nope", "no run there"),
+}
+PARTIAL = {"infer on a video cut in half": "out", "prepare-scared with a video cut short": "out"}  # may stay written
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_input_gets_one_line_and_touches_nothing(case, material, user):
+    command, expected = CASES[case]
+    (user / "clash").mkdir()
+    for name in ("x.png", "x.jpg", "x_png.png"):
+        shutil.copy(material["sequence"] / "image_02" / "data" / "0000000001.png", user / "clash" / name)
+    (user / "bad.yaml").write_text("learning_rate: [1e-4\n")
+    (user / "list.yaml").write_text("- learning_rate\n")
+    write_raw_keyframe(user / "raw" / "dataset_1" / "keyframe_1", 0)  # its video cut short (FFmpeg reads the
+    (user / "raw" / "dataset_1" / "keyframe_1" / "data" / "rgb.mp4").write_bytes(material["cut_video"].read_bytes())
+    # container by its content, not its name)
+    before = tree(user)
+    status, err = run(command.format(user=user, **material).split())
+    assert status == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and expected in err, err
+    after = {p: v for p, v in tree(user).items() if not (case in PARTIAL and p.is_relative_to(user / PARTIAL[case]))}
+    assert after == before, set(after) ^ set(before)
+
+
+def test_collisions_are_both_kept_by_name(material, tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("x.png", "x.jpg", "y.png"):
+        shutil.copy(material["sequence"] / "image_02" / "data" / "0000000001.png", tmp_path / "in" / name)
+    status, err = run(["infer", "--weights", str(material["weights"]), "--input", str(tmp_path / "in"), "--out",
+                       str(tmp_path / "out"), "--height", "28", "--width", "42", "--save-disp",
+                       str(tmp_path / "disps.npy")])
+    assert status == 0, err
+    assert {p.name for p in (tmp_path / "out").glob("*_depth.npy")} == {"x_png_depth.npy", "x_jpg_depth.npy",
+                                                                         "y_depth.npy"}
+    assert np.load(tmp_path / "disps.npy").shape[0] == 3  # one row per input file
+
+
+def test_bag_infer_replaces_the_outputs_a_bag_already_holds(material, tmp_path):
+    from dares_ros.tools.bag import bag_info
+
+    status, err = run(["bag", "infer", str(material["inferred_bag"]), "--weights", str(material["weights"]), "--out",
+                       str(tmp_path / "again.bag"), "--input-height", "28", "--input-width", "42"])
+    assert status == 0, err
+    topics = bag_info(tmp_path / "again.bag")["topics"]
+    assert topics["/dares/depth/image"]["count"] == bag_info(material["bag"])["topics"][
+        "/jhu_daVinci/left/image_raw"]["count"]  # replaced, not doubled
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from dares_ros.tools.processes import node_command
+import subprocess
+proc = subprocess.Popen(node_command(sys.argv[1], {}, executable="dares_fusion_node"), stdout=open(sys.argv[2], "w"),
+                        stderr=subprocess.STDOUT)
+print(proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_node_dies_with_its_parent_however_it_died(tmp_path):
+    """A tool that starts nodes (`dares demo`) killed with SIGKILL, which it cannot catch: its nodes end too."""
+    log = tmp_path / "fusion.log"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, f"/orphan{os.getpid()}", str(log)],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 60
+    while "fusing depth" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "fusing depth" in log.read_text(), log.read_text()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)  # reaped by init normally; harmless here
+    alive = Path(f"/proc/{child}").exists() and "zombie" not in Path(f"/proc/{child}/status").read_text()
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the node outlived its killed parent"
