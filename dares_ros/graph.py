@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -67,7 +68,6 @@ def die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -92,24 +92,28 @@ def run_node(make_node, name: str, help_text: str, args=None) -> None:
     die_with_parent()
     node = None
     try:
-        executor = SingleThreadedExecutor()  # before the node: rclpy.spin() makes one, which fails after a signal
-        node = make_node()
-        if profile:
-            node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set "
-                                   "FASTDDS_DEFAULT_PROFILES_FILE to use yours)")
-        executor.add_node(node)
-        executor.spin()
-    except DaresError as e:
-        rclpy.logging.get_logger(name).fatal(str(e))
-        sys.exit(2)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        try:
+            executor = SingleThreadedExecutor()  # before the node: rclpy.spin() makes one, which fails after a signal
+            node = make_node()
+            if profile:
+                node.get_logger().info(f"Fast DDS profile for full-size images: {profile} (set "
+                                       "FASTDDS_DEFAULT_PROFILES_FILE to use yours)")
+            executor.add_node(node)
+            executor.spin()
+        except DaresError as e:
+            rclpy.logging.get_logger(name).fatal(str(e))
+            sys.exit(2)
+        except ExternalShutdownException:
+            pass
+        except Exception:
+            if rclpy.ok():
+                raise
+            # Ctrl-C or SIGTERM: rclpy shuts the context down from its own thread, so whichever step was using it
+            # (making the node, building spin's wait set) fails; that is the end that was asked for
+    except KeyboardInterrupt:  # Ctrl-C, and a second one while the first is handled (a terminal's and launch's)
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C or SIGTERM: rclpy shuts the context down from its own thread, so whichever step was using it
-        # (making the node, building spin's wait set) fails; that is the end that was asked for
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # shutting down: a further Ctrl-C changes nothing
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
 from dares_core.errors import DaresError
+from dares_core.files import atomic_file
 
 from .graph import FAST_DDS_2_DISTROS, PROFILE_VARIABLES, config_file
 from .names import OUTPUT_NAMESPACE, RIG
@@ -208,6 +210,7 @@ SHIPPED_RVIZ = (f"/{RIG}/left/{RAW}", f"{RIG}/left_optical")  # config/dares.rvi
 def launch_description(arguments: dict, make_plan):
     """The LaunchDescription of a launch file: its arguments, then one OpaqueFunction that makes the plan from their
     values and starts it (a DaresError there is launch's one-line error, raised before any process starts)."""
+    import hashlib
     import tempfile
 
     from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
@@ -224,10 +227,12 @@ def launch_description(arguments: dict, make_plan):
         actions += [Node(package=n.package, executable=n.executable, name=n.name, namespace=n.namespace,
                          parameters=n.parameters, remappings=n.remappings, arguments=n.arguments, output="screen")
                     for n in plan.nodes]
-        if plan.rviz_config:
-            with tempfile.NamedTemporaryFile("w", prefix="dares-", suffix=".rviz", delete=False) as f:
-                f.write(plan.rviz_config)
-            actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", f.name]))
+        if plan.rviz_config:  # named by its content: launches of one config share one file, none piles up
+            digest = hashlib.sha1(plan.rviz_config.encode()).hexdigest()[:12]
+            path = Path(tempfile.gettempdir()) / f"dares-{digest}.rviz"
+            with atomic_file(path) as tmp:
+                tmp.write_text(plan.rviz_config)
+            actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", str(path)]))
         return actions
 
     declared = [DeclareLaunchArgument(name, description=text) if default is None else

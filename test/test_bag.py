@@ -303,28 +303,35 @@ def test_record_waits_for_a_late_publisher_and_ctrl_c_or_sigterm_keep_the_bag(tm
 
 
 def test_bag_infer_applies_the_nodes_camera_info_rule(synth_bag, tiny_model, tmp_path):
-    """camera_info of another size than its images, or with zero intrinsics: `bag infer` refuses with one line
-    naming the topic, as the node skips such frames; it never rescales K silently."""
+    """camera_info of another size than its images, or with intrinsics that are no camera (NaN): `bag infer` refuses
+    with one line naming the topic, as the node skips such frames; it never rescales K silently. An uncalibrated
+    one (K all zeros, a raw image topic: measured with K) gives depth without points, as the node, and is counted."""
     from dares_core.errors import DaresError
-    from dares_ros.tools.bag import BagWriter
+    from dares_ros.tools.bag import BagWriter, bag_info
 
     weights, _ = tiny_model
     _, _, bag = synth_bag
     image = read_messages(bag, f"{RIG}/left/image_raw", Image)[0]
     info = read_messages(bag, f"{RIG}/left/camera_info", CameraInfo)[0]
-    doubled, zero = CameraInfo(), CameraInfo()
-    for msg in (doubled, zero):
+    doubled, broken, zero = CameraInfo(), CameraInfo(), CameraInfo()
+    for msg in (doubled, broken, zero):
         msg.header, msg.width, msg.height, msg.p = info.header, info.width, info.height, info.p
     doubled.width, doubled.height, doubled.k = 2 * info.width, 2 * info.height, [2 * v for v in info.k]
+    broken.k = [float("nan")] * 9
     zero.k = [0.0] * 9
-    for name, cam, message in (("doubled", doubled, f"is {2 * info.width}x{2 * info.height} but the image is"),
-                               ("zero", zero, "intrinsics")):
+    for name, cam in (("doubled", doubled), ("broken", broken), ("zero", zero)):
         with BagWriter(tmp_path / f"{name}.bag") as writer:
             writer.write(f"{RIG}/left/camera_info", cam, 1)
             writer.write(f"{RIG}/left/image_raw", image, 1)
+    for name, message in (("doubled", f"is {2 * info.width}x{2 * info.height} but the image is"),
+                          ("broken", "no valid intrinsics")):
         with pytest.raises(DaresError, match=message) as raised:
             infer_bag(tmp_path / f"{name}.bag", weights, tmp_path / f"{name}_out.bag", input_size=(28, 42))
         assert f"{RIG}/left/camera_info" in str(raised.value) and not (tmp_path / f"{name}_out.bag").exists()
+    result = infer_bag(tmp_path / "zero.bag", weights, tmp_path / "zero_out.bag", input_size=(28, 42))
+    topics = bag_info(tmp_path / "zero_out.bag")["topics"]
+    assert result["uncalibrated"] == 1 and topics["/dares/depth/image"]["count"] == 1
+    assert topics["/dares/points"]["count"] == 0
 
 
 def test_a_recording_killed_mid_way_is_repaired_into_a_complete_bag(tmp_path):

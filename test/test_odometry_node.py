@@ -179,6 +179,21 @@ def test_nodes_end_cleanly_on_sigterm_and_refuse_a_bad_parameter_in_one_line(sce
     assert len(fatal) == 1 and (name in fatal[0] or value in fatal[0]), text
 
 
+def test_ctrl_c_of_a_terminal_under_launch_ends_a_node_cleanly(tmp_path):
+    """Ctrl-C in a terminal reaches a launched node twice, from the terminal and forwarded by launch (seen under
+    the real launch 3.7.1: KeyboardInterrupt tracebacks and 'process has died'): it ends once, cleanly."""
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_command(f"/twice{os.getpid()}", {"device": "cpu"}, executable="dares_fusion_node"),
+                                stdout=out, stderr=subprocess.STDOUT)
+        assert wait_until(lambda: "fusing depth/image" in log.read_text() or proc.poll() is not None, 60)
+        for _ in range(2):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
 SIGNALLED_NODE = """
 import os, signal, sys, rclpy
 from dares_ros.graph import run_node
