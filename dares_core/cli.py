@@ -528,7 +528,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume is None and out.exists() and any(out.iterdir()):
         foreign = foreign_entries(out, RUN_ENTRIES)
         if foreign:  # never a run's folder: no --force deletes it
-            raise DaresError(f"{out} holds {', '.join(foreign[:3])}, which no training run wrote: choose another --out")
+            raise DaresError(f"{out} holds {', '.join(foreign[:3])}, which this command did not write: choose another "
+                             "--out (--force replaces only an earlier run)")
         if not args.force:
             raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
                              f"--force to start over")

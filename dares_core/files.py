@@ -22,7 +22,8 @@ POSE_ENTRIES = ("pred_poses.npz", "metrics.json", "trajectory.png")
 FUSED_ENTRIES = ("mesh.ply", "points.ply", "render.png", "metrics.json")
 
 
-def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None) -> None:
+def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None,
+                           option: str = "output") -> None:
     """Refuse to replace an existing `path` unless `force`; with `ours` (what the command writes, see above),
     --force replaces only a folder holding nothing else, so nobody's other files are deleted; without `ours` the
     output is one file, and --force never replaces a folder with it. Fail early if the folder to write in is
@@ -41,8 +42,11 @@ def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None
                              "command did not write: --force replaces only its own earlier output; choose another "
                              "--out")
     parent = path.parent if str(path.parent) else Path(".")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise DaresError(f"{option} {path}: {existing} is a file, not a folder: give a path in a folder")
     parent.mkdir(parents=True, exist_ok=True)
-    _probe_writable(parent, path, "output")
+    _probe_writable(parent, path, option)
 
 
 def foreign_entries(folder: Path, ours: tuple[str, ...]) -> list[str]:
