@@ -39,7 +39,7 @@ def export_pose(weights: Path, out: Path, force: bool = False) -> dict:
     """The pose encoder and decoder of `weights` (run folder, checkpoint, official folder) as one safetensors."""
     from .pose import load_pose_net, pose_units, save_pose_net
 
-    ensure_writable_output(Path(out), force)
+    ensure_writable_output(Path(out), force, one_file=True)
     save_pose_net(*load_pose_net(weights), out, pose_units(weights))
     return {"format": "safetensors", "path": str(out)}
 
@@ -52,7 +52,7 @@ def export(weights: Path, out: Path, fmt: str, height: int | None = None, width:
     if fmt == "onnx" and not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise DaresError(f"--opset {opset}: give {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} (the network's attention needs "
                          f"{ONNX_OPSETS[0]}; torch's ONNX exporter writes up to {ONNX_OPSETS[1]})")
-    ensure_writable_output(Path(out), force)
+    ensure_writable_output(Path(out), force, one_file=True)
     net = load_depth_net(weights, base_weights=base_weights).merge_lora().eval()
     result = {"format": fmt, "path": str(out)}
     if fmt == "safetensors":

@@ -23,13 +23,12 @@ FUSED_ENTRIES = ("mesh.ply", "points.ply", "render.png", "metrics.json")
 
 
 def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None,
-                           option: str = "output") -> None:
+                           option: str = "output", one_file: bool = False) -> None:
     """Refuse to replace an existing `path` unless `force`; with `ours` (what the command writes, see above),
-    --force replaces only a folder holding nothing else, so nobody's other files are deleted; without `ours` the
-    output is one file, and --force never replaces a folder with it. Fail early if the folder to write in is
-    unwritable."""
+    --force replaces only a folder holding nothing else, so nobody's other files are deleted; a one_file output
+    never replaces a folder, even with --force. Fail early if the folder to write in is not there or unwritable."""
     path = Path(path)
-    if ours is None and path.is_dir():
+    if one_file and path.is_dir():
         raise DaresError(f"{path} is a folder: give the path of the file to write")
     if path.exists() and not force:
         raise DaresError(f"{path} already exists: choose another output path or pass --force to replace it")

@@ -148,7 +148,7 @@ def run_infer(args: argparse.Namespace) -> None:
     out: Path = args.out
     check_output_folder(out, args.force)
     if args.save_disp is not None:  # checked before the frames are processed, not after
-        ensure_writable_output(args.save_disp, args.force, option="--save-disp")
+        ensure_writable_output(args.save_disp, args.force, option="--save-disp", one_file=True)
     intrinsics = intrinsics_from_args(args)
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)

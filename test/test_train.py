@@ -144,8 +144,12 @@ def test_configuration_errors_are_one_line(scenes, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
     assert main(["train", "--data", str(scenes), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "holds notes.txt, which this command did not write" in capsys.readouterr().err  # no run of ours
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    (tmp_path / "run" / "notes.txt").unlink()
+    (tmp_path / "run" / "config.yaml").write_text("data: x\n")  # an earlier run: --resume or --force
+    assert main(["train", "--data", str(scenes), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
     bad = tmp_path / "bad"
     (bad / "dataset1" / "keyframe1").mkdir(parents=True)
     (bad / "splits" / "x").mkdir(parents=True)
