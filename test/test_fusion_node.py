@@ -78,6 +78,8 @@ class Graph:
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_fusion_node/set_parameters")
         assert wait_until(lambda: all(p.get_subscription_count() for p in self.pubs.values()), 30), \
             self.log.read_text()
+        time.sleep(1.0)  # DDS matches each direction apart: the node's best-effort readers may not have our writers
+        # yet, and a first depth image lost then would change the counts the tests read
 
     def _diagnostics(self, msg):
         for status in msg.status:

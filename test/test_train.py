@@ -46,6 +46,7 @@ def config(scenes, out, **kw):
         num_epochs=2,
         max_steps_per_epoch=3,
         seed=3,
+        af_width=16,  # narrow pose and appearance ResNets: checkpoints of MB, not the 400 MB of ResNet-18s
     )
     values.update(kw)
     return TrainConfig(**values)
@@ -178,13 +179,13 @@ def test_af_sfmlearner_weights_load_unchanged(scenes, tmp_path):
     for name, model in released.items():
         torch.save(model.state_dict(), folder / f"{name}.pth")
     assert "encoder.layer4.1.bn2.running_var" in torch.load(folder / "pose_encoder.pth")
-    trainer = Trainer(config(scenes, tmp_path / "r", af_weights=str(folder)))
+    trainer = Trainer(config(scenes, tmp_path / "r", af_weights=str(folder), af_width=64))
     for name, model in released.items():
         for key, value in model.state_dict().items():
             assert torch.equal(trainer.models[name].state_dict()[key], value), (name, key)
     (folder / "pose.pth").write_bytes(b"")
     with pytest.raises(DaresError, match="pose.pth: file is empty"):
-        Trainer(config(scenes, tmp_path / "r2", af_weights=str(folder)))
+        Trainer(config(scenes, tmp_path / "r2", af_weights=str(folder), af_width=64))
 
 
 def test_sigkill_at_any_moment_never_loses_the_last_good_checkpoint(scenes, tmp_path):
