@@ -103,9 +103,13 @@ def _depth_agreement(path: dict, precision: str | None) -> str:
     return cell
 
 
+NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale", "cloud", "preview", "publish", "own",
+               "stereo_worker")  # the depth node's stages, in the order a frame passes them
+
+
 def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
     """docs/benchmarks.md: one row per path of every result file, GPU rows marked pending when absent."""
-    rows, agreements, gpu_benchmarks = [], [], set()
+    rows, agreements, stage_rows, gpu_benchmarks = [], [], [], set()
     for path in sorted(Path(results_dir).glob("*.json")):
         r = json.loads(path.read_text())
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
@@ -118,6 +122,8 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
         if r["machine"]["device"] != "cpu":
             gpu_benchmarks.add(r["benchmark"])
         for label, m in r["paths"].items():
+            if m.get("stages_ms"):
+                stage_rows.append((m["stages_ms"], r["machine"]["device"], settings, path.name))
             rows.append(f"| {r['benchmark']} | {r['machine']['device']} | {settings} | {label} | "
                         f"{m.get('median_ms', '')} | "
                         f"{m.get('p99_ms', '')} | {m.get('throughput_fps', '')} | {m.get('peak_memory_mb', '')} | "
@@ -146,6 +152,19 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
                   "`dares eval` and `dares infer` use.", "",
                   "| device | settings | comparison | median | p99 | max | file |",
                   "| --- | --- | --- | --- | --- | --- | --- |", *agreements, ""]
+    if stage_rows:
+        names = [n for n in NODE_STAGES if any(n in stages for stages, *_ in stage_rows)]
+        lines += ["## The node's own cost, stage by stage", "",
+                  "`dares bench node` reads the node's diagnostics: each stage's median ms per frame over its last",
+                  "5 s (`own`: every stage but the network, the part a GPU does not remove; `stereo_worker`: SGBM per",
+                  "pair in a thread of its own, off the frame path). Rows with `network_stand_in=True` replace the",
+                  "network by a constant of its output's shape.", "",
+                  "| device | settings | " + " | ".join(names) + " | file |",
+                  "| --- | --- | " + " | ".join("---" for _ in names) + " | --- |"]
+        for stages, device, settings, name in stage_rows:
+            cells = " | ".join(f"{stages[n]:.1f}" if n in stages else "" for n in names)
+            lines.append(f"| {device} | {settings} | {cells} | {name} |")
+        lines.append("")
     pending = [what for kind, what in GPU_TARGETS.items() if kind not in gpu_benchmarks]
     if pending:
         lines += [f"GPU figures still **pending**: {', '.join(pending)}. They are measured by `bench/gpu.sh` when a",
@@ -271,10 +290,14 @@ def bench_resize(weights: Path | None = None, width: int = 1280, height: int = 1
     }
 
 
+MAP_SIZES = (100, 1000)  # fused frames at which bench_fusion times the extraction of the published map
+
+
 def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm: float = 1.0,
                  device: str | None = None) -> dict:
     """TSDF fusion throughput: frames/s integrated (dares reconstruct's TsdfFusion) of a synthetic sequence's
-    ground-truth depth and poses at width x height, and the surface extraction time at the end."""
+    ground-truth depth and poses at width x height, the surface extraction time at the end, and the time to extract
+    the point cloud dares_fusion_node publishes once MAP_SIZES frames are fused (when the sequence is that long)."""
     import tempfile
 
     from .data.scared import gt_path, read_camera_poses, read_gt_depth
@@ -284,7 +307,7 @@ def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm
 
     cfg = SynthConfig(width=width, height=height, frames=frames, sequences=1, seed=31)
     fusion = TsdfFusion(voxel_mm, 4 * voxel_mm, device=device)
-    timings = []
+    timings, publish_ms = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         generate_sequence(cfg, 0, Path(tmp))
         folder = Path(tmp) / sequence_folder(0)
@@ -296,11 +319,16 @@ def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm
             start = time.perf_counter()
             fusion.integrate(rgb, depth, K, pose)
             timings.append(time.perf_counter() - start)
+            if fusion.frames in MAP_SIZES:
+                start = time.perf_counter()
+                points, _ = fusion.points()
+                publish_ms[f"map_points_ms_at_{fusion.frames}_frames"] = round(1000 * (time.perf_counter() - start), 1)
+                publish_ms[f"map_points_at_{fusion.frames}_frames"] = len(points)
         start = time.perf_counter()
         mesh, _ = fusion.surface()
         extract_s = time.perf_counter() - start
     paths = {"tsdf integrate": {**summarize(timings[1:], 1), "extract_mesh_s": round(extract_s, 3),
-                                "vertices": len(mesh.vertices)}}
+                                "vertices": len(mesh.vertices), **publish_ms}}
     machine_info = machine(resolve_device("cpu"))
     machine_info["device"] = "cpu" if str(fusion.device).startswith("CPU") else str(fusion.device).lower()
     return {"benchmark": "fusion", "machine": machine_info,

@@ -1,8 +1,11 @@
-"""Metric scale for up-to-scale depth from a rectified stereo pair (OpenCV SGBM), smoothed over time."""
+"""Metric scale for up-to-scale depth from a rectified stereo pair (OpenCV SGBM), smoothed over time, and the same
+in a worker thread of its own, off a live node's frame path."""
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -10,6 +13,7 @@ import numpy as np
 import torch
 
 from .geometry import disparity_to_depth
+from .timing import LatestItem
 
 
 @dataclass
@@ -69,3 +73,54 @@ class StereoScale:
             return ScaleEstimate(math.exp(self.log_scale), confidence, True)
         scale = math.exp(self.log_scale) if self.log_scale is not None else float("nan")
         return ScaleEstimate(scale, confidence, False)
+
+
+class BackgroundStereoScale:
+    """A StereoScale run by a thread of its own, so SGBM never delays a frame: offer() hands it the newest pair at
+    most `rate` times a second (a pair not yet taken is replaced), and the frame path reads the latest scale,
+    confidence and age(). measure() runs one pair at once, for a first scale. stages: a timing.Stages that gets
+    "stereo_worker", the worker's time per pair."""
+
+    def __init__(self, estimator: StereoScale, rate: float, stages=None):
+        self.estimator, self.period, self.stages = estimator, 1.0 / rate if rate else 0.0, stages
+        self.scale, self.confidence, self.updated = float("nan"), 0.0, -math.inf  # monotonic time of the last
+        self._lock = threading.Lock()
+        self._pairs = LatestItem()
+        self._offered = -math.inf
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="dares-stereo-scale", daemon=True)
+        self._thread.start()
+
+    def measure(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float) -> ScaleEstimate:
+        """Fold a pair in now (as StereoScale.update) and return the estimate."""
+        start = time.perf_counter()
+        with self._lock:
+            est = self.estimator.update(left_rgb, right_rgb, model_depth, fx, baseline)
+            self.confidence = est.confidence
+            if est.updated:
+                self.scale, self.updated = est.scale, time.monotonic()
+        if self.stages is not None:
+            self.stages.add("stereo_worker", time.perf_counter() - start)
+        return est
+
+    def offer(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float) -> None:
+        """Queue a pair for the worker unless one was offered less than 1/rate s ago; model_depth (H,W) in model
+        units, a host array of this pair alone."""
+        now = time.monotonic()
+        if now - self._offered >= self.period:
+            self._offered = now
+            self._pairs.put((left_rgb, right_rgb, model_depth, fx, baseline))
+
+    def age(self) -> float:
+        """Seconds since the scale last changed (infinite before the first)."""
+        return time.monotonic() - self.updated
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            pair = self._pairs.take(timeout=0.1)
+            if pair is not None:
+                self.measure(*pair)

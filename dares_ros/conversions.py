@@ -6,6 +6,7 @@ raises ConversionError with one line naming the problem and the fix; nothing els
 
 from __future__ import annotations
 
+import array
 import sys
 from types import SimpleNamespace
 
@@ -17,6 +18,8 @@ from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker
+
+from dares_core.timing import untimed
 
 OUTPUT_QUEUE_DEPTH = 5  # KEEP_LAST depth of the node's (reliable, volatile) outputs
 
@@ -157,12 +160,20 @@ def diagnostic_array(status: DiagnosticStatus, values: dict[str, str], stamp) ->
     return array
 
 
+def byte_field(array_: np.ndarray) -> array.array:
+    """A message's uint8[] field from a contiguous array in one copy (bytes would be copied twice: tobytes, then
+    rclpy's array.array('B', ...))."""
+    field = array.array("B")
+    field.frombytes(np.ascontiguousarray(array_).reshape(-1).view(np.uint8))
+    return field
+
+
 def depth_image(depth_m: np.ndarray, header) -> Image:
     """(H,W) depth in metres -> REP 118 32FC1 Image (NaN = invalid), with the given header."""
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)
     msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1",
                 is_bigendian=HOST_BIGENDIAN, step=4 * depth.shape[1])
-    msg.data = depth.tobytes()
+    msg.data = byte_field(depth)
     return msg
 
 
@@ -178,7 +189,7 @@ def uint8_image(pixels: np.ndarray, encoding: str, header=None) -> Image:
                 step=pixels.strides[0])
     if header is not None:
         msg.header = header
-    msg.data = pixels.tobytes()
+    msg.data = byte_field(pixels)
     return msg
 
 
@@ -262,7 +273,7 @@ def point_cloud(points_m: np.ndarray, rgb: np.ndarray, header) -> PointCloud2:
               for n, o in (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))]
     msg = PointCloud2(header=header, height=h, width=w, fields=fields, is_bigendian=False,
                       point_step=16, row_step=16 * w, is_dense=False)
-    msg.data = cloud.tobytes()
+    msg.data = byte_field(cloud)
     return msg
 
 
@@ -303,28 +314,46 @@ def depth_camera_info(info: CameraInfo, K: np.ndarray | None, header, width: int
 
 
 def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, K: np.ndarray | None, point_stride: int = 1,
-                  points: bool = True, colored: bool = True) -> dict:
+                  points: bool = True, colored: bool = True, stages=untimed) -> dict:
     """Everything published for one depth map: {"depth", "info", "points"?, "colored"?} messages.
 
     depth_m: (H,W) float32 metres, an array or a tensor on any device (back-projection runs where it lies,
     on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H); K: its (3,3)
-    intrinsics (checked_intrinsics), None when it is uncalibrated: no points. The one place that turns depth into
-    messages, shared by the node and `dares bag infer`.
+    intrinsics (checked_intrinsics), None when it is uncalibrated: no points; stages: a timing.Stages, which gets
+    "publish" (the depth messages), "cloud" and "preview". The one place that turns depth into messages, shared by
+    the node and `dares bag infer`.
     """
     import torch
 
     from dares_core.geometry import backproject
-    from dares_core.visualize import colorize_inverse_depth
 
     depth_t = torch.as_tensor(depth_m)
-    depth_m = depth_t.cpu().numpy()
-    out = {"depth": depth_image(depth_m, header), "info": depth_camera_info(info, K, header, *depth_m.shape[::-1])}
+    with stages("publish"):
+        depth_m = depth_t.cpu().numpy()
+        out = {"depth": depth_image(depth_m, header), "info": depth_camera_info(info, K, header, *depth_m.shape[::-1])}
     if points and K is not None:
-        K = K.copy()
-        K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
-        sub = depth_t[::point_stride, ::point_stride].contiguous()
-        xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
-        out["points"] = point_cloud(xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride], header)
+        with stages("cloud"):
+            K = K.copy()
+            K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
+            sub = depth_t[::point_stride, ::point_stride].contiguous()
+            xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
+            out["points"] = point_cloud(xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride],
+                                        header)
     if colored:
-        out["colored"] = uint8_image(colorize_inverse_depth(depth_t), "bgr8", header)
+        with stages("preview"):
+            out["colored"] = uint8_image(preview(depth_t), "bgr8", header)
     return out
+
+
+PREVIEW_ROWS = 256  # depth/colored is coloured at about this many rows, then enlarged
+
+
+def preview(depth) -> np.ndarray:
+    """depth/colored (H,W,3) BGR of depth (H,W): coloured on every k-th pixel (about PREVIEW_ROWS rows) and enlarged,
+    a k-th of the work; the depth it shows was upsampled from the network's resolution, so nothing is lost."""
+    from dares_core.visualize import colorize_inverse_depth
+
+    height, width = depth.shape
+    k = max(1, height // PREVIEW_ROWS)
+    small = colorize_inverse_depth(depth[::k, ::k])
+    return small if k == 1 else cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)

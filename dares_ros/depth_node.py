@@ -40,7 +40,8 @@ from dares_core.errors import DaresError
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
 from dares_core.names import PRECISIONS
-from dares_core.stereo_scale import StereoScale
+from dares_core.stereo_scale import BackgroundStereoScale, StereoScale
+from dares_core.timing import LatestItem, Stages
 
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
@@ -110,7 +111,13 @@ PARAMETERS = {
     "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", read_only=False, range=(1e-9, 1e3)),
     "stereo_downscale": Param(2, "SGBM runs on images reduced by this factor", range=(1, 8)),
     "stereo_num_disparities": Param(64, "SGBM disparity search range at the reduced resolution", range=(16, 512)),
-    "stereo_smoothing": Param(0.3, "weight of each new frame in the running scale (log space)", range=(0.01, 1.0)),
+    "stereo_smoothing": Param(0.3, "weight of each new stereo measurement in the running scale (log space)",
+                              range=(0.01, 1.0)),
+    "stereo_rate": Param(5.0, "stereo scale measurements per second at most: SGBM runs in a worker of its own on the "
+                              "newest pair, off the frame path (every frame uses the newest scale)",
+                         range=(0.1, 1000.0), zero_means="every frame, on the frame path (deterministic replays)"),
+    "stereo_max_age": Param(2.0, "seconds the newest stereo scale may be old before diagnostics warn",
+                            range=(0.1, 3600.0)),
     "rectified": Param(True, "the images are rectified (image_rect): intrinsics from camera_info's P, as "
                              "image_pipeline's consumers take them; false for raw images (image_raw): from K"),
     "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),
@@ -126,6 +133,8 @@ PARAMETERS = {
     "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
                           "always keep the right image's)", read_only=False),
     "lifecycle": Param(False, "managed node: wait for configure/activate instead of starting at once"),
+    "stand_in_network": Param(False, "benchmarks: the network replaced by a constant output of its shape, to measure "
+                                     "the node's own cost per stage on any machine (depth is then meaningless)"),
 }
 
 
@@ -161,29 +170,6 @@ def _descriptor(name: str, p: Param) -> ParameterDescriptor:
     dynamic so that a wrong value reaches it and gets its one-line answer, at start and live)."""
     return ParameterDescriptor(name=name, description=p.description, read_only=p.read_only, dynamic_typing=True,
                                additional_constraints=_allowed(p))
-
-
-class LatestFrame:
-    """A one-slot mailbox: put() replaces an unconsumed item (counted as dropped), take() waits for one."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-        self.dropped = 0
-
-    def put(self, item) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float):
-        with self._cond:
-            if self._item is None:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
 
 
 @dataclass
@@ -240,7 +226,8 @@ class DepthNode(LifecycleNode):
         self.eyes = ("left", "right") if self.p("eyes") == "both" else ("left",)
         self.last_error = self.parameter_error
         self.outputs: dict[str, EyeOutputs] = {}
-        self.mailbox = LatestFrame()
+        self.mailbox = LatestItem()
+        self.stages = Stages(DIAGNOSTICS_WINDOW_S)  # with the device's sync once configured
 
         qos = subscription_qos(self.p("qos"))
         compressed = self.p("input_transport") == "compressed"
@@ -268,8 +255,11 @@ class DepthNode(LifecycleNode):
         error = self._load_model(self.p("weights"))
         if error and self.p("lifecycle"):
             return TransitionCallbackReturn.FAILURE  # stays unconfigured; set weights and configure again
-        self.stereo = StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
-                                  smoothing=self.p("stereo_smoothing"))
+        self.stages = Stages(DIAGNOSTICS_WINDOW_S, sync=torch.cuda.synchronize if self.predictor is not None and
+                             self.predictor.device.type == "cuda" else None)
+        self.stereo = BackgroundStereoScale(StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
+                                                        smoothing=self.p("stereo_smoothing")),
+                                            self.p("stereo_rate"), self.stages)
         for eye in self.eyes:
             prefix = "right/" if eye == "right" else ""
             outputs = ((Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"),
@@ -308,6 +298,7 @@ class DepthNode(LifecycleNode):
         if self.worker is not None:
             self.worker.join(timeout=5.0)
             self.worker = None
+            self.stereo.close()
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -331,7 +322,8 @@ class DepthNode(LifecycleNode):
             net = load_depth_net(weights, base_weights=self.p("base_weights") or None)
             self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
                                             self.p("precision"), self.p("min_depth"), self.p("max_depth"),
-                                            compile=self.p("compile"), batch_size=len(self.eyes))
+                                            compile=self.p("compile"), batch_size=len(self.eyes),
+                                            stand_in=self.p("stand_in_network"))
         except Exception as e:  # DaresError names the file and the fix; anything else is still reported, not raised
             return self._model_error(f"weights: {e}" if isinstance(e, DaresError) else
                                      f"weights: {weights}: {type(e).__name__}: {e}")
@@ -441,7 +433,8 @@ class DepthNode(LifecycleNode):
             if frame is None:
                 continue
             try:
-                self._process(frame)
+                with self.stages.frame():
+                    self._process(frame)
             except (ConversionError, FrameSkipped) as e:
                 self.report(e.topic or self.left_topic, e.problem)
             except Exception as e:  # a bug must not stop a node in an operating room: report and go on
@@ -453,10 +446,11 @@ class DepthNode(LifecycleNode):
         if self.predictor is None:
             raise FrameSkipped("weights", self.last_error or "no model loaded")
         left_info, right_info = self.left_info, self.right_info
-        left = self._to_rgb(frame.left, self.left_topic)
-        K = self._intrinsics(left_info, left, "left/camera_info")
-        right = None if frame.right is None else self._right_image(frame.right, right_info, left)
-        right_K = None if right is None else self._intrinsics(right_info, right, "right/camera_info")
+        with self.stages("receive"):
+            left = self._to_rgb(frame.left, self.left_topic)
+            K = self._intrinsics(left_info, left, "left/camera_info")
+            right = None if frame.right is None else self._right_image(frame.right, right_info, left)
+            right_K = None if right is None else self._intrinsics(right_info, right, "right/camera_info")
         if self.eyes == ("left",):
             images, infos, Ks, messages = [left], [left_info], [K], [frame.left]
         elif right is None:  # eyes: both, a lone left frame queued before pairing started
@@ -464,13 +458,18 @@ class DepthNode(LifecycleNode):
         else:
             images, infos, messages = [left, right], [left_info, right_info], [frame.left, frame.right]
             Ks = [K, right_K]
-        depth = self.predictor.predict(torch.from_numpy(np.stack(images))).depth  # (eyes,H,W) on the model's device
-        scale = self._metric_scale(left, right, depth[0], K, right_K, right_info)
+        with self.stages("receive"):
+            batch = torch.from_numpy(np.stack(images)) if len(images) > 1 else torch.from_numpy(left)[None]
+        depth = self.predictor.predict(batch, stages=self.stages).depth  # (eyes,H,W) on the model's device
+        with self.stages("stereo_scale"):
+            scale = self._metric_scale(left, right, depth[0], K, right_K, right_info)
         for eye, rgb, info, eye_K, msg, eye_depth in zip(self.eyes, images, infos, Ks, messages, depth):
             header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
             out = depth_outputs(eye_depth.float() * scale, rgb, info, header, eye_K, self.p("point_stride"),
-                                self.p("publish_points"), self.p("publish_colored"))  # points back-projected on device
-            self.outputs[eye].publish(out)
+                                self.p("publish_points"), self.p("publish_colored"),
+                                self.stages)  # points back-projected on device
+            with self.stages("publish"):
+                self.outputs[eye].publish(out)
         stamp = stamp_seconds(frame.left.header.stamp)
         self.stamp_ages.append(self.get_clock().now().nanoseconds * 1e-9 - stamp)
         self.latencies.append(time.monotonic() - frame.received)
@@ -512,12 +511,19 @@ class DepthNode(LifecycleNode):
             return MM
         if right is None:  # switched to stereo while this left frame was queued
             raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
-        est = self.stereo.update(left, right, depth.cpu().numpy(), K[0, 0], stereo_baseline(right_info))
-        self.scale, self.scale_confidence = est.scale, est.confidence
-        if not np.isfinite(est.scale):
-            raise FrameSkipped(self.right_topic, f"too few stereo matches for a first scale ({est.confidence:.0%} "
-                                                 "valid); check rectification and stereo_num_disparities")
-        return est.scale
+        pair = (left, right, depth.cpu().numpy(), K[0, 0], stereo_baseline(right_info))
+        if np.isfinite(self.stereo.scale) and self.p("stereo_rate"):
+            self.stereo.offer(*pair)  # measured in the background; this frame takes the newest scale
+        elif not np.isfinite(self.stereo.measure(*pair).scale):  # no scale yet: this frame waits for its own
+            raise FrameSkipped(self.right_topic, f"too few stereo matches for a first scale "
+                                                 f"({self.stereo.confidence:.0%} valid); check rectification and "
+                                                 "stereo_num_disparities")
+        self.scale, self.scale_confidence = self.stereo.scale, self.stereo.confidence
+        if self.stereo.age() > self.p("stereo_max_age"):
+            self.report(self.right_topic, f"the stereo scale is {self.stereo.age():.1f} s old (stereo_max_age "
+                                          f"{self.p('stereo_max_age'):g} s): SGBM finds too few matches, or is slower "
+                                          "than stereo_rate; depth keeps the last scale", skipped=False)
+        return self.scale
 
     # --- diagnostics ----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -551,6 +557,8 @@ class DepthNode(LifecycleNode):
             "problems_in_window": str(problems), "time_jumps_back": str(self.timeline.jumps),
             "intrinsics": self.intrinsics_source, "scale_mode": self.p("scale_mode"),
             "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
+            "scale_age_s": f"{self.stereo.age():.2f}" if self.worker is not None else "nan",
+            **{f"stage_{name}_ms": f"{ms:.2f}" for name, ms in self.stages.medians_ms().items()},
             "last_error": self.last_error if problems or self.predictor is None else "",
         }
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))

@@ -39,19 +39,20 @@ def test_demo_writes_every_promised_file(demo):
     assert not (out / "stale.txt").exists() and (out.parent / "mine.txt").read_text() == "the user's"
     assert "[1/5]" in stdout and "[5/5]" in stdout and f"wrote {out}/" in stdout
     timing = summary["timing"]
-    # the node drops stale frames when it falls behind (a loaded machine): some, not all, come out
-    assert timing["input_frames"] == FRAMES and 3 <= timing["depth_frames"] <= FRAMES
+    # at the camera's rate the node drops stale frames when it falls behind (a loaded machine): some come out
+    assert timing["input_frames"] == FRAMES and 1 <= timing["depth_frames"] <= FRAMES
     assert timing["latency_ms"]["median"] > 0
+    assert summary["frames_with_depth"] == FRAMES  # in step: every frame, on any machine
 
     strip = cv2.imread(str(out / "strip.png"))
     assert strip is not None and strip.shape[1] > 3 * 192  # input | predicted | ground truth | colour bar
     assert cv2.imread(str(out / "points.png")) is not None
     gif = PILImage.open(out / "demo.gif")
-    assert gif.n_frames == timing["depth_frames"]
+    assert gif.n_frames == FRAMES
     video, n = cv2.VideoCapture(str(out / "demo.mp4")), 0
     while video.read()[0]:
         n += 1
-    assert n == timing["depth_frames"]
+    assert n == FRAMES
 
     cloud = o3d.io.read_point_cloud(str(out / "points.ply"))
     points = np.asarray(cloud.points)
@@ -66,7 +67,7 @@ def test_demo_writes_every_promised_file(demo):
         assert started in (out / "logs" / log).read_text(), log  # the nodes' own logs stay with their outputs
 
     topics = bag_info(out / "recorded_bag")["topics"]
-    assert topics["/dares/depth/image"]["count"] == timing["depth_frames"]
+    assert topics["/dares/depth/image"]["count"] == FRAMES
     assert topics["/dares/map/points"]["count"] >= 1
     assert topics["/jhu_daVinci/ground_truth/depth"]["count"] == FRAMES
     assert "/dares/points" in topics and "/dares/depth/camera_info" in topics
@@ -184,3 +185,33 @@ def test_a_node_failing_mid_demo_is_one_line_and_its_logs_are_kept(tmp_path):
         assert str(broken) in (kept / "odometry.log").read_text() and (kept / "node.log").is_file()
     finally:
         shutil.rmtree(kept, ignore_errors=True)
+
+
+FIGURES = ("metrics_median_scaled", "metrics_metric", "stereo_scale_error", "fused", "odometry")
+# the odometry's unaligned path length is in metres by the depth node's scale as it reached the odometry node, through
+# diagnostics once a second: when that happens depends on the machine (its scale-aligned ATE and RE do not)
+TIMED = ("path_length_ratio",)
+
+
+def test_the_demo_gives_the_same_figures_on_a_loaded_machine(demo, tmp_path):
+    """Two processes keep both cores busy while the demo runs again: the nodes fall behind, yet every figure of the
+    report (depth metrics, stereo scale, fused surface, odometry) is the unloaded run's, since the replay goes in step
+    with the nodes. Only the rate and latency, measured apart at the camera's rate, may differ."""
+    _, _, unloaded = demo
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        run = subprocess.run([sys.executable, "-m", "dares_core.cli", "demo", "--out", str(tmp_path / "out"),
+                              "--frames", str(FRAMES), "--width", "192", "--height", "160"], capture_output=True,
+                             text=True, timeout=600)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    loaded = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for figure in FIGURES:
+        if isinstance(unloaded[figure], dict):
+            numbers = {k: v for k, v in unloaded[figure].items() if isinstance(v, (int, float)) and k not in TIMED}
+            assert {k: loaded[figure][k] for k in numbers} == pytest.approx(numbers, rel=1e-6), figure
+        else:
+            assert loaded[figure] == pytest.approx(unloaded[figure], rel=1e-6), figure

@@ -91,6 +91,13 @@ def test_outputs_follow_ros_conventions(relative_node):
         lambda: any(s.name.startswith("dares_depth_node") for d in h.received["diagnostics"] for s in d.status),
         timeout=5,
     )
+    assert h.wait_for(lambda: "stage_own_ms" in latest_status(h)[2], timeout=10,
+                      publish=lambda: h.publish(rgb_image(frames[0]["l"]), info))
+    _, _, values = latest_status(h)  # the node's own cost, stage by stage (ms, medians over its window)
+    stages = {k[len("stage_"):-len("_ms")]: float(v) for k, v in values.items() if k.startswith("stage_")}
+    assert set(stages) >= {"receive", "preprocess", "network", "postprocess", "stereo_scale", "cloud", "preview",
+                           "publish", "own"}, values
+    assert all(ms >= 0 for ms in stages.values()) and stages["own"] >= stages["cloud"]
     assert proc.poll() is None
 
 
@@ -240,7 +247,8 @@ def test_stereo_mode_recovers_metric_depth(assets):
     ns = f"/t{os.getpid()}_stereo"
     log = root / "stereo.log"
     proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
-                      "scale_mode:=stereo", "stereo_downscale:=1", "stereo_num_disparities:=32", log=log)
+                      "scale_mode:=stereo", "stereo_downscale:=1", "stereo_num_disparities:=32", "stereo_max_age:=1.0",
+                      log=log)
     h = Harness(ns)
     try:
         K = CFG.intrinsics()
@@ -265,6 +273,14 @@ def test_stereo_mode_recovers_metric_depth(assets):
         points, _ = read_point_cloud(msg)  # every 4th pixel (point_stride 4)
         v, u = 10, 30
         assert (K @ points[v, u] / points[v, u, 2])[:2] == pytest.approx([4 * u, 4 * v], abs=1e-3)
+        # the stereo worker finds no match on a blank right eye: depth goes on with the last scale, and once it is
+        # older than stereo_max_age the node says so
+        blank = rgb_image(np.zeros_like(frames[0]["r"]))
+        count = len(h.received["depth"])
+        assert h.wait_for(lambda: "the stereo scale is" in log.read_text() and len(h.received["depth"]) > count,
+                          publish=lambda: h.publish(rgb_image(frames[0]["l"]), left_info, blank, right_info),
+                          timeout=30), log.read_text()[-2000:]
+        assert "old (stereo_max_age 1 s)" in log.read_text()
         # a right eye of another size is refused, the node goes on
         small = cv2.resize(frames[0]["r"], (CFG.width // 2, CFG.height // 2))
         h.publish(rgb_image(frames[0]["l"]), left_info, rgb_image(small), right_info)

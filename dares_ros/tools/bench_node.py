@@ -2,7 +2,9 @@
 
 The node runs as its console entry point (as `ros2 run` starts it) on a loopback-only graph; this process
 publishes synthetic 1280x1024 stereo frames at a fixed rate on a drift-free schedule and records, for each
-depth image and point cloud, the time from the input stamp to its arrival here.
+depth image and point cloud, the time from the input stamp to its arrival here, and the node's own per-stage
+times from its diagnostics (medians over its last window). With stand_in the network is replaced by a constant
+of its output's shape: what is left is the node's own cost, on any machine.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -78,7 +81,7 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
                rate: float = 30.0, duration: float = 20.0, warmup: float = 3.0, device: str = "cpu",
                precision: str = "fp32", input_size=(None, None), scale_mode: str = "relative", eyes: str = "left",
-               compile: bool = False, sequence: Path | None = None) -> dict:
+               compile: bool = False, sequence: Path | None = None, stand_in: bool = False) -> dict:
     """Run the node against a fixed-rate stereo stream; returns the benchmark record. eyes: both also measures
     the right eye's depth (computed in the same batch); compile: the node's `compile` parameter; sequence: a
     keyframe folder (image_02, image_03, calibration.yaml) streamed instead of a generated scene of width x height
@@ -97,7 +100,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
         width, height = left_info.width, left_info.height
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "eyes": eyes,
-                  "compile": str(compile).lower()}
+                  "compile": str(compile).lower(), "stand_in_network": str(stand_in).lower()}
         with node_session(namespace, params, workdir, "dares_bench_publisher") as (proc, node):
             outputs = {"depth": (Image, "depth/image"), "points": (PointCloud2, "points")}
             if eyes == "both":
@@ -112,6 +115,15 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
 
             for kind, (msg_type, topic) in outputs.items():
                 node.create_subscription(msg_type, f"{namespace}/{topic}", record(kind), qos_profile_sensor_data)
+            stages: dict[str, float] = {}
+
+            def node_stages(msg: DiagnosticArray):
+                for status in msg.status:
+                    if status.hardware_id == f"{namespace}/dares_depth_node":
+                        stages.update({kv.key[len("stage_"):-len("_ms")]: float(kv.value) for kv in status.values
+                                       if kv.key.startswith("stage_")})
+
+            node.create_subscription(DiagnosticArray, "/diagnostics", node_stages, 10)
             pubs = {k: node.create_publisher(t, f"{namespace}/{k}", 10) for k, t in (
                 ("left/image_rect", Image), ("right/image_rect", Image), ("left/camera_info", CameraInfo),
                 ("right/camera_info", CameraInfo))}
@@ -127,12 +139,15 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
                      dropped=len(sent) - len(latencies))
         paths[f"node {kind}"] = stats
     paths["node depth"]["peak_memory_mb"] = peak
+    paths["node depth"]["stages_ms"] = stages
     return {
         "benchmark": "node", "machine": machine(dev),
         "settings": {"input": f"{width}x{height} stereo", "rate_hz": rate, "duration_s": duration,
                      "network": f"{input_size[0]}x{input_size[1]}", "precision": precision, "scale_mode": scale_mode,
-                     "encoder": encoder, "eyes": eyes, "compile": compile},
+                     "encoder": encoder, "eyes": eyes, "compile": compile, "network_stand_in": stand_in},
         "paths": paths,
         "note": "the node runs with config/dares.yaml plus these settings (coloured preview on); latency: input "
-                "stamp to arrival at a subscriber in another process (transport included)",
+                "stamp to arrival at a subscriber in another process (transport included); stages_ms: the node's "
+                "medians over its last 5 s per frame (own: every stage but the network; stereo_worker: SGBM per "
+                "pair, in its own thread)",
     }

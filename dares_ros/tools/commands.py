@@ -34,13 +34,15 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 
     record = bench_node(args.weights, args.encoder, args.width, args.height, args.rate, args.duration, args.warmup,
                         args.device, args.precision, (args.input_height, args.input_width), args.scale_mode, args.eyes,
-                        args.compile, args.sequence)
-    name = result_name(record, "network", "rate_hz", "precision", "scale_mode",
-                       "eyes") + ("-compiled" if args.compile else "")
+                        args.compile, args.sequence, args.stand_in_network)
+    name = result_name(record, "network", "rate_hz", "precision", "scale_mode", "eyes") + (
+        "-compiled" if args.compile else "") + ("-stand-in" if args.stand_in_network else "")
     path = publish_result(args, name, record)
     depth = record["paths"]["node depth"]
+    own = depth["stages_ms"].get("own")
     print(f"depth at {depth['achieved_rate_hz']} Hz of {args.rate} Hz, latency p50 {depth.get('median_ms')} ms, "
-          f"p99 {depth.get('p99_ms')} ms, dropped {depth['dropped']}; wrote {path}")
+          f"p99 {depth.get('p99_ms')} ms, dropped {depth['dropped']}, the node's own cost {own} ms a frame; wrote "
+          f"{path}")
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> None:
@@ -256,6 +258,8 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--scale-mode", choices=SCALE_MODES, default="relative", help="node scale mode")
     p.add_argument("--eyes", choices=("left", "both"), default="left", help="node eyes: both batches the right eye too")
     p.add_argument("--compile", action="store_true", help="node compile: torch.compile the network at start")
+    p.add_argument("--stand-in-network", action="store_true",
+                   help="replace the network by a constant of its output's shape: the node's own cost per stage")
     p.add_argument("--sequence", type=Path, default=None,
                    help="stream this keyframe folder's stereo frames (image_02, image_03, calibration.yaml; e.g. "
                         "`dares synth` or `dares prepare-scared` output) instead of a generated scene of --width x "

@@ -1,8 +1,10 @@
 """`dares demo`: the whole product on built-in data, through a real ROS 2 graph (loopback only).
 
-A synthetic da Vinci stereo sequence is written as a rosbag, replayed at recorded timing into
-dares_depth_node (started as `ros2 run` starts it, stereo scale on) and dares_odometry_node, and the
-nodes' outputs are recorded into a new bag together with the input left image and ground truth.
+A synthetic da Vinci stereo sequence is written as a rosbag, replayed in step (each frame once the nodes answered
+the one before, within a bound: the figures do not depend on the machine's speed or load) into dares_depth_node
+(started as `ros2 run` starts it, stereo scale on) and dares_odometry_node, and the nodes' outputs are recorded into
+a new bag together with the input left image and ground truth; a second replay at recorded timing measures the
+achieved rate and latency.
 Everything shown is read back from that recorded bag: the picture strip and video (input | predicted |
 ground-truth depth on one mm scale), a point cloud (.ply and an oblique render), the camera trajectory
 against the bag's ground-truth poses, the surface dares_fusion_node fused from the depth and those poses
@@ -73,6 +75,68 @@ def check_demo_folder(out: Path) -> None:
                          f"folder)")
 
 
+class Arrivals:
+    """When (monotonic s) each left image and its outputs reached a node of ours, by stamp: the pacing of a replay
+    in step with the nodes, and the rate and latency of a replay at the camera's rate."""
+
+    def __init__(self, node, topics: Topics, odometry: bool):
+        self.left_topic = topics.left_image
+        self.cond = threading.Condition()
+        self.left, self.depth, self.odom, self.map = {}, {}, {}, {}
+        image = CompressedImage if topics.compressed else Image
+        node.create_subscription(image, topics.left_image, lambda m: self._seen(self.left, m), 100)
+        node.create_subscription(Image, OUTPUTS["depth"], lambda m: self._seen(self.depth, m), 100)
+        self.outputs = [self.depth]
+        if topics.gt_pose:  # dares_fusion_node runs: its map is stamped with the last depth it fused
+            node.create_subscription(PointCloud2, MAP, lambda m: self._seen(self.map, m), 10)
+        if odometry:
+            node.create_subscription(Odometry, ODOM, lambda m: self._seen(self.odom, m), 100)
+            self.outputs.append(self.odom)
+
+    def _seen(self, arrivals: dict, msg) -> None:
+        with self.cond:
+            arrivals.setdefault(stamp_key(msg.header.stamp), time.monotonic())
+            self.cond.notify_all()
+
+    def wait_for_outputs(self, published: dict | None = None) -> None:
+        """Until the left images published so far (play_bag's count; all seen, without one) have reached us and all
+        have their outputs, or the bound passes without one coming (a frame a node skipped): 10 s before the first
+        output (models load and warm up), then ten times the median time an output has taken, at least 2 s."""
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.left) >= (published or {}).get(self.left_topic, 0), timeout=10.0)
+            while True:
+                missing = [s for s in self.left if any(s not in out for out in self.outputs)]
+                if not missing:
+                    return
+                taken = [out[s] - self.left[s] for out in self.outputs for s in out if s in self.left]
+                bound = max(2.0, 10 * float(np.median(taken))) if taken else 10.0
+                if not self.cond.wait(timeout=bound):
+                    return  # nothing came within the bound: that frame got no output
+
+    def wait_for_map(self, timeout: float = 10.0) -> None:
+        """Until a map holding the newest left image's depth arrives (or `timeout` s)."""
+        with self.cond:
+            self.cond.wait_for(lambda: not self.left or max(self.left) in self.map, timeout)
+
+    def timing(self) -> dict:
+        """Input and output rate, latency from each left image to its depth (both as received here)."""
+        with self.cond:
+            lefts, depths = dict(self.left), dict(self.depth)
+
+        def rate(times):
+            times = sorted(times)
+            return round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 and times[-1] > times[0] \
+                else 0.0
+
+        answered = [s for s in lefts if s in depths]
+        latency_ms = np.array([depths[s] - lefts[s] for s in answered] or [np.nan]) * 1000
+        return {"input_frames": len(lefts), "depth_frames": len(answered), "dropped": len(lefts) - len(answered),
+                "input_rate_hz": rate(lefts.values()), "output_rate_hz": rate(depths.values()),
+                "latency_ms": {"median": round(float(np.median(latency_ms)), 1),
+                               "p99": round(float(np.percentile(latency_ms, 99)), 1),
+                               "max": round(float(latency_ms.max()), 1)}}
+
+
 class Progress:
     """Numbered step lines with their durations."""
 
@@ -94,8 +158,11 @@ class Progress:
 def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, logs: Path,
                         rate: float = 1.0, progress=None, odometry: dict | None = None) -> dict:
     """Start the node (and with `odometry` parameters dares_odometry_node beside it), record their outputs (and
-    the left image, camera_info and ground truth), play `bag` into them at recorded timing; returns
-    {"published": n, "recorded": {topic: count}}. The nodes log into `logs` (node.log, fusion.log, odometry.log)."""
+    the left image, camera_info and ground truth) while `bag` plays into them in step (each frame once the nodes
+    have answered the one before, within a bound), so what is recorded does not depend on the machine's speed or
+    load; then play it again at recorded timing (`rate`) for the achieved rate and latency. Returns
+    {"published": n, "recorded": {topic: count}, "timing": {...}}. The nodes log into `logs` (node.log,
+    fusion.log, odometry.log)."""
 
     remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
     if topics.stereo:
@@ -139,13 +206,15 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))
-        # every node that reads the left image listens before the first frame: recorder, depth, odometry, fusion
-        listeners = 2 + bool(odometry) + bool(topics.gt_pose and not topics.compressed)
+        in_step = Arrivals(node, topics, bool(odometry))
+        # every node that reads the left image listens before the first frame: recorder, pacing, depth, odometry,
+        # fusion
+        listeners = 3 + bool(odometry) + bool(topics.gt_pose and not topics.compressed)
         inputs = [t for t in bags.bag_info(bag)["topics"] if not t.startswith(f"{NAMESPACE}/")]  # a recorded
         # demo's bag holds outputs too: the nodes make them anew
         player = guarded("published", lambda: bags.play_bag(bag, rate, topics=inputs, context=context, go=ready,
                                                             wait_timeout=90.0, wait_for={topics.left_image: listeners},
-                                                            progress=progress).published)
+                                                            progress=progress, pace=in_step.wait_for_outputs).published)
         player.start()
         time.sleep(0.5)  # the player's publishers exist before the recorder looks for them
         recorder.start()
@@ -156,9 +225,17 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 failures.append(DaresError(f"the depth node exited during playback (status {proc.returncode}): "
                                            "see node.log"))
                 break
-        time.sleep(2.0)  # the last frames' outputs (and the map fused from them) arrive
+        in_step.wait_for_outputs({topics.left_image: bags.bag_info(bag)["topics"][topics.left_image]["count"]})
+        if topics.gt_pose:
+            in_step.wait_for_map()
+        time.sleep(0.5)  # the recorder writes what reached it
         stop.set()
         recorder.join(timeout=30)
+        if not failures:  # again at the camera's rate, as a live camera sends it: the nodes start again (time went
+            at_rate = Arrivals(node, topics, bool(odometry))  # back) and keep up or drop frames
+            bags.play_bag(bag, rate, topics=inputs, context=context, wait_for={topics.left_image: listeners})
+            time.sleep(2.0)
+            results["timing"] = at_rate.timing()
     if failures:
         raise failures[0] if isinstance(failures[0], DaresError) else DaresError(f"replay failed: {failures[0]}")
     return results
@@ -166,14 +243,12 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
 
 @dataclass
 class RecordedFrame:
-    """One input frame that got depth: rgb (H,W,3) uint8; depth_mm, gt_mm (H,W) or None; latency_s from
-    the input image to its depth, both as received by the recorder."""
+    """One input frame that got depth: rgb (H,W,3) uint8; depth_mm, gt_mm (H,W) or None."""
 
     stamp: tuple[int, int]
     rgb: np.ndarray
     depth_mm: np.ndarray
     gt_mm: np.ndarray | None
-    latency_s: float
 
 
 def _by_stamp(path: Path, topic: str, cls) -> dict:
@@ -189,30 +264,18 @@ def _by_stamp(path: Path, topic: str, cls) -> dict:
         reader.close()
 
 
-def recorded_frames(path: Path, topics: Topics) -> tuple[list[RecordedFrame], dict]:
-    """The frames of a recorded demo bag that got depth, in stamp order, and the rate/latency summary."""
+def recorded_frames(path: Path, topics: Topics) -> list[RecordedFrame]:
+    """The frames of a recorded demo bag that got depth, in stamp order."""
     lefts = _by_stamp(path, topics.left_image, CompressedImage if topics.compressed else Image)
     depths = _by_stamp(path, OUTPUTS["depth"], Image)
     gts = _by_stamp(path, topics.gt_depth, Image) if topics.gt_depth else {}
     to_rgb = compressed_to_rgb8 if topics.compressed else image_to_rgb8
     frames = [RecordedFrame(s, to_rgb(lefts[s][1]), read_depth_image(depths[s][1]) * 1000.0,
-                            read_depth_image(gts[s][1]) * 1000.0 if s in gts else None, depths[s][0] - lefts[s][0])
+                            read_depth_image(gts[s][1]) * 1000.0 if s in gts else None)
               for s in sorted(set(lefts) & set(depths))]
     if not frames:
         raise DaresError(f"{path}: the node published no depth for the replayed frames; see the node log above")
-
-    def rate(times):
-        times = sorted(times)
-        return round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 and times[-1] > times[0] else 0.0
-
-    latency_ms = np.array([f.latency_s for f in frames]) * 1000
-    timing = {"input_frames": len(lefts), "depth_frames": len(frames), "dropped": len(lefts) - len(frames),
-              "input_rate_hz": rate(t for t, _ in lefts.values()),
-              "output_rate_hz": rate(t for t, _ in depths.values()),
-              "latency_ms": {"median": round(float(np.median(latency_ms)), 1),
-                             "p99": round(float(np.percentile(latency_ms, 99)), 1),
-                             "max": round(float(latency_ms.max()), 1)}}
-    return frames, timing
+    return frames
 
 
 def write_pictures(frames: list[RecordedFrame], out: Path, fps: float) -> dict:
@@ -329,9 +392,10 @@ def _metrics_table(rows: dict) -> str:
 def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
     s, t = summary, summary["timing"]
     lines = [REPORT_TITLE, "",
-             f"{s['source']} was replayed at {s['rate']}x recorded timing into `dares_depth_node` on a ROS 2 graph "
-             f"(ROS_DOMAIN_ID {s['domain_id']}, loopback only); the node's outputs were recorded into `recorded_bag/`, "
-             "and everything below is read back from that bag.", "",
+             f"{s['source']} was replayed into `dares_depth_node` on a ROS 2 graph (ROS_DOMAIN_ID {s['domain_id']}, "
+             "loopback only) in step with the nodes (each frame once they answered the one before), so these figures "
+             "do not depend on the machine's speed or load; the node's outputs were recorded into `recorded_bag/`, "
+             "and everything below but the rate and latency is read back from that bag.", "",
              f"- model: {s['model']}; pose network: {s['pose_weights']}",
              f"- device {s['device']}, {s['precision']}, network input {s['input_size'][0]}x{s['input_size'][1]}, "
              f"scale mode `{s['scale_mode']}`", ""]
@@ -343,10 +407,10 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   "weights.", ""]
     if metric_rows:
         lines += ["## Depth against ground truth (SCARED protocol)", "",
-                  f"{t['depth_frames']} frames, ground truth capped at 150 mm. Median-scaled is the protocol of the "
-                  "paper; metric uses the node's own scale. \"Instruments only\" covers the pixels of the synthetic "
-                  "instrument mask (each frame scaled as a whole): tools are where surgeons need depth most.", "",
-                  _metrics_table(metric_rows), ""]
+                  f"{s['frames_with_depth']} frames, ground truth capped at 150 mm. Median-scaled is the protocol of "
+                  "the paper; metric uses the node's own scale. \"Instruments only\" covers the pixels of the "
+                  "synthetic instrument mask (each frame scaled as a whole): tools are where surgeons need depth "
+                  "most.", "", _metrics_table(metric_rows), ""]
     if "stereo_scale_error" in s:
         lines += ["## Stereo scale", "",
                   f"The node recovers metric scale from the rectified pair (SGBM). Ground truth / predicted depth, "
@@ -369,9 +433,11 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   "as official evaluate_pose.py scores it (5-frame snippets, scale-aligned): "
                   f"**ATE {o['ate_mm']} mm** (std {o['ate_std_mm']}; a camera predicted to stand still scores "
                   f"{o['still_ate_mm']} mm), RE {o['re_rad']} rad. Path length against the true one, unaligned: "
-                  f"{o['path_length_ratio']}.", ""]
+                  f"{o['path_length_ratio']} (at the depth node's scale as it reached the odometry node through its "
+                  "diagnostics, once a second, so this one figure may move a little between runs).", ""]
     lines += ["## Rate and latency", "",
-              f"Input {t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
+              f"A second replay at {s['rate']}x recorded timing, as a live camera sends frames: input "
+              f"{t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
               f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
               f"Latency from the input image to its depth image, both as received by the recorder: "
               f"median {t['latency_ms']['median']} ms, p99 {t['latency_ms']['p99']} ms, max {t['latency_ms']['max']} "
@@ -450,7 +516,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         input_size = network_input_size(load_depth_net(model), input_size or (None, None))  # the model's own
         params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
-                  "publish_colored": "false", "qos": "reliable"}
+                  "publish_colored": "false", "qos": "reliable",
+                  "stereo_rate": 0.0}  # stereo scale from every frame, in order: the same figures on any machine
         pose_weights = pose_weights or (DEMO_POSE if weights is None else None)
         odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable"}
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
@@ -461,13 +528,14 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                                          odometry)
         progress.step("reading the recorded bag back and evaluating against ground truth")
         recorded = stage / "recorded_bag"
-        frame_list, timing = recorded_frames(recorded, topics)
+        frame_list, timing = recorded_frames(recorded, topics), replay["timing"]
         summary = {"source": source, "rate": rate, "domain_id": int(os.environ.get("ROS_DOMAIN_ID", "0")),
                    "model": "the built-in demo model (tiny, synthetic-trained)" if weights is None else str(model),
                    "model_is_demo": weights is None, "device": device, "precision": precision,
                    "pose_weights": ("the built-in demo pose network" if pose_weights == DEMO_POSE
                                     else str(pose_weights or "none")),
                    "input_size": list(input_size), "scale_mode": scale_mode, "timing": timing,
+                   "frames_with_depth": len(frame_list),
                    "recorded_messages": replay["recorded"]}
         metric_rows = {}
         if topics.gt_depth:

@@ -26,7 +26,7 @@ class PlayStats:
 
 def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0.0, topics=None, remaps=None,
              clock: bool = False, stop=None, context=None, wait_for=(), wait_timeout: float = 30.0,
-             go=None, progress=None) -> PlayStats:
+             go=None, progress=None, pace=None) -> PlayStats:
     """Publish a bag's messages with rclpy at recorded timing (scaled by `rate`) against a monotonic clock.
 
     topics: only these (each must be in the bag); start: seconds into the bag (before its end);
@@ -34,7 +34,10 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
     wait_for: bag topics that must have a subscriber before the first message (up to wait_timeout s), or
     {topic: how many subscribers} when several nodes must all be listening;
     go: an Event that must be set before the first message (same timeout), e.g. a recorder's `ready`;
-    progress: called with 1 per published message.
+    progress: called with 1 per published message; pace: called before each new instant of the bag (the messages
+    of one recorded time are one instant) once the one before is out, with {bag topic: messages published so
+    far}; it may block to hold playback in step with its consumers, and the time it holds shifts the rest of the
+    schedule.
     """
     import rclpy
     from rosgraph_msgs.msg import Clock
@@ -82,11 +85,17 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             raise DaresError(f"playback was not released within {wait_timeout:.0f} s")
         time.sleep(0.5)  # let other subscribers match before the first message
         first = reader.start_time + int(start * 1e9)
+        sent = dict.fromkeys(publishers, 0)
         while True:
-            t0 = time.monotonic()
+            t0, instant = time.monotonic(), None
             for conn, stamp, data in reader.messages(connections=[c for c in connections if c.topic in publishers]):
                 if stamp < first:
                     continue
+                if pace is not None and instant is not None and stamp != instant:
+                    held = time.monotonic()
+                    pace(sent)
+                    t0 += time.monotonic() - held
+                instant = stamp
                 target = t0 + (stamp - first) / 1e9 / rate
                 while (delay := target - time.monotonic()) > 0:
                     if delay > 0.002:  # sleep most of the wait, then spin the last millisecond for precision
@@ -100,6 +109,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
                     msg.clock = time_msg(stamp)
                     clock_pub.publish(msg)
                 publishers[conn.topic].publish(bytes(data))
+                sent[conn.topic] += 1
                 stats.published += 1
                 if progress is not None:
                     progress(1)
