@@ -188,9 +188,6 @@ def test_a_node_failing_mid_demo_is_one_line_and_its_logs_are_kept(tmp_path):
 
 
 FIGURES = ("metrics_median_scaled", "metrics_metric", "stereo_scale_error", "fused", "odometry")
-# the odometry's unaligned path length is in metres by the depth node's scale as it reached the odometry node, through
-# diagnostics once a second: when that happens depends on the machine (its scale-aligned ATE and RE do not)
-TIMED = ("path_length_ratio",)
 
 
 def test_the_demo_gives_the_same_figures_on_a_loaded_machine(demo, tmp_path):
@@ -211,7 +208,7 @@ def test_the_demo_gives_the_same_figures_on_a_loaded_machine(demo, tmp_path):
     loaded = json.loads((tmp_path / "out" / "summary.json").read_text())
     for figure in FIGURES:
         if isinstance(unloaded[figure], dict):
-            numbers = {k: v for k, v in unloaded[figure].items() if isinstance(v, (int, float)) and k not in TIMED}
+            numbers = {k: v for k, v in unloaded[figure].items() if isinstance(v, (int, float))}
             assert {k: loaded[figure][k] for k in numbers} == pytest.approx(numbers, rel=1e-6), figure
         else:
             assert loaded[figure] == pytest.approx(unloaded[figure], rel=1e-6), figure

@@ -195,7 +195,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 fusion_remaps["image"] = topics.left_image
             nodes.enter_context(node_process(NAMESPACE, FUSION, logs / "fusion.log", fusion_remaps,
                                              "dares_fusion_node"))
-        if odometry:  # camera motion from the pose network, in metres by the depth node's stereo scale
+        if odometry:  # camera motion from the pose network, in metres at its weights' recorded unit
             left = {k: v for k, v in remaps.items() if k.startswith("left/image_rect")}
             odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, logs / "odometry.log", left,
                                                              "dares_odometry_node"))
@@ -428,13 +428,14 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
     if "odometry" in s:
         o = s["odometry"]
         lines += ["## Camera motion", "",
-                  "`dares_odometry_node` chained the pose network's frame-to-frame motion, in metres by the depth "
-                  f"node's `{s['scale_mode']}` scale. Against the bag's ground-truth poses over {o['frames']} frames, "
+                  "`dares_odometry_node` chained the pose network's frame-to-frame motion, in metres at the unit its "
+                  "weights record (`scale_source: fixed`; live, `depth_node` takes the depth node's scale, which "
+                  "reaches it once a second, at moments a replay does not repeat). Against the bag's ground-truth "
+                  f"poses over {o['frames']} frames, "
                   "as official evaluate_pose.py scores it (5-frame snippets, scale-aligned): "
                   f"**ATE {o['ate_mm']} mm** (std {o['ate_std_mm']}; a camera predicted to stand still scores "
                   f"{o['still_ate_mm']} mm), RE {o['re_rad']} rad. Path length against the true one, unaligned: "
-                  f"{o['path_length_ratio']} (at the depth node's scale as it reached the odometry node through its "
-                  "diagnostics, once a second, so this one figure may move a little between runs).", ""]
+                  f"{o['path_length_ratio']}.", ""]
     lines += ["## Rate and latency", "",
               f"A second replay at {s['rate']}x recorded timing, as a live camera sends frames: input "
               f"{t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
@@ -519,7 +520,10 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                   "publish_colored": "false", "qos": "reliable",
                   "stereo_rate": 0.0}  # stereo scale from every frame, in order: the same figures on any machine
         pose_weights = pose_weights or (DEMO_POSE if weights is None else None)
-        odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable"}
+        # metres at the pose weights' recorded unit (scale_source fixed): the depth node's scale reaches a live
+        # odometry node through diagnostics once a second, at moments no replay repeats
+        odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
+                                     "scale_source": "fixed"}
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
