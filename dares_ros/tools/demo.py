@@ -207,13 +207,18 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))
         in_step = Arrivals(node, topics, bool(odometry))
-        # every node that reads the left image listens before the first frame: recorder, pacing, depth, odometry,
-        # fusion
-        listeners = 3 + bool(odometry) + bool(topics.gt_pose and not topics.compressed)
+        # every reader of a frame's inputs listens before the first frame: of the left image the pacing, depth,
+        # odometry and fusion; of the poses fusion; the recorder of both while it records; of the depth (the depth
+        # node's output, which no replay can hold back) the pacing and fusion, seen in the graph
+        readers = {topics.left_image: 2 + bool(odometry) + bool(topics.gt_pose and not topics.compressed)}
+        if topics.gt_pose:
+            readers[topics.gt_pose] = 1
+        wait_for_subscribers(node, OUTPUTS["depth"], 1 + bool(topics.gt_pose))
         inputs = [t for t in bags.bag_info(bag)["topics"] if not t.startswith(f"{NAMESPACE}/")]  # a recorded
         # demo's bag holds outputs too: the nodes make them anew
         player = guarded("published", lambda: bags.play_bag(bag, rate, topics=inputs, context=context, go=ready,
-                                                            wait_timeout=90.0, wait_for={topics.left_image: listeners},
+                                                            wait_timeout=90.0,
+                                                            wait_for={t: n + 1 for t, n in readers.items()},
                                                             progress=progress, pace=in_step.wait_for_outputs).published)
         player.start()
         time.sleep(0.5)  # the player's publishers exist before the recorder looks for them
@@ -233,12 +238,23 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         recorder.join(timeout=30)
         if not failures:  # again at the camera's rate, as a live camera sends it: the nodes start again (time went
             at_rate = Arrivals(node, topics, bool(odometry))  # back) and keep up or drop frames
-            bags.play_bag(bag, rate, topics=inputs, context=context, wait_for={topics.left_image: listeners})
+            bags.play_bag(bag, rate, topics=inputs, context=context, wait_for=readers)
             time.sleep(2.0)
             results["timing"] = at_rate.timing()
     if failures:
         raise failures[0] if isinstance(failures[0], DaresError) else DaresError(f"replay failed: {failures[0]}")
     return results
+
+
+def wait_for_subscribers(node, topic: str, count: int, timeout: float = 60.0) -> None:
+    """Until the graph shows `count` subscriptions to `topic` (a node's output: one published before its readers
+    match is lost to them)."""
+    deadline = time.monotonic() + timeout
+    while node.count_subscribers(topic) < count:
+        if time.monotonic() > deadline:
+            raise DaresError(f"{topic} has {node.count_subscribers(topic)} of its {count} readers after "
+                             f"{timeout:.0f} s: see the node logs")
+        time.sleep(0.05)
 
 
 @dataclass
