@@ -103,13 +103,14 @@ def _depth_agreement(path: dict, precision: str | None) -> str:
     return cell
 
 
+MAP_SIZES = (100, 1000)  # fused frames at which bench_fusion times the published map's extraction
 NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale", "cloud", "preview", "publish", "own",
                "stereo_worker")  # the depth node's stages, in the order a frame passes them
 
 
 def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
     """docs/benchmarks.md: one row per path of every result file, GPU rows marked pending when absent."""
-    rows, agreements, stage_rows, gpu_benchmarks = [], [], [], set()
+    rows, agreements, scales, maps, stage_rows, gpu_benchmarks = [], [], [], [], [], set()
     for path in sorted(Path(results_dir).glob("*.json")):
         r = json.loads(path.read_text())
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
@@ -119,6 +120,17 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
                                   f"{m['median_rel_depth']:.2e} | {m['p99_rel_depth']:.2e} | {m['max_rel_depth']:.2e} "
                                   f"| {path.name} |")
             continue
+        if r["benchmark"] == "stereo-scale":
+            for label, m in r["paths"].items():
+                scales.append(f"| {settings} | {label} | {m['median_error']:+.2%} | {m['mean_abs_error']:.2%} | "
+                              f"{m['p90_abs_error']:.2%} | {m['frames']} | {m['measurements']} | {path.name} |")
+            continue
+        if r["benchmark"] == "fusion":
+            m = r["paths"]["tsdf integrate"]
+            maps.extend(f"| {r['machine']['device']} | {settings} | {n} | {m[f'map_blocks_at_{n}_frames']} | "
+                        f"{m[f'map_points_at_{n}_frames']} | {m[f'map_points_ms_at_{n}_frames']} | "
+                        f"{m[f'whole_grid_ms_at_{n}_frames']} | {path.name} |"
+                        for n in MAP_SIZES if f"whole_grid_ms_at_{n}_frames" in m)
         if r["machine"]["device"] != "cpu":
             gpu_benchmarks.add(r["benchmark"])
         for label, m in r["paths"].items():
@@ -152,6 +164,22 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
                   "`dares eval` and `dares infer` use.", "",
                   "| device | settings | comparison | median | p99 | max | file |",
                   "| --- | --- | --- | --- | --- | --- | --- |", *agreements, ""]
+    if maps:
+        lines += ["## The fusion node's published map as the map grows", "",
+                  "`dares bench fusion --frames 1000`: ms to extract dares_fusion_node's map/points once a second",
+                  "(incrementally: the blocks the frames since the last publish touched) beside open3d's extraction of",
+                  "the whole grid, which grows with the map; both give the same points (tested).", "",
+                  "| device | settings | fused frames | map blocks | points | published map | whole grid | file |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |", *maps, ""]
+    if scales:
+        lines += ["## Stereo scale against ground truth: every frame, or a worker of its own", "",
+                  "`dares bench stereo-scale`: the depth node's metric scale (StereoScale through",
+                  "BackgroundStereoScale, as the node runs it) on synthetic scenes of seeds it was never tuned on. A",
+                  "frame's error is median(gt) / median(scaled depth) - 1; `every frame` is stereo_rate 0 (on the",
+                  "frame path, the demo's), the worker gets the newest pair at most stereo_rate times a second while",
+                  "frames arrive at the camera's rate. `measurements`: stereo scales folded in.", "",
+                  "| settings | path | median error | mean abs error | p90 abs error | frames | measurements | file |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |", *scales, ""]
     if stage_rows:
         names = [n for n in NODE_STAGES if any(n in stages for stages, *_ in stage_rows)]
         lines += ["## The node's own cost, stage by stage", "",
@@ -290,20 +318,75 @@ def bench_resize(weights: Path | None = None, width: int = 1280, height: int = 1
     }
 
 
-MAP_SIZES = (100, 1000)  # fused frames at which bench_fusion times the extraction of the published map
+def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: int = 256, frames: int = 40,
+                       seeds: tuple[int, ...] = (101, 102, 103, 104, 105), rate: float = 5.0) -> dict:
+    """The depth node's stereo scale against ground truth, its two ways: every frame on the frame path (stereo_rate
+    0, the demo's) and a worker at `rate` Hz on the newest pair, fed at the camera's rate (stereo_rate `rate`, the
+    node's default). Synthetic scenes of `seeds` (the demo's size and length, scenes the scale was never tuned on),
+    depth from `weights` (default: the demo model). A frame's error is median(gt) / median(scaled depth) - 1 over
+    its pixels with ground truth (0 is exact); summarised over all frames of all seeds."""
+    import tempfile
+
+    from .data.scared import gt_path, image_path, read_gt_depth
+    from .data.synthetic import SynthConfig, generate_sequence, sequence_folder
+    from .evaluate import MAX_DEPTH, MIN_DEPTH
+    from .model.weights import DEMO_MODEL
+    from .preprocess import read_rgb
+    from .stereo_scale import BackgroundStereoScale, StereoScale
+
+    weights = Path(weights or DEMO_MODEL)
+    predictor = DepthPredictor(load_depth_net(weights).eval())
+    ratios, measured = {"every frame": [], f"worker at {rate:g} Hz": []}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            cfg = SynthConfig(width=width, height=height, frames=frames, sequences=1, seed=seed)
+            generate_sequence(cfg, 0, Path(tmp) / str(seed))
+            folder, fx = Path(tmp) / str(seed), float(cfg.intrinsics()[0, 0])
+            pairs, truths = [], []
+            for frame in range(1, frames + 1):
+                left, right = (read_rgb(image_path(folder, sequence_folder(0), frame, side)) for side in "lr")
+                model_depth = predictor.predict(torch.from_numpy(left)[None]).depth[0].numpy()
+                pairs.append((left, right, model_depth))
+                truths.append(read_gt_depth(gt_path(folder, sequence_folder(0), frame)))
+            for (label, path_ratios), stereo_rate in zip(ratios.items(), (0.0, rate)):
+                stereo = BackgroundStereoScale(StereoScale(), stereo_rate)
+                start = time.monotonic()
+                for i, ((left, right, model_depth), gt) in enumerate(zip(pairs, truths)):
+                    time.sleep(max(0.0, start + i / cfg.fps - time.monotonic()))  # frames at the camera's rate
+                    scale = stereo.scale_for(left, right, model_depth, fx, cfg.baseline_mm)
+                    valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & np.isfinite(model_depth)
+                    path_ratios.append(float(np.median(gt[valid]) / np.median(scale * model_depth[valid])))
+                stereo.close()
+                measured[label] = measured.get(label, 0) + stereo.measurements
+    paths = {}
+    for label, r in ratios.items():
+        errors = np.array(r) - 1.0
+        paths[label] = {"median_error": round(float(np.median(errors)), 4),
+                        "mean_abs_error": round(float(np.nanmean(np.abs(errors))), 4),
+                        "p90_abs_error": round(float(np.nanpercentile(np.abs(errors), 90)), 4),
+                        "frames": len(r), "measurements": measured[label]}
+    return {"benchmark": "stereo-scale", "machine": machine(torch.device("cpu")),
+            "settings": {"model": weights.name, "frames": f"{width}x{height}", "count": frames,
+                         "seeds": list(seeds), "rate_hz": rate},
+            "paths": paths,
+            "note": "error per frame: median(gt)/median(scale x depth) - 1 over pixels with ground truth; the worker "
+                    "path sees frames at the scenes' camera rate (25 Hz), its first frame measured on the frame path "
+                    "as the node does"}
 
 
 def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm: float = 1.0,
                  device: str | None = None) -> dict:
     """TSDF fusion throughput: frames/s integrated (dares reconstruct's TsdfFusion) of a synthetic sequence's
-    ground-truth depth and poses at width x height, the surface extraction time at the end, and the time to extract
-    the point cloud dares_fusion_node publishes once MAP_SIZES frames are fused (when the sequence is that long)."""
+    ground-truth depth and poses at width x height, the surface extraction time at the end, and once MAP_SIZES
+    frames are fused (when the sequence is that long) the time to extract the point cloud dares_fusion_node
+    publishes (incrementally, as the node does once a second: extracted every cfg.fps frames) beside open3d's
+    extraction of the whole grid."""
     import tempfile
 
     from .data.scared import gt_path, read_camera_poses, read_gt_depth
     from .data.synthetic import SynthConfig, generate_sequence, sequence_folder
     from .preprocess import read_rgb
-    from .reconstruct import TsdfFusion
+    from .reconstruct import MIN_OBSERVATIONS, TsdfFusion
 
     cfg = SynthConfig(width=width, height=height, frames=frames, sequences=1, seed=31)
     fusion = TsdfFusion(voxel_mm, 4 * voxel_mm, device=device)
@@ -319,11 +402,18 @@ def bench_fusion(width: int = 320, height: int = 256, frames: int = 20, voxel_mm
             start = time.perf_counter()
             fusion.integrate(rgb, depth, K, pose)
             timings.append(time.perf_counter() - start)
-            if fusion.frames in MAP_SIZES:
+            if fusion.frames % round(cfg.fps) == 0 or fusion.frames in MAP_SIZES:
                 start = time.perf_counter()
                 points, _ = fusion.points()
-                publish_ms[f"map_points_ms_at_{fusion.frames}_frames"] = round(1000 * (time.perf_counter() - start), 1)
-                publish_ms[f"map_points_at_{fusion.frames}_frames"] = len(points)
+                published_ms = 1000 * (time.perf_counter() - start)
+            if fusion.frames in MAP_SIZES:
+                start = time.perf_counter()
+                fusion.grid.extract_point_cloud(weight_threshold=MIN_OBSERVATIONS)
+                whole_ms = 1000 * (time.perf_counter() - start)
+                publish_ms.update({f"map_points_ms_at_{fusion.frames}_frames": round(published_ms, 1),
+                                   f"whole_grid_ms_at_{fusion.frames}_frames": round(whole_ms, 1),
+                                   f"map_points_at_{fusion.frames}_frames": len(points),
+                                   f"map_blocks_at_{fusion.frames}_frames": fusion.grid.hashmap().size()})
         start = time.perf_counter()
         mesh, _ = fusion.surface()
         extract_s = time.perf_counter() - start

@@ -88,6 +88,9 @@ class TsdfFusion:
             device=self.device)
         self.trunc_multiplier = trunc_mm / voxel_mm
         self.frames = 0
+        self._touched: list[np.ndarray] = []  # (M,3) block keys each frame since the last points() integrated into
+        self._surface: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # block key: its points and colours
+        self._surface_threshold: float | None = None  # the weight threshold _surface was extracted at
 
     def integrate(self, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
                   max_mib: float = math.inf) -> bool:
@@ -108,6 +111,7 @@ class TsdfFusion:
             return False
         self.grid.integrate(blocks, depth_t, color_t, intrinsic, extrinsic, 1000.0, self.max_depth_m,
                             self.trunc_multiplier)
+        self._touched.append(blocks.cpu().numpy())
         self.frames += 1
         return True
 
@@ -126,16 +130,37 @@ class TsdfFusion:
         """MiB the grid's blocks take now (its room, used or not)."""
         return self.grid.hashmap().capacity() * self.BLOCK_BYTES / 2**20
 
-    def points(self, min_observations: float = MIN_OBSERVATIONS) -> tuple[np.ndarray, np.ndarray]:
-        """The surface's points (N,3) float32 metres in the world frame and their colours (N,3) uint8, where at
-        least `min_observations` frames saw it (open3d's weight threshold, 3 by default)."""
-        if not self.frames:  # open3d cannot extract from an empty grid
+    def points(self, min_observations: float = MIN_OBSERVATIONS, max_points: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The surface's points (N,3) float32 metres in the world frame and their colours (N,3) uint8, where more
+        than `min_observations` frames saw it (open3d's weight threshold, 3 by default): the points open3d's
+        extract_point_cloud gives, at most `max_points` of them (evenly thinned).
+
+        Incremental: only the blocks integrated since the last call (and the blocks whose surface reaches into
+        them) are extracted again, so a call costs what the frames since the last one touched, not the map's
+        size. open3d extracts only whole grids, hence surface_points."""
+        if self._surface_threshold != min_observations:  # every block again
+            self._surface, self._surface_threshold = {}, min_observations
+            self._touched = [self.grid.hashmap().key_tensor()[self.grid.hashmap().active_buf_indices()]
+                             .cpu().numpy()] if self.frames else []
+        if self._touched:
+            touched = np.concatenate(self._touched)
+            self._touched = []
+            # a block's surface points reach one voxel into its +x, +y and +z neighbours
+            dirty = np.unique(np.concatenate([touched - step for step in np.vstack([np.zeros(3), np.eye(3)])
+                                              .astype(touched.dtype)]), axis=0)
+            for key in map(tuple, dirty.tolist()):
+                self._surface.pop(key, None)
+            for key, block_points, block_colors in surface_points(self.grid, dirty, self.voxel_m, min_observations):
+                self._surface[key] = (block_points, block_colors)
+        count = sum(len(p) for p, _ in self._surface.values())
+        step = max(1, math.ceil(count / max_points)) if max_points else 1
+        if not count:
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
-        cloud = self.grid.extract_point_cloud(weight_threshold=min_observations).cpu()
-        if "positions" not in cloud.point:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
-        colors = (cloud.point.colors.numpy().clip(0, 1) * 255).round().astype(np.uint8)
-        return cloud.point.positions.numpy().astype(np.float32), colors
+        blocks = list(self._surface.values())
+        starts = -np.cumsum([0] + [len(p) for p, _ in blocks[:-1]]) % step  # every step-th point of them all
+        return (np.concatenate([p[start::step] for (p, _), start in zip(blocks, starts)]),
+                np.concatenate([c[start::step] for (_, c), start in zip(blocks, starts)]))
 
     def mesh(self, min_observations: float = MIN_OBSERVATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The surface as triangles where at least `min_observations` frames saw it: vertices (V,3) float32
@@ -155,6 +180,58 @@ class TsdfFusion:
         for geometry in (mesh, cloud):
             geometry.scale(1000.0, center=np.zeros(3))
         return mesh, cloud
+
+
+def surface_points(grid, keys: np.ndarray, voxel_m: float, weight_threshold: float):
+    """Yields (block key, points (N,3) float32 m, colours (N,3) uint8) for each block of `keys` (M,3) that is in
+    `grid` (an open3d VoxelBlockGrid of tsdf, weight and colour) and holds surface: open3d's
+    extract_point_cloud rule, for these blocks alone. A point lies where the TSDF changes sign between a voxel and
+    its +x, +y or +z neighbour, both seen more than weight_threshold times, linearly interpolated (colour too)."""
+    import open3d.core as o3c
+
+    hashmap = grid.hashmap()
+    res = grid.attribute("weight").shape[1]  # voxels per block edge; attributes are (blocks, z, y, x, channels)
+
+    def gather(block_keys: np.ndarray):
+        """tsdf, weight (M,res,res,res), colour (M,res,res,res,3) and found (M,) of blocks; weight 0 where absent."""
+        buf, found = hashmap.find(o3c.Tensor(np.ascontiguousarray(block_keys, np.int32), device=hashmap.device))
+        index, found = buf[found].to(o3c.int64), found.cpu().numpy()
+        values = [np.zeros((len(block_keys), res, res, res, c), np.float32) for c in (1, 1, 3)]
+        if found.any():
+            for array, name in zip(values, ("tsdf", "weight", "color")):
+                attribute = grid.attribute(name)
+                array[found] = (attribute.numpy()[index.numpy()] if attribute.is_cpu  # a view: numpy gathers
+                                else attribute[index].cpu().numpy())  # fast, open3d's indexing slowly
+        return values[0][..., 0], values[1][..., 0], values[2], found
+
+    keys = np.asarray(keys, np.int64).reshape(-1, 3)
+    tsdf, weight, color, found = gather(keys)
+    keys, tsdf, weight, color = keys[found], tsdf[found], weight[found], color[found]
+    blocks, points, colors = [], [], []
+    for axis in range(3):  # x, y, z: array axes 3, 2, 1
+        array_axis, step = 3 - axis, np.eye(3, dtype=np.int64)[axis]
+        next_tsdf, next_weight, next_color, _ = gather(keys + step)
+        first = (slice(None),) * array_axis + (slice(0, 1),)  # a block's first layer along the axis
+        # each voxel's +axis neighbour: in the block, or in the next block's first layer
+        next_tsdf, next_weight, next_color = (np.concatenate([np.delete(a, 0, array_axis), b[first]], array_axis)
+                                              for a, b in ((tsdf, next_tsdf), (weight, next_weight),
+                                                           (color, next_color)))
+        crossing = (weight > weight_threshold) & (next_weight > weight_threshold) & (tsdf * next_tsdf < 0)
+        block, z, y, x = np.nonzero(crossing)
+        ratio = -tsdf[block, z, y, x] / (next_tsdf[block, z, y, x] - tsdf[block, z, y, x])
+        xyz = np.stack([x, y, z], 1).astype(np.float32) + keys[block].astype(np.float32) * res
+        xyz[:, axis] += ratio
+        blocks.append(block)
+        points.append(xyz * voxel_m)
+        colors.append((1 - ratio[:, None]) * color[block, z, y, x] + ratio[:, None] * next_color[block, z, y, x])
+    block, points, colors = np.concatenate(blocks), np.concatenate(points), np.concatenate(colors)
+    order = np.argsort(block, kind="stable")
+    bounds = np.searchsorted(block[order], np.arange(len(keys) + 1))
+    points = points[order].astype(np.float32)
+    colors = colors[order].clip(0, 255).round().astype(np.uint8)  # the grid keeps colour in 0..255
+    for b, key in enumerate(map(tuple, keys.tolist())):
+        if bounds[b + 1] > bounds[b]:
+            yield key, points[bounds[b]:bounds[b + 1]], colors[bounds[b]:bounds[b + 1]]
 
 
 def surface_distances(reconstruction: np.ndarray, reference: np.ndarray) -> dict:

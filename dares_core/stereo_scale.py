@@ -60,7 +60,10 @@ class StereoScale:
     def update(self, left_rgb: np.ndarray, right_rgb: np.ndarray, model_depth: np.ndarray,
                fx: float, baseline: float) -> ScaleEstimate:
         """Fold one frame into the estimate; model_depth (H,W) in model units, fx in pixels of these images."""
-        stereo = self.stereo_depth(left_rgb, right_rgb, fx, baseline)
+        return self.fold(self.stereo_depth(left_rgb, right_rgb, fx, baseline), model_depth)
+
+    def fold(self, stereo: np.ndarray, model_depth: np.ndarray) -> ScaleEstimate:
+        """Fold the median ratio of stereo depth (H,W, NaN where unmatched) to model depth (H,W) into the estimate."""
         valid = np.isfinite(stereo) & np.isfinite(model_depth) & (model_depth > 0)
         confidence = float(valid.mean())
         if confidence >= self.min_confidence:
@@ -76,14 +79,21 @@ class StereoScale:
 
 
 class BackgroundStereoScale:
-    """A StereoScale run by a thread of its own, so SGBM never delays a frame: offer() hands it the newest pair at
-    most `rate` times a second (a pair not yet taken is replaced), and the frame path reads the latest scale,
-    confidence and age(). measure() runs one pair at once, for a first scale. stages: a timing.Stages that gets
+    """A StereoScale whose SGBM runs in a thread of its own, so it never delays a frame: offer() hands the worker
+    the newest pair at most `rate` times a second (a pair not yet taken is replaced), the worker turns it into a
+    stereo depth map, and every frame folds the ratio of the newest stereo map to its own model depth (on a grid of
+    about SAMPLES pixels) into the running scale. The network's scale moves from frame to frame, and a ratio taken
+    with the frame's own depth follows it, where a scale measured on an older frame would not (bench stereo-scale).
+    At rate 0 every frame's own pair is measured on the frame path. stages: a timing.Stages that gets
     "stereo_worker", the worker's time per pair."""
+
+    SAMPLES = 20000  # pixels of a frame's ratio against the newest stereo map
 
     def __init__(self, estimator: StereoScale, rate: float, stages=None):
         self.estimator, self.period, self.stages = estimator, 1.0 / rate if rate else 0.0, stages
-        self.scale, self.confidence, self.updated = float("nan"), 0.0, -math.inf  # monotonic time of the last
+        self.measurements = 0  # stereo depth maps made so far
+        self.scale, self.confidence, self.updated = float("nan"), 0.0, -math.inf  # monotonic time of the newest
+        self._stereo: tuple[np.ndarray, int] | None = None  # newest stereo depth map on a grid, and its stride
         self._lock = threading.Lock()
         self._pairs = LatestItem()
         self._offered = -math.inf
@@ -91,28 +101,48 @@ class BackgroundStereoScale:
         self._thread = threading.Thread(target=self._work, name="dares-stereo-scale", daemon=True)
         self._thread.start()
 
-    def measure(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float) -> ScaleEstimate:
-        """Fold a pair in now (as StereoScale.update) and return the estimate."""
+    def _stereo_map(self, left_rgb, right_rgb, fx: float, baseline: float) -> np.ndarray:
+        """SGBM on a pair: its stereo depth (H,W), kept on a grid of about SAMPLES pixels for the frames to come."""
         start = time.perf_counter()
-        with self._lock:
-            est = self.estimator.update(left_rgb, right_rgb, model_depth, fx, baseline)
-            self.confidence = est.confidence
-            if est.updated:
-                self.scale, self.updated = est.scale, time.monotonic()
+        stereo = self.estimator.stereo_depth(left_rgb, right_rgb, fx, baseline)
+        stride = max(1, int(math.sqrt(stereo.size / self.SAMPLES)))
+        self._stereo = (stereo[::stride, ::stride], stride)
+        self.measurements += 1
+        if np.isfinite(self._stereo[0]).mean() >= self.estimator.min_confidence:  # matched enough to measure by
+            self.updated = time.monotonic()
         if self.stages is not None:
             self.stages.add("stereo_worker", time.perf_counter() - start)
-        return est
+        return stereo
 
-    def offer(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float) -> None:
-        """Queue a pair for the worker unless one was offered less than 1/rate s ago; model_depth (H,W) in model
-        units, a host array of this pair alone."""
+    def _fold(self, stereo: np.ndarray, model_depth: np.ndarray) -> None:
+        with self._lock:
+            est = self.estimator.fold(stereo, model_depth)
+            self.confidence = est.confidence
+            if est.updated:
+                self.scale = est.scale
+
+    def offer(self, left_rgb, right_rgb, fx: float, baseline: float) -> None:
+        """Queue a pair for the worker unless one was offered less than 1/rate s ago."""
         now = time.monotonic()
         if now - self._offered >= self.period:
             self._offered = now
-            self._pairs.put((left_rgb, right_rgb, model_depth, fx, baseline))
+            self._pairs.put((left_rgb, right_rgb, fx, baseline))
+
+    def scale_for(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float) -> float:
+        """The scale a frame takes (metres per model unit, or the baseline's unit); model_depth (H,W) in model units.
+        Its ratio against the newest stereo map, this pair offered to the worker; before the first map, or at rate
+        0, this pair measured now (NaN while SGBM finds too few matches for a first scale)."""
+        newest = self._stereo
+        if newest is None or not self.period:
+            self._fold(self._stereo_map(left_rgb, right_rgb, fx, baseline), model_depth)
+        else:
+            stereo, stride = newest
+            self.offer(left_rgb, right_rgb, fx, baseline)
+            self._fold(stereo, model_depth[::stride, ::stride])
+        return self.scale
 
     def age(self) -> float:
-        """Seconds since the scale last changed (infinite before the first)."""
+        """Seconds since the newest stereo map with enough matches (infinite before the first)."""
         return time.monotonic() - self.updated
 
     def close(self) -> None:
@@ -123,4 +153,4 @@ class BackgroundStereoScale:
         while not self._stop.is_set():
             pair = self._pairs.take(timeout=0.1)
             if pair is not None:
-                self.measure(*pair)
+                self._stereo_map(*pair)

@@ -113,8 +113,9 @@ PARAMETERS = {
     "stereo_num_disparities": Param(64, "SGBM disparity search range at the reduced resolution", range=(16, 512)),
     "stereo_smoothing": Param(0.3, "weight of each new stereo measurement in the running scale (log space)",
                               range=(0.01, 1.0)),
-    "stereo_rate": Param(5.0, "stereo scale measurements per second at most: SGBM runs in a worker of its own on the "
-                              "newest pair, off the frame path (every frame uses the newest scale)",
+    "stereo_rate": Param(5.0, "stereo depth maps per second at most: SGBM runs in a worker of its own on the "
+                              "newest pair, off the frame path (every frame folds its depth's ratio to the newest "
+                              "map into the scale)",
                          range=(0.1, 1000.0), zero_means="every frame, on the frame path (deterministic replays)"),
     "stereo_max_age": Param(2.0, "seconds the newest stereo scale may be old before diagnostics warn",
                             range=(0.1, 3600.0)),
@@ -511,10 +512,8 @@ class DepthNode(LifecycleNode):
             return MM
         if right is None:  # switched to stereo while this left frame was queued
             raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
-        pair = (left, right, depth.cpu().numpy(), K[0, 0], stereo_baseline(right_info))
-        if np.isfinite(self.stereo.scale) and self.p("stereo_rate"):
-            self.stereo.offer(*pair)  # measured in the background; this frame takes the newest scale
-        elif not np.isfinite(self.stereo.measure(*pair).scale):  # no scale yet: this frame waits for its own
+        if not np.isfinite(self.stereo.scale_for(left, right, depth.cpu().numpy(), K[0, 0],
+                                                 stereo_baseline(right_info))):  # no scale yet
             raise FrameSkipped(self.right_topic, f"too few stereo matches for a first scale "
                                                  f"({self.stereo.confidence:.0%} valid); check rectification and "
                                                  "stereo_num_disparities")

@@ -5,7 +5,9 @@ camera's pose in the map frame from odom (nav_msgs/Odometry: dares_odometry_node
 (geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose), matched to the
 depth by stamp; image (the left image, optional) colours the surface; with use_mask, mask (mono8 or 8UC1,
 nonzero on pixels to leave out: the instruments of a tool segmentation) keeps what moves out of the map.
-Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points), with publish_mesh
+Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points; extracted
+incrementally, from the voxel blocks the frames since the last publish touched, so its cost does not grow with the
+map), with publish_mesh
 map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles) and /diagnostics.
 
 A pose that is not a finite rigid transform, jumps more than max_jump from the last accepted one, or leaves
@@ -323,9 +325,7 @@ class FusionNode(Node):
         frame = self.frame_ids(self.p("map_frame") or self.frame_id)
         if self.fusion.frames == self.published_frames or not frame:  # no news, or nothing ever fused to clear
             return
-        points, colors = self.fusion.points(self.p("min_observations"))
-        step = max(1, math.ceil(len(points) / self.p("max_points")))
-        points, colors = points[::step], colors[::step]
+        points, colors = self.fusion.points(self.p("min_observations"), self.p("max_points"))
         header = Header(stamp=self.last_stamp or self.get_clock().now().to_msg(), frame_id=frame)
         self.points_pub.publish(point_cloud(points[None], colors[None], header))
         if self.p("publish_mesh"):

@@ -5,7 +5,15 @@ import json
 import torch
 from helpers import TINY
 
-from dares_core.bench import bench_fusion, bench_model, bench_resize, render_docs, result_name, write_result
+from dares_core.bench import (
+    bench_fusion,
+    bench_model,
+    bench_resize,
+    bench_stereo_scale,
+    render_docs,
+    result_name,
+    write_result,
+)
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
@@ -59,6 +67,18 @@ def test_fusion_bench_counts_the_frames_it_integrates(tmp_path):
     m = record["paths"]["tsdf integrate"]
     assert m["calls"] == 3 and m["throughput_fps"] > 0 and m["vertices"] > 100  # the first frame is not timed
     assert result_name(record, "frames", "voxel_mm") == "fusion-cpu-96x80-2.0"
+
+
+def test_stereo_scale_bench_measures_both_ways_of_the_node_against_ground_truth(tmp_path):
+    record = bench_stereo_scale(width=160, height=128, frames=6, seeds=(3, 4), rate=2.0)
+    every, worker = record["paths"]["every frame"], record["paths"]["worker at 2 Hz"]
+    assert every["frames"] == worker["frames"] == 12
+    assert every["measurements"] == 12  # each frame's own pair
+    assert 2 <= worker["measurements"] < 12  # the first frame of each scene, then at most 2 a second from 25 Hz
+    for m in (every, worker):  # the demo model's stereo scale on these scenes is within tens of percent
+        assert abs(m["median_error"]) < 0.5 and 0 < m["mean_abs_error"] < 0.5
+    write_result("stereo-scale-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
+    assert "| worker at 2 Hz |" in (tmp_path / "benchmarks.md").read_text()
 
 
 def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
