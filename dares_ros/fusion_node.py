@@ -7,20 +7,23 @@ depth by stamp; image (the left image, optional) colours the surface; with use_m
 nonzero on pixels to leave out: the instruments of a tool segmentation) keeps what moves out of the map.
 Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points; extracted
 incrementally, from the voxel blocks the frames since the last publish touched, so its cost does not grow with the
-map), with publish_mesh
-map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles) and /diagnostics.
+map), with publish_mesh map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles), and
+/diagnostics (with stage_integrate_ms per frame, stage_map_ms and stage_publish_ms per map: medians over 5 s).
 
 A pose that is not a finite rigid transform, jumps more than max_jump from the last accepted one, or leaves
 the map volume (max_extent around the first pose) is rejected with a diagnostic and never reaches the map.
 Memory is bounded: a frame that would make the map's voxel blocks take more than max_map_mib is not fused (a
 diagnostic says so). Setting the parameter reset to true starts a new map, and so does time going back (a bag
 replayed or looped, a /clock reset): a map holds one uninterrupted stretch of time, as tf2's buffer does. Depth
-images are rectified (REP 118), so their intrinsics are depth/camera_info's P.
+images are rectified (REP 118), so their intrinsics are depth/camera_info's P. The subscription callbacks only
+queue messages: a worker thread of the node's own matches them, integrates, extracts and publishes the map, so a
+slow integration never holds the callbacks (nor loses messages behind them).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 
@@ -38,6 +41,7 @@ from visualization_msgs.msg import Marker
 
 from dares_core.errors import DaresError
 from dares_core.reconstruct import TsdfFusion, scale_translation
+from dares_core.timing import Stages
 
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
@@ -58,6 +62,7 @@ from .sync import Order, Timeline
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
 UNCOLOURED = 160  # grey of a surface seen without a colour image
+STAGES_WINDOW_S = 5.0  # diagnostics give each stage's median ms over this many seconds
 COLOUR_TIMEOUT_S = 2.0  # depth waits for its colour image only while images arrived this recently
 
 PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at start, the others also live
@@ -127,6 +132,12 @@ class FusionNode(Node):
         self.frame_ids = FrameIds(self.get_logger().warning)
         self.frame_id, self.last_stamp = "", None  # the map's frame and stamp: the last fused pose's, kept over clears
         self._new_map()
+        self.map_mib = self.fusion.memory_mib()
+        self.stages = Stages(STAGES_WINDOW_S)  # integrate (per frame), map and publish (per published map)
+        self.lock = threading.RLock()  # the queues, info and counts: callbacks add, the worker takes
+        self.wake, self.stop = threading.Event(), threading.Event()
+        self.clear_request, self.publish_due = "", False  # what the worker is asked to do next
+        self.worker = threading.Thread(target=self._work, name="dares-fusion", daemon=True)
         self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos_profile_sensor_data)
         self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose),
@@ -138,8 +149,9 @@ class FusionNode(Node):
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
         self.mesh_pub = self.create_publisher(Marker, "map/mesh", OUTPUT_QUEUE_DEPTH)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
-        self.create_timer(1.0 / self.p("publish_rate"), self._publish_map)
+        self.create_timer(1.0 / self.p("publish_rate"), self._map_due)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.worker.start()
         self.get_logger().info(f"fusing depth/image with odom or camera_pose into a TSDF on {self.fusion.device}; "
                                f"map/points every {1 / self.p('publish_rate'):.1f} s")
 
@@ -149,6 +161,7 @@ class FusionNode(Node):
     def _clear_map(self, why: str) -> None:
         """A new, empty map (published once, so displays clear) and zeroed counts."""
         self._new_map()
+        self.map_mib = self.fusion.memory_mib()
         self.published_frames = -1
         self.counts = dict.fromkeys(self.counts, 0)
         self.get_logger().info(why)
@@ -170,27 +183,32 @@ class FusionNode(Node):
 
     # --- inputs -------------------------------------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
-        self.info = msg
-        self._fuse_matched()
+        with self.lock:
+            self.info = msg
+        self.wake.set()
 
     def _on_image(self, msg: Image) -> None:
         try:
-            self.images.append((stamp_seconds(msg.header.stamp), image_to_rgb8(msg)))
+            image = (stamp_seconds(msg.header.stamp), image_to_rgb8(msg))
         except ConversionError as e:
             self._bad_input(f"image: {e.problem}")
             return
-        self.image_received = time.monotonic()
-        self._fuse_matched()
+        with self.lock:
+            self.images.append(image)
+            self.image_received = time.monotonic()
+        self.wake.set()
 
     def _on_mask(self, msg: Image) -> None:
         if not self.p("use_mask"):
             return  # read only when used: a mask topic not asked for is neither decoded nor reported
         try:
-            self.masks.append((stamp_seconds(msg.header.stamp), read_mask(msg)))
+            mask = (stamp_seconds(msg.header.stamp), read_mask(msg))
         except ConversionError as e:
             self._bad_input(str(e))
             return
-        self._fuse_matched()
+        with self.lock:
+            self.masks.append(mask)
+        self.wake.set()
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -202,26 +220,32 @@ class FusionNode(Node):
             return
         stamp = stamp_seconds(msg.header.stamp)
         order = self.timeline.order("depth", stamp)
-        if order is Order.TIME_WENT_BACK:
-            self._clear_map(self.timeline.went_back("depth/image", stamp, "a new map starts"))
-            self.last_stamp = msg.header.stamp  # the empty map is of the new time
-            for queue in (self.depths, self.poses, self.images, self.masks):  # what came before the jump
-                kept = [e for e in queue if e[0] <= stamp + self.p("sync_tolerance")]
-                queue.clear()
-                queue.extend(kept)
-        elif order is not Order.NEW:
+        if order not in (Order.NEW, Order.TIME_WENT_BACK):
             self._bad_input(f"depth/image at {stamp:.3f} s is not after the last one: skipped (a duplicate or "
                             "out-of-order stamp)")
             return
-        self.depths.append((stamp, depth, msg.header.stamp))
-        self._fuse_matched()
+        with self.lock:
+            if order is Order.TIME_WENT_BACK:  # the worker clears the map before it fuses this depth
+                self.clear_request = self.timeline.went_back("depth/image", stamp, "a new map starts")
+                for queue in (self.depths, self.poses, self.images, self.masks):  # what came before the jump
+                    kept = [e for e in queue if e[0] <= stamp + self.p("sync_tolerance")]
+                    queue.clear()
+                    queue.extend(kept)
+            self.depths.append((stamp, depth, msg.header.stamp))
+        self.wake.set()
 
     def _on_pose(self, header, pose) -> None:
-        self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), self.frame_ids(header.frame_id)))
-        self._fuse_matched()
+        with self.lock:
+            self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), self.frame_ids(header.frame_id)))
+        self.wake.set()
+
+    def _map_due(self) -> None:
+        self.publish_due = True
+        self.wake.set()
 
     def _bad_input(self, problem: str) -> None:
-        self.counts["bad_inputs"] += 1
+        with self.lock:
+            self.counts["bad_inputs"] += 1
         self._note(problem)
 
     def _note(self, problem: str) -> None:
@@ -230,9 +254,29 @@ class FusionNode(Node):
         self.problem = problem
 
     # --- fusion -------------------------------------------------------------------------------------
-    def _fuse_matched(self) -> None:
-        """Fuse every queued depth image whose pose (with use_mask its mask; while images arrive, its colour
-        image) has arrived; drop one whose pose or mask can no longer come, as newer ones have."""
+    def _work(self) -> None:
+        """The worker: clear the map when asked, fuse every matched depth image, publish the map when due."""
+        while not self.stop.is_set():
+            self.wake.wait(timeout=0.1)
+            self.wake.clear()
+            with self.lock:
+                why, self.clear_request = self.clear_request, ""
+            if why:
+                self._clear_map(why)
+            while (matched := self._next_matched()) is not None:
+                self._fuse(*matched)
+            if self.publish_due:
+                self.publish_due = False
+                self._publish_map()
+
+    def _next_matched(self):
+        """The oldest queued depth image whose pose (with use_mask its mask; while images arrive, its colour image)
+        has arrived, as _fuse's arguments, or None; drops one whose pose or mask can no longer come (newer ones
+        have), counted. Under the lock: the callbacks keep queueing meanwhile."""
+        with self.lock:
+            return self._match()
+
+    def _match(self):
         tolerance, use_mask = self.p("sync_tolerance"), self.p("use_mask")
         newest_pose = self.poses[-1][0] if self.poses else -math.inf
         newest_mask = self.masks[-1][0] if self.masks else -math.inf
@@ -242,13 +286,13 @@ class FusionNode(Node):
             stamp, depth, stamp_msg = self.depths[0]
             pose = self._at(self.poses, stamp)
             if pose is None and newest_pose <= stamp + tolerance:
-                return  # its pose may still come
+                return None  # its pose may still come
             mask = self._at(self.masks, stamp) if use_mask else None
             if use_mask and mask is None and newest_mask <= stamp + tolerance:
-                return  # its mask may still come
+                return None  # its mask may still come
             image = self._at(self.images, stamp)
             if pose is not None and image is None and newest_image <= stamp + tolerance:
-                return  # its colour image may still come
+                return None  # its colour image may still come
             self.depths.popleft()
             if pose is None:
                 self.counts["unmatched_depth"] += 1
@@ -272,7 +316,8 @@ class FusionNode(Node):
                 self._bad_input(str(e))
                 continue
             rgb = image[1] if image is not None and image[1].shape[:2] == depth.shape else None
-            self._fuse(stamp, stamp_msg, depth, K, pose[1], pose[2], rgb)
+            return stamp, stamp_msg, depth, K, pose[1], pose[2], rgb
+        return None
 
     def _at(self, queue: deque, stamp: float):
         """The entry of `queue` nearest `stamp` within sync_tolerance, or None."""
@@ -290,7 +335,9 @@ class FusionNode(Node):
             return
         if rgb is None:
             rgb = np.full((*depth.shape, 3), UNCOLOURED, np.uint8)
-        if not self.fusion.integrate(rgb, depth * 1000, K, scale_translation(T, 1000), self.p("max_map_mib")):
+        with self.stages("integrate"):
+            fused = self.fusion.integrate(rgb, depth * 1000, K, scale_translation(T, 1000), self.p("max_map_mib"))
+        if not fused:
             self.counts["map_full"] += 1
             self._note(f"the map is full: it takes {self.fusion.memory_mib():.1f} MiB and this frame needs more "
                        f"than max_map_mib ({self.p('max_map_mib'):g}); set reset to start a new map, or raise "
@@ -300,6 +347,7 @@ class FusionNode(Node):
             self.origin = T[:3, 3].copy()
         self.last_T, self.last_stamp, self.frame_id = T, stamp_msg, frame_id
         self.counts["fused"] += 1
+        self.map_mib = self.fusion.memory_mib()
 
     def _pose_problem(self, T: np.ndarray) -> str:
         """Why a camera pose (4,4) m cannot be fused, or ""."""
@@ -325,9 +373,11 @@ class FusionNode(Node):
         frame = self.frame_ids(self.p("map_frame") or self.frame_id)
         if self.fusion.frames == self.published_frames or not frame:  # no news, or nothing ever fused to clear
             return
-        points, colors = self.fusion.points(self.p("min_observations"), self.p("max_points"))
+        with self.stages("map"):
+            points, colors = self.fusion.points(self.p("min_observations"), self.p("max_points"))
         header = Header(stamp=self.last_stamp or self.get_clock().now().to_msg(), frame_id=frame)
-        self.points_pub.publish(point_cloud(points[None], colors[None], header))
+        with self.stages("publish"):
+            self.points_pub.publish(point_cloud(points[None], colors[None], header))
         if self.p("publish_mesh"):
             vertices, triangles, vertex_colors = self.fusion.mesh(self.p("min_observations"))
             step = max(1, math.ceil(len(triangles) / self.p("max_triangles")))
@@ -349,8 +399,16 @@ class FusionNode(Node):
         values = {**{k: str(v) for k, v in self.counts.items()}, "last_problem": self.problem,
                   "device": str(self.fusion.device), "map_frame": self.frame_ids(self.p("map_frame") or self.frame_id),
                   "time_jumps_back": str(self.timeline.jumps),
-                  "map_mib": f"{self.fusion.memory_mib():.1f}"}
+                  "map_mib": f"{self.map_mib:.1f}",
+                  **{f"stage_{name}_ms": f"{ms:.2f}" for name, ms in self.stages.medians_ms().items()}}
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
+
+
+    def destroy_node(self):
+        if getattr(self, "worker", None) is not None:  # a node stopped by a bad parameter never started one
+            self.stop.set()
+            self.worker.join(timeout=10.0)
+        return super().destroy_node()
 
 
 def main(args=None) -> None:

@@ -128,6 +128,9 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
         distances = _nearest(points, truth)
         assert np.median(distances) < VOXEL_M and np.percentile(distances, 95) < 2 * VOXEL_M
         assert colours.std() > 5  # coloured from the images, not the uniform grey of an uncoloured map
+        # its own cost, stage by stage, as the depth node's
+        assert wait_until(lambda: {"stage_integrate_ms", "stage_map_ms", "stage_publish_ms"} <= graph.counts().keys())
+        assert all(float(graph.counts()[f"stage_{name}_ms"]) > 0 for name in ("integrate", "map", "publish"))
         # the same surface as triangles for RViz, bounded, in the same frame
         assert wait_until(lambda: graph.meshes and graph.meshes[-1].header.stamp.sec == 100 + FRAMES - 1)
         mesh = graph.meshes[-1]
