@@ -184,24 +184,27 @@ class TsdfFusion:
 
 def surface_points(grid, keys: np.ndarray, voxel_m: float, weight_threshold: float):
     """Yields (block key, points (N,3) float32 m, colours (N,3) uint8) for each block of `keys` (M,3) that is in
-    `grid` (an open3d VoxelBlockGrid of tsdf, weight and colour) and holds surface: open3d's
-    extract_point_cloud rule, for these blocks alone. A point lies where the TSDF changes sign between a voxel and
-    its +x, +y or +z neighbour, both seen more than weight_threshold times, linearly interpolated (colour too)."""
+    `grid` (an open3d VoxelBlockGrid of tsdf, weight and colour) and holds surface: open3d's extract_point_cloud
+    rule, for these blocks alone. A point lies where the TSDF changes sign between a voxel and its +x, +y or +z
+    neighbour, both seen more than weight_threshold times, linearly interpolated (colour too)."""
     import open3d.core as o3c
 
     hashmap = grid.hashmap()
     res = grid.attribute("weight").shape[1]  # voxels per block edge; attributes are (blocks, z, y, x, channels)
 
-    def gather(block_keys: np.ndarray):
-        """tsdf, weight (M,res,res,res), colour (M,res,res,res,3) and found (M,) of blocks; weight 0 where absent."""
+    def gather(block_keys: np.ndarray, layer=()):
+        """tsdf, weight (M,...), colour (M,...,3) of blocks (with `layer`, index of that part of each), and found
+        (M,); weight 0 where a block is absent."""
         buf, found = hashmap.find(o3c.Tensor(np.ascontiguousarray(block_keys, np.int32), device=hashmap.device))
         index, found = buf[found].to(o3c.int64), found.cpu().numpy()
-        values = [np.zeros((len(block_keys), res, res, res, c), np.float32) for c in (1, 1, 3)]
-        if found.any():
-            for array, name in zip(values, ("tsdf", "weight", "color")):
-                attribute = grid.attribute(name)
-                array[found] = (attribute.numpy()[index.numpy()] if attribute.is_cpu  # a view: numpy gathers
-                                else attribute[index].cpu().numpy())  # fast, open3d's indexing slowly
+        values = []
+        for name in ("tsdf", "weight", "color"):
+            attribute = grid.attribute(name)
+            part = (attribute.numpy()[(index.numpy(), *layer)] if attribute.is_cpu  # a view: numpy gathers fast,
+                    else attribute[index].cpu().numpy()[(slice(None), *layer)])  # open3d's indexing slowly
+            array = np.zeros((len(block_keys), *part.shape[1:]), np.float32)
+            array[found] = part
+            values.append(array)
         return values[0][..., 0], values[1][..., 0], values[2], found
 
     keys = np.asarray(keys, np.int64).reshape(-1, 3)
@@ -210,20 +213,22 @@ def surface_points(grid, keys: np.ndarray, voxel_m: float, weight_threshold: flo
     blocks, points, colors = [], [], []
     for axis in range(3):  # x, y, z: array axes 3, 2, 1
         array_axis, step = 3 - axis, np.eye(3, dtype=np.int64)[axis]
-        next_tsdf, next_weight, next_color, _ = gather(keys + step)
-        first = (slice(None),) * array_axis + (slice(0, 1),)  # a block's first layer along the axis
-        # each voxel's +axis neighbour: in the block, or in the next block's first layer
-        next_tsdf, next_weight, next_color = (np.concatenate([np.delete(a, 0, array_axis), b[first]], array_axis)
-                                              for a, b in ((tsdf, next_tsdf), (weight, next_weight),
-                                                           (color, next_color)))
-        crossing = (weight > weight_threshold) & (next_weight > weight_threshold) & (tsdf * next_tsdf < 0)
-        block, z, y, x = np.nonzero(crossing)
-        ratio = -tsdf[block, z, y, x] / (next_tsdf[block, z, y, x] - tsdf[block, z, y, x])
-        xyz = np.stack([x, y, z], 1).astype(np.float32) + keys[block].astype(np.float32) * res
-        xyz[:, axis] += ratio
-        blocks.append(block)
-        points.append(xyz * voxel_m)
-        colors.append((1 - ratio[:, None]) * color[block, z, y, x] + ratio[:, None] * next_color[block, z, y, x])
+        before = (slice(None),) * array_axis
+        # each voxel's +axis neighbour: the next voxel of its block, or for its last layer the next block's first
+        first = gather(keys + step, (*before[1:], slice(0, 1)))[:3]
+        last, lo, hi = (before + (slice(a, b),) for a, b in ((res - 1, res), (0, res - 1), (1, res)))
+        for (o_tsdf, o_weight, o_color), (n_tsdf, n_weight, n_color), offset in (
+                ((tsdf[lo], weight[lo], color[lo]), (tsdf[hi], weight[hi], color[hi]), 0),
+                ((tsdf[last], weight[last], color[last]), first, res - 1)):
+            crossing = (o_weight > weight_threshold) & (n_weight > weight_threshold) & (o_tsdf * n_tsdf < 0)
+            block, *zyx = np.nonzero(crossing)
+            t_o, t_n = o_tsdf[(block, *zyx)], n_tsdf[(block, *zyx)]
+            ratio = -t_o / (t_n - t_o)
+            xyz = np.stack(zyx[::-1], 1).astype(np.float32) + keys[block].astype(np.float32) * res
+            xyz[:, axis] += offset + ratio
+            blocks.append(block)
+            points.append(xyz * voxel_m)
+            colors.append((1 - ratio[:, None]) * o_color[(block, *zyx)] + ratio[:, None] * n_color[(block, *zyx)])
     block, points, colors = np.concatenate(blocks), np.concatenate(points), np.concatenate(colors)
     order = np.argsort(block, kind="stable")
     bounds = np.searchsorted(block[order], np.arange(len(keys) + 1))
