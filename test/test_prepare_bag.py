@@ -1,0 +1,144 @@
+"""`dares prepare-bag`: a bag recorded on the robot (compressed stereo, camera_info, poses) becomes frames with
+motion, calibration, poses and splits that training reads; bad recordings get one line and touch nothing."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo
+from test_hostile import run
+
+from dares_core.data.recording import RecordingOptions, split_frames
+from dares_core.data.scared import ScaredSequenceDataset, read_camera_poses, read_split
+from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.preprocess import read_rgb
+from dares_ros.tools.bag import BagWriter, open_reader, write_sequence_bag
+
+CFG = SynthConfig(width=160, height=128, frames=60, sequences=1, seed=11)
+RIG = "/jhu_daVinci"
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """A synthetic stereo scene with its true poses, as a bag of compressed images (as `ros2 bag record` of the
+    running graph keeps them)."""
+    root = tmp_path_factory.mktemp("prepare_bag")
+    scenes = generate(CFG, root / "scenes")
+    bag = root / "robot_bag"
+    write_sequence_bag(scenes / sequence_folder(0), bag, compressed=True)
+    return scenes, bag
+
+
+def tree(folder) -> dict:
+    """Every path under `folder`, files with their size and mtime: what a failed run must leave as it was (a
+    folder's own mtime may move: the run stages beside its output)."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in folder.rglob("*")}
+
+
+def copy_bag(source, out, change=lambda topic, index, data: data):
+    """A copy of `source`; change(topic, index in topic, bytes) gives the bytes to write, or None to leave out."""
+    reader = open_reader(source)
+    seen = {}
+    with BagWriter(out) as bag:
+        for conn, stamp, data in reader.messages():
+            index = seen[conn.topic] = seen.get(conn.topic, -1) + 1
+            data = change(conn.topic, index, bytes(data))
+            if data is not None:
+                bag.write_raw(conn.topic, conn.msgtype, data, stamp)
+    reader.close()
+    return out
+
+
+def test_a_robot_bag_becomes_training_data(recording, tmp_path):
+    scenes, bag = recording
+    data = tmp_path / "data"
+    assert run(["prepare-bag", str(bag), "--out", str(data), "--block", "10", "--val-every", "3"]) == (0, "")
+    folder = data / "robot_bag"
+    manifest = json.loads((folder / "recording.json").read_text())
+    assert 20 < manifest["kept"] < CFG.frames and manifest["kept"] + manifest["still"] == CFG.frames
+    calibration = yaml.safe_load((folder / "calibration.yaml").read_text())
+    np.testing.assert_allclose(calibration["K"], CFG.intrinsics())
+    assert calibration["baseline_mm"] == pytest.approx(CFG.baseline_mm) and calibration["fps"] == pytest.approx(CFG.fps)
+    # each kept frame is the recorded frame of its stamp (JPEG in the bag), with its true pose
+    source_poses = read_camera_poses(scenes / sequence_folder(0))
+    poses = read_camera_poses(folder)
+    assert sorted(poses) == list(range(1, manifest["kept"] + 1))
+    for n, stamp in enumerate(manifest["stamps"], 1):
+        source_frame = round((stamp - manifest["stamps"][0]) * CFG.fps) + 1  # the first frame is always kept
+        for side, folder_name in (("l", "image_02"), ("r", "image_03")):
+            written = read_rgb(folder / folder_name / "data" / f"{n:010d}.png")
+            recorded = read_rgb(scenes / sequence_folder(0) / folder_name / "data" / f"{source_frame:010d}.png")
+            assert np.abs(written.astype(int) - recorded).mean() < 6, (n, side)
+        np.testing.assert_allclose(poses[n], source_poses[source_frame], atol=1e-4)  # float32 quaternions
+    # the splits: every frame once, validation blocks apart from training (no frame has a neighbour in the other)
+    train, val = (read_split(data / "splits" / "own" / f"{name}_files.txt") for name in ("train", "val"))
+    train_frames, val_frames = {e.frame for e in train}, {e.frame for e in val}
+    assert val_frames and train_frames and not train_frames & val_frames
+    assert all(abs(t - v) >= 2 for t in train_frames for v in val_frames)
+    assert all(2 <= f < manifest["kept"] for f in train_frames | val_frames)
+    item = ScaredSequenceDataset(data, train, 64, 80, train=True, poses=True)[0]
+    assert item[("color", -1, 0)].shape == (3, 64, 80) and ("pose_gt", 1) in item
+    # a second run keeps what the first wrote
+    before = tree(data)
+    assert run(["prepare-bag", str(bag), "--out", str(data), "--block", "10", "--val-every", "3"]) == (0, "")
+    assert tree(data) == before
+    # another recording beside it, without poses: the splits cover both
+    assert run(["prepare-bag", str(bag), "--out", str(data), "--name", "no_poses", "--pose-topic", ""]) == (0, "")
+    assert not (data / "no_poses" / "camera_poses.npz").exists()
+    folders = {e.folder for e in read_split(data / "splits" / "own" / "train_files.txt")}
+    assert folders == {"robot_bag", "no_poses"}
+
+
+def test_split_blocks_keep_their_edges_out():
+    train, val = split_frames(40, RecordingOptions(block=10, val_every=2))
+    assert val == [*range(12, 20), *range(32, 40)] and train == [*range(2, 10), *range(22, 30)]
+    assert split_frames(30, RecordingOptions(block=50))[1] == []  # one block: nothing to hold out
+
+
+def _uncalibrated(topic, index, data):
+    if not topic.endswith("camera_info"):
+        return data
+    info = deserialize_message(data, CameraInfo)
+    info.k, info.p = [0.0] * 9, [0.0] * 12
+    return serialize_message(info)
+
+
+def _still():
+    """Every image the first one of its topic: a camera that never moves."""
+    first = {}
+    return lambda topic, index, data: first.setdefault(topic, data) if "image_raw" in topic else data
+
+
+BAD = {  # id: (change to the recording, what the one line must say)
+    "no camera_info": (lambda t, i, d: None if t.endswith("camera_info") else d, "camera_info"),
+    "uncalibrated": (_uncalibrated, "uncalibrated"),
+    "still camera": (_still(), "moving camera"),
+    "pose gaps": (lambda t, i, d: None if t.endswith("ground_truth/pose") and i >= 20 else d,
+                  "ground_truth/pose (--pose-topic '' prepares without poses) has no pose"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_bad_recording_gets_one_line_and_touches_nothing(case, recording, tmp_path):
+    change, says = BAD[case]
+    bad = copy_bag(recording[1], tmp_path / "bad_bag", change)
+    data = tmp_path / "data"
+    (data / "mine").mkdir(parents=True)
+    (data / "mine" / "notes.txt").write_text("the user's")
+    before = tree(tmp_path)
+    status, err = run(["prepare-bag", str(bad), "--out", str(data)])
+    assert status == 2 and len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
+    assert tree(tmp_path) == before
+
+
+def test_a_name_taken_by_other_files_is_refused(recording, tmp_path):
+    data = tmp_path / "data"
+    (data / "robot_bag").mkdir(parents=True)
+    (data / "robot_bag" / "notes.txt").write_text("the user's")
+    before = tree(tmp_path)
+    for force in ([], ["--force"]):
+        status, err = run(["prepare-bag", str(recording[1]), "--out", str(data), *force])
+        assert status == 2 and len(err.splitlines()) == 1 and "robot_bag" in err, err
+    assert tree(tmp_path) == before
