@@ -9,11 +9,13 @@ import yaml
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo
 from test_hostile import run
+from test_train import config, losses
 
 from dares_core.data.recording import RecordingOptions, split_frames
 from dares_core.data.scared import ScaredSequenceDataset, read_camera_poses, read_split
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.preprocess import read_rgb
+from dares_core.train import run_training
 from dares_ros.tools.bag import BagWriter, open_reader, write_sequence_bag
 
 CFG = SynthConfig(width=160, height=128, frames=60, sequences=1, seed=11)
@@ -89,6 +91,10 @@ def test_a_robot_bag_becomes_training_data(recording, tmp_path):
     assert not (data / "no_poses" / "camera_poses.npz").exists()
     folders = {e.folder for e in read_split(data / "splits" / "own" / "train_files.txt")}
     assert folders == {"robot_bag", "no_poses"}
+    # dares train reads it
+    run_training(config(data, tmp_path / "run", num_epochs=1, max_steps_per_epoch=2), progress=False)
+    assert all(np.isfinite(r["loss"]) for r in losses(tmp_path / "run")) and len(losses(tmp_path / "run")) == 2
+    assert (tmp_path / "run" / "depth_model.safetensors").is_file()
 
 
 def test_split_blocks_keep_their_edges_out():
