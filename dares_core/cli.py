@@ -485,6 +485,63 @@ def cmd_prepare_scared(args: argparse.Namespace) -> None:
                          "run again (finished keyframes are kept)")
 
 
+def add_recording_options(p) -> None:
+    """--out, --name, --min-motion, --block, --val-every and --force of `dares prepare-bag` and `prepare-video`."""
+    p.add_argument("--out", type=Path, required=True, help="data root: the recording goes to OUT/NAME")
+    p.add_argument("--name", default=None, help="the recording's folder name (default: the source's name)")
+    p.add_argument("--min-motion", type=POSITIVE_FLOAT, default=2.0,
+                   help="pixels of median image motion a frame needs since the last kept one (default 2)")
+    p.add_argument("--block", type=POSITIVE_INT, default=50, help="frames per split block (default 50)")
+    p.add_argument("--val-every", type=POSITIVE_INT, default=5,
+                   help="every Nth block is validation (default 5: 20 %%)")
+    p.add_argument("--force", action="store_true", help="prepare a recording of this name again")
+
+
+def recording_options(args: argparse.Namespace):
+    from .data.recording import RecordingOptions
+
+    return RecordingOptions(args.min_motion, args.block, args.val_every)
+
+
+def print_recording(report, data: Path, note: str = "") -> None:
+    """What `dares prepare-*` kept, and how to train on it."""
+    print(report.summary() + note)
+    print(f"train on it: dares train --data {data} --set split_dir={data / 'splits' / 'own'}")
+
+
+def cmd_prepare_video(args: argparse.Namespace) -> None:
+    from .data.recording import prepare_recording, video_recording
+
+    if not args.calibration:
+        raise DaresError(f"{args.video}: give --calibration FILE: a video carries no calibration, and rectified "
+                         "frames and metric depth need it (an OpenCV YAML, a ROS camera_info YAML, or SCARED's "
+                         "endoscope_calibration.yaml)")
+    frames, calibration = video_recording(args.video, args.calibration, args.stereo)
+    with progress_bar(None, "frames") as bar:
+        report = prepare_recording(frames, calibration, args.out, args.name or Path(args.video).stem,
+                                   str(Path(args.video).resolve()), None, recording_options(args), args.force,
+                                   bar.update)
+    print_recording(report, args.out)
+
+
+def _add_prepare_video(sub) -> None:
+    from .data.recording import STEREO_LAYOUTS
+
+    p = sub.add_parser("prepare-video", help="a video of your endoscope -> frames, calibration and splits that "
+                                             "`dares train` reads",
+                       description="Frames of one or both eyes (side by side or over/under), rectified with the "
+                                   "calibration, only frames with camera motion, and DATA/splits/own/ with "
+                                   "validation blocks kept apart from training in time.")
+    p.add_argument("video", type=Path, help="a video file OpenCV reads (mp4, avi, mkv, ...)")
+    p.add_argument("--calibration", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="an OpenCV calibration YAML (one camera, or a stereo pair: M1 D1 M2 D2 R T, T in mm), "
+                        "SCARED's endoscope_calibration.yaml, or ROS camera_info YAMLs (left right)")
+    p.add_argument("--stereo", choices=STEREO_LAYOUTS, default="side-by-side",
+                   help="how each frame holds the eyes (default side-by-side)")
+    add_recording_options(p)
+    p.set_defaults(func=cmd_prepare_video)
+
+
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare-scared", help="convert the SCARED download into the layout DARES reads",
                        description="Extract frames (left/right), ground truth, poses and calibration; resumable.")
@@ -730,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
     _add_prepare(sub)
+    _add_prepare_video(sub)
     _add_infer(sub)
     _add_eval(sub)
     _add_pose(sub)

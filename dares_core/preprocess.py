@@ -41,9 +41,10 @@ class Video(NamedTuple):
     frames: Iterator[np.ndarray]  # BGR (H,W,3) uint8
 
 
-def video_frames(path: Path) -> Video:
+def video_frames(path: Path, partial: str = "the {read} read were written") -> Video:
     """A video's frames. One that ends before the frames it declares (cut short, damaged) raises DaresError after
-    its last readable frame, naming both counts: what was read stays written, and the command ends with status 2."""
+    its last readable frame, naming both counts and then `partial` (what became of the frames read), and the
+    command ends with status 2."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's lines on a damaged file: the one below says it
     video = cv2.VideoCapture(str(path))
     if not video.isOpened():
@@ -62,8 +63,8 @@ def video_frames(path: Path) -> Video:
         finally:
             video.release()
         if read < declared:
-            raise DaresError(f"{path}: read {read} of the {declared} frames it declares (cut short or damaged); the "
-                             f"{read} read were written")
+            raise DaresError(f"{path}: read {read} of the {declared} frames it declares (cut short or damaged); "
+                             + partial.format(read=read))
 
     return Video(declared, video.get(cv2.CAP_PROP_FPS), frames())
 

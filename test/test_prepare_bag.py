@@ -1,8 +1,10 @@
-"""`dares prepare-bag`: a bag recorded on the robot (compressed stereo, camera_info, poses) becomes frames with
-motion, calibration, poses and splits that training reads; bad recordings get one line and touch nothing."""
+"""`dares prepare-bag` and `prepare-video`: a bag recorded on the robot (compressed stereo, camera_info, poses), or a
+stereo video with its calibration, becomes frames with motion, calibration, poses and splits that training reads;
+bad recordings get one line and touch nothing."""
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -147,4 +149,78 @@ def test_a_name_taken_by_other_files_is_refused(recording, tmp_path):
     for force in ([], ["--force"]):
         status, err = run(["prepare-bag", str(recording[1]), "--out", str(data), *force])
         assert status == 2 and len(err.splitlines()) == 1 and "robot_bag" in err, err
+    assert tree(tmp_path) == before
+
+
+def stereo_video(scenes, path, layout="side-by-side"):
+    """The scene's left and right frames side by side (or over/under) in one video, as a stereo endoscope's capture
+    card records them; MJPG at high quality."""
+    folder = scenes / sequence_folder(0)
+    writer = None
+    for frame in range(1, CFG.frames + 1):
+        left, right = (cv2.imread(str(folder / f / "data" / f"{frame:010d}.png")) for f in ("image_02", "image_03"))
+        both = np.hstack([left, right]) if layout == "side-by-side" else np.vstack([left, right])
+        if writer is None:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), CFG.fps, both.shape[1::-1])
+            writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
+        writer.write(both)
+    writer.release()
+    return path
+
+
+def opencv_stereo_calibration(path, K, baseline_mm):
+    fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
+    for name, value in (("M1", K), ("D1", np.zeros((1, 5))), ("M2", K), ("D2", np.zeros((1, 5))), ("R", np.eye(3)),
+                        ("T", np.array([[-baseline_mm], [0.0], [0.0]]))):
+        fs.write(name, value)
+    fs.release()
+    return path
+
+
+def test_a_stereo_video_with_an_opencv_calibration_becomes_training_data(recording, tmp_path):
+    scenes, _ = recording
+    video = stereo_video(scenes, tmp_path / "scope.avi")
+    calibration = opencv_stereo_calibration(tmp_path / "stereo.yaml", CFG.intrinsics(), CFG.baseline_mm)
+    data = tmp_path / "data"
+    assert run(["prepare-video", str(video), "--calibration", str(calibration), "--out", str(data),
+                "--block", "10", "--val-every", "3"]) == (0, "")
+    folder = data / "scope"
+    manifest = json.loads((folder / "recording.json").read_text())
+    assert 20 < manifest["kept"] < CFG.frames
+    written = yaml.safe_load((folder / "calibration.yaml").read_text())
+    np.testing.assert_allclose(written["K"], CFG.intrinsics(), atol=1.0)  # stereoRectify of a rectified pair
+    assert written["baseline_mm"] == pytest.approx(CFG.baseline_mm) and written["fps"] == pytest.approx(CFG.fps)
+    for n, stamp in enumerate(manifest["stamps"], 1):
+        source_frame = round(stamp * CFG.fps) + 1
+        for folder_name in ("image_02", "image_03"):
+            frame = read_rgb(folder / folder_name / "data" / f"{n:010d}.png").astype(int)
+            recorded = read_rgb(scenes / sequence_folder(0) / folder_name / "data" / f"{source_frame:010d}.png")
+            assert np.abs(frame - recorded).mean() < 6, (n, folder_name)
+    assert read_split(data / "splits" / "own" / "val_files.txt")
+
+
+BAD_VIDEOS = {  # id: (arguments after the video, what the one line must say)
+    "no calibration": ([], "give --calibration"),
+    "calibrated at another size": (["--stereo", "mono", "--calibration", "{mono_640}"], "calibrated at 640x480"),
+    "mono calibration of a stereo video": (["--calibration", "{mono_640}"], "holds no stereo calibration"),
+    "one ROS file for stereo": (["--calibration", "{ros_left}"], "needs both"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VIDEOS)
+def test_a_video_whose_calibration_does_not_fit_gets_one_line(case, recording, tmp_path):
+    video = stereo_video(recording[0], tmp_path / "scope.avi")
+    fs = cv2.FileStorage(str(tmp_path / "mono_640.yaml"), cv2.FILE_STORAGE_WRITE)
+    for name, value in (("image_width", 640), ("image_height", 480), ("camera_matrix", CFG.intrinsics()),
+                        ("distortion_coefficients", np.zeros((1, 5)))):
+        fs.write(name, value)
+    fs.release()
+    (tmp_path / "left.yaml").write_text(yaml.safe_dump({  # camera_calibration's left eye alone
+        "image_width": CFG.width, "image_height": CFG.height,
+        "camera_matrix": {"data": CFG.intrinsics().ravel().tolist()}, "distortion_coefficients": {"data": [0.0] * 5}}))
+    args, says = BAD_VIDEOS[case]
+    args = [a.format(mono_640=tmp_path / "mono_640.yaml", ros_left=tmp_path / "left.yaml") for a in args]
+    before = tree(tmp_path)
+    status, err = run(["prepare-video", str(video), "--out", str(tmp_path / "data"), *args])
+    assert status == 2 and len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
     assert tree(tmp_path) == before

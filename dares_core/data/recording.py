@@ -177,3 +177,39 @@ def write_splits(data: Path) -> Path:
         if not path.is_file() or read_split(path) != entries:  # unchanged lists stay as they were
             write_split(path, entries)
     return split_dir
+
+
+STEREO_LAYOUTS = ("side-by-side", "over-under", "mono")  # how a video holds the eyes
+
+
+def video_recording(path: Path, calibration_files: list[Path], layout: str):
+    """(frames for prepare_recording, calibration.yaml's content) of a video: each frame split into its eyes by
+    `layout` and rectified with the calibration; stamps frame index / fps."""
+    import itertools
+
+    from ..preprocess import video_frames
+    from .calibration import read_calibration_files
+
+    video = video_frames(path, partial="nothing was prepared: re-encode the video, or cut it where it breaks")
+    frames = iter(video.frames)
+    first = next(frames, None)
+    if first is None:
+        raise DaresError(f"{path}: no frames")
+    height, width = first.shape[:2]
+    if layout == "side-by-side":
+        eye_size = (width // 2, height)
+        split = lambda rgb: (rgb[:, : width // 2], rgb[:, width // 2: 2 * (width // 2)])  # noqa: E731
+    elif layout == "over-under":
+        eye_size = (width, height // 2)
+        split = lambda rgb: (rgb[: height // 2], rgb[height // 2: 2 * (height // 2)])  # noqa: E731
+    else:
+        eye_size, split = (width, height), lambda rgb: (rgb, None)  # noqa: E731
+    rectification = read_calibration_files(calibration_files, eye_size, layout != "mono")
+    fps = video.fps or 25.0
+
+    def rectified():
+        for index, bgr in enumerate(itertools.chain([first], frames)):
+            left, right = split(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            yield (index / fps, rectification.apply(0, left),
+                   None if right is None else rectification.apply(1, right))
+    return rectified(), rectification.calibration_yaml(str(Path(path).resolve()))

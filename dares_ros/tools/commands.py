@@ -12,6 +12,7 @@ from dares_core.cli import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
     add_bench_output_options,
+    add_recording_options,
     publish_result,
 )
 from dares_core.names import ENCODERS, PRECISIONS
@@ -231,20 +232,18 @@ def _add_bag(root) -> None:
 
 
 def cmd_prepare_bag(args: argparse.Namespace) -> None:
-    from dares_core.cli import progress_bar
-    from dares_core.data.recording import RecordingOptions
+    from dares_core.cli import print_recording, progress_bar, recording_options
 
     from .bag import bag_info
     from .bag.prepare import prepare_bag
 
     total = max(t["count"] for t in bag_info(args.bag)["topics"].values())
-    options = RecordingOptions(args.min_motion, args.block, args.val_every)
     with progress_bar(total, "frames") as bar:
         report, unpaired = prepare_bag(args.bag, args.out, args.name, args.left_topic, args.right_topic,
-                                       args.pose_topic, args.hand_eye, options, args.force, bar.update)
-    print(report.summary() + (f"; {unpaired} left frames had no right frame within 5 ms and were left out"
-                              if unpaired else ""))
-    print(f"train on it: dares train --data {args.out} --set split_dir={args.out}/splits/own")
+                                       args.pose_topic, args.hand_eye, recording_options(args), args.force,
+                                       bar.update)
+    print_recording(report, args.out, f"; {unpaired} left frames had no right frame within 5 ms and were left out"
+                    if unpaired else "")
 
 
 def _add_prepare_bag(root) -> None:
@@ -255,8 +254,6 @@ def _add_prepare_bag(root) -> None:
                                     "frames with camera motion, and DATA/splits/own/ with validation blocks kept "
                                     "apart from training in time. A recording already prepared is kept.")
     p.add_argument("bag", type=Path, help="rosbag2 folder (MCAP or sqlite3; ours or `ros2 bag record`'s)")
-    p.add_argument("--out", type=Path, required=True, help="data root: the recording goes to OUT/NAME")
-    p.add_argument("--name", default=None, help="the recording's folder name (default: the bag's)")
     p.add_argument("--left-topic", default=None, help="left images (default: the topic ending in left/image_rect, "
                                                       "left/image_raw or their /compressed)")
     p.add_argument("--right-topic", default=None, help="right images (default: as left; none: one eye)")
@@ -264,12 +261,7 @@ def _add_prepare_bag(root) -> None:
                                                       "/ECM/measured_cp (default: ground_truth/pose when present)")
     p.add_argument("--hand-eye", type=Path, default=None,
                    help="text file of the 4x4 camera pose in the pose topic's frame (metres; default identity)")
-    p.add_argument("--min-motion", type=POSITIVE_FLOAT, default=2.0,
-                   help="pixels of median image motion a frame needs since the last kept one (default 2)")
-    p.add_argument("--block", type=POSITIVE_INT, default=50, help="frames per split block (default 50)")
-    p.add_argument("--val-every", type=POSITIVE_INT, default=5,
-                   help="every Nth block is validation (default 5: 20 %%)")
-    p.add_argument("--force", action="store_true", help="prepare a recording of this name again")
+    add_recording_options(p)
     p.set_defaults(func=cmd_prepare_bag)
 
 
