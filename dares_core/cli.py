@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DaresError
-from .names import ENCODERS, PRECISIONS
+from .names import ENCODERS, PRECISIONS, STEREO_LAYOUTS
 
 
 def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
@@ -525,8 +525,6 @@ def cmd_prepare_video(args: argparse.Namespace) -> None:
 
 
 def _add_prepare_video(sub) -> None:
-    from .data.recording import STEREO_LAYOUTS
-
     p = sub.add_parser("prepare-video", help="a video of your endoscope -> frames, calibration and splits that "
                                              "`dares train` reads",
                        description="Frames of one or both eyes (side by side or over/under), rectified with the "
@@ -595,8 +593,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     summary = run_training(cfg, args.resume)
     made = (f"export the pose networks: dares export --network pose --weights {out} --out pose.safetensors"
             if cfg.pose_only else f"depth model: {out / 'depth_model.safetensors'}")
-    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); best val {summary['score']} "
-          f"{summary['best']:.4f}; {made}")
+    why = " (the val split has no ground truth: the self-supervised error)" if summary["score"] == "photometric" else ""
+    best = (f"best epoch by val {summary['score']}{why}: {summary['best']:.4f}" if summary["score"] else
+            "no val split: the last epoch is the model")
+    print(f"trained to epoch {summary['epoch']} (step {summary['step']}); {best}; {made}")
 
 
 def _add_train(sub) -> None:

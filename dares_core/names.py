@@ -5,3 +5,4 @@ EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
 PRECISIONS = ("fp32", "fp16", "bf16")  # compute precision of inference, training and the node
 ENCODERS = ("vits", "vitb", "vitl")  # Depth Anything V2 sizes a network can be built at with random weights
 REPROJECTIONS = ("ms_ssim", "ssim", "l1")  # the photometric error of training
+STEREO_LAYOUTS = ("side-by-side", "over-under", "mono")  # how a video holds the eyes (dares prepare-video)

@@ -46,9 +46,12 @@ class StereoScale:
         self.log_scale: float | None = None
 
     def stereo_depth(self, left_rgb: np.ndarray, right_rgb: np.ndarray, fx: float, baseline: float) -> np.ndarray:
-        """Stereo depth (H,W) at input resolution, units of `baseline`; NaN where SGBM found no match."""
+        """Stereo depth (H,W) at input resolution, units of `baseline`; NaN where SGBM found no match (everywhere
+        for images too narrow for its disparity range)."""
         h, w = left_rgb.shape[:2]
         size = (w // self.downscale, h // self.downscale)
+        if size[0] <= self.sgbm.getNumDisparities() + self.sgbm.getBlockSize():
+            return np.full((h, w), np.nan, np.float32)
         gray = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), size,
                            interpolation=cv2.INTER_AREA) for im in (left_rgb, right_rgb)]
         disparity = self.sgbm.compute(gray[0], gray[1]).astype(np.float32) / 16.0  # fixed point, 4 fraction bits

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import default_collate
 
-from .data.scared import ScaredSequenceDataset, default_split_dir, gt_path, image_path, read_gt_depth, read_split
+from .data.scared import (
+    ScaredSequenceDataset,
+    default_split_dir,
+    gt_path,
+    image_path,
+    read_gt_depth,
+    read_sequence_calibration,
+    read_split,
+)
 from .distributed import global_batchnorm
 from .errors import DaresError
 from .evaluate import MAX_DEPTH, MIN_DEPTH, evaluate_depth
@@ -45,6 +53,7 @@ from .model.pose_net import OFFICIAL_WIDTH, ResnetEncoder, pose_network
 from .model.weights import load_depth_net, read_tensors, save_depth_net
 from .names import PRECISIONS, REPROJECTIONS
 from .preprocess import read_rgb, resize_like_official, to_unit_tensor
+from .stereo_scale import StereoScale
 
 AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
 PATH_OPTIONS = ("data", "out", "split_dir", "weights", "af_weights")  # TrainConfig keys that name files or folders
@@ -219,7 +228,6 @@ class Trainer:
         self.sources = self.frame_ids[1:]
         self.temporal = [f for f in self.sources if f != "s"]
         self.registers = bool(self.temporal) and not cfg.pose_only  # the position step runs (stereo-only: no frames)
-        self.score = "pose_error" if cfg.pose_only else "abs_rel"  # the validation metric that picks best.pt
         root = Path(cfg.data)
         split_dir = Path(cfg.split_dir) if cfg.split_dir else default_split_dir(root)
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
@@ -229,6 +237,7 @@ class Trainer:
         self.train_set = make("train", True)
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
+        self.score = self._criterion()  # the validation metric that picks best.pt
 
         torch.manual_seed(cfg.seed)
         self.models = self._build_models()
@@ -592,39 +601,101 @@ class Trainer:
             w.add_image("disparity", (disp - disp.min()) / (disp.max() - disp.min() + 1e-7), self.global_step)
             w.add_image("warped", out[("warped", 0, self.sources[0])][0].detach().float().clamp(0, 1), self.global_step)
 
+    def _criterion(self) -> str:
+        """What picks the best epoch: pose_error for pose_only runs; abs_rel where the val split has ground truth;
+        else photometric, the depth step's reprojection error on the val frames (self-supervised: a recording of
+        your own endoscope); "" without a val split (the latest epoch is the best)."""
+        if self.cfg.pose_only:
+            return "pose_error"
+        if any(gt_path(self.root, e.folder, e.frame).is_file() for e in self.val_entries):
+            return "abs_rel"
+        return "photometric" if self.val_entries and self.temporal else ""
+
     @torch.no_grad()
     def validate(self) -> dict:
         """Median-scaled SCARED metrics on (a spread of) the val split, when it has ground truth; for pose_only
-        runs the pose error (pose_supervision's measure) on its items instead."""
+        runs the pose error (pose_supervision's measure) on its items instead; without ground truth the
+        photometric error. Stereo data also gets stereo_consistency's metrics."""
         if self.cfg.pose_only:
             return self._validate_pose()
-
+        metrics = self._validate_photometric() if self.score == "photometric" else {}
         entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
-        if not entries:
-            return {}
-        entries = self._spread(entries)
+        if entries:
+            entries = self._spread(entries)
+            gts = [read_gt_depth(gt_path(self.root, e.folder, e.frame), rows=rgb.shape[0])
+                   for e, rgb in zip(entries, self._val_images(entries))]
+            metrics.update(evaluate_depth(self._val_disparities(entries), gts).mean)
+        metrics.update(self._stereo_consistency())
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"val/{k}", v, self.global_step)
+        return metrics
+
+    def _val_images(self, entries: list) -> list[np.ndarray]:
+        return [read_rgb(image_path(self.root, e.folder, e.frame, e.side)) for e in entries]
+
+    def _val_disparities(self, entries: list) -> np.ndarray:
+        """The depth network's disparity (N,h,w) at the training size for val `entries`, in eval mode."""
         net = self.models["depth"]
         was_training = net.training
         net.eval()
-        disps, gts = [], []
-        for e in entries:
-            rgb = read_rgb(image_path(self.root, e.folder, e.frame, e.side))
+        disps = []
+        for rgb in self._val_images(entries):
             x = to_unit_tensor(resize_like_official(rgb, (self.cfg.height, self.cfg.width)))[None].to(self.device)
             with self._autocast():
                 disp = net(x)[0].float()
             disps.append(sigmoid_to_depth(disp, self.cfg.min_depth, self.cfg.max_depth)[0][0, 0].cpu().numpy())
-            gts.append(read_gt_depth(gt_path(self.root, e.folder, e.frame), rows=rgb.shape[0]))
         net.train(was_training)
-        metrics = evaluate_depth(np.stack(disps), gts).mean
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"val/{k}", v, self.global_step)
-        return metrics
+        return np.stack(disps)
+
+    def _stereo_consistency(self) -> dict:
+        """{"stereo_abs_rel", "stereo_rmse_mm"}: the median-scaled depth of (a spread of) the val frames against
+        the stereo depth (SGBM) of their rectified pair with calibration.yaml's K and baseline, the SCARED metrics
+        with stereo in place of ground truth: a check in mm that needs none. {} for data without a right eye."""
+        entries = [e for e in self.val_entries if image_path(self.root, e.folder, e.frame, "r").is_file()
+                   and (self.root / e.folder / "calibration.yaml").is_file()
+                   and read_sequence_calibration(self.root / e.folder).get("baseline_mm")
+                   and read_sequence_calibration(self.root / e.folder).get("rectified")]
+        if not entries:
+            return {}
+        matched, stereo, sgbm = [], [], StereoScale()
+        for e, left in zip(self._spread(entries), self._val_images(self._spread(entries))):
+            calibration = read_sequence_calibration(self.root / e.folder)
+            right = read_rgb(image_path(self.root, e.folder, e.frame, "r"))
+            depth = sgbm.stereo_depth(left, right, calibration["K"][0][0], calibration["baseline_mm"])
+            if np.isfinite(depth).mean() >= sgbm.min_confidence:  # frames SGBM could match
+                matched.append(e)
+                stereo.append(np.nan_to_num(depth, nan=0.0))
+        if not matched:
+            return {}
+        metrics = evaluate_depth(self._val_disparities(matched), stereo).mean
+        return {"stereo_abs_rel": metrics["abs_rel"], "stereo_rmse_mm": metrics["rmse"]}
 
     def _spread(self, entries: list) -> list:
         """At most val_max_frames of `entries`, evenly spread."""
         if len(entries) <= self.cfg.val_max_frames:
             return entries
         return [entries[i] for i in np.linspace(0, len(entries) - 1, self.cfg.val_max_frames).astype(int)]
+
+    def _validate_photometric(self) -> dict:
+        """{"photometric": the depth step's full-resolution reprojection term (the training's photometric error of
+        the warped neighbours against the appearance-corrected target, over the occlusion mask) averaged over the
+        val split's items (a spread of at most val_max_frames), the models in eval mode}."""
+        cfg = self.cfg
+        items = ScaredSequenceDataset(self.root, self._spread(self.val_entries), cfg.height, cfg.width,
+                                      self.frame_ids, len(cfg.scales), stereo_baseline=cfg.stereo_baseline,
+                                      ground_truth=cfg.depth_supervision > 0, poses=cfg.pose_supervision > 0)
+        for model in self.models.values():
+            model.eval()  # the next train step sets the modes again
+        total = 0.0
+        for start in range(0, len(items), cfg.batch_size):
+            batch = default_collate([items[i] for i in range(start, min(start + cfg.batch_size, len(items)))])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self._autocast():
+                _, terms = self.process_batch(batch)
+            total += float(terms["reprojection/0"]) * len(batch[("color", 0, 0)])
+        photometric = total / len(items)
+        self.writer.add_scalar("val/photometric", photometric, self.global_step)
+        return {"photometric": photometric}
 
     def _validate_pose(self) -> dict:
         """{"pose_error": pose_supervision_term over the val split's items (a spread of at most val_max_frames)}."""

@@ -94,9 +94,16 @@ def test_a_robot_bag_becomes_training_data(recording, tmp_path):
     folders = {e.folder for e in read_split(data / "splits" / "own" / "train_files.txt")}
     assert folders == {"robot_bag", "no_poses"}
     # dares train reads it
-    run_training(config(data, tmp_path / "run", num_epochs=1, max_steps_per_epoch=2), progress=False)
+    summary = run_training(config(data, tmp_path / "run", num_epochs=2, max_steps_per_epoch=1), progress=False)
     assert all(np.isfinite(r["loss"]) for r in losses(tmp_path / "run")) and len(losses(tmp_path / "run")) == 2
     assert (tmp_path / "run" / "depth_model.safetensors").is_file()
+    # no ground truth: the best epoch is the one of least photometric error on the validation frames
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["score"] == "photometric" and [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0 < e["photometric"] < 1 for e in epochs)
+    assert summary["best"] == min(e["photometric"] for e in epochs)
+    # stereo data: the depth against the pair's own stereo depth, in mm
+    assert all(0 < e["stereo_abs_rel"] < 1 and 0 < e["stereo_rmse_mm"] < 100 for e in epochs)
 
 
 def test_split_blocks_keep_their_edges_out():

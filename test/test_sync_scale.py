@@ -90,3 +90,12 @@ def test_stereo_scale_recovers_metric_depth(scene):
         est = estimator.update(left, right, model_depth, K[0, 0], cfg.baseline_mm / 1000)
     assert est.updated and est.confidence > 0.5
     assert est.scale == pytest.approx(37.0 / 1000, rel=0.05)  # metres per model unit
+
+
+def test_images_too_narrow_for_the_disparity_range_have_no_stereo_depth():
+    """SGBM cannot search 64 disparities in a 40-pixel row: no depth anywhere, not an OpenCV error."""
+    left = cv2.resize(np.random.default_rng(0).integers(0, 255, (15, 40, 3), dtype=np.uint8), (80, 30))
+    right = np.roll(left, -4, axis=1)  # 4 px of disparity
+    depth = StereoScale().stereo_depth(left, right, 50.0, 4.5)  # 40 wide at half size
+    assert depth.shape == (30, 80) and np.isnan(depth).all()
+    assert np.isfinite(StereoScale(num_disparities=16).stereo_depth(left, right, 50.0, 4.5)).any()

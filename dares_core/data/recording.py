@@ -1,4 +1,4 @@
-"""A recording of your own endoscope -> the layout `dares train` reads (`dares prepare-bag`).
+"""A recording of your own endoscope -> the layout `dares train` reads (`dares prepare-bag`, `dares prepare-video`).
 
 DATA/<name>/image_02/data/%010d.png (left; image_03: right), calibration.yaml (rectified: the P of the frames as
 written), camera_poses.npz (when poses were recorded: camera-to-world, mm) and recording.json (what was kept and
@@ -178,8 +178,6 @@ def write_splits(data: Path) -> Path:
             write_split(path, entries)
     return split_dir
 
-
-STEREO_LAYOUTS = ("side-by-side", "over-under", "mono")  # how a video holds the eyes
 
 
 def video_recording(path: Path, calibration_files: list[Path], layout: str):
