@@ -506,7 +506,8 @@ def recording_options(args: argparse.Namespace):
 def print_recording(report, data: Path, note: str = "") -> None:
     """What `dares prepare-*` kept, and how to train on it."""
     print(report.summary() + note)
-    print(f"train on it: dares train --data {data} --set split_dir={data / 'splits' / 'own'}")
+    print(f"train on it: dares train --data {data} --set split_dir={data / 'splits' / 'own'} --set "
+          "intrinsics=calibration")
 
 
 def cmd_prepare_video(args: argparse.Namespace) -> None:

@@ -6,3 +6,4 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # compute precision of inference, trainin
 ENCODERS = ("vits", "vitb", "vitl")  # Depth Anything V2 sizes a network can be built at with random weights
 REPROJECTIONS = ("ms_ssim", "ssim", "l1")  # the photometric error of training
 STEREO_LAYOUTS = ("side-by-side", "over-under", "mono")  # how a video holds the eyes (dares prepare-video)
+INTRINSICS = ("official", "calibration")  # the K training warps with: SCARED's (DARES), or each sequence's own

@@ -51,7 +51,7 @@ from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
 from .model.pose_net import OFFICIAL_WIDTH, ResnetEncoder, pose_network
 from .model.weights import load_depth_net, read_tensors, save_depth_net
-from .names import PRECISIONS, REPROJECTIONS
+from .names import INTRINSICS, PRECISIONS, REPROJECTIONS
 from .preprocess import read_rgb, resize_like_official, to_unit_tensor
 from .stereo_scale import StereoScale
 
@@ -106,6 +106,7 @@ class TrainConfig:
     depth_supervision: float = 0.0  # weight of |log depth - log ground truth| where the data has it; 0 as official
     pose_supervision: float = 0.0  # weight of the pose error in proportion to the true motion; 0 as official
     pose_only: bool = False  # train only the pose pair, by pose_supervision (depth and appearance nets untouched)
+    intrinsics: str = "official"  # official: SCARED's normalised K, as DARES; calibration: each sequence's own
     encoder: str = "vits"
     weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
     hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
@@ -160,9 +161,10 @@ class TrainConfig:
             raise DaresError(f"scales {self.scales!r}: give some of 0, 1, 2, 3 (the head's resolutions)")
         if not self.min_depth < self.max_depth:
             raise DaresError(f"min_depth {self.min_depth:g} must be below max_depth {self.max_depth:g}")
-        if self.reprojection not in REPROJECTIONS or self.precision not in PRECISIONS:
-            raise DaresError(f"reprojection is one of {', '.join(REPROJECTIONS)} and precision one of "
-                             f"{', '.join(PRECISIONS)}")
+        if self.reprojection not in REPROJECTIONS or self.precision not in PRECISIONS or \
+                self.intrinsics not in INTRINSICS:
+            raise DaresError(f"reprojection is one of {', '.join(REPROJECTIONS)}, precision one of "
+                             f"{', '.join(PRECISIONS)} and intrinsics one of {', '.join(INTRINSICS)}")
         if not self.data:
             raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
         if self.pose_only and not self.pose_supervision:
@@ -233,7 +235,7 @@ class Trainer:
         make = lambda name, train: ScaredSequenceDataset(  # noqa: E731
             root, read_split(split_dir / f"{name}_files.txt"), cfg.height, cfg.width, self.frame_ids,
             len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item, cfg.depth_supervision > 0,
-            cfg.pose_supervision > 0)
+            cfg.pose_supervision > 0, cfg.intrinsics)
         self.train_set = make("train", True)
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
@@ -683,7 +685,8 @@ class Trainer:
         cfg = self.cfg
         items = ScaredSequenceDataset(self.root, self._spread(self.val_entries), cfg.height, cfg.width,
                                       self.frame_ids, len(cfg.scales), stereo_baseline=cfg.stereo_baseline,
-                                      ground_truth=cfg.depth_supervision > 0, poses=cfg.pose_supervision > 0)
+                                      ground_truth=cfg.depth_supervision > 0, poses=cfg.pose_supervision > 0,
+                                      intrinsics=cfg.intrinsics)
         for model in self.models.values():
             model.eval()  # the next train step sets the modes again
         total = 0.0
@@ -703,7 +706,8 @@ class Trainer:
             return {}
         cfg = self.cfg
         items = ScaredSequenceDataset(self.root, self._spread(self.val_entries), cfg.height, cfg.width,
-                                      self.frame_ids, 1, stereo_baseline=cfg.stereo_baseline, poses=True)
+                                      self.frame_ids, 1, stereo_baseline=cfg.stereo_baseline, poses=True,
+                                      intrinsics=cfg.intrinsics)
         for model in (self.models["pose_encoder"], self.models["pose"]):
             model.eval()  # the next train step sets the modes again
         errors = []

@@ -14,8 +14,9 @@ from test_hostile import run
 from test_train import config, losses
 
 from dares_core.data.recording import RecordingOptions, split_frames
-from dares_core.data.scared import ScaredSequenceDataset, read_camera_poses, read_split
+from dares_core.data.scared import ScaredSequenceDataset, SplitEntry, read_camera_poses, read_split
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.errors import DaresError
 from dares_core.preprocess import read_rgb
 from dares_core.train import run_training
 from dares_ros.tools.bag import BagWriter, open_reader, write_sequence_bag
@@ -84,6 +85,11 @@ def test_a_robot_bag_becomes_training_data(recording, tmp_path):
     assert all(2 <= f < manifest["kept"] for f in train_frames | val_frames)
     item = ScaredSequenceDataset(data, train, 64, 80, train=True, poses=True)[0]
     assert item[("color", -1, 0)].shape == (3, 64, 80) and ("pose_gt", 1) in item
+    # the scope's own intrinsics, scaled per axis to the training size (an option: DARES warps with SCARED's)
+    own = ScaredSequenceDataset(data, train, 64, 80, intrinsics="calibration")[0][("K", 0)].numpy()
+    np.testing.assert_allclose(own[:3, :3], CFG.intrinsics() * [[80 / CFG.width], [64 / CFG.height], [1]], rtol=1e-6)
+    flipped = ScaredSequenceDataset(data, train, 64, 80, intrinsics="calibration").normalised_K("robot_bag", True)
+    assert flipped[0, 2] == pytest.approx(1 - CFG.intrinsics()[0, 2] / CFG.width)
     # a second run keeps what the first wrote
     before = tree(data)
     assert run(["prepare-bag", str(bag), "--out", str(data), "--block", "10", "--val-every", "3"]) == (0, "")
@@ -94,7 +100,8 @@ def test_a_robot_bag_becomes_training_data(recording, tmp_path):
     folders = {e.folder for e in read_split(data / "splits" / "own" / "train_files.txt")}
     assert folders == {"robot_bag", "no_poses"}
     # dares train reads it
-    summary = run_training(config(data, tmp_path / "run", num_epochs=2, max_steps_per_epoch=1), progress=False)
+    summary = run_training(config(data, tmp_path / "run", num_epochs=2, max_steps_per_epoch=1,
+                                  intrinsics="calibration"), progress=False)
     assert all(np.isfinite(r["loss"]) for r in losses(tmp_path / "run")) and len(losses(tmp_path / "run")) == 2
     assert (tmp_path / "run" / "depth_model.safetensors").is_file()
     # no ground truth: the best epoch is the one of least photometric error on the validation frames
@@ -231,3 +238,20 @@ def test_a_video_whose_calibration_does_not_fit_gets_one_line(case, recording, t
     status, err = run(["prepare-video", str(video), "--out", str(tmp_path / "data"), *args])
     assert status == 2 and len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
     assert tree(tmp_path) == before
+
+
+def test_own_intrinsics_need_rectified_frames(recording, tmp_path):
+    """intrinsics: calibration reads the K of rectified frames; SCARED's raw calibration is refused in one line."""
+    scenes, _ = recording
+    folder = tmp_path / "raw" / "keyframe1"
+    (folder / "image_02" / "data").mkdir(parents=True)
+    for frame in (1, 2, 3):
+        name = f"{frame:010d}.png"
+        (folder / "image_02" / "data" / name).write_bytes(
+            (scenes / sequence_folder(0) / "image_02" / "data" / name).read_bytes())
+    calibration = yaml.safe_load((scenes / sequence_folder(0) / "calibration.yaml").read_text())
+    (folder / "calibration.yaml").write_text(yaml.safe_dump({**calibration, "rectified": False}))
+    entries = [SplitEntry("raw/keyframe1", 2, "l")]
+    with pytest.raises(DaresError, match="intrinsics: calibration needs rectified"):
+        ScaredSequenceDataset(tmp_path, entries, 64, 80, intrinsics="calibration")[0]
+    assert ScaredSequenceDataset(tmp_path, entries, 64, 80)[0][("K", 0)][0, 0] == pytest.approx(0.82 * 80)

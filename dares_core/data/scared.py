@@ -189,17 +189,20 @@ class ScaredSequenceDataset:
     poses, ("pose_gt", f) (4,4) for each temporal source f: the true motion that takes the target camera's points
     into source f's (the pose network's cam_T_cam), mm, mirrored with the images when they are flipped.
     stereo_baseline: model units (nominal mm for DARES); None reads calibration.yaml or falls back to 0.1.
+    intrinsics: "official" (SCARED's K for every sequence, as DARES) or "calibration" (normalised_K).
     """
 
     def __init__(self, root: Path, entries: list[SplitEntry], height: int, width: int, frame_ids=(0, -1, 1),
                  num_scales: int = 4, train: bool = False, stereo_baseline: float | None = None, seed: int = 0,
-                 jitter_per_item: bool = False, ground_truth: bool = False, poses: bool = False):
+                 jitter_per_item: bool = False, ground_truth: bool = False, poses: bool = False,
+                 intrinsics: str = "official"):
         self.root, self.entries = Path(root), list(entries)
         self.height, self.width = height, width
         self.frame_ids, self.num_scales, self.train = list(frame_ids), num_scales, train
         self.stereo_baseline = stereo_baseline
         self.seed, self.epoch = seed, 0
         self.jitter_per_item, self.ground_truth, self.poses = jitter_per_item, ground_truth, poses
+        self.intrinsics = intrinsics
         if not self.entries:
             raise DaresError(f"no frames in the split for {root}: check the split file")
         first = self.entries[0]
@@ -247,8 +250,9 @@ class ScaredSequenceDataset:
                 jitter = item_jitter or (ColorJitter.draw(rng) if do_aug else None)  # official: one per image
                 item[("color", f, s)] = to_unit_tensor(image)
                 item[("color_aug", f, s)] = to_unit_tensor(jitter(image)) if jitter else item[("color", f, s)]
+        normalised = self.normalised_K(entry.folder, do_flip)
         for s in range(self.num_scales):
-            K = OFFICIAL_K.copy()
+            K = normalised.copy()
             K[0] *= self.width // 2**s
             K[1] *= self.height // 2**s
             item[("K", s)], item[("inv_K", s)] = torch.from_numpy(K), torch.from_numpy(np.linalg.pinv(K))
@@ -261,6 +265,26 @@ class ScaredSequenceDataset:
         if self.poses:
             item.update(self._true_motion(entry, do_flip))
         return item
+
+    def normalised_K(self, folder: str, flip: bool) -> np.ndarray:
+        """(4,4) intrinsics normalised by image width (row 0) and height (row 1): OFFICIAL_K (SCARED's, as DARES
+        trains every sequence), or with intrinsics "calibration" the sequence's own rectified K from its
+        calibration.yaml (a resize to the training size scales it per axis, so any aspect stays right; a
+        horizontal flip mirrors its principal point)."""
+        if self.intrinsics == "official":
+            return OFFICIAL_K
+        calibration = read_sequence_calibration(self.root / folder)
+        if not calibration.get("rectified"):
+            raise DaresError(f"{self.root / folder / 'calibration.yaml'} is of raw frames (distorted, as SCARED's): "
+                             "intrinsics: calibration needs rectified ones (dares prepare-bag, prepare-video); use "
+                             "intrinsics: official")
+        K = np.eye(4, dtype=np.float32)
+        K[:3, :3] = np.array(calibration["K"], np.float32)
+        K[0] /= calibration["image_width"]
+        K[1] /= calibration["image_height"]
+        if flip:
+            K[0, 2] = 1.0 - K[0, 2]
+        return K
 
     def _true_motion(self, entry: SplitEntry, flip: bool) -> dict:
         """("pose_gt", f) for the temporal sources: inv(P_f) @ P_0 of camera_poses.npz; a horizontal flip mirrors
