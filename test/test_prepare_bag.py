@@ -1,14 +1,17 @@
-"""`dares prepare-bag` and `prepare-video`: a bag recorded on the robot (compressed stereo, camera_info, poses), or a
-stereo video with its calibration, becomes frames with motion, calibration, poses and splits that training reads;
-bad recordings get one line and touch nothing."""
+"""Your own endoscope: `dares prepare-bag` and `prepare-video` turn a bag recorded on the robot (compressed stereo,
+camera_info, poses) or a stereo video with its calibration into frames with motion, calibration, poses and splits
+that training reads (validated without ground truth, with the scope's own intrinsics); a full-HD 16:9 scope goes
+through prepare, train and the node; bad recordings get one line and touch nothing."""
 
 import json
+import os
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 from rclpy.serialization import deserialize_message, serialize_message
+from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
 from sensor_msgs.msg import CameraInfo
 from test_hostile import run
 from test_train import config, losses
@@ -19,6 +22,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.errors import DaresError
 from dares_core.preprocess import read_rgb
 from dares_core.train import run_training
+from dares_ros.conversions import read_depth_image
 from dares_ros.tools.bag import BagWriter, open_reader, write_sequence_bag
 
 CFG = SynthConfig(width=160, height=128, frames=60, sequences=1, seed=11)
@@ -255,3 +259,54 @@ def test_own_intrinsics_need_rectified_frames(recording, tmp_path):
     with pytest.raises(DaresError, match="intrinsics: calibration needs rectified"):
         ScaredSequenceDataset(tmp_path, entries, 64, 80, intrinsics="calibration")[0]
     assert ScaredSequenceDataset(tmp_path, entries, 64, 80)[0][("K", 0)][0, 0] == pytest.approx(0.82 * 80)
+
+
+HD = (1920, 1080)
+
+
+def test_a_1920x1080_scope_runs_through_prepare_train_and_the_node(recording, tmp_path):
+    """A 16:9 full-HD stereo scope (the scene's frames enlarged, its K scaled per axis): prepare-bag, a few training
+    steps at another aspect with the scope's own intrinsics, and the node publishing full-size depth from the
+    fine-tuned weights at the size they were trained at."""
+    scenes, _ = recording
+    source, hd = scenes / sequence_folder(0), tmp_path / "hd" / "keyframe1"
+    scale = np.diag([HD[0] / CFG.width, HD[1] / CFG.height, 1.0])
+    for frame in range(1, 13):
+        for folder_name in ("image_02", "image_03"):
+            image = cv2.imread(str(source / folder_name / "data" / f"{frame:010d}.png"))
+            target = hd / folder_name / "data" / f"{frame:010d}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), cv2.resize(image, HD, interpolation=cv2.INTER_LINEAR))
+    calibration = yaml.safe_load((source / "calibration.yaml").read_text())
+    K = scale @ np.array(calibration["K"])
+    P_right = np.hstack([K, [[-K[0, 0] * CFG.baseline_mm], [0], [0]]])
+    (hd / "calibration.yaml").write_text(yaml.safe_dump({
+        **calibration, "image_width": HD[0], "image_height": HD[1], "K": K.tolist(),
+        "P_left": np.hstack([K, np.zeros((3, 1))]).tolist(), "P_right": P_right.tolist()}))
+    bag = tmp_path / "hd_bag"
+    write_sequence_bag(hd, bag, compressed=True)
+    data = tmp_path / "data"
+    assert run(["prepare-bag", str(bag), "--out", str(data), "--block", "4", "--val-every", "2"]) == (0, "")
+    written = yaml.safe_load((data / "hd_bag" / "calibration.yaml").read_text())
+    assert (written["image_width"], written["image_height"]) == HD
+    np.testing.assert_allclose(written["K"], K, rtol=1e-6)
+    assert read_rgb(data / "hd_bag" / "image_02" / "data" / f"{1:010d}.png").shape == (HD[1], HD[0], 3)
+    run_dir = tmp_path / "run"
+    run_training(config(data, run_dir, height=64, width=96, num_epochs=1, max_steps_per_epoch=2,
+                        intrinsics="calibration"), progress=False)
+    weights = run_dir / "depth_model.safetensors"
+    namespace = f"/t{os.getpid()}_hd"
+    log = tmp_path / "node.log"
+    proc = start_node(namespace, f"weights:={weights}", "device:=cpu", log=log)
+    h = Harness(namespace)
+    try:
+        left = read_rgb(data / "hd_bag" / "image_02" / "data" / f"{1:010d}.png")
+        info = camera_info(K, *HD)
+        assert h.wait_for(lambda: h.received["depth"], publish=lambda: h.publish(rgb_image(left), info),
+                          timeout=90), log.read_text()[-2000:]
+        depth = read_depth_image(h.received["depth"][-1])
+        assert depth.shape == (HD[1], HD[0]) and np.isfinite(depth).mean() > 0.99
+        assert "network input 64x96" in log.read_text()
+    finally:
+        h.close()
+        stop_node(proc)
