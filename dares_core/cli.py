@@ -158,6 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         load_array,
         load_npz_data,
         predict_split_disparities,
+        split_temporal_errors,
         write_depth_report,
     )
     from .files import EVAL_ENTRIES, check_output_folder
@@ -172,6 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
               f"{result['re_std']:.4f})")
         return
     check_output_folder(args.out, args.force, ours=EVAL_ENTRIES)  # an earlier evaluation's files are replaced
+    temporal = {}  # TAE, where the split's sequences have camera poses (--weights with --data)
     if args.pred_disps is not None:
         if not args.pred_disps.is_file():
             raise DaresError(f"predicted disparities {args.pred_disps} not found")
@@ -194,9 +196,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
             disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)
         source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir),
                   "input_size": list(predictor.size)}
+        temporal = split_temporal_errors(args.data, split_dir / "test_files.txt", disps, gt)
     evaluation = evaluate_depth(disps, gt, median_scaling=not args.no_median_scaling)
     print(evaluation.table())
-    write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling})
+    if temporal:
+        print(f"TAE {temporal['tae']:.4f}" + (f" (tissue {temporal['tae_tissue']:.4f})" if "tae_tissue" in temporal
+                                               else "")
+              + f"; the ground truth's own, the floor: {temporal['tae_floor']:.4f}"
+              + (f" (tissue {temporal['tae_floor_tissue']:.4f})" if "tae_floor_tissue" in temporal else "")
+              + f"; over {temporal['sequences']} sequence(s), each scaled once")
+    write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling}, temporal)
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
 
 

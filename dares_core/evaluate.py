@@ -4,7 +4,8 @@ Depth (official evaluate_depth.py): each disparity is resized with cv2.resize to
 1/disparity, pixels with 1e-3 < gt < 150 are kept, depth is median-scaled per frame (unless metric),
 clamped to [1e-3, 150], and AbsRel, SqRel, RMSE, RMSElog, d<1.25, d<1.25^2, d<1.25^3 are averaged over
 frames. Pose (official evaluate_pose.py): 5-frame snippets chained from relative poses, aligned at the
-first frame and in scale, ATE = RMSE of positions / snippet length; RE = mean rotation angle error.
+first frame and in scale, ATE = RMSE of positions / snippet length; RE = mean rotation angle error. Temporal
+stability (not part of the SCARED protocol): TAE, temporal_alignment_error.
 """
 
 from __future__ import annotations
@@ -92,6 +93,91 @@ def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = Tru
         raise DaresError("no frame has a valid ground-truth pixel in its region: nothing to evaluate there")
     per_frame = np.array(rows)
     return DepthEvaluation(dict(zip(METRICS, per_frame.mean(0).tolist())), per_frame, np.array(ratios))
+
+
+def temporal_alignment_error(depths: np.ndarray, K: np.ndarray, poses: np.ndarray,
+                             keep: np.ndarray | None = None) -> float:
+    """TAE (Video Depth Anything, arXiv 2501.12375): each frame's depth carried into the next frame with the
+    camera's motion and compared with that frame's depth by AbsRel over the pixels that land (nearest pixel, both
+    depths valid), both directions, averaged over the consecutive pairs. depths (N,H,W) mm (<= 0 or NaN: none);
+    K (3,3) pixels; poses (N,4,4) camera-to-world mm; keep (N,H,W) bool: pixels counted at both ends (tissue
+    only: the instruments left out). Depth that holds still scores 0; the ground truth's own score is the floor
+    that occlusions and moving instruments leave."""
+    import torch
+
+    from .geometry import backproject, project, sample_at_pixels, transform_points
+
+    depth = torch.from_numpy(np.nan_to_num(np.asarray(depths, np.float64), nan=0.0))[:, None]
+    kept = torch.ones_like(depth, dtype=torch.bool) if keep is None else torch.from_numpy(np.asarray(keep))[:, None]
+    K_t = torch.from_numpy(np.asarray(K, np.float64))[None]
+    errors = []
+    for a, b in [(i, i + 1) for i in range(len(depth) - 1)] + [(i + 1, i) for i in range(len(depth) - 1)]:
+        T = torch.from_numpy(np.linalg.inv(poses[b]) @ poses[a])[None]  # a's camera points into b's
+        points = transform_points(T, backproject(depth[a:a + 1], K_t))
+        uv = project(points, K_t)
+        target = sample_at_pixels(depth[b:b + 1], uv, padding_mode="zeros", mode="nearest")
+        target_kept = sample_at_pixels(kept[b:b + 1].double(), uv, padding_mode="zeros", mode="nearest") > 0.5
+        h, w = depth.shape[-2:]
+        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
+        valid = (depth[a:a + 1] > 0) & kept[a:a + 1] & (points[:, 2:3] > 0) & (target > 0) & target_kept \
+            & inside[:, None]
+        if valid.any():
+            z = points[:, 2:3][valid]
+            errors.append(float(((z - target[valid]).abs() / target[valid]).mean()))
+    if not errors:
+        raise DaresError("no pixel of any frame lands in its neighbour: TAE needs consecutive frames that overlap")
+    return float(np.mean(errors))
+
+
+def sequence_scaled(depths: np.ndarray, gt_depths: np.ndarray) -> np.ndarray:
+    """depths (N,H,W) times one scale for the whole sequence: the median of gt / depth over every valid pixel
+    (1e-3 < gt < 150 mm), so that flicker of scale between frames stays in the depth, as TAE should see it."""
+    valid = (gt_depths > MIN_DEPTH) & (gt_depths < MAX_DEPTH) & np.isfinite(depths) & (depths > 0)
+    return depths * np.median(gt_depths[valid] / depths[valid])
+
+
+def split_temporal_errors(root: Path, split_file: Path, pred_disps: np.ndarray, gt_depths) -> dict:
+    """TAE of a split's predictions over each run of consecutive frames of a sequence folder that has camera poses
+    (camera_poses.npz) and a calibration.yaml: the predicted depth (1/disparity at the ground truth's size, as
+    evaluate_depth) scaled once per run (sequence_scaled), the whole frame and the tissue alone (where the folder
+    has instrument masks), and the ground truth's own TAE, the floor. {} when no run qualifies."""
+    from .data.scared import instrument_mask_path, read_camera_poses, read_sequence_calibration, read_split
+
+    entries = read_split(split_file)
+    runs, current = [], []
+    for i, e in enumerate(entries):
+        if current and (e.folder != entries[current[-1]].folder or e.frame != entries[current[-1]].frame + 1):
+            runs.append(current)
+            current = []
+        current.append(i)
+    runs.append(current)
+    results = {"tae": [], "tae_tissue": [], "tae_floor": [], "tae_floor_tissue": []}
+    for run in (r for r in runs if len(r) >= 2):
+        folder = Path(root) / entries[run[0]].folder
+        poses = read_camera_poses(folder)
+        if not (folder / "calibration.yaml").is_file() or any(entries[i].frame not in poses for i in run):
+            continue
+        calibration = read_sequence_calibration(folder)
+        gt = np.stack([gt_depths[i] for i in run]).astype(np.float64)
+        height, width = gt.shape[1:]
+        K = np.diag([width / calibration["image_width"], height / calibration["image_height"], 1.0]) @ \
+            np.array(calibration["K"], np.float64)
+        pred = np.stack([1.0 / cv2.resize(np.asarray(pred_disps[i], np.float32), (width, height)) for i in run])
+        pred = sequence_scaled(pred, gt)
+        P = np.stack([poses[entries[i].frame] for i in run])
+        gt = np.where((gt > MIN_DEPTH) & (gt < MAX_DEPTH), gt, 0.0)
+        masks = [instrument_mask_path(root, entries[i].folder, entries[i].frame) for i in run]
+        tissue = np.stack([cv2.resize(cv2.imread(str(m), cv2.IMREAD_GRAYSCALE), (width, height),
+                                      interpolation=cv2.INTER_NEAREST) == 0 for m in masks]) \
+            if all(m.is_file() for m in masks) else None
+        results["tae"].append(temporal_alignment_error(np.where(gt > 0, pred, 0.0), K, P))
+        results["tae_floor"].append(temporal_alignment_error(gt, K, P))
+        if tissue is not None:
+            results["tae_tissue"].append(temporal_alignment_error(np.where(gt > 0, pred, 0.0), K, P, tissue))
+            results["tae_floor_tissue"].append(temporal_alignment_error(gt, K, P, tissue))
+    if not results["tae"]:
+        return {}
+    return {**{k: float(np.mean(v)) for k, v in results.items() if v}, "sequences": len(results["tae"])}
 
 
 def chain_positions(relative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,11 +292,13 @@ def load_npz_data(path: Path, what: str, shape: str) -> np.ndarray:
     return _checked(array, path, what, shape)
 
 
-def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict) -> None:
-    """metrics.json (means, ratio summary, settings) and per_frame.csv in `out`, atomically."""
+def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict, temporal: dict | None = None) -> None:
+    """metrics.json (means, ratio summary, temporal stability when measured, settings) and per_frame.csv in `out`,
+    atomically."""
     out.mkdir(parents=True, exist_ok=True)
     record = {"metrics": evaluation.mean, "median_scale_ratio": evaluation.ratio_summary(),
-              "frames": int(len(evaluation.per_frame)), "settings": settings}
+              "frames": int(len(evaluation.per_frame)), **({"temporal": temporal} if temporal else {}),
+              "settings": settings}
     with atomic_file(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     buffer = io.StringIO()

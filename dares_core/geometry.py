@@ -63,11 +63,13 @@ def project(points: torch.Tensor, K: torch.Tensor, eps: float = 1e-7) -> torch.T
     return uv.reshape(b, 2, h, w).permute(0, 2, 3, 1)
 
 
-def sample_at_pixels(image: torch.Tensor, uv: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
-    """Bilinearly sample image (B,C,H,W) at pixel coordinates uv (B,h,w,2) -> (B,C,h,w)."""
+def sample_at_pixels(image: torch.Tensor, uv: torch.Tensor, padding_mode: str = "border",
+                     mode: str = "bilinear") -> torch.Tensor:
+    """Sample image (B,C,H,W) at pixel coordinates uv (B,h,w,2) -> (B,C,h,w), bilinearly (or `mode`: nearest keeps
+    depth edges from blending)."""
     _, _, h, w = image.shape
     grid = torch.stack([uv[..., 0] / (w - 1), uv[..., 1] / (h - 1)], dim=-1) * 2 - 1
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
 def warp_to_target(

@@ -100,3 +100,53 @@ def test_a_region_is_scored_alone_with_the_whole_frames_scale():
     assert whole.mean["abs_rel"] < 0.1
     with pytest.raises(DaresError, match="region"):
         evaluate_depth((1.0 / pred)[None], [gt], regions=[np.zeros_like(region)])
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory):
+    """A synthetic sequence with exact depth, poses and instrument masks (the test split of `dares synth`)."""
+    from dares_core.data.synthetic import SynthConfig, generate
+
+    cfg = SynthConfig(width=192, height=160, frames=10, sequences=3, seed=21)
+    return cfg, generate(cfg, tmp_path_factory.mktemp("tae") / "scenes")
+
+
+def _truth(cfg, root):
+    from dares_core.data.scared import gt_path, instrument_mask_path, read_camera_poses, read_gt_depth
+
+    folder = "dataset1/keyframe3"
+    frames = range(1, cfg.frames + 1)
+    depths = np.stack([read_gt_depth(gt_path(root, folder, f)) for f in frames])
+    poses = read_camera_poses(root / folder)
+    tissue = np.stack([cv2.imread(str(instrument_mask_path(root, folder, f)), cv2.IMREAD_GRAYSCALE) == 0
+                       for f in frames])
+    return depths, np.stack([poses[f] for f in frames]), tissue
+
+
+def test_tae_is_zero_for_depth_that_holds_still_and_grows_with_flicker(sequence):
+    from dares_core.evaluate import sequence_scaled, temporal_alignment_error
+
+    cfg, root = sequence
+    depths, poses, tissue = _truth(cfg, root)
+    K = cfg.intrinsics()
+    still = np.repeat(depths[:1], 4, axis=0)
+    assert temporal_alignment_error(still, K, np.repeat(poses[:1], 4, axis=0)) < 1e-12  # no motion, same depth
+    floor = temporal_alignment_error(depths, K, poses)
+    tissue_floor = temporal_alignment_error(depths, K, poses, tissue)
+    assert 0 < tissue_floor < floor < 0.02  # moving instruments make most of the floor
+    flicker = depths * (1 + 0.05 * np.random.default_rng(0).standard_normal((len(depths), 1, 1)))
+    assert temporal_alignment_error(flicker, K, poses) > 3 * floor
+    # a prediction in another unit is brought to the sequence's scale once, so its flicker is kept and nothing else
+    assert temporal_alignment_error(sequence_scaled(depths / 37.0, depths), K, poses) == pytest.approx(floor, rel=1e-6)
+    assert temporal_alignment_error(sequence_scaled(flicker / 37.0, depths), K, poses) > 3 * floor
+
+
+def test_eval_reports_tae_beside_its_floor(sequence, tmp_path, capsys):
+    from dares_core.model.weights import DEMO_MODEL
+
+    _, root = sequence
+    assert main(["eval", "--weights", str(DEMO_MODEL), "--data", str(root), "--out", str(tmp_path / "out")]) == 0
+    temporal = json.loads((tmp_path / "out" / "metrics.json").read_text())["temporal"]
+    assert temporal["sequences"] == 1
+    assert 0 < temporal["tae_floor_tissue"] < temporal["tae_floor"] < temporal["tae"] < 0.2
+    assert "TAE" in capsys.readouterr().out
