@@ -75,7 +75,8 @@ def test_demo_writes_every_promised_file(demo):
 
     report = (out / "report.md").read_text()
     for needle in ("SCARED protocol", "AbsRel", "| median-scaled |", "| metric (stereo scale) |", "scale error",
-                   "Rate and latency", "p99", "tiny", "Fused surface", "Chamfer", "Camera motion", "ATE"):
+                   "Rate and latency", "p99", "tiny", "Fused surface", "Chamfer", "Camera motion", "ATE",
+                   "Temporal stability", "TAE"):
         assert needle in report, needle
 
 
@@ -92,6 +93,9 @@ def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
     odometry = summary["odometry"]
     assert odometry["frames"] >= 5 and np.isfinite(odometry["ate_mm"]) and odometry["still_ate_mm"] > 0, odometry
     assert 0.2 < odometry["path_length_ratio"] < 5, odometry
+    # temporal stability beside its floor (the ground truth's own TAE), the tissue alone below the whole frame's
+    t = summary["temporal"]
+    assert 0 < t["tae_floor_tissue"] < t["tae_floor"] < t["tae"] < 0.2, t
     # the scene has instruments in view; their region is reported on its own
     assert 0 < summary["metrics_instruments"]["abs_rel"] < 0.2
     assert "| median-scaled, instruments only |" in (demo[0] / "report.md").read_text()
@@ -187,7 +191,7 @@ def test_a_node_failing_mid_demo_is_one_line_and_its_logs_are_kept(tmp_path):
         shutil.rmtree(kept, ignore_errors=True)
 
 
-FIGURES = ("metrics_median_scaled", "metrics_metric", "stereo_scale_error", "fused", "odometry")
+FIGURES = ("metrics_median_scaled", "metrics_metric", "stereo_scale_error", "temporal", "fused", "odometry")
 
 
 def test_the_demo_gives_the_same_figures_on_a_loaded_machine(demo, tmp_path):

@@ -46,6 +46,7 @@ from ..conversions import (
     intrinsics,
     pose_matrix,
     read_depth_image,
+    read_mask,
     read_point_cloud,
     stamp_key,
 )
@@ -358,6 +359,30 @@ def write_fused_surface(recorded: Path, topics: Topics, frames: list[RecordedFra
     return {"points": len(points), **{k: round(v, 2) for k, v in distances.items()}}
 
 
+def temporal_stability(recorded: Path, topics: Topics, frames: list[RecordedFrame]) -> dict:
+    """TAE of the node's depth over the recorded frames with the bag's camera poses (scaled once for the sequence),
+    the whole frame and the tissue alone (the bag's instrument mask), beside the ground truth's own, the floor."""
+    from dares_core.evaluate import MAX_DEPTH, MIN_DEPTH, sequence_scaled, temporal_alignment_error
+
+    poses = {s: scale_translation(pose_matrix(m.pose), 1000) for s, (_, m) in
+             _by_stamp(recorded, topics.gt_pose, PoseStamped).items()}
+    frames = [f for f in frames if f.gt_mm is not None and f.stamp in poses]
+    if len(frames) < 2:
+        return {}
+    K = intrinsics(next(iter(_by_stamp(recorded, topics.left_info, CameraInfo).values()))[1])
+    gt = np.stack([np.where((f.gt_mm > MIN_DEPTH) & (f.gt_mm < MAX_DEPTH), f.gt_mm, 0.0) for f in frames])
+    depth = np.where(gt > 0, sequence_scaled(np.stack([f.depth_mm for f in frames]), gt), 0.0)
+    P = np.stack([poses[f.stamp] for f in frames])
+    result = {"tae": temporal_alignment_error(depth, K, P), "tae_floor": temporal_alignment_error(gt, K, P)}
+    if topics.gt_instruments:
+        masks = _by_stamp(recorded, topics.gt_instruments, Image)
+        if all(f.stamp in masks for f in frames):
+            tissue = np.stack([~read_mask(masks[f.stamp][1]) for f in frames])
+            result.update(tae_tissue=temporal_alignment_error(depth, K, P, tissue),
+                          tae_floor_tissue=temporal_alignment_error(gt, K, P, tissue))
+    return {k: round(v, 4) for k, v in result.items()}
+
+
 def write_trajectory(recorded: Path, topics: Topics, out: Path) -> dict:
     """trajectory.png of dares_odometry_node's camera path against the bag's ground-truth poses, and the official
     ATE (mm, 5-frame snippets, scale-aligned) and RE (rad) over the frames both have, with the ATE of a camera
@@ -427,6 +452,15 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   "the paper; metric uses the node's own scale. \"Instruments only\" covers the pixels of the "
                   "synthetic instrument mask (each frame scaled as a whole): tools are where surgeons need depth "
                   "most.", "", _metrics_table(metric_rows), ""]
+    if s.get("temporal"):
+        m = s["temporal"]
+        tissue = (f" (tissue alone {m['tae_tissue']}; its floor {m['tae_floor_tissue']})" if "tae_tissue" in m
+                  else "")
+        lines += ["## Temporal stability", "",
+                  "TAE (temporal alignment error, Video Depth Anything): each frame's depth carried into the next "
+                  "with the bag's camera motion and compared there by AbsRel, both directions, the depth scaled once "
+                  f"for the whole sequence. **TAE {m['tae']}**{tissue}; the ground truth's own TAE, the floor that "
+                  f"occlusions and moving instruments leave: {m['tae_floor']}.", ""]
     if "stereo_scale_error" in s:
         lines += ["## Stereo scale", "",
                   f"The node recovers metric scale from the rectified pair (SGBM). Ground truth / predicted depth, "
@@ -580,6 +614,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         summary["depth_scale"] = write_pictures(frame_list, stage, fps)
         summary["points"] = write_point_cloud(recorded, frame_list[len(frame_list) // 2].stamp, stage)
         if topics.gt_pose:
+            summary["temporal"] = temporal_stability(recorded, topics, frame_list)
             summary["fused"] = write_fused_surface(recorded, topics, frame_list, stage)
             if odometry:
                 summary["odometry"] = write_trajectory(recorded, topics, stage)
@@ -602,6 +637,8 @@ def _print_summary(out: Path, s: dict, say) -> None:
         say(f"SCARED metrics (median-scaled): AbsRel {m['abs_rel']:.3f}, RMSE {m['rmse']:.2f} mm, δ<1.25 {m['a1']:.3f}")
     if "stereo_scale_error" in s:
         say(f"stereo scale error: {100 * s['stereo_scale_error']:+.1f} %")
+    if s.get("temporal"):
+        say(f"TAE {s['temporal']['tae']} (the ground truth's own: {s['temporal']['tae_floor']})")
     if "fused" in s:
         say(f"fused surface: {s['fused']['points']} points, Chamfer {s['fused'].get('chamfer_mm')} mm to the true "
             "surface")
