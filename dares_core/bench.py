@@ -160,50 +160,56 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
         "",
     ]
     if agreements:
-        lines += ["## Preprocessing: the node's on-device resize against the official", "",
-                  "`dares bench resize`: relative depth difference per pixel between the node's resize (torch",
-                  "bilinear, antialiased, on the device) and the official loader's (PIL LANCZOS) that training,",
-                  "`dares eval` and `dares infer` use.", "",
-                  "| device | settings | comparison | median | p99 | max | file |",
-                  "| --- | --- | --- | --- | --- | --- | --- |", *agreements, ""]
+        lines += _table_section(
+            "Preprocessing: the node's on-device resize against the official",
+            ["`dares bench resize`: relative depth difference per pixel between the node's resize (torch",
+             "bilinear, antialiased, on the device) and the official loader's (PIL LANCZOS) that training,",
+             "`dares eval` and `dares infer` use."],
+            ["device", "settings", "comparison", "median", "p99", "max", "file"], agreements)
     if maps:
-        lines += ["## The fusion node's published map as the map grows", "",
-                  "`dares bench fusion --frames 1000`: ms to extract dares_fusion_node's map/points once a second",
-                  "(incrementally: the blocks the frames since the last publish touched) beside open3d's extraction of",
-                  "the whole grid, which grows with the map; both give the same points (tested). Every 100 frames the",
-                  "sequence is fused again 0.3 m further along x, so the map grows as a long survey's does; medians",
-                  "of the last 4 publishes.", "",
-                  "| device | settings | fused frames | map blocks | points | published map | whole grid | file |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |", *maps, ""]
+        lines += _table_section(
+            "The fusion node's published map as the map grows",
+            ["`dares bench fusion --frames 1000`: ms to extract dares_fusion_node's map/points once a second",
+             "(incrementally: the blocks the frames since the last publish touched) beside open3d's extraction of",
+             "the whole grid, which grows with the map; both give the same points (tested). Every 100 frames the",
+             "sequence is fused again 0.3 m further along x, so the map grows as a long survey's does; medians",
+             "of the last 4 publishes."],
+            ["device", "settings", "fused frames", "map blocks", "points", "published map", "whole grid", "file"], maps)
     if scales:
-        lines += ["## Stereo scale against ground truth: every frame, or a worker of its own", "",
-                  "`dares bench stereo-scale`: the depth node's metric scale (StereoScale through",
-                  "BackgroundStereoScale, as the node runs it) on synthetic scenes of seeds it was never tuned on. A",
-                  "frame's error is median(gt) / median(scaled depth) - 1; `every frame` is stereo_rate 0 (on the",
-                  "frame path, the demo's), the worker gets the newest pair at most stereo_rate times a second while",
-                  "frames arrive at the camera's rate and folds its own depth's ratio to the newest stereo map.",
-                  "`measurements`: stereo depth maps made (SGBM runs).", "",
-                  "| settings | path | median error | mean abs error | p90 abs error | frames | measurements | file |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |", *scales, ""]
+        lines += _table_section(
+            "Stereo scale against ground truth: every frame, or a worker of its own",
+            ["`dares bench stereo-scale`: the depth node's metric scale (StereoScale through",
+             "BackgroundStereoScale, as the node runs it) on synthetic scenes of seeds it was never tuned on. A",
+             "frame's error is median(gt) / median(scaled depth) - 1; `every frame` is stereo_rate 0 (on the",
+             "frame path, the demo's), the worker gets the newest pair at most stereo_rate times a second while",
+             "frames arrive at the camera's rate and folds its own depth's ratio to the newest stereo map.",
+             "`measurements`: stereo depth maps made (SGBM runs)."],
+            ["settings", "path", "median error", "mean abs error", "p90 abs error", "frames", "measurements", "file"],
+            scales)
     if stage_rows:
         names = [n for n in NODE_STAGES if any(n in stages for stages, *_ in stage_rows)]
-        lines += ["## The node's own cost, stage by stage", "",
-                  "`dares bench node` reads the node's diagnostics: each stage's median ms per frame over its last",
-                  "5 s (`own`: every stage but the network, the part a GPU does not remove; `stereo_worker`: SGBM per",
-                  "pair in a thread of its own, off the frame path). Rows with `network_stand_in=True` replace the",
-                  "network by a constant of its output's shape.", "",
-                  "| device | settings | " + " | ".join(names) + " | file |",
-                  "| --- | --- | " + " | ".join("---" for _ in names) + " | --- |"]
-        for stages, device, settings, name in stage_rows:
-            cells = " | ".join(f"{stages[n]:.1f}" if n in stages else "" for n in names)
-            lines.append(f"| {device} | {settings} | {cells} | {name} |")
-        lines.append("")
+        rows = [f"| {device} | {settings} | "
+                + " | ".join(f"{stages[n]:.1f}" if n in stages else "" for n in names) + f" | {name} |"
+                for stages, device, settings, name in stage_rows]
+        lines += _table_section(
+            "The node's own cost, stage by stage",
+            ["`dares bench node` reads the node's diagnostics: each stage's median ms per frame over its last",
+             "5 s (`own`: every stage but the network, the part a GPU does not remove; `stereo_worker`: SGBM per",
+             "pair in a thread of its own, off the frame path). Rows with `network_stand_in=True` replace the",
+             "network by a constant of its output's shape."],
+            ["device", "settings", *names, "file"], rows)
     pending = [what for kind, what in GPU_TARGETS.items() if kind not in gpu_benchmarks]
     if pending:
         lines += [f"GPU figures still **pending**: {', '.join(pending)}. They are measured by `bench/gpu.sh` when a",
                   "session has a GPU, never estimated.", ""]
     with atomic_file(Path(docs)) as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def _table_section(title: str, text: list[str], columns: list[str], rows: list[str]) -> list[str]:
+    """Lines of a docs/benchmarks.md section: its title, its text, and a table of `columns` holding `rows`."""
+    return [f"## {title}", "", *text, "", "| " + " | ".join(columns) + " |",
+            "| " + " | ".join("---" for _ in columns) + " |", *rows, ""]
 
 
 def bench_model(encoder: str = "vits", height: int | None = None, width: int | None = None, batch: int = 1,
