@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import deserialize_message, serialize_message
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, CompressedImage
 from test_hostile import run
 from test_train import config, losses
 
@@ -22,7 +23,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.errors import DaresError
 from dares_core.preprocess import read_rgb
 from dares_core.train import run_training
-from dares_ros.conversions import read_depth_image
+from dares_ros.conversions import compressed_to_rgb8, read_depth_image
 from dares_ros.tools.bag import BagWriter, open_reader, write_sequence_bag
 
 CFG = SynthConfig(width=160, height=128, frames=60, sequences=1, seed=11)
@@ -310,3 +311,82 @@ def test_a_1920x1080_scope_runs_through_prepare_train_and_the_node(recording, tm
     finally:
         h.close()
         stop_node(proc)
+
+
+def test_raw_distorted_images_are_rectified_with_their_camera_info(recording, tmp_path):
+    """image_raw with distortion: the frames are written as image_proc would rectify them (K, D, R -> P)."""
+    D = [0.08, -0.02, 0.0, 0.0, 0.0]
+    P = np.hstack([np.diag([0.9, 0.9, 1.0]) @ CFG.intrinsics(), np.zeros((3, 1))])
+
+    def distorted(topic, index, data):
+        if not topic.endswith("camera_info"):
+            return data
+        info = deserialize_message(data, CameraInfo)
+        baseline_m = -info.p[3] / info.p[0]
+        info.d, info.p = D, [*P[0, :3], -P[0, 0] * baseline_m, *P[1], *P[2]]
+        return serialize_message(info)
+    bag = copy_bag(recording[1], tmp_path / "raw_bag", distorted)
+    data = tmp_path / "data"
+    assert run(["prepare-bag", str(bag), "--out", str(data)]) == (0, "")
+    calibration = yaml.safe_load((data / "raw_bag" / "calibration.yaml").read_text())
+    np.testing.assert_allclose(calibration["K"], P[:, :3])
+    assert calibration["baseline_mm"] == pytest.approx(CFG.baseline_mm)
+    assert "rectified here" in calibration["images"]
+    maps = cv2.initUndistortRectifyMap(CFG.intrinsics(), np.array(D), np.eye(3), P[:, :3], (CFG.width, CFG.height),
+                                       cv2.CV_16SC2)
+    reader = open_reader(bag)
+    first = next(deserialize_message(bytes(d), CompressedImage) for c, _, d in reader.messages()
+                 if c.topic == f"{RIG}/left/image_raw/compressed")
+    reader.close()
+    expected = cv2.remap(compressed_to_rgb8(first), *maps, cv2.INTER_LINEAR)
+    written = read_rgb(data / "raw_bag" / "image_02" / "data" / f"{1:010d}.png")
+    assert np.abs(written.astype(int) - expected).max() <= 1
+
+
+def test_kinematic_poses_with_a_hand_eye_transform_one_eye_and_sqlite3(recording, tmp_path):
+    """dVRK-style: TransformStamped camera poses on /ECM/measured_cp composed with a hand-eye transform, the left
+    eye alone, in a sqlite3 bag."""
+    from geometry_msgs.msg import TransformStamped
+
+    from dares_core.reconstruct import scale_translation
+    from dares_ros.conversions import pose_matrix
+
+    scenes, _ = recording
+    sqlite = tmp_path / "sqlite_bag"
+    write_sequence_bag(scenes / sequence_folder(0), sqlite, storage="sqlite3")
+    X = np.eye(4)
+    X[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]  # 90 degrees about z, then 1 cm along x
+    X[0, 3] = 0.01
+    (tmp_path / "hand_eye.txt").write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in X))
+    reader = open_reader(sqlite)
+    kinematics = {}
+    for conn, stamp, data in reader.messages():
+        if conn.topic.endswith("ground_truth/pose"):
+            pose = deserialize_message(bytes(data), PoseStamped)
+            msg = TransformStamped(header=pose.header, child_frame_id="ECM")
+            t, q = msg.transform.translation, msg.transform.rotation
+            t.x, t.y, t.z = pose.pose.position.x, pose.pose.position.y, pose.pose.position.z
+            q.x, q.y, q.z, q.w = (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
+                                  pose.pose.orientation.w)
+            kinematics[stamp] = (serialize_message(msg), pose_matrix(pose.pose))
+    reader.close()
+    robot = copy_bag(sqlite, tmp_path / "dvrk_bag", lambda topic, index, data: None if "right" in topic
+                     or topic.endswith("ground_truth/pose") else data)
+    with BagWriter(tmp_path / "dvrk_bag2") as bag:  # the copy plus the kinematics topic
+        reader = open_reader(robot)
+        for conn, stamp, data in reader.messages():
+            bag.write_raw(conn.topic, conn.msgtype, bytes(data), stamp)
+        reader.close()
+        for stamp, (data, _) in kinematics.items():
+            bag.write_raw("/ECM/measured_cp", "geometry_msgs/msg/TransformStamped", data, stamp)
+    data = tmp_path / "data"
+    assert run(["prepare-bag", str(tmp_path / "dvrk_bag2"), "--out", str(data), "--pose-topic", "/ECM/measured_cp",
+                "--hand-eye", str(tmp_path / "hand_eye.txt")]) == (0, "")
+    folder = data / "dvrk_bag2"
+    assert not (folder / "image_03").exists()
+    assert "baseline_mm" not in yaml.safe_load((folder / "calibration.yaml").read_text())
+    manifest = json.loads((folder / "recording.json").read_text())
+    poses = read_camera_poses(folder)
+    for n, stamp in enumerate(manifest["stamps"], 1):  # each kept frame: the kinematic pose of its stamp, then X
+        _, T = kinematics[min(kinematics, key=lambda ns: abs(ns - stamp * 1e9))]
+        np.testing.assert_allclose(poses[n], scale_translation(T @ X, 1000.0), atol=1e-3)
