@@ -1,0 +1,73 @@
+"""An online, causal depth stabiliser: the previous output carried into the current frame with the camera's motion
+and blended with the new depth where the two agree. It uses only what a live system has (the previous output, the
+current depth, a camera motion from odometry, kinematics or an estimate), never ground truth.
+
+Where they disagree by more than `tolerance` (relative), the new depth passes through unchanged: real motion of the
+scene and moving instruments are not smeared, and a large change is not lagged. Pixels a mask marks (instruments)
+are never blended. The previous output is carried by forward splatting with a z-buffer (the nearest surface wins),
+written here because no library splats a depth map into another view with occlusion.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def carry_depth(depth: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """depth (H,W) of one view (<= 0 or NaN: none) seen from another: T (4,4) takes the first camera's points into
+    the second's (same length unit as depth), K (3,3) pixels of both. Returns (H,W) depth in the second view, 0
+    where nothing lands; where several pixels land on one, the nearest; one-pixel gaps between landed pixels take
+    their nearest neighbour's depth."""
+    height, width = depth.shape
+    v, u = np.mgrid[0:height, 0:width]
+    valid = np.isfinite(depth) & (depth > 0)
+    z = depth[valid]
+    rays = np.linalg.inv(K) @ np.stack([u[valid], v[valid], np.ones_like(z)]).astype(np.float64)
+    points = T[:3, :3] @ (rays * z) + T[:3, 3:4]
+    in_front = points[2] > 1e-9
+    points = points[:, in_front]
+    pixels = K @ (points / points[2])
+    col, row = np.round(pixels[0]).astype(np.int64), np.round(pixels[1]).astype(np.int64)
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    out = np.full(height * width, np.inf, np.float32)
+    np.minimum.at(out, row[inside] * width + col[inside], points[2, inside].astype(np.float32))
+    out = out.reshape(height, width)
+    # a view that magnifies leaves one-pixel gaps between splats: filled by their nearest neighbour's depth
+    filled = cv2.erode(out, np.ones((3, 3), np.uint8))
+    out = np.where(np.isfinite(out), out, filled)
+    out[np.isinf(out)] = 0.0
+    return out
+
+
+class DepthStabiliser:
+    """weight: the carried previous output's share where it agrees with the new depth (0: off); tolerance: the
+    relative difference beyond which the new depth passes through unchanged. Depth in any one unit over time."""
+
+    def __init__(self, weight: float = 0.5, tolerance: float = 0.05):
+        if not 0 <= weight < 1 or not tolerance > 0:
+            raise ValueError(f"weight {weight} must be in [0, 1) and tolerance {tolerance} positive")
+        self.weight, self.tolerance = weight, tolerance
+        self.previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the previous output (time went back, a new sequence)."""
+        self.previous = None
+
+    def __call__(self, depth: np.ndarray, K: np.ndarray, motion: np.ndarray | None,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(stabilised depth (H,W), the fraction of pixels blended) of a new depth (H,W); motion (4,4): the
+        previous camera's points into this one's (None: unknown, nothing is carried); mask (H,W) bool: pixels
+        never blended (instruments)."""
+        depth = np.asarray(depth, np.float32)
+        if self.previous is None or motion is None or self.previous.shape != depth.shape or not self.weight:
+            self.previous = depth.copy()
+            return depth, 0.0
+        carried = carry_depth(self.previous, K, motion)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            agree = (carried > 0) & (depth > 0) & (np.abs(carried - depth) <= self.tolerance * depth)
+        if mask is not None:
+            agree &= ~mask
+        out = np.where(agree, (1 - self.weight) * depth + self.weight * carried, depth).astype(np.float32)
+        self.previous = out
+        return out, float(agree.mean())
