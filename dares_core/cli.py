@@ -31,6 +31,7 @@ def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: f
 
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(int), number(float), number(float, inclusive=True)
 IMAGE_SIDE = number(int, maximum=4096)  # pixels of a network input or a generated image
+SHARE = number(float, inclusive=True, maximum=0.95)  # a blending weight: 0 (off) to 0.95
 
 
 FORCE_INTO_FOLDER = ("write into an --out that also holds files of other origin (they are kept); the command's own "
@@ -145,6 +146,16 @@ def _add_infer(sub) -> None:
     p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")
+    p.add_argument("--temporal", action="store_true",
+                   help="stabilise depth over time: each frame's depth blended with the previous output carried by the "
+                        "camera's motion where they agree (needs --pose-weights and intrinsics; frames in order)")
+    p.add_argument("--pose-weights", type=Path, default=None,
+                   help="with --temporal: the pose network giving the camera's motion (a pose .safetensors, a dares "
+                        "train run, or an AF-SfMLearner folder)")
+    p.add_argument("--temporal-weight", type=SHARE, default=0.5,
+                   help="with --temporal: the previous output's share where it agrees (default 0.5)")
+    p.add_argument("--temporal-tolerance", type=POSITIVE_FLOAT, default=0.05,
+                   help="with --temporal: relative difference beyond which new depth passes unchanged (default 0.05)")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 

@@ -150,6 +150,7 @@ def run_infer(args: argparse.Namespace) -> None:
     if args.save_disp is not None:  # checked before the frames are processed, not after
         ensure_writable_output(args.save_disp, args.force, option="--save-disp", one_file=True)
     intrinsics = intrinsics_from_args(args)
+    temporal = TemporalInference.from_args(args, intrinsics)
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)
     predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth,
@@ -167,13 +168,13 @@ def run_infer(args: argparse.Namespace) -> None:
                     continue
                 batch.append((name, rgb))
                 if len(batch) == BATCH:
-                    disparities += _infer_batch(predictor, batch, out, intrinsics)
+                    disparities += _infer_batch(predictor, batch, out, intrinsics, temporal)
                     bar.update(len(batch))
                     batch = []
         except DaresError as e:  # a video cut short: the frames read are still written, then it is said
             short = e
         if batch:
-            disparities += _infer_batch(predictor, batch, out, intrinsics)
+            disparities += _infer_batch(predictor, batch, out, intrinsics, temporal)
             bar.update(len(batch))
     if args.save_disp is not None and disparities:
         write_npy(args.save_disp, np.stack(disparities).astype(np.float32))
@@ -184,7 +185,47 @@ def run_infer(args: argparse.Namespace) -> None:
         raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written")
 
 
-def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics) -> list[np.ndarray]:
+class TemporalInference:
+    """`dares infer --temporal`: each frame's depth stabilised (dares_core.temporal) with the camera's motion from
+    the previous frame, as the pose network (--pose-weights) estimates it, in millimetres at its recorded unit."""
+
+    def __init__(self, pose_weights: Path, K: np.ndarray, calib_size, weight: float, tolerance: float):
+        from .pose import load_pose_net, pose_units
+        from .temporal import DepthStabiliser
+
+        self.encoder, self.decoder = (net.eval() for net in load_pose_net(pose_weights))
+        self.units = pose_units(pose_weights)
+        self.K, self.calib_size = K, calib_size
+        self.stabiliser = DepthStabiliser(weight, tolerance)
+        self.previous: np.ndarray | None = None  # the previous frame, at the pose network's input size
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, intrinsics) -> TemporalInference | None:
+        if not args.temporal:
+            return None
+        if args.pose_weights is None or intrinsics is None:
+            raise DaresError("--temporal carries each depth into the next frame: give --pose-weights (the camera's "
+                             "motion) and the intrinsics (--calibration, or --fx --fy --cx --cy)")
+        return cls(args.pose_weights, *intrinsics, args.temporal_weight, args.temporal_tolerance)
+
+    def __call__(self, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+        """The stabilised depth (H,W) mm of the next frame (in order)."""
+        from .pose import poses_of_pairs
+        from .preprocess import resize_like_official, to_unit_tensor
+        from .reconstruct import scale_translation
+
+        small = to_unit_tensor(resize_like_official(rgb, self.units.input_size))
+        motion = None
+        if self.previous is not None and self.previous.shape == small.shape:
+            T = poses_of_pairs(self.encoder, self.decoder, torch.cat([small, self.previous])[None])[0]
+            motion = scale_translation(T, self.units.unit_mm)  # the previous camera's points into this one's, mm
+        self.previous = small
+        K = scaled_intrinsics(self.K, self.calib_size, (rgb.shape[1], rgb.shape[0]))
+        return self.stabiliser(depth_mm, K, motion)[0]
+
+
+def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics,
+                 temporal: TemporalInference | None = None) -> list[np.ndarray]:
     shapes = {rgb.shape for _, rgb in batch}
     groups = [batch] if len(shapes) == 1 else [[item] for item in batch]  # mixed sizes: one at a time
     disparities = []
@@ -192,6 +233,8 @@ def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics) -> lis
         pred = predictor.predict(network_batch([rgb for _, rgb in group], predictor.size),
                                  output_size=group[0][1].shape[:2])
         for (name, rgb), disp, depth in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy()):
+            if temporal is not None:
+                depth = temporal(rgb, depth)
             write_npy(out / f"{name}_depth.npy", depth.astype(np.float32))
             write_image(out / f"{name}_depth.png", depth_png(depth))
             write_image(out / f"{name}_color.png", colorize_inverse_depth(depth))

@@ -63,32 +63,63 @@ def test_masked_pixels_and_unknown_motion_are_never_blended():
         DepthStabiliser(weight=1.0)
 
 
-def test_tae_of_the_demo_model_falls_with_true_motion(tmp_path):
-    """An upper bound of what the stabiliser can do for the built-in model (the camera's true motion; a live system
-    has odometry or kinematics): TAE falls, AbsRel holds."""
-    import cv2
-
-    from dares_core.data.scared import gt_path, read_camera_poses, read_gt_depth, read_split
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """An unseen synthetic scene's test sequence: its folder, ground truth (N,H,W) mm (0: none), poses, K."""
+    from dares_core.data.scared import gt_path, read_camera_poses, read_gt_depth
     from dares_core.data.synthetic import SynthConfig, generate
-    from dares_core.evaluate import evaluate_depth, predict_split_disparities, sequence_scaled, temporal_alignment_error
-    from dares_core.inference import DepthPredictor
-    from dares_core.model.weights import DEMO_MODEL, load_depth_net
 
     cfg = SynthConfig(width=192, height=160, frames=12, sequences=3, seed=61)
-    root = generate(cfg, tmp_path / "scenes")
-    split = root / "splits" / "synthetic" / "test_files.txt"
-    entries = read_split(split)
-    disps = predict_split_disparities(DepthPredictor(load_depth_net(DEMO_MODEL)), root, split)
-    gt = np.stack([read_gt_depth(gt_path(root, e.folder, e.frame)) for e in entries]).astype(np.float64)
-    gt = np.where((gt > 1e-3) & (gt < 150), gt, 0.0)
-    depth = sequence_scaled(np.stack([1 / cv2.resize(d.astype(np.float32), gt.shape[:0:-1]) for d in disps]), gt)
-    poses = read_camera_poses(root / entries[0].folder)
-    P = np.stack([poses[e.frame] for e in entries])
+    root = generate(cfg, tmp_path_factory.mktemp("temporal") / "scenes")
+    folder = "dataset1/keyframe3"
+    gt = np.stack([read_gt_depth(gt_path(root, folder, f)) for f in range(1, cfg.frames + 1)]).astype(np.float64)
+    poses = read_camera_poses(root / folder)
+    return root / folder, np.where((gt > 1e-3) & (gt < 150), gt, 0.0), np.stack([poses[f] for f in sorted(poses)]), \
+        cfg.intrinsics()
+
+
+def tae_and_abs_rel(depth, gt, poses, K):
+    """TAE (depth scaled once for the sequence) and the SCARED AbsRel (median-scaled per frame) of depth (N,H,W)."""
+    from dares_core.evaluate import evaluate_depth, sequence_scaled, temporal_alignment_error
+
+    scaled = np.where(gt > 0, sequence_scaled(depth, gt), 0.0)
+    return temporal_alignment_error(scaled, K, poses), evaluate_depth(1 / depth, list(gt)).mean["abs_rel"]
+
+
+def test_tae_of_the_demo_model_falls_with_true_motion(scene):
+    """An upper bound of what the stabiliser can do for the built-in model (the camera's true motion; a live system
+    has odometry or kinematics): TAE falls, AbsRel holds."""
+    from dares_core.inference import DepthPredictor
+    from dares_core.model.weights import DEMO_MODEL, load_depth_net
+    from dares_core.preprocess import network_batch, read_rgb
+
+    folder, gt, poses, K = scene
+    predictor = DepthPredictor(load_depth_net(DEMO_MODEL))
+    frames = [read_rgb(p) for p in sorted((folder / "image_02" / "data").glob("*.png"))]
+    depth = np.stack([predictor.predict(network_batch([rgb], predictor.size), output_size=rgb.shape[:2]).depth[0]
+                      .numpy() for rgb in frames]).astype(np.float64)
     stabiliser = DepthStabiliser(weight=0.5, tolerance=0.05)
-    out = np.stack([stabiliser(d, cfg.intrinsics(), None if i == 0 else np.linalg.inv(P[i]) @ P[i - 1])[0]
+    out = np.stack([stabiliser(d, K, None if i == 0 else np.linalg.inv(poses[i]) @ poses[i - 1])[0]
                     for i, d in enumerate(depth)])
-    before = temporal_alignment_error(np.where(gt > 0, depth, 0), cfg.intrinsics(), P)
-    after = temporal_alignment_error(np.where(gt > 0, out, 0), cfg.intrinsics(), P)
-    assert after < 0.9 * before
-    abs_rel = [evaluate_depth(1 / d, list(gt)).mean["abs_rel"] for d in (depth, out)]
-    assert abs_rel[1] < 1.05 * abs_rel[0]
+    (tae_before, abs_rel_before), (tae_after, abs_rel_after) = (tae_and_abs_rel(d, gt, poses, K) for d in (depth, out))
+    assert tae_after < 0.9 * tae_before and abs_rel_after < 1.05 * abs_rel_before
+
+
+def test_infer_temporal_lowers_tae_with_the_pose_networks_motion(scene, tmp_path):
+    """dares infer --temporal on a folder of frames, the camera's motion from the built-in pose network (never the
+    ground truth): TAE falls, AbsRel holds; without a motion source it says what it needs."""
+    from dares_core.cli import main
+    from dares_core.model.weights import DEMO_MODEL, DEMO_POSE
+
+    folder, gt, poses, K = scene
+    frames = folder / "image_02" / "data"
+    base = ["infer", "--weights", str(DEMO_MODEL), "--input", str(frames)]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "temporal"), "--temporal", "--pose-weights", str(DEMO_POSE),
+                 "--calibration", str(folder / "calibration.yaml")]) == 0
+    plain, temporal = (np.stack([np.load(p) for p in sorted((tmp_path / name).glob("*_depth.npy"))]).astype(np.float64)
+                       for name in ("plain", "temporal"))
+    (tae_before, abs_rel_before), (tae_after, abs_rel_after) = (tae_and_abs_rel(d, gt, poses, K)
+                                                                for d in (plain, temporal))
+    assert tae_after < 0.95 * tae_before and abs_rel_after < 1.05 * abs_rel_before
+    assert main([*base, "--out", str(tmp_path / "x"), "--temporal"]) == 2
