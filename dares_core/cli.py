@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DaresError
-from .names import ENCODERS, PRECISIONS, STEREO_LAYOUTS
+from .names import ENCODERS, PRECISIONS, STEREO_LAYOUTS, TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
 
 
 def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
@@ -152,10 +152,11 @@ def _add_infer(sub) -> None:
     p.add_argument("--pose-weights", type=Path, default=None,
                    help="with --temporal: the pose network giving the camera's motion (a pose .safetensors, a dares "
                         "train run, or an AF-SfMLearner folder)")
-    p.add_argument("--temporal-weight", type=SHARE, default=0.5,
-                   help="with --temporal: the previous output's share where it agrees (default 0.5)")
-    p.add_argument("--temporal-tolerance", type=POSITIVE_FLOAT, default=0.05,
-                   help="with --temporal: relative difference beyond which new depth passes unchanged (default 0.05)")
+    p.add_argument("--temporal-weight", type=SHARE, default=TEMPORAL_WEIGHT,
+                   help=f"with --temporal: the previous output's share where it agrees (default {TEMPORAL_WEIGHT})")
+    p.add_argument("--temporal-tolerance", type=POSITIVE_FLOAT, default=TEMPORAL_TOLERANCE,
+                   help="with --temporal: relative difference beyond which new depth passes unchanged (default "
+                        f"{TEMPORAL_TOLERANCE})")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .names import TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
+
 
 def carry_depth(depth: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
     """depth (H,W) of one view (<= 0 or NaN: none) seen from another: T (4,4) takes the first camera's points into
@@ -44,7 +46,7 @@ class DepthStabiliser:
     """weight: the carried previous output's share where it agrees with the new depth (0: off); tolerance: the
     relative difference beyond which the new depth passes through unchanged. Depth in any one unit over time."""
 
-    def __init__(self, weight: float = 0.5, tolerance: float = 0.05):
+    def __init__(self, weight: float = TEMPORAL_WEIGHT, tolerance: float = TEMPORAL_TOLERANCE):
         if not 0 <= weight < 1 or not tolerance > 0:
             raise ValueError(f"weight {weight} must be in [0, 1) and tolerance {tolerance} positive")
         self.weight, self.tolerance = weight, tolerance
