@@ -21,6 +21,7 @@ skipped; the node keeps running.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -214,6 +215,8 @@ class DepthNode(LifecycleNode):
         self.latencies: deque[float] = deque(maxlen=200)  # receipt to publication, seconds
         self.stamp_ages: deque[float] = deque(maxlen=200)  # ROS clock at publication minus the image stamp
         self.scale, self.scale_confidence = float("nan"), 0.0
+        self.frame_scale = 0.0  # the last published frame's scale
+        self.scale_changes: deque = deque(maxlen=10000)  # (monotonic s, |log scale ratio| from the frame before)
         self.left_info: CameraInfo | None = None
         self.right_info: CameraInfo | None = None
         self.predictor: DepthPredictor | None = None
@@ -464,6 +467,9 @@ class DepthNode(LifecycleNode):
         depth = self.predictor.predict(batch, stages=self.stages).depth  # (eyes,H,W) on the model's device
         with self.stages("stereo_scale"):
             scale = self._metric_scale(left, right, depth[0], K, right_K, right_info)
+        if self.frame_scale > 0 and scale > 0:  # how much the scale moved since the last frame (log ratio)
+            self.scale_changes.append((time.monotonic(), abs(math.log(scale / self.frame_scale))))
+        self.frame_scale = scale
         for eye, rgb, info, eye_K, msg, eye_depth in zip(self.eyes, images, infos, Ks, messages, depth):
             header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
             out = depth_outputs(eye_depth.float() * scale, rgb, info, header, eye_K, self.p("point_stride"),
@@ -557,10 +563,20 @@ class DepthNode(LifecycleNode):
             "intrinsics": self.intrinsics_source, "scale_mode": self.p("scale_mode"),
             "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
             "scale_age_s": f"{self.stereo.age():.2f}" if self.worker is not None else "nan",
+            **self._scale_change(),
             **{f"stage_{name}_ms": f"{ms:.2f}" for name, ms in self.stages.medians_ms().items()},
             "last_error": self.last_error if problems or self.predictor is None else "",
         }
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
+
+    def _scale_change(self) -> dict:
+        """The scale's frame-to-frame change in %, median and largest over the diagnostics window."""
+        since = time.monotonic() - DIAGNOSTICS_WINDOW_S
+        changes = [c for t, c in self.scale_changes if t >= since]
+        if not changes:
+            return {"scale_change_p50_pct": "nan", "scale_change_max_pct": "nan"}
+        return {"scale_change_p50_pct": f"{100 * math.expm1(float(np.median(changes))):.3f}",
+                "scale_change_max_pct": f"{100 * math.expm1(max(changes)):.3f}"}
 
     def destroy_node(self):
         self._stop_worker()
