@@ -138,10 +138,20 @@ def _still():
     return lambda topic, index, data: first.setdefault(topic, data) if "image_raw" in topic else data
 
 
+def _right_eye_late(topic, index, data):
+    """The right eye's stamps 50 ms after the left's: no pair."""
+    if "right/image_raw" not in topic:
+        return data
+    msg = deserialize_message(data, CompressedImage)
+    msg.header.stamp.nanosec = (msg.header.stamp.nanosec + 50_000_000) % 10**9
+    return serialize_message(msg)
+
+
 BAD = {  # id: (change to the recording, what the one line must say)
     "no camera_info": (lambda t, i, d: None if t.endswith("camera_info") else d, "camera_info"),
     "uncalibrated": (_uncalibrated, "uncalibrated"),
     "still camera": (_still(), "moving camera"),
+    "eyes that never pair": (_right_eye_late, "--right-topic ''"),
     "pose gaps": (lambda t, i, d: None if t.endswith("ground_truth/pose") and i >= 20 else d,
                   "ground_truth/pose (--pose-topic '' prepares without poses) has no pose"),
 }
@@ -390,3 +400,10 @@ def test_kinematic_poses_with_a_hand_eye_transform_one_eye_and_sqlite3(recording
     for n, stamp in enumerate(manifest["stamps"], 1):  # each kept frame: the kinematic pose of its stamp, then X
         _, T = kinematics[min(kinematics, key=lambda ns: abs(ns - stamp * 1e9))]
         np.testing.assert_allclose(poses[n], scale_translation(T @ X, 1000.0), atol=1e-3)
+
+
+def test_the_left_eye_alone_when_asked(recording, tmp_path):
+    late = copy_bag(recording[1], tmp_path / "late_bag", _right_eye_late)
+    assert run(["prepare-bag", str(late), "--out", str(tmp_path / "data"), "--right-topic", ""]) == (0, "")
+    folder = tmp_path / "data" / "late_bag"
+    assert (folder / "image_02").is_dir() and not (folder / "image_03").exists()

@@ -141,6 +141,8 @@ def prepare_recording(frames: Iterable[tuple[float, np.ndarray, np.ndarray | Non
                     missing_pose.append(stamp)
                 else:
                     world.append(T)
+        if not report.frames_read:
+            raise DaresError(f"{source}: no frames")
         if report.kept < 3:
             raise DaresError(f"{source}: the camera moved (at least {options.min_motion_px:g} px since the last kept "
                              f"frame) in {report.kept - 1} of {report.frames_read} frames; self-supervision needs a "

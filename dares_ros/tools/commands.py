@@ -256,7 +256,7 @@ def _add_prepare_bag(root) -> None:
     p.add_argument("bag", type=Path, help="rosbag2 folder (MCAP or sqlite3; ours or `ros2 bag record`'s)")
     p.add_argument("--left-topic", default=None, help="left images (default: the topic ending in left/image_rect, "
                                                       "left/image_raw or their /compressed)")
-    p.add_argument("--right-topic", default=None, help="right images (default: as left; none: one eye)")
+    p.add_argument("--right-topic", default=None, help="right images (default: as left; '' for the left eye alone)")
     p.add_argument("--pose-topic", default=None, help="camera poses, PoseStamped or TransformStamped, e.g. "
                                                       "/ECM/measured_cp (default: ground_truth/pose when present)")
     p.add_argument("--hand-eye", type=Path, default=None,

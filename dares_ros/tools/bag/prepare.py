@@ -33,6 +33,7 @@ from .io import message_class, named_topic, open_reader, pick_topic
 IMAGE_SUFFIXES = ("image_rect_color", "image_rect", "image_raw", "image_rect_color/compressed",
                   "image_rect/compressed", "image_raw/compressed")
 PAIR_TOLERANCE_NS = 5_000_000  # left and right stamps within 5 ms are one pair
+PENDING_NS = 1_000_000_000  # an image waits this long (bag time) for the other eye
 POSE_TOLERANCE_S = 0.02  # a frame takes the pose nearest its stamp within this
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/TransformStamped")
 
@@ -70,6 +71,7 @@ class BagFrames:
             eyes = {by_topic[t].topic: eye for eye, t in self.topics.items() if t}
             classes = {t: message_class(by_topic[t].msgtype) for t in eyes}
             pending = {"left": {}, "right": {}}  # stamp ns: message, waiting for the other eye
+            paired = 0
             for conn, _, data in reader.messages(connections=[by_topic[t] for t in eyes]):
                 eye = eyes[conn.topic]
                 msg = deserialize_message(bytes(data), classes[conn.topic])
@@ -81,6 +83,10 @@ class BagFrames:
                 match = min(other, key=lambda s: abs(s - stamp), default=None)
                 if match is None or abs(match - stamp) > PAIR_TOLERANCE_NS:
                     pending[eye][stamp] = msg
+                    for side in pending:  # a frame a second older than the newest will find no partner now
+                        for old in [s for s in pending[side] if s < stamp - PENDING_NS]:
+                            del pending[side][old]
+                            self.unpaired += side == "left"
                     continue
                 partner = other.pop(match)
                 left, right = (msg, partner) if eye == "left" else (partner, msg)
@@ -90,10 +96,15 @@ class BagFrames:
                     del pending["left"][s]
                 for s in [s for s in pending["right"] if s < _stamp_ns(left)]:
                     del pending["right"][s]
+                paired += 1
                 yield _stamp_ns(left) * 1e-9, self._rgb("left", left), self._rgb("right", right)
             self.unpaired += len(pending["left"])
         finally:
             reader.close()
+        if self.unpaired and not paired:
+            raise DaresError(f"{self.path}: no left frame has a right frame within 5 ms ({self.topics['left']}, "
+                             f"{self.topics['right']}): record both eyes of one camera, or pass --right-topic '' "
+                             "for the left eye alone")
 
 
 def _first(reader, topic: str, cls):
@@ -171,8 +182,12 @@ def prepare_bag(path: Path, data: Path, name: str | None = None, left_topic: str
         topics = [c.topic for c in reader.connections]
         left = named_topic(reader, left_topic) if left_topic else pick_topic(
             topics, tuple(f"left/{s}" for s in IMAGE_SUFFIXES), path)
-        right = named_topic(reader, right_topic) if right_topic else pick_topic(
-            topics, tuple(f"right/{s}" for s in IMAGE_SUFFIXES), path, required=False)
+        if right_topic == "":  # the left eye alone
+            right = None
+        elif right_topic:
+            right = named_topic(reader, right_topic)
+        else:
+            right = pick_topic(topics, tuple(f"right/{s}" for s in IMAGE_SUFFIXES), path, required=False)
         Ks, maps, infos = {}, {}, {}
         for eye, image_topic in (("left", left), ("right", right)):
             if image_topic is None:
