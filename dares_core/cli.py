@@ -153,7 +153,8 @@ def _add_infer(sub) -> None:
                    help="with --temporal: the pose network giving the camera's motion (a pose .safetensors, a dares "
                         "train run, or an AF-SfMLearner folder)")
     p.add_argument("--temporal-weight", type=SHARE, default=TEMPORAL_WEIGHT,
-                   help=f"with --temporal: the previous output's share where it agrees (default {TEMPORAL_WEIGHT})")
+                   help=f"with --temporal: the previous output's share where it agrees, 0 to 0.95 (default "
+                        f"{TEMPORAL_WEIGHT})")
     p.add_argument("--temporal-tolerance", type=POSITIVE_FLOAT, default=TEMPORAL_TOLERANCE,
                    help="with --temporal: relative difference beyond which new depth passes unchanged (default "
                         f"{TEMPORAL_TOLERANCE})")

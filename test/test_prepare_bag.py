@@ -233,6 +233,7 @@ BAD_VIDEOS = {  # id: (arguments after the video, what the one line must say)
     "calibrated at another size": (["--stereo", "mono", "--calibration", "{mono_640}"], "calibrated at 640x480"),
     "mono calibration of a stereo video": (["--calibration", "{mono_640}"], "holds no stereo calibration"),
     "one ROS file for stereo": (["--calibration", "{ros_left}"], "needs both"),
+    "a text file for calibration": (["--stereo", "mono", "--calibration", "{notes}"], "none of the calibrations"),
 }
 
 
@@ -248,7 +249,9 @@ def test_a_video_whose_calibration_does_not_fit_gets_one_line(case, recording, t
         "image_width": CFG.width, "image_height": CFG.height,
         "camera_matrix": {"data": CFG.intrinsics().ravel().tolist()}, "distortion_coefficients": {"data": [0.0] * 5}}))
     args, says = BAD_VIDEOS[case]
-    args = [a.format(mono_640=tmp_path / "mono_640.yaml", ros_left=tmp_path / "left.yaml") for a in args]
+    (tmp_path / "notes.txt").write_text("fx 262, fy 261: from the scope's data sheet\n")
+    args = [a.format(mono_640=tmp_path / "mono_640.yaml", ros_left=tmp_path / "left.yaml", notes=tmp_path / "notes.txt")
+            for a in args]
     before = tree(tmp_path)
     status, err = run(["prepare-video", str(video), "--out", str(tmp_path / "data"), *args])
     assert status == 2 and len(err.splitlines()) == 1 and says in err and "Traceback" not in err, err
@@ -407,3 +410,19 @@ def test_the_left_eye_alone_when_asked(recording, tmp_path):
     assert run(["prepare-bag", str(late), "--out", str(tmp_path / "data"), "--right-topic", ""]) == (0, "")
     folder = tmp_path / "data" / "late_bag"
     assert (folder / "image_02").is_dir() and not (folder / "image_03").exists()
+
+
+def test_ctrl_c_waits_while_a_recording_is_committed():
+    """The rename of a finished recording and the splits that list it are one step: a Ctrl-C (or SIGTERM) that
+    arrives between them waits until both are done, then stops the command as usual."""
+    import signal
+
+    from dares_core.files import interrupts_held
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("rename")
+            done.append("splits")
+    assert done == ["rename", "splits"]

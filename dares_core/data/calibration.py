@@ -96,8 +96,10 @@ def _ros(path: Path) -> dict:
                 "P": np.array(info.get("projection_matrix", {"data": []})["data"] or
                               np.hstack([np.array(info["camera_matrix"]["data"]).reshape(3, 3), np.zeros((3, 1))]),
                               np.float64).reshape(3, 4)}
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-        raise DaresError(f"{path}: not a ROS camera_info YAML ({type(e).__name__}: {e}); give {KINDS}") from None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        raise DaresError(f"{path} is none of the calibrations read here (an OpenCV YAML starts with %YAML; a ROS "
+                         "camera_info YAML has image_width, image_height and camera_matrix: data): give " + KINDS) \
+            from None
 
 
 def read_calibration_files(paths: list[Path], size: tuple[int, int], stereo: bool) -> Rectification:

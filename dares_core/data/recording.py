@@ -10,6 +10,7 @@ neighbour.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ import numpy as np
 import yaml
 
 from ..errors import DaresError
-from ..files import atomic_dir, atomic_file, write_image, write_npz
+from ..files import atomic_dir, atomic_file, interrupts_held, write_image, write_npz
 from .scared import SIDE_FOLDER, SplitEntry, read_split, write_split
 
 SPLIT_NAME = "own"  # DATA/splits/own: the lists of every prepared recording
@@ -57,7 +58,7 @@ class RecordingReport:
             return f"{self.name}: already prepared from {self.source} (pass --force to prepare it again)"
         return (f"{self.name}: kept {self.kept} of {self.frames_read} frames ({self.still} left out: the camera had "
                 f"not moved since the last kept one); train {len(self.train)}, val {len(self.val)} frames"
-                + ("" if self.val else " (one block only: pass a smaller --block to hold some out)")
+                + ("" if self.val else " (too few frames for a validation block: pass a smaller --block)")
                 + ("; camera poses written" if self.posed else ""))
 
 
@@ -112,55 +113,57 @@ def prepare_recording(frames: Iterable[tuple[float, np.ndarray, np.ndarray | Non
         write_splits(data)
         return report
     stamps, missing_pose, world = [], [], []
-    with atomic_dir(out, force=force, ours=OURS) as stage:
-        previous, size = None, None
-        first = last = None
-        for stamp, left, right in frames:
-            report.frames_read += 1
-            first, last = first if first is not None else stamp, stamp
-            if progress is not None:
-                progress(1)
-            size = size or left.shape[:2]
-            if left.shape[:2] != size:
-                raise DaresError(f"{source}: the frame at {stamp:.3f} s is {left.shape[1]}x{left.shape[0]}, the "
-                                 f"first was {size[1]}x{size[0]}: prepare each resolution as its own recording")
-            gray = _small_gray(left)
-            if previous is not None and motion_px(previous, gray, left.shape[1]) < options.min_motion_px:
-                report.still += 1
-                continue
-            previous = gray
-            report.kept += 1
-            for side, image in (("l", left), ("r", right)):
-                if image is not None:
-                    write_image(stage / SIDE_FOLDER[side] / "data" / f"{report.kept:010d}.png",
-                                cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            stamps.append(stamp)
+    with contextlib.ExitStack() as commit:
+        with atomic_dir(out, force=force, ours=OURS) as stage:
+            previous, size = None, None
+            first = last = None
+            for stamp, left, right in frames:
+                report.frames_read += 1
+                first, last = first if first is not None else stamp, stamp
+                if progress is not None:
+                    progress(1)
+                size = size or left.shape[:2]
+                if left.shape[:2] != size:
+                    raise DaresError(f"{source}: the frame at {stamp:.3f} s is {left.shape[1]}x{left.shape[0]}, the "
+                                     f"first was {size[1]}x{size[0]}: prepare each resolution as its own recording")
+                gray = _small_gray(left)
+                if previous is not None and motion_px(previous, gray, left.shape[1]) < options.min_motion_px:
+                    report.still += 1
+                    continue
+                previous = gray
+                report.kept += 1
+                for side, image in (("l", left), ("r", right)):
+                    if image is not None:
+                        write_image(stage / SIDE_FOLDER[side] / "data" / f"{report.kept:010d}.png",
+                                    cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                stamps.append(stamp)
+                if poses is not None:
+                    T = poses(stamp)
+                    if T is None:
+                        missing_pose.append(stamp)
+                    else:
+                        world.append(T)
+            if not report.frames_read:
+                raise DaresError(f"{source}: no frames")
+            if report.kept < 3:
+                raise DaresError(f"{source}: the camera moved (at least {options.min_motion_px:g} px since the last "
+                                 f"kept frame) in {report.kept - 1} of {report.frames_read} frames; self-supervision "
+                                 "needs a moving camera: record one moving over tissue, or lower --min-motion")
+            if missing_pose:
+                raise DaresError(f"{source}: {pose_source} has no pose near {len(missing_pose)} of the {report.kept} "
+                                 f"kept frames (first at {missing_pose[0]:.3f} s): record the poses with the images, "
+                                 "or prepare without them")
             if poses is not None:
-                T = poses(stamp)
-                if T is None:
-                    missing_pose.append(stamp)
-                else:
-                    world.append(T)
-        if not report.frames_read:
-            raise DaresError(f"{source}: no frames")
-        if report.kept < 3:
-            raise DaresError(f"{source}: the camera moved (at least {options.min_motion_px:g} px since the last kept "
-                             f"frame) in {report.kept - 1} of {report.frames_read} frames; self-supervision needs a "
-                             "moving camera: record one moving over tissue, or lower --min-motion")
-        if missing_pose:
-            raise DaresError(f"{source}: {pose_source} has no pose near {len(missing_pose)} of the {report.kept} kept "
-                             f"frames (first at {missing_pose[0]:.3f} s): record the poses with the images, or "
-                             "prepare without them")
-        if poses is not None:
-            write_npz(stage / "camera_poses.npz", poses=np.stack(world), frames=np.arange(1, report.kept + 1))
-            report.posed = True
-        report.train, report.val = split_frames(report.kept, options)
-        fps = (report.frames_read - 1) / (last - first) if last > first else None  # as recorded, before the still
-        with atomic_file(stage / "calibration.yaml") as tmp:  # frames were left out
-            tmp.write_text(yaml.safe_dump({**calibration, "fps": fps}, sort_keys=False))
-        with atomic_file(stage / MANIFEST) as tmp:
-            tmp.write_text(json.dumps({**asdict(report), "options": asdict(options), "stamps": stamps}, indent=1))
-    write_splits(data)
+                write_npz(stage / "camera_poses.npz", poses=np.stack(world), frames=np.arange(1, report.kept + 1))
+                report.posed = True
+            report.train, report.val = split_frames(report.kept, options)
+            fps = (report.frames_read - 1) / (last - first) if last > first else None  # as recorded, before the still
+            with atomic_file(stage / "calibration.yaml") as tmp:  # frames were left out
+                tmp.write_text(yaml.safe_dump({**calibration, "fps": fps}, sort_keys=False))
+            with atomic_file(stage / MANIFEST) as tmp:
+                tmp.write_text(json.dumps({**asdict(report), "options": asdict(options), "stamps": stamps}, indent=1))
+            commit.enter_context(interrupts_held())  # the rename and the splits that list it: both, or neither
+        write_splits(data)
     return report
 
 
