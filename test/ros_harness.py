@@ -127,13 +127,20 @@ class Harness:
         with self.lock:
             return [m for m in self.received[key] if m.header.stamp == stamp]
 
-    def _call(self, client, request):
+    def _call(self, client, request, attempts: int = 3):
+        """The service's response. A request is sent again (up to `attempts` times, 20 s each) when no response
+        comes: Fast DDS may drop one sent before the client's response reader has matched ("failed to send
+        response (timeout)" in the server's log, seen under load)."""
         assert client.wait_for_service(timeout_sec=30), client.srv_name
-        future = client.call_async(request)
-        deadline = time.monotonic() + 60
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return future.result()
+        for _ in range(attempts):
+            future = client.call_async(request)
+            deadline = time.monotonic() + 20
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+        raise AssertionError(f"no response from {client.srv_name} to {attempts} requests")
 
     def set_parameter(self, name, value) -> bool:
         request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
