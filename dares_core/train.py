@@ -624,9 +624,10 @@ class Trainer:
         entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
         if entries:
             entries = self._spread(entries)
+            images = self._val_images(entries)
             gts = [read_gt_depth(gt_path(self.root, e.folder, e.frame), rows=rgb.shape[0])
-                   for e, rgb in zip(entries, self._val_images(entries))]
-            metrics.update(evaluate_depth(self._val_disparities(entries), gts).mean)
+                   for e, rgb in zip(entries, images)]
+            metrics.update(evaluate_depth(self._val_disparities(images), gts).mean)
         metrics.update(self._stereo_consistency())
         for k, v in metrics.items():
             self.writer.add_scalar(f"val/{k}", v, self.global_step)
@@ -635,13 +636,13 @@ class Trainer:
     def _val_images(self, entries: list) -> list[np.ndarray]:
         return [read_rgb(image_path(self.root, e.folder, e.frame, e.side)) for e in entries]
 
-    def _val_disparities(self, entries: list) -> np.ndarray:
-        """The depth network's disparity (N,h,w) at the training size for val `entries`, in eval mode."""
+    def _val_disparities(self, images: list[np.ndarray]) -> np.ndarray:
+        """The depth network's disparity (N,h,w) at the training size for val images (H,W,3), in eval mode."""
         net = self.models["depth"]
         was_training = net.training
         net.eval()
         disps = []
-        for rgb in self._val_images(entries):
+        for rgb in images:
             x = to_unit_tensor(resize_like_official(rgb, (self.cfg.height, self.cfg.width)))[None].to(self.device)
             with self._autocast():
                 disp = net(x)[0].float()
@@ -659,13 +660,13 @@ class Trainer:
                    and read_sequence_calibration(self.root / e.folder).get("rectified")]
         if not entries:
             return {}
-        matched, stereo, sgbm = [], [], StereoScale()
-        for e, left in zip(self._spread(entries), self._val_images(self._spread(entries))):
+        entries, matched, stereo, sgbm = self._spread(entries), [], [], StereoScale()
+        for e, left in zip(entries, self._val_images(entries)):
             calibration = read_sequence_calibration(self.root / e.folder)
             right = read_rgb(image_path(self.root, e.folder, e.frame, "r"))
             depth = sgbm.stereo_depth(left, right, calibration["K"][0][0], calibration["baseline_mm"])
             if np.isfinite(depth).mean() >= sgbm.min_confidence:  # frames SGBM could match
-                matched.append(e)
+                matched.append(left)
                 stereo.append(np.nan_to_num(depth, nan=0.0))
         if not matched:
             return {}
