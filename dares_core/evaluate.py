@@ -136,6 +136,20 @@ def sequence_scaled(depths: np.ndarray, gt_depths: np.ndarray) -> np.ndarray:
     return depths * np.median(gt_depths[valid] / depths[valid])
 
 
+def temporal_errors(depth: np.ndarray, gt: np.ndarray, K: np.ndarray, poses: np.ndarray,
+                    tissue: np.ndarray | None = None) -> dict:
+    """TAE of predicted depth (N,H,W) scaled once for the sequence against ground truth gt (N,H,W) mm, over the
+    pixels with ground truth in range, and the ground truth's own (the floor); with tissue (N,H,W) bool also both
+    over the tissue alone: {"tae", "tae_floor"[, "tae_tissue", "tae_floor_tissue"]}."""
+    gt = np.where((gt > MIN_DEPTH) & (gt < MAX_DEPTH), gt, 0.0)
+    depth = np.where(gt > 0, sequence_scaled(depth, gt), 0.0)
+    result = {"tae": temporal_alignment_error(depth, K, poses), "tae_floor": temporal_alignment_error(gt, K, poses)}
+    if tissue is not None:
+        result.update(tae_tissue=temporal_alignment_error(depth, K, poses, tissue),
+                      tae_floor_tissue=temporal_alignment_error(gt, K, poses, tissue))
+    return result
+
+
 def split_temporal_errors(root: Path, split_file: Path, pred_disps: np.ndarray, gt_depths) -> dict:
     """TAE of a split's predictions over each run of consecutive frames of a sequence folder that has camera poses
     (camera_poses.npz) and a calibration.yaml: the predicted depth (1/disparity at the ground truth's size, as
@@ -163,18 +177,13 @@ def split_temporal_errors(root: Path, split_file: Path, pred_disps: np.ndarray, 
         K = np.diag([width / calibration["image_width"], height / calibration["image_height"], 1.0]) @ \
             np.array(calibration["K"], np.float64)
         pred = np.stack([1.0 / cv2.resize(np.asarray(pred_disps[i], np.float32), (width, height)) for i in run])
-        pred = sequence_scaled(pred, gt)
         P = np.stack([poses[entries[i].frame] for i in run])
-        gt = np.where((gt > MIN_DEPTH) & (gt < MAX_DEPTH), gt, 0.0)
         masks = [instrument_mask_path(root, entries[i].folder, entries[i].frame) for i in run]
         tissue = np.stack([cv2.resize(cv2.imread(str(m), cv2.IMREAD_GRAYSCALE), (width, height),
                                       interpolation=cv2.INTER_NEAREST) == 0 for m in masks]) \
             if all(m.is_file() for m in masks) else None
-        results["tae"].append(temporal_alignment_error(np.where(gt > 0, pred, 0.0), K, P))
-        results["tae_floor"].append(temporal_alignment_error(gt, K, P))
-        if tissue is not None:
-            results["tae_tissue"].append(temporal_alignment_error(np.where(gt > 0, pred, 0.0), K, P, tissue))
-            results["tae_floor_tissue"].append(temporal_alignment_error(gt, K, P, tissue))
+        for key, value in temporal_errors(pred, gt, K, P, tissue).items():
+            results[key].append(value)
     if not results["tae"]:
         return {}
     return {**{k: float(np.mean(v)) for k, v in results.items() if v}, "sequences": len(results["tae"])}

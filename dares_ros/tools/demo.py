@@ -362,7 +362,7 @@ def write_fused_surface(recorded: Path, topics: Topics, frames: list[RecordedFra
 def temporal_stability(recorded: Path, topics: Topics, frames: list[RecordedFrame]) -> dict:
     """TAE of the node's depth over the recorded frames with the bag's camera poses (scaled once for the sequence),
     the whole frame and the tissue alone (the bag's instrument mask), beside the ground truth's own, the floor."""
-    from dares_core.evaluate import MAX_DEPTH, MIN_DEPTH, sequence_scaled, temporal_alignment_error
+    from dares_core.evaluate import temporal_errors
 
     poses = {s: scale_translation(pose_matrix(m.pose), 1000) for s, (_, m) in
              _by_stamp(recorded, topics.gt_pose, PoseStamped).items()}
@@ -370,16 +370,11 @@ def temporal_stability(recorded: Path, topics: Topics, frames: list[RecordedFram
     if len(frames) < 2:
         return {}
     K = intrinsics(next(iter(_by_stamp(recorded, topics.left_info, CameraInfo).values()))[1])
-    gt = np.stack([np.where((f.gt_mm > MIN_DEPTH) & (f.gt_mm < MAX_DEPTH), f.gt_mm, 0.0) for f in frames])
-    depth = np.where(gt > 0, sequence_scaled(np.stack([f.depth_mm for f in frames]), gt), 0.0)
-    P = np.stack([poses[f.stamp] for f in frames])
-    result = {"tae": temporal_alignment_error(depth, K, P), "tae_floor": temporal_alignment_error(gt, K, P)}
-    if topics.gt_instruments:
-        masks = _by_stamp(recorded, topics.gt_instruments, Image)
-        if all(f.stamp in masks for f in frames):
-            tissue = np.stack([~read_mask(masks[f.stamp][1]) for f in frames])
-            result.update(tae_tissue=temporal_alignment_error(depth, K, P, tissue),
-                          tae_floor_tissue=temporal_alignment_error(gt, K, P, tissue))
+    masks = _by_stamp(recorded, topics.gt_instruments, Image) if topics.gt_instruments else {}
+    tissue = np.stack([~read_mask(masks[f.stamp][1]) for f in frames]) \
+        if masks and all(f.stamp in masks for f in frames) else None
+    result = temporal_errors(np.stack([f.depth_mm for f in frames]), np.stack([f.gt_mm for f in frames]), K,
+                             np.stack([poses[f.stamp] for f in frames]), tissue)
     return {k: round(v, 4) for k, v in result.items()}
 
 
