@@ -125,7 +125,8 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
         if r["benchmark"] == "stereo-scale":
             for label, m in r["paths"].items():
                 scales.append(f"| {settings} | {label} | {m['median_error']:+.2%} | {m['mean_abs_error']:.2%} | "
-                              f"{m['p90_abs_error']:.2%} | {m['frames']} | {m['measurements']} | {path.name} |")
+                              f"{m['p90_abs_error']:.2%} | {m['frame_path_ms']:.1f} | {m['frames']} | "
+                              f"{m['measurements']} | {path.name} |")
             continue
         if r["benchmark"] == "fusion":
             m = r["paths"]["tsdf integrate"]
@@ -177,14 +178,16 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
             ["device", "settings", "fused frames", "map blocks", "points", "published map", "whole grid", "file"], maps)
     if scales:
         lines += _table_section(
-            "Stereo scale against ground truth: every frame, or a worker of its own",
-            ["`dares bench stereo-scale`: the depth node's metric scale (StereoScale through",
-             "BackgroundStereoScale, as the node runs it) on synthetic scenes of seeds it was never tuned on. A",
-             "frame's error is median(gt) / median(scaled depth) - 1; `every frame` is stereo_rate 0 (on the",
-             "frame path, the demo's), the worker gets the newest pair at most stereo_rate times a second while",
-             "frames arrive at the camera's rate and folds its own depth's ratio to the newest stereo map.",
-             "`measurements`: stereo depth maps made (SGBM runs)."],
-            ["settings", "path", "median error", "mean abs error", "p90 abs error", "frames", "measurements", "file"],
+            "Stereo scale against ground truth: sparse matches, SGBM on every frame, or SGBM in a worker",
+            ["`dares bench stereo-scale`: the depth node's metric scale (StereoScale through LiveStereoScale, as the",
+             "node runs it) on synthetic scenes of seeds it was never tuned on. A frame's error is median(gt) /",
+             "median(scaled depth) - 1. `sparse` (stereo_matcher sparse, the default) matches a grid of pixels of",
+             "every frame's own pair; `sgbm, every frame` is stereo_matcher sgbm with stereo_rate 0; the `sgbm`",
+             "worker gets the newest pair at most stereo_rate times a second while frames arrive at the camera's",
+             "rate, and every frame folds its own depth's ratio to the newest stereo map. `frame path`: median ms",
+             "a frame's scale costs the node at this size; `measurements`: sparse matches or SGBM maps made."],
+            ["settings", "path", "median error", "mean abs error", "p90 abs error", "frame path ms", "frames",
+             "measurements", "file"],
             scales)
     if stage_rows:
         names = [n for n in NODE_STAGES if any(n in stages for stages, *_ in stage_rows)]
@@ -195,8 +198,9 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
             "The node's own cost, stage by stage",
             ["`dares bench node` reads the node's diagnostics: each stage's median ms per frame over its last",
              "5 s (`own`: every stage but the network, the part a GPU does not remove; `stereo_worker`: SGBM per",
-             "pair in a thread of its own, off the frame path). Rows with `network_stand_in=True` replace the",
-             "network by a constant of its output's shape."],
+             "pair in a thread of its own, off the frame path, with stereo_matcher sgbm; `stereo_scale` with the",
+             "default sparse matcher matches each frame's pair on the frame path). Rows with",
+             "`network_stand_in=True` replace the network by a constant of its output's shape."],
             ["device", "settings", *names, "file"], rows)
     pending = [what for kind, what in GPU_TARGETS.items() if kind not in gpu_benchmarks]
     if pending:
@@ -331,10 +335,11 @@ def bench_resize(weights: Path | None = None, width: int = 1280, height: int = 1
 
 def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: int = 256, frames: int = 40,
                        seeds: tuple[int, ...] = (101, 102, 103, 104, 105), rate: float = 5.0) -> dict:
-    """The depth node's stereo scale against ground truth, its two ways: every frame on the frame path (stereo_rate
-    0, the demo's) and a worker at `rate` Hz on the newest pair, fed at the camera's rate (stereo_rate `rate`, the
-    node's default). Synthetic scenes of `seeds` (the demo's size and length, scenes the scale was never tuned on),
-    depth from `weights` (default: the demo model). A frame's error is median(gt) / median(scaled depth) - 1 over
+    """The depth node's stereo scale against ground truth, its three ways: sparse matches of every frame's own pair
+    (stereo_matcher sparse, the node's default), SGBM on every frame on the frame path (sgbm, stereo_rate 0) and SGBM
+    in a worker at `rate` Hz on the newest pair, fed at the camera's rate (sgbm, stereo_rate `rate`). Synthetic
+    scenes of `seeds` (the demo's size and length, scenes the scale was never tuned on), depth from `weights`
+    (default: the demo model). A frame's error is median(gt) / median(scaled depth) - 1 over
     its pixels with ground truth (0 is exact); summarised over all frames of all seeds."""
     import tempfile
 
@@ -343,11 +348,13 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
     from .evaluate import MAX_DEPTH, MIN_DEPTH
     from .model.weights import DEMO_MODEL
     from .preprocess import read_rgb
-    from .stereo_scale import BackgroundStereoScale, StereoScale
+    from .stereo_scale import LiveStereoScale, StereoScale
 
     weights = Path(weights or DEMO_MODEL)
     predictor = DepthPredictor(load_depth_net(weights).eval())
-    ratios, measured = {"every frame": [], f"worker at {rate:g} Hz": []}, {}
+    ways = {"sparse, every frame": ("sparse", 0.0), "sgbm, every frame": ("sgbm", 0.0),
+            f"sgbm, worker at {rate:g} Hz": ("sgbm", rate)}
+    ratios, costs, measured = {label: [] for label in ways}, {label: [] for label in ways}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             cfg = SynthConfig(width=width, height=height, frames=frames, sequences=1, seed=seed)
@@ -359,12 +366,14 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
                 model_depth = predictor.predict(torch.from_numpy(left)[None]).depth[0].numpy()
                 pairs.append((left, right, model_depth))
                 truths.append(read_gt_depth(gt_path(folder, sequence_folder(0), frame)))
-            for (label, path_ratios), stereo_rate in zip(ratios.items(), (0.0, rate)):
-                stereo = BackgroundStereoScale(StereoScale(), stereo_rate)
+            for label, (matcher, stereo_rate) in ways.items():
+                path_ratios, stereo = ratios[label], LiveStereoScale(StereoScale(), matcher, stereo_rate)
                 start = time.monotonic()
                 for i, ((left, right, model_depth), gt) in enumerate(zip(pairs, truths)):
                     time.sleep(max(0.0, start + i / cfg.fps - time.monotonic()))  # frames at the camera's rate
+                    begin = time.perf_counter()
                     scale = stereo.scale_for(left, right, model_depth, fx, cfg.baseline_mm)
+                    costs[label].append(time.perf_counter() - begin)
                     valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & np.isfinite(model_depth)
                     path_ratios.append(float(np.median(gt[valid]) / np.median(scale * model_depth[valid])))
                 stereo.close()
@@ -375,12 +384,14 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
         paths[label] = {"median_error": round(float(np.median(errors)), 4),
                         "mean_abs_error": round(float(np.nanmean(np.abs(errors))), 4),
                         "p90_abs_error": round(float(np.nanpercentile(np.abs(errors), 90)), 4),
-                        "frames": len(r), "measurements": measured[label]}
+                        "frames": len(r), "measurements": measured[label],
+                        "frame_path_ms": round(1000 * float(np.median(costs[label])), 2)}
     return {"benchmark": "stereo-scale", "machine": machine(torch.device("cpu")),
             "settings": {"model": weights.name, "frames": f"{width}x{height}", "count": frames,
                          "seeds": list(seeds), "rate_hz": rate},
             "paths": paths,
-            "note": "error per frame: median(gt)/median(scale x depth) - 1 over pixels with ground truth; the worker "
+            "note": "error per frame: median(gt)/median(scale x depth) - 1 over pixels with ground truth; "
+                    "frame_path_ms: median time of a frame's scale (the frame path's share); the worker "
                     "path sees frames at the scenes' camera rate (25 Hz), its first frame measured on the frame path "
                     "as the node does"}
 

@@ -717,7 +717,7 @@ def cmd_bench_stereo_scale(args: argparse.Namespace) -> None:
     path = publish_result(args, name, record)
     for label, m in record["paths"].items():
         print(f"stereo scale, {label}: median error {m['median_error']:+.2%}, mean abs {m['mean_abs_error']:.2%} "
-              f"over {m['frames']} frames")
+              f"over {m['frames']} frames, {m['frame_path_ms']:.1f} ms a frame on the frame path")
     print(f"wrote {path}")
 
 
@@ -768,14 +768,15 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_resize)
-    p = kinds.add_parser("stereo-scale", help="the node's stereo scale against ground truth: on every frame, and "
-                                              "from its worker at stereo_rate")
+    p = kinds.add_parser("stereo-scale", help="the node's stereo scale against ground truth: sparse matches of every "
+                                              "frame, SGBM on every frame, and SGBM from its worker at stereo_rate")
     p.add_argument("--weights", type=Path, default=None, help="the model (default: the demo model)")
     p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320, the demo's)")
     p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
     p.add_argument("--frames", type=POSITIVE_INT, default=40, help="frames per scene (default 40, the demo's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105], help="synthetic scenes")
-    p.add_argument("--rate", type=POSITIVE_FLOAT, default=5.0, help="the worker's stereo_rate (default 5, the node's)")
+    p.add_argument("--rate", type=POSITIVE_FLOAT, default=5.0,
+                   help="the SGBM worker's stereo_rate (default 5, the node's)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_stereo_scale)
     p = kinds.add_parser("fusion", help="TSDF fusion throughput (frames/s) of dares reconstruct")

@@ -6,6 +6,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # compute precision of inference, trainin
 ENCODERS = ("vits", "vitb", "vitl")  # Depth Anything V2 sizes a network can be built at with random weights
 REPROJECTIONS = ("ms_ssim", "ssim", "l1")  # the photometric error of training
 STEREO_LAYOUTS = ("side-by-side", "over-under", "mono")  # how a video holds the eyes (dares prepare-video)
+STEREO_MATCHERS = ("sparse", "sgbm")  # how the node's stereo scale matches a pair (stereo_scale.LiveStereoScale)
 INTRINSICS = ("official", "calibration")  # the K training warps with: SCARED's (DARES), or each sequence's own
 # the depth stabiliser's defaults (dares_core.temporal): on unseen synthetic scenes with the built-in models they
 # lowered TAE by a quarter at the same mean AbsRel (README, "Temporal stability")

@@ -1,5 +1,6 @@
-"""Metric scale for up-to-scale depth from a rectified stereo pair (OpenCV SGBM), smoothed over time, and the same
-in a worker thread of its own, off a live node's frame path."""
+"""Metric scale for up-to-scale depth from a rectified stereo pair (OpenCV: sparse Lucas-Kanade matches or dense
+SGBM), smoothed over time, and the scale a live node's frames take, SGBM in a worker thread of its own off the frame
+path."""
 
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ class ScaleEstimate:
 class StereoScale:
     """Robust median ratio of stereo depth to model depth over confident pixels, smoothed in log space.
 
-    downscale: SGBM runs on images reduced by this factor; num_disparities at that resolution.
+    downscale: the matching runs on images reduced by this factor; num_disparities at that resolution.
     smoothing: weight of the new frame in the running (log) average; min_confidence: frames whose valid
     fraction is lower leave the estimate unchanged.
     """
+
+    SPARSE_POINTS = 256  # grid pixels a sparse match tries per frame (3 ms at 1280x1024 on 2 CPU cores)
 
     def __init__(self, downscale: int = 2, num_disparities: int = 64, block_size: int = 5,
                  smoothing: float = 0.3, min_confidence: float = 0.05):
@@ -60,18 +63,44 @@ class StereoScale:
         depth = disparity_to_depth(torch.from_numpy(np.nan_to_num(disparity, nan=0.0)), fx, baseline)
         return depth.numpy()
 
-    def update(self, left_rgb: np.ndarray, right_rgb: np.ndarray, model_depth: np.ndarray,
-               fx: float, baseline: float) -> ScaleEstimate:
-        """Fold one frame into the estimate; model_depth (H,W) in model units, fx in pixels of these images."""
-        return self.fold(self.stereo_depth(left_rgb, right_rgb, fx, baseline), model_depth)
+    def sparse_ratios(self, left_rgb: np.ndarray, right_rgb: np.ndarray, model_depth: np.ndarray, fx: float,
+                      baseline: float) -> tuple[np.ndarray, float]:
+        """Ratios of stereo depth (units of `baseline`) to model depth (H,W) at about SPARSE_POINTS grid pixels, and
+        the fraction of the grid matched. Pyramidal Lucas-Kanade (OpenCV) tracks each grid pixel from left to right
+        and back, on images reduced by `downscale`; a match counts when it comes back within half a pixel, stays on
+        its row (rectified) and has a disparity in (0.5, num_disparities]. Lucas-Kanade rather than SGBM here: it
+        measures only the pixels asked for, so it costs a few milliseconds where SGBM costs tens to a hundred."""
+        h, w = left_rgb.shape[:2]
+        size = (max(1, w // self.downscale), max(1, h // self.downscale))
+        gray = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
+                for im in (left_rgb, right_rgb)]
+        step = max(1, int(math.sqrt(size[0] * size[1] / self.SPARSE_POINTS)))
+        ys, xs = np.mgrid[step // 2:size[1]:step, step // 2:size[0]:step]
+        grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)[:, None]
+        lk = dict(winSize=(9, 9), maxLevel=3, minEigThreshold=1e-4)
+        matched, found, _ = cv2.calcOpticalFlowPyrLK(gray[0], gray[1], grid, None, **lk)
+        back, found_back, _ = cv2.calcOpticalFlowPyrLK(gray[1], gray[0], matched, None, **lk)
+        disparity = grid[:, 0, 0] - matched[:, 0, 0]
+        ok = ((found[:, 0] == 1) & (found_back[:, 0] == 1) & (np.abs(back - grid).max(axis=(1, 2)) < 0.5)
+              & (np.abs(matched[:, 0, 1] - grid[:, 0, 1]) < 1.0) & (disparity > 0.5)
+              & (disparity <= self.sgbm.getNumDisparities()))
+        x = np.minimum((grid[ok, 0, 0] * w / size[0]).astype(int), w - 1)
+        y = np.minimum((grid[ok, 0, 1] * h / size[1]).astype(int), h - 1)
+        stereo = fx * baseline / (disparity[ok] * w / size[0])
+        model = model_depth[y, x]
+        trusted = np.isfinite(model) & (model > 0)
+        return stereo[trusted] / model[trusted], float(trusted.sum() / len(grid))
 
     def fold(self, stereo: np.ndarray, model_depth: np.ndarray) -> ScaleEstimate:
         """Fold the median ratio of stereo depth (H,W, NaN where unmatched) to model depth (H,W) into the estimate."""
         valid = np.isfinite(stereo) & np.isfinite(model_depth) & (model_depth > 0)
-        confidence = float(valid.mean())
-        if confidence >= self.min_confidence:
-            ratio = float(np.median(stereo[valid] / model_depth[valid]))
-            log_ratio = math.log(ratio)
+        return self.fold_ratios(stereo[valid] / model_depth[valid], float(valid.mean()))
+
+    def fold_ratios(self, ratios: np.ndarray, confidence: float) -> ScaleEstimate:
+        """Fold the median of stereo-to-model depth ratios, measured on `confidence` of the pixels, into the
+        estimate (left unchanged below min_confidence)."""
+        if confidence >= self.min_confidence and len(ratios):
+            log_ratio = math.log(float(np.median(ratios)))
             if self.log_scale is None:
                 self.log_scale = log_ratio
             else:
@@ -81,28 +110,34 @@ class StereoScale:
         return ScaleEstimate(scale, confidence, False)
 
 
-class BackgroundStereoScale:
-    """A StereoScale whose SGBM runs in a thread of its own, so it never delays a frame: offer() hands the worker
-    the newest pair at most `rate` times a second (a pair not yet taken is replaced), the worker turns it into a
-    stereo depth map, and every frame folds the ratio of the newest stereo map to its own model depth (on a grid of
-    about SAMPLES pixels) into the running scale. The network's scale moves from frame to frame, and a ratio taken
-    with the frame's own depth follows it, where a scale measured on an older frame would not (bench stereo-scale).
-    At rate 0 every frame's own pair is measured on the frame path. stages: a timing.Stages that gets
-    "stereo_worker", the worker's time per pair."""
+class LiveStereoScale:
+    """The scale a live node's frames take, by one of STEREO_MATCHERS. sparse: every frame folds the ratio of its own
+    pair's sparse stereo depth (StereoScale.sparse_ratios, on the frame path) to its model depth into the running
+    scale. sgbm: SGBM runs in a thread of its own, so it never delays a frame: offer() hands the worker the newest
+    pair at most `rate` times a second (a pair not yet taken is replaced), the worker turns it into a stereo depth
+    map, and every frame folds the ratio of the newest map to its own model depth (on a grid of about SAMPLES
+    pixels); at rate 0 every frame's own pair goes through SGBM on the frame path. A ratio taken with the frame's
+    own depth follows the network's scale from frame to frame, where one measured on an older frame would not; a
+    stereo map up to 1/rate s old also misses the camera's motion since, which the sparse matches of the frame's own
+    pair do not (bench stereo-scale). stages: a timing.Stages that gets "stereo_worker", SGBM's time per pair in
+    the worker."""
 
     SAMPLES = 20000  # pixels of a frame's ratio against the newest stereo map
 
-    def __init__(self, estimator: StereoScale, rate: float, stages=None):
-        self.estimator, self.period, self.stages = estimator, 1.0 / rate if rate else 0.0, stages
-        self.measurements = 0  # stereo depth maps made so far
+    def __init__(self, estimator: StereoScale, matcher: str = "sparse", rate: float = 0.0, stages=None):
+        self.estimator, self.matcher, self.stages = estimator, matcher, stages
+        self.period = 1.0 / rate if rate and matcher == "sgbm" else 0.0
+        self.measurements = 0  # stereo measurements made so far (sparse matches or SGBM maps)
         self.scale, self.confidence, self.updated = float("nan"), 0.0, -math.inf  # monotonic time of the newest
         self._stereo: tuple[np.ndarray, int] | None = None  # newest stereo depth map on a grid, and its stride
         self._lock = threading.Lock()
         self._pairs = LatestItem()
         self._offered = -math.inf
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="dares-stereo-scale", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if self.period:
+            self._thread = threading.Thread(target=self._work, name="dares-stereo-scale", daemon=True)
+            self._thread.start()
 
     def _stereo_map(self, left_rgb, right_rgb, fx: float, baseline: float) -> np.ndarray:
         """SGBM on a pair: its stereo depth (H,W), kept on a grid of about SAMPLES pixels for the frames to come."""
@@ -119,10 +154,14 @@ class BackgroundStereoScale:
 
     def _fold(self, stereo: np.ndarray, model_depth: np.ndarray) -> None:
         with self._lock:
-            est = self.estimator.fold(stereo, model_depth)
-            self.confidence = est.confidence
-            if est.updated:
-                self.scale = est.scale
+            self._take(self.estimator.fold(stereo, model_depth))
+
+    def _take(self, est: ScaleEstimate) -> None:
+        self.confidence = est.confidence
+        if est.updated:
+            self.scale = est.scale
+            if self.matcher == "sparse":
+                self.updated = time.monotonic()
 
     def offer(self, left_rgb, right_rgb, fx: float, baseline: float) -> None:
         """Queue a pair for the worker unless one was offered less than 1/rate s ago."""
@@ -133,8 +172,15 @@ class BackgroundStereoScale:
 
     def scale_for(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float) -> float:
         """The scale a frame takes (metres per model unit, or the baseline's unit); model_depth (H,W) in model units.
-        Its ratio against the newest stereo map, this pair offered to the worker; before the first map, or at rate
-        0, this pair measured now (NaN while SGBM finds too few matches for a first scale)."""
+        sparse: this pair's matches; sgbm: its ratio against the newest stereo map, this pair offered to the worker,
+        and before the first map, or at rate 0, this pair measured now. NaN while too few pixels match for a first
+        scale."""
+        if self.matcher == "sparse":
+            ratios, confidence = self.estimator.sparse_ratios(left_rgb, right_rgb, model_depth, fx, baseline)
+            self.measurements += 1
+            with self._lock:
+                self._take(self.estimator.fold_ratios(ratios, confidence))
+            return self.scale
         newest = self._stereo
         if newest is None or not self.period:
             self._fold(self._stereo_map(left_rgb, right_rgb, fx, baseline), model_depth)
@@ -145,12 +191,13 @@ class BackgroundStereoScale:
         return self.scale
 
     def age(self) -> float:
-        """Seconds since the newest stereo map with enough matches (infinite before the first)."""
+        """Seconds since the newest stereo measurement with enough matches (infinite before the first)."""
         return time.monotonic() - self.updated
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
 
     def _work(self) -> None:
         while not self._stop.is_set():

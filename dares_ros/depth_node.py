@@ -40,8 +40,8 @@ from std_msgs.msg import Header
 from dares_core.errors import DaresError
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
-from dares_core.names import PRECISIONS
-from dares_core.stereo_scale import BackgroundStereoScale, StereoScale
+from dares_core.names import PRECISIONS, STEREO_MATCHERS
+from dares_core.stereo_scale import LiveStereoScale, StereoScale
 from dares_core.timing import LatestItem, Stages
 
 from .conversions import (
@@ -110,13 +110,17 @@ PARAMETERS = {
                                     "pair every frame; fixed: multiply by fixed_scale", read_only=False,
                                     choices=SCALE_MODES),
     "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", read_only=False, range=(1e-9, 1e3)),
-    "stereo_downscale": Param(2, "SGBM runs on images reduced by this factor", range=(1, 8)),
-    "stereo_num_disparities": Param(64, "SGBM disparity search range at the reduced resolution", range=(16, 512)),
+    "stereo_matcher": Param("sparse", "sparse: Lucas-Kanade matches of a grid of pixels of every frame's own pair, on "
+                                      "the frame path (a few ms); sgbm: dense OpenCV SGBM maps, in a worker of its "
+                                      "own at stereo_rate", choices=STEREO_MATCHERS),
+    "stereo_downscale": Param(2, "stereo matching runs on images reduced by this factor", range=(1, 8)),
+    "stereo_num_disparities": Param(64, "stereo disparity range at the reduced resolution (SGBM's search range; "
+                                        "sparse matches beyond it are dropped)", range=(16, 512)),
     "stereo_smoothing": Param(0.3, "weight of each new stereo measurement in the running scale (log space)",
                               range=(0.01, 1.0)),
-    "stereo_rate": Param(5.0, "stereo depth maps per second at most: SGBM runs in a worker of its own on the "
-                              "newest pair, off the frame path (every frame folds its depth's ratio to the newest "
-                              "map into the scale)",
+    "stereo_rate": Param(5.0, "stereo_matcher sgbm: stereo depth maps per second at most; SGBM runs in a worker "
+                              "of its own on the newest pair, off the frame path (every frame folds its depth's ratio "
+                              "to the newest map into the scale)",
                          range=(0.1, 1000.0), zero_means="every frame, on the frame path (deterministic replays)"),
     "stereo_max_age": Param(2.0, "seconds the newest stereo scale may be old before diagnostics warn",
                             range=(0.1, 3600.0)),
@@ -261,9 +265,9 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE  # stays unconfigured; set weights and configure again
         self.stages = Stages(DIAGNOSTICS_WINDOW_S, sync=torch.cuda.synchronize if self.predictor is not None and
                              self.predictor.device.type == "cuda" else None)
-        self.stereo = BackgroundStereoScale(StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
-                                                        smoothing=self.p("stereo_smoothing")),
-                                            self.p("stereo_rate"), self.stages)
+        self.stereo = LiveStereoScale(StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
+                                                  smoothing=self.p("stereo_smoothing")),
+                                      self.p("stereo_matcher"), self.p("stereo_rate"), self.stages)
         for eye in self.eyes:
             prefix = "right/" if eye == "right" else ""
             outputs = ((Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"),
@@ -526,8 +530,9 @@ class DepthNode(LifecycleNode):
         self.scale, self.scale_confidence = self.stereo.scale, self.stereo.confidence
         if self.stereo.age() > self.p("stereo_max_age"):
             self.report(self.right_topic, f"the stereo scale is {self.stereo.age():.1f} s old (stereo_max_age "
-                                          f"{self.p('stereo_max_age'):g} s): SGBM finds too few matches, or is slower "
-                                          "than stereo_rate; depth keeps the last scale", skipped=False)
+                                          f"{self.p('stereo_max_age'):g} s): stereo matching finds too few "
+                                          "matches, or SGBM is slower than stereo_rate; depth keeps the last scale",
+                        skipped=False)
         return self.scale
 
     # --- diagnostics ----------------------------------------------------------------------------------

@@ -69,16 +69,17 @@ def test_fusion_bench_counts_the_frames_it_integrates(tmp_path):
     assert result_name(record, "frames", "voxel_mm") == "fusion-cpu-96x80-2.0"
 
 
-def test_stereo_scale_bench_measures_both_ways_of_the_node_against_ground_truth(tmp_path):
+def test_stereo_scale_bench_measures_every_way_of_the_node_against_ground_truth(tmp_path):
     record = bench_stereo_scale(width=160, height=128, frames=6, seeds=(3, 4), rate=2.0)
-    every, worker = record["paths"]["every frame"], record["paths"]["worker at 2 Hz"]
-    assert every["frames"] == worker["frames"] == 12
-    assert every["measurements"] == 12  # each frame's own pair
+    sparse, every, worker = (record["paths"][label] for label in ("sparse, every frame", "sgbm, every frame",
+                                                                  "sgbm, worker at 2 Hz"))
+    assert sparse["frames"] == every["frames"] == worker["frames"] == 12
+    assert sparse["measurements"] == every["measurements"] == 12  # each frame's own pair
     assert 2 <= worker["measurements"] < 12  # the first frame of each scene, then at most 2 a second from 25 Hz
-    for m in (every, worker):  # the demo model's stereo scale on these scenes is within tens of percent
-        assert abs(m["median_error"]) < 0.5 and 0 < m["mean_abs_error"] < 0.5
+    for m in (sparse, every, worker):  # the demo model's stereo scale on these scenes is within tens of percent
+        assert abs(m["median_error"]) < 0.5 and 0 < m["mean_abs_error"] < 0.5 and m["frame_path_ms"] > 0
     write_result("stereo-scale-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
-    assert "| worker at 2 Hz |" in (tmp_path / "benchmarks.md").read_text()
+    assert "| sgbm, worker at 2 Hz |" in (tmp_path / "benchmarks.md").read_text()
 
 
 def test_node_bench_measures_both_eyes_end_to_end(tmp_path):

@@ -242,13 +242,15 @@ def test_images_lost_in_transport_are_reported_with_the_fix(relative_node, tmp_p
 
 def test_stereo_mode_recovers_metric_depth(assets):
     """A rectified pair as image_pipeline publishes it: camera_info with the raw K (here 25 % longer focal length,
-    another centre) and the rectified P the images follow. Depth scale and cloud follow P."""
+    another centre) and the rectified P the images follow. Depth scale and cloud follow P. Dense SGBM: with this
+    model's constant depth the scale is the median stereo depth of the matched pixels, which for sparse matches
+    depends on where they fall (test_sync_scale and test_demo measure the sparse matcher's scale)."""
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_stereo"
     log = root / "stereo.log"
     proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
-                      "scale_mode:=stereo", "stereo_downscale:=1", "stereo_num_disparities:=32", "stereo_max_age:=1.0",
-                      log=log)
+                      "scale_mode:=stereo", "stereo_matcher:=sgbm", "stereo_downscale:=1", "stereo_num_disparities:=32",
+                      "stereo_max_age:=1.0", log=log)
     h = Harness(ns)
     try:
         K = CFG.intrinsics()
@@ -273,7 +275,7 @@ def test_stereo_mode_recovers_metric_depth(assets):
         points, _ = read_point_cloud(msg)  # every 4th pixel (point_stride 4)
         v, u = 10, 30
         assert (K @ points[v, u] / points[v, u, 2])[:2] == pytest.approx([4 * u, 4 * v], abs=1e-3)
-        # the stereo worker finds no match on a blank right eye: depth goes on with the last scale, and once it is
+        # SGBM finds no match on a blank right eye: depth goes on with the last scale, and once it is
         # older than stereo_max_age the node says so
         blank = rgb_image(np.zeros_like(frames[0]["r"]))
         count = len(h.received["depth"])

@@ -6,7 +6,8 @@ import pytest
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
-from dares_core.stereo_scale import StereoScale
+from dares_core.names import STEREO_MATCHERS
+from dares_core.stereo_scale import LiveStereoScale, StereoScale
 from dares_ros.sync import JUMP_BACK_S, Order, StereoMatcher, Timeline
 
 
@@ -77,19 +78,29 @@ def scene(tmp_path_factory):
     return cfg, generate(cfg, tmp_path_factory.mktemp("scale") / "s")
 
 
-def test_stereo_scale_recovers_metric_depth(scene):
+@pytest.mark.parametrize("matcher", STEREO_MATCHERS)
+def test_stereo_scale_recovers_metric_depth(scene, matcher):
     cfg, root = scene
     folder, K = sequence_folder(0), cfg.intrinsics()
-    estimator = StereoScale(downscale=1, num_disparities=48)
+    live = LiveStereoScale(StereoScale(downscale=1, num_disparities=48), matcher)
     for frame in (1, 2, 3, 4):
         left, right = (np.ascontiguousarray(cv2.imread(str(image_path(root, folder, frame, s)))[...,
                                                                                                 ::-1]) for s in "lr")
         gt_mm = read_gt_depth(gt_path(root, folder, frame))
         noise = np.random.default_rng(frame).standard_normal(gt_mm.shape)
         model_depth = gt_mm / 37.0 * (1 + 0.05 * noise)  # up to scale
-        est = estimator.update(left, right, model_depth, K[0, 0], cfg.baseline_mm / 1000)
-    assert est.updated and est.confidence > 0.5
-    assert est.scale == pytest.approx(37.0 / 1000, rel=0.05)  # metres per model unit
+        scale = live.scale_for(left, right, model_depth, K[0, 0], cfg.baseline_mm / 1000)
+    assert live.measurements == 4 and live.confidence > 0.2 and live.age() < 60
+    assert scale == pytest.approx(37.0 / 1000, rel=0.05)  # metres per model unit
+
+
+@pytest.mark.parametrize("matcher", STEREO_MATCHERS)
+def test_a_blank_eye_gives_no_scale(scene, matcher):
+    cfg, root = scene
+    left = np.ascontiguousarray(cv2.imread(str(image_path(root, sequence_folder(0), 1, "l")))[..., ::-1])
+    live = LiveStereoScale(StereoScale(downscale=1, num_disparities=48), matcher)
+    scale = live.scale_for(left, np.zeros_like(left), np.ones(left.shape[:2], np.float32), 500.0, 0.0045)
+    assert np.isnan(scale) and live.confidence < 0.05 and live.age() == np.inf
 
 
 def test_images_too_narrow_for_the_disparity_range_have_no_stereo_depth():

@@ -149,5 +149,5 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
         "note": "the node runs with config/dares.yaml plus these settings (coloured preview on); latency: input "
                 "stamp to arrival at a subscriber in another process (transport included); stages_ms: the node's "
                 "medians over its last 5 s per frame (own: every stage but the network; stereo_worker: SGBM per "
-                "pair, in its own thread)",
+                "pair, in its own thread, with stereo_matcher sgbm)",
     }
