@@ -606,12 +606,13 @@ class Trainer:
     def _criterion(self) -> str:
         """What picks the best epoch: pose_error for pose_only runs; abs_rel where the val split has ground truth;
         else photometric, the depth step's reprojection error on the val frames (self-supervised: a recording of
-        your own endoscope); "" without a val split (the latest epoch is the best)."""
+        your own endoscope; the warps of the run's sources, neighbours or the other eye); "" without a val split (the
+        latest epoch is the best)."""
         if self.cfg.pose_only:
             return "pose_error"
         if any(gt_path(self.root, e.folder, e.frame).is_file() for e in self.val_entries):
             return "abs_rel"
-        return "photometric" if self.val_entries and self.temporal else ""
+        return "photometric" if self.val_entries else ""
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -722,7 +723,7 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"epoch": self.epoch, "step": self.global_step, **metrics}) + "\n")
         score = metrics.get(self.score, math.inf)
-        improved = not metrics or score < self.best  # without validation ground truth the latest is the best
+        improved = not self.score or score < self.best  # without a val split the latest is the best
         self.best = min(self.best, score)
         adapters_only = self.models["depth"].config.has_adapters and not self.cfg.train_backbone
         self.save_checkpoint(self.out / "checkpoints" / "last.pt")

@@ -116,6 +116,12 @@ def test_a_robot_bag_becomes_training_data(recording, tmp_path):
     assert summary["best"] == min(e["photometric"] for e in epochs)
     # stereo data: the depth against the pair's own stereo depth, in mm
     assert all(0 < e["stereo_abs_rel"] < 1 and 0 < e["stereo_rmse_mm"] < 100 for e in epochs)
+    # a stereo-only run (the other eye its only source) is scored by the same error, and its best epoch is written
+    run_training(config(data, tmp_path / "stereo_run", num_epochs=1, max_steps_per_epoch=1, frame_ids=[0],
+                        stereo=True, intrinsics="calibration"), progress=False)
+    epochs = [json.loads(line) for line in (tmp_path / "stereo_run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 1 and 0 < epochs[0]["photometric"] < 1
+    assert (tmp_path / "stereo_run" / "depth_model.safetensors").is_file()
 
 
 def test_split_blocks_keep_their_edges_out():
