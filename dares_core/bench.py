@@ -112,7 +112,7 @@ NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale"
 
 def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
     """docs/benchmarks.md: one row per path of every result file, GPU rows marked pending when absent."""
-    rows, agreements, scales, maps, stage_rows, gpu_benchmarks = [], [], [], [], [], set()
+    rows, agreements, scales, maps, stage_rows, tunes, gpu_benchmarks = [], [], [], [], [], [], set()
     for path in sorted(Path(results_dir).glob("*.json")):
         r = json.loads(path.read_text())
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
@@ -127,6 +127,11 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
                 scales.append(f"| {settings} | {label} | {m['median_error']:+.2%} | {m['mean_abs_error']:.2%} | "
                               f"{m['p90_abs_error']:.2%} | {m['frame_path_ms']:.1f} | {m['frames']} | "
                               f"{m['measurements']} | {path.name} |")
+            continue
+        if r["benchmark"] == "fine-tune":
+            m = r["paths"]["built-in model fine-tuned"]
+            tunes.extend(f"| {settings} | {seed} | {score['start']:.4f} | {score['fine_tuned']:.4f} | "
+                         f"{m['kept_frames']} | {m['train_s']} | {path.name} |" for seed, score in m["abs_rel"].items())
             continue
         if r["benchmark"] == "fusion":
             m = r["paths"]["tsdf integrate"]
@@ -189,6 +194,15 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
             ["settings", "path", "median error", "mean abs error", "p90 abs error", "frame path ms", "frames",
              "measurements", "file"],
             scales)
+    if tunes:
+        lines += _table_section(
+            "Your own endoscope: the built-in model fine-tuned on a scope it never saw",
+            ["`dares bench fine-tune`: bags of a 16:9 wide-angle stereo scope (synthetic, seeds `recordings`,",
+             "12 s each) go through prepare-bag, and the built-in model is fine-tuned on them, self-supervised",
+             "(stereo, the scope's own intrinsics; no ground truth read). Median-scaled AbsRel on the held-out",
+             "scene of each test seed, each model at its own input size; `kept frames`: those with camera",
+             "motion; `train s`: the fine-tuning's wall time on this machine's CPU."],
+            ["settings", "test seed", "built-in model", "fine-tuned", "kept frames", "train s", "file"], tunes)
     if stage_rows:
         names = [n for n in NODE_STAGES if any(n in stages for stages, *_ in stage_rows)]
         rows = [f"| {device} | {settings} | "

@@ -17,6 +17,7 @@ from dares_core.bench import (
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
+from dares_ros.tools.bench_fine_tune import bench_fine_tune
 from dares_ros.tools.bench_node import bench_node
 
 
@@ -80,6 +81,16 @@ def test_stereo_scale_bench_measures_every_way_of_the_node_against_ground_truth(
         assert abs(m["median_error"]) < 0.5 and 0 < m["mean_abs_error"] < 0.5 and m["frame_path_ms"] > 0
     write_result("stereo-scale-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
     assert "| sgbm, worker at 2 Hz |" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_fine_tune_bench_runs_the_own_endoscope_loop_and_scores_both_models(tmp_path):
+    record = bench_fine_tune(recordings=(3,), frames=120, test_seeds=(4,), epochs=1, max_steps=2)
+    run = record["paths"]["built-in model fine-tuned"]
+    assert 10 < run["kept_frames"] < 120 and record["settings"]["video_s"] == 4.8  # frames with motion, of 120
+    score = run["abs_rel"][4]
+    assert 0 < score["start"] < 0.3 and 0 < score["fine_tuned"] < 0.5 and score["start"] != score["fine_tuned"]
+    write_result("fine-tune-test", record, tmp_path / "results", tmp_path / "benchmarks.md")
+    assert f"| 4 | {score['start']:.4f} | {score['fine_tuned']:.4f} |" in (tmp_path / "benchmarks.md").read_text()
 
 
 def test_node_bench_measures_both_eyes_end_to_end(tmp_path):

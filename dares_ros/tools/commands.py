@@ -46,6 +46,18 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
           f"{path}")
 
 
+def cmd_bench_fine_tune(args: argparse.Namespace) -> None:
+    from .bench_fine_tune import bench_fine_tune
+
+    record = bench_fine_tune(tuple(args.recordings), test_seeds=tuple(args.test_seeds), epochs=args.epochs)
+    path = publish_result(args, f"fine-tune-{len(args.recordings)}-recordings-{args.epochs}-epochs", record)
+    run = record["paths"]["built-in model fine-tuned"]
+    print(f"{run['kept_frames']} frames kept of {record['settings']['video_s']} s of video, trained in "
+          f"{run['train_s']} s; held-out AbsRel, built-in model -> fine-tuned: "
+          + ", ".join(f"seed {seed} {m['start']:.4f} -> {m['fine_tuned']:.4f}" for seed, m in run["abs_rel"].items())
+          + f"; wrote {path}")
+
+
 def cmd_bench_soak(args: argparse.Namespace) -> None:
     from dares_core.bench import result_name
 
@@ -302,3 +314,11 @@ def add_commands(groups: dict) -> None:
                         "--height")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_node)
+    p = groups["bench"].add_parser("fine-tune", help="the own-endoscope loop: the built-in model fine-tuned on bags of "
+                                                     "a scope it never saw, held-out AbsRel before and after")
+    p.add_argument("--recordings", type=int, nargs="+", default=[510], help="seeds of the recorded scenes (12 s each)")
+    p.add_argument("--test-seeds", type=int, nargs="+", default=[611, 612, 613, 614, 615],
+                   help="seeds of the held-out scenes")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=20, help="fine-tuning epochs (default 20)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_fine_tune)
