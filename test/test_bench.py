@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from helpers import TINY
 
@@ -17,6 +18,7 @@ from dares_core.bench import (
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
+from dares_ros.names import FINE_TUNE_SOURCES
 from dares_ros.tools.bench_fine_tune import bench_fine_tune
 from dares_ros.tools.bench_node import bench_node
 
@@ -83,8 +85,9 @@ def test_stereo_scale_bench_measures_every_way_of_the_node_against_ground_truth(
     assert "| sgbm, worker at 2 Hz |" in (tmp_path / "benchmarks.md").read_text()
 
 
-def test_fine_tune_bench_runs_the_own_endoscope_loop_and_scores_both_models(tmp_path):
-    record = bench_fine_tune(recordings=(3,), frames=120, test_seeds=(4,), epochs=1, max_steps=2)
+@pytest.mark.parametrize("source", FINE_TUNE_SOURCES)
+def test_fine_tune_bench_runs_the_own_endoscope_loop_and_scores_both_models(tmp_path, source):
+    record = bench_fine_tune(recordings=(3,), frames=120, test_seeds=(4,), epochs=1, max_steps=2, source=source)
     run = record["paths"]["built-in model fine-tuned"]
     assert 10 < run["kept_frames"] < 120 and record["settings"]["video_s"] == 4.8  # frames with motion, of 120
     score = run["abs_rel"][4]

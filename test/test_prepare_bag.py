@@ -19,7 +19,13 @@ from test_train import config, losses
 
 from dares_core.data.recording import RecordingOptions, split_frames
 from dares_core.data.scared import ScaredSequenceDataset, SplitEntry, read_camera_poses, read_split
-from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
+from dares_core.data.synthetic import (
+    SynthConfig,
+    generate,
+    sequence_folder,
+    write_opencv_stereo_calibration,
+    write_stereo_video,
+)
 from dares_core.errors import DaresError
 from dares_core.preprocess import read_rgb
 from dares_core.train import run_training
@@ -188,34 +194,13 @@ def test_a_name_taken_by_other_files_is_refused(recording, tmp_path):
 
 
 def stereo_video(scenes, path, layout="side-by-side"):
-    """The scene's left and right frames side by side (or over/under) in one video, as a stereo endoscope's capture
-    card records them; MJPG at high quality."""
-    folder = scenes / sequence_folder(0)
-    writer = None
-    for frame in range(1, CFG.frames + 1):
-        left, right = (cv2.imread(str(folder / f / "data" / f"{frame:010d}.png")) for f in ("image_02", "image_03"))
-        both = np.hstack([left, right]) if layout == "side-by-side" else np.vstack([left, right])
-        if writer is None:
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), CFG.fps, both.shape[1::-1])
-            writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
-        writer.write(both)
-    writer.release()
-    return path
-
-
-def opencv_stereo_calibration(path, K, baseline_mm):
-    fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
-    for name, value in (("M1", K), ("D1", np.zeros((1, 5))), ("M2", K), ("D2", np.zeros((1, 5))), ("R", np.eye(3)),
-                        ("T", np.array([[-baseline_mm], [0.0], [0.0]]))):
-        fs.write(name, value)
-    fs.release()
-    return path
+    return write_stereo_video(scenes / sequence_folder(0), path, CFG.fps, layout)
 
 
 def test_a_stereo_video_with_an_opencv_calibration_becomes_training_data(recording, tmp_path):
     scenes, _ = recording
     video = stereo_video(scenes, tmp_path / "scope.avi")
-    calibration = opencv_stereo_calibration(tmp_path / "stereo.yaml", CFG.intrinsics(), CFG.baseline_mm)
+    calibration = write_opencv_stereo_calibration(tmp_path / "stereo.yaml", CFG.intrinsics(), CFG.baseline_mm)
     data = tmp_path / "data"
     assert run(["prepare-video", str(video), "--calibration", str(calibration), "--out", str(data),
                 "--block", "10", "--val-every", "3"]) == (0, "")

@@ -529,3 +529,30 @@ def generate(cfg: SynthConfig, out: Path, force: bool = False, progress=None) ->
         export_gt_depths(tmp, split_dir / "test_files.txt", split_dir / "gt_depths.npz")
         (tmp / "scene.json").write_text(json.dumps({"generator": "dares synth", "config": asdict(cfg)}, indent=2))
     return out
+
+
+def write_stereo_video(keyframe: Path, path: Path, fps: float, layout: str = "side-by-side") -> Path:
+    """A keyframe's left and right frames side by side (or over-under) in one MJPG video at high quality, as a
+    stereo endoscope's capture card records them (what `dares prepare-video` reads)."""
+    lefts = sorted((Path(keyframe) / "image_02" / "data").glob("*.png"))
+    writer = None
+    for left_path in lefts:
+        left, right = cv2.imread(str(left_path)), cv2.imread(str(Path(keyframe) / "image_03" / "data" / left_path.name))
+        both = np.hstack([left, right]) if layout == "side-by-side" else np.vstack([left, right])
+        if writer is None:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, both.shape[1::-1])
+            writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
+        writer.write(both)
+    writer.release()
+    return path
+
+
+def write_opencv_stereo_calibration(path: Path, K: np.ndarray, baseline_mm: float) -> Path:
+    """An OpenCV stereo calibration YAML (M1 D1 M2 D2 R T, T in mm) of a rectified rig: both eyes K (3,3), no
+    distortion, the right eye baseline_mm along x."""
+    fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
+    for name, value in (("M1", K), ("D1", np.zeros((1, 5))), ("M2", K), ("D2", np.zeros((1, 5))), ("R", np.eye(3)),
+                        ("T", np.array([[-baseline_mm], [0.0], [0.0]]))):
+        fs.write(name, value)
+    fs.release()
+    return path

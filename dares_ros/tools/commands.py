@@ -17,7 +17,7 @@ from dares_core.cli import (
 )
 from dares_core.names import ENCODERS, PRECISIONS
 
-from ..names import OUTPUT_NAMESPACE, RIG, SCALE_MODES
+from ..names import FINE_TUNE_SOURCES, OUTPUT_NAMESPACE, RIG, SCALE_MODES
 
 
 def add_input_size_options(p) -> None:
@@ -49,8 +49,10 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 def cmd_bench_fine_tune(args: argparse.Namespace) -> None:
     from .bench_fine_tune import bench_fine_tune
 
-    record = bench_fine_tune(tuple(args.recordings), test_seeds=tuple(args.test_seeds), epochs=args.epochs)
-    path = publish_result(args, f"fine-tune-{len(args.recordings)}-recordings-{args.epochs}-epochs", record)
+    record = bench_fine_tune(tuple(args.recordings), test_seeds=tuple(args.test_seeds), epochs=args.epochs,
+                             source=args.source)
+    path = publish_result(args, f"fine-tune-{args.source}-{len(args.recordings)}-recordings-{args.epochs}-epochs",
+                          record)
     run = record["paths"]["built-in model fine-tuned"]
     print(f"{run['kept_frames']} frames kept of {record['settings']['video_s']} s of video, trained in "
           f"{run['train_s']} s; held-out AbsRel, built-in model -> fine-tuned: "
@@ -320,5 +322,8 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--test-seeds", type=int, nargs="+", default=[611, 612, 613, 614, 615],
                    help="seeds of the held-out scenes")
     p.add_argument("--epochs", type=POSITIVE_INT, default=20, help="fine-tuning epochs (default 20)")
+    p.add_argument("--source", choices=FINE_TUNE_SOURCES, default="bag",
+                   help="bag: prepare-bag of compressed images, camera_info and poses; video: prepare-video of a "
+                        "side-by-side MJPG video with an OpenCV stereo calibration")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_fine_tune)
