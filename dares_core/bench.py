@@ -106,8 +106,8 @@ def _depth_agreement(path: dict, precision: str | None) -> str:
 MAP_SIZES = (100, 1000)  # fused frames at which bench_fusion times the published map's extraction
 SURVEY_FRAMES, SURVEY_SHIFT_MM = 100, 300.0  # bench_fusion fuses its sequence again this much further along x
 PUBLISHES_TIMED = 4  # the published-map figures are medians of this many publishes
-NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale", "cloud", "preview", "publish", "own",
-               "stereo_worker")  # the depth node's stages, in the order a frame passes them
+NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale", "temporal", "cloud", "preview",
+               "publish", "own", "stereo_worker")  # the depth node's stages, in the order a frame passes them
 
 
 def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:

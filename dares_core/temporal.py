@@ -10,10 +10,15 @@ written here because no library splats a depth map into another view with occlus
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
+import torch
 
 from .names import TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
+
+TEMPORAL_GRID_PIXELS = 320 * 256  # the most pixels a live node's stabiliser carries per frame (stabilise_on_grid)
 
 
 def carry_depth(depth: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -73,3 +78,23 @@ class DepthStabiliser:
         out = np.where(agree, (1 - self.weight) * depth + self.weight * carried, depth).astype(np.float32)
         self.previous = out
         return out, float(agree.mean())
+
+
+def stabilise_on_grid(stabiliser: DepthStabiliser, depth: torch.Tensor, K: np.ndarray, motion: np.ndarray | None,
+                      pixels: int = TEMPORAL_GRID_PIXELS) -> tuple[torch.Tensor, float]:
+    """A live node's stabiliser at a bounded cost: `stabiliser` runs on every k-th pixel of depth (H,W) metres (a
+    tensor on any device; k so that at most `pixels` remain) with K (3,3) scaled to that grid, and its correction
+    (stabilised / new) is carried back to every pixel of its k x k block. The node's depth is upsampled from the
+    network's resolution, so the grid loses little. Returns (stabilised depth (H,W) on depth's device, the fraction
+    of grid pixels blended)."""
+    height, width = depth.shape
+    k = max(1, math.ceil(math.sqrt(height * width / pixels)))
+    grid = depth[::k, ::k].float().cpu().numpy()
+    grid_K = np.array(K, dtype=np.float64)
+    grid_K[:2] /= k  # grid pixel u' is pixel k*u': the same rays with fx/k, cx/k
+    stabilised, blended = stabiliser(grid, grid_K, motion)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correction = np.where(grid > 0, stabilised / grid, 1.0).astype(np.float32)
+    correction = torch.from_numpy(correction).to(depth.device)
+    correction = correction.repeat_interleave(k, 0).repeat_interleave(k, 1)[:height, :width]
+    return depth * correction, blended

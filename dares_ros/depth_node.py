@@ -1,7 +1,9 @@
 """The DARES depth node: da Vinci stereo in, REP 118 metric depth and point clouds out.
 
 Subscribes (relative names, remap them): left/image_rect, left/camera_info, right/image_rect,
-right/camera_info (`/compressed` suffixed image topics with input_transport: compressed).
+right/camera_info (`/compressed` suffixed image topics with input_transport: compressed), and for the depth
+stabiliser (temporal_weight) odom (nav_msgs/Odometry, dares_odometry_node's) or camera_pose (PoseStamped, the
+robot's kinematics).
 Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
 depth/colored (bgr8) and /diagnostics; with eyes: both the same for the right eye under right/ (right/depth/image,
 ...), both eyes computed in one batch. Output headers carry the input stamp and frame_id. Outputs are reliable
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -40,8 +44,9 @@ from std_msgs.msg import Header
 from dares_core.errors import DaresError
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
-from dares_core.names import PRECISIONS, STEREO_MATCHERS
+from dares_core.names import PRECISIONS, STEREO_MATCHERS, TEMPORAL_TOLERANCE
 from dares_core.stereo_scale import LiveStereoScale, StereoScale
+from dares_core.temporal import DepthStabiliser, stabilise_on_grid
 from dares_core.timing import LatestItem, Stages
 
 from .conversions import (
@@ -54,12 +59,13 @@ from .conversions import (
     depth_outputs,
     diagnostic_array,
     image_to_rgb8,
+    pose_matrix,
     stamp_seconds,
     stereo_baseline,
 )
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import SCALE_MODES
-from .sync import Order, StereoMatcher, Timeline
+from .sync import Order, PoseHistory, StereoMatcher, Timeline
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
@@ -124,6 +130,15 @@ PARAMETERS = {
                          range=(0.1, 1000.0), zero_means="every frame, on the frame path (deterministic replays)"),
     "stereo_max_age": Param(2.0, "seconds the newest stereo scale may be old before diagnostics warn",
                             range=(0.1, 3600.0)),
+    "temporal_weight": Param(0.0, "depth stabiliser (left eye): the share of the previous output, carried into this "
+                                  "frame with the camera's motion (odom or camera_pose at the frame's stamp), where "
+                                  "it agrees with the new depth within temporal_tolerance", read_only=False,
+                             range=(0.01, 0.95), zero_means="off"),
+    "temporal_tolerance": Param(TEMPORAL_TOLERANCE, "relative difference beyond which the new depth passes through "
+                                                    "the stabiliser unchanged (moving instruments, real motion)",
+                                read_only=False, range=(0.001, 1.0)),
+    "temporal_pose_wait": Param(0.05, "seconds a frame waits for the camera pose of its stamp before it goes out "
+                                      "unstabilised", read_only=False, range=(0.0, 2.0)),
     "rectified": Param(True, "the images are rectified (image_rect): intrinsics from camera_info's P, as "
                              "image_pipeline's consumers take them; false for raw images (image_raw): from K"),
     "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),
@@ -247,6 +262,12 @@ class DepthNode(LifecycleNode):
                                      event_callbacks=lost)
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
+        self.poses = PoseHistory()  # the camera's poses for the stabiliser: odometry's or the robot's
+        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose), 10)
+        self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose), 10)
+        self.stabiliser = DepthStabiliser()
+        self.stabilised_pose: np.ndarray | None = None  # the camera pose of the stabiliser's last output
+        self.blended: deque = deque(maxlen=10000)  # (monotonic s, fraction of the frame blended, or NaN: no pose)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         self.create_timer(1.0, self._publish_diagnostics)
         if self.parameter_error and not self.p("lifecycle"):
@@ -367,6 +388,7 @@ class DepthNode(LifecycleNode):
         order = self.timeline.order(side, stamp)
         if order is Order.TIME_WENT_BACK:
             self.matcher.restart()
+            self.poses.clear()
             topic = self.left_topic if side == "left" else self.right_topic
             self.get_logger().info(self.timeline.went_back(topic, stamp, "stereo pairing starts again" if pairs else
                                                            "depth goes on"))
@@ -474,9 +496,13 @@ class DepthNode(LifecycleNode):
         if self.frame_scale > 0 and scale > 0:  # how much the scale moved since the last frame (log ratio)
             self.scale_changes.append((time.monotonic(), abs(math.log(scale / self.frame_scale))))
         self.frame_scale = scale
+        depth = depth.float() * scale
+        if self.p("temporal_weight"):
+            with self.stages("temporal"):
+                depth[0] = self._stabilise(depth[0], stamp_seconds(frame.left.header.stamp), K)
         for eye, rgb, info, eye_K, msg, eye_depth in zip(self.eyes, images, infos, Ks, messages, depth):
             header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
-            out = depth_outputs(eye_depth.float() * scale, rgb, info, header, eye_K, self.p("point_stride"),
+            out = depth_outputs(eye_depth, rgb, info, header, eye_K, self.p("point_stride"),
                                 self.p("publish_points"), self.p("publish_colored"),
                                 self.stages)  # points back-projected on device
             with self.stages("publish"):
@@ -486,6 +512,36 @@ class DepthNode(LifecycleNode):
         self.latencies.append(time.monotonic() - frame.received)
         self._note("published")
         self.published += 1
+
+    def _on_pose(self, header, pose) -> None:
+        T = pose_matrix(pose)
+        if np.isfinite(T).all():
+            self.poses.add(stamp_seconds(header.stamp), T)
+
+    def _stabilise(self, depth_m: torch.Tensor, stamp: float, K: np.ndarray | None) -> torch.Tensor:
+        """The left eye's depth (H,W) metres stabilised with the previous output, carried by the camera's motion
+        since; unchanged (and the stabiliser restarted) without a pose at this stamp or intrinsics."""
+        pose = None if K is None else self.poses.at(stamp, self.p("sync_tolerance"), self.p("temporal_pose_wait"))
+        if pose is None:
+            self.stabiliser.reset()
+            self.stabilised_pose = None
+            self.blended.append((time.monotonic(), math.nan))
+            return depth_m
+        self.stabiliser.weight, self.stabiliser.tolerance = self.p("temporal_weight"), self.p("temporal_tolerance")
+        motion = None if self.stabilised_pose is None else np.linalg.inv(pose) @ self.stabilised_pose
+        stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, K, motion)
+        self.stabilised_pose = pose
+        self.blended.append((time.monotonic(), blended))
+        return stabilised
+
+    def _temporal(self) -> dict:
+        """The stabiliser over the diagnostics window: the median % of each frame blended with the previous output,
+        and the frames that had no camera pose."""
+        since = time.monotonic() - DIAGNOSTICS_WINDOW_S
+        recent = np.array([b for t, b in self.blended if t >= since])
+        posed = recent[np.isfinite(recent)]
+        return {"temporal_blended_p50_pct": f"{100 * np.median(posed):.1f}" if posed.size else "nan",
+                "temporal_unposed_frames": str(int(np.isnan(recent).sum()))}
 
     def _frame_id(self, eye: str, msg) -> str:
         """frame_id names the left output frame; the right eye keeps its image's frame_id (both as tf2 takes them)."""
@@ -569,6 +625,7 @@ class DepthNode(LifecycleNode):
             "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
             "scale_age_s": f"{self.stereo.age():.2f}" if self.worker is not None else "nan",
             **self._scale_change(),
+            **self._temporal(),
             **{f"stage_{name}_ms": f"{ms:.2f}" for name, ms in self.stages.medians_ms().items()},
             "last_error": self.last_error if problems or self.predictor is None else "",
         }

@@ -1,9 +1,12 @@
-"""Message order: approximate-time stereo pairing (message_filters has no wheel; this is its small core) and the
-one rule for time that goes backwards (a bag replayed again or looped, a /clock reset), which every node follows."""
+"""Message order: approximate-time stereo pairing (message_filters has no wheel; this is its small core), the one
+rule for time that goes backwards (a bag replayed again or looped, a /clock reset), which every node follows, and
+camera poses looked up by stamp."""
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections import deque
 from enum import Enum
 from typing import Any
@@ -92,3 +95,38 @@ class StereoMatcher:
             while q and q[0][0] <= self.last_matched:
                 q.popleft()
         return (item, other_item) if side == "left" else (other_item, item)
+
+
+class PoseHistory:
+    """Camera poses by stamp (seconds), newest `size` kept, for a worker that may have to wait for the pose of a
+    frame it holds: add() from subscription callbacks, at() from the worker."""
+
+    def __init__(self, size: int = 100):
+        self.poses: deque = deque(maxlen=size)  # (stamp, (4,4) camera in its frame, metres)
+        self._changed = threading.Condition()
+
+    def add(self, stamp: float, T) -> None:
+        with self._changed:
+            self.poses.append((stamp, T))
+            self._changed.notify_all()
+
+    def clear(self) -> None:
+        with self._changed:
+            self.poses.clear()
+
+    def _nearest(self, stamp: float, tolerance: float):
+        near = [(abs(s - stamp), T) for s, T in self.poses if abs(s - stamp) <= tolerance]
+        return min(near, key=lambda item: item[0])[1] if near else None
+
+    def at(self, stamp: float, tolerance: float, wait: float = 0.0):
+        """The pose whose stamp is nearest `stamp` within `tolerance`, waiting up to `wait` seconds for one to come
+        (no longer once a pose newer than the window arrived); None if none did."""
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while True:
+                T = self._nearest(stamp, tolerance)
+                newest = self.poses[-1][0] if self.poses else -math.inf
+                left = deadline - time.monotonic()
+                if T is not None or newest > stamp + tolerance or left <= 0:
+                    return T
+                self._changed.wait(left)

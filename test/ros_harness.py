@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.srv import SetParameters
@@ -78,6 +79,7 @@ class Harness:
             "right_info": self.node.create_publisher(CameraInfo, f"{namespace}/right/camera_info", 10),
             "left_compressed": self.node.create_publisher(CompressedImage, f"{namespace}/left/image_rect/compressed",
                                                           10),
+            "camera_pose": self.node.create_publisher(PoseStamped, f"{namespace}/camera_pose", 10),
         }
         self._record("depth", Image, f"{namespace}/depth/image", 10)
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
 from helpers import TINY
 from lifecycle_msgs.msg import Transition
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
@@ -99,6 +100,49 @@ def test_outputs_follow_ros_conventions(relative_node):
                            "publish", "own"}, values
     assert all(ms >= 0 for ms in stages.values()) and stages["own"] >= stages["cloud"]
     assert proc.poll() is None
+
+
+def test_the_stabiliser_blends_depth_that_agrees_and_passes_what_does_not(assets, tmp_path):
+    """A still camera (camera_pose) over one image, its depth scaled live by fixed_scale. With temporal_weight 0.5 a
+    5 % change is blended half and half with the previous output carried by the (null) motion; a change beyond
+    temporal_tolerance passes through; a frame without a pose at its stamp goes out unstabilised, and says so."""
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_temporal"
+    log = tmp_path / "temporal.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      "scale_mode:=fixed", "fixed_scale:=0.001", "temporal_weight:=0.5", "temporal_pose_wait:=1.0",
+                      log=log)
+    h = Harness(ns)
+    info, pose = camera_info(CFG.intrinsics(), CFG.width, CFG.height), PoseStamped()
+    pose.header.frame_id, pose.pose.orientation.w = "map", 1.0
+
+    def send(with_pose=True):
+        if with_pose:
+            pose.header.stamp = h.now()  # within sync_tolerance of the image's stamp
+            h.pub["camera_pose"].publish(pose)
+        return h.publish(rgb_image(frames[0]["l"]), info)
+
+    def depth_of_next_frame(with_pose=True):
+        stamp = send(with_pose)
+        assert h.wait_for(lambda: h.outputs_with_stamp("depth", stamp), timeout=30), log.read_text()[-2000:]
+        return read_depth_image(h.outputs_with_stamp("depth", stamp)[0])
+
+    try:
+        assert h.wait_for(lambda: h.received["depth"], publish=send, timeout=60), log.read_text()[-2000:]
+        first = depth_of_next_frame()  # the network's depth of this image (a still camera, nothing else changed)
+        assert h.set_parameter("fixed_scale", 0.00105)
+        np.testing.assert_allclose(depth_of_next_frame(), 1.025 * first, rtol=1e-5)  # (1.05 + 1) / 2
+        assert h.set_parameter("fixed_scale", 0.0015)
+        np.testing.assert_allclose(depth_of_next_frame(), 1.5 * first, rtol=1e-5)  # 46 % off: passes through
+        assert h.set_parameter("fixed_scale", 0.00155)
+        np.testing.assert_allclose(depth_of_next_frame(with_pose=False), 1.55 * first, rtol=1e-5)
+        assert h.wait_for(lambda: int(latest_status(h)[2].get("temporal_unposed_frames", 0)) >= 1, timeout=10)
+        values = latest_status(h)[2]
+        assert float(values["temporal_blended_p50_pct"]) > 0 and float(values["stage_temporal_ms"]) > 0, values
+        assert proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
 
 
 def test_point_stride_changes_live(relative_node):

@@ -3,8 +3,9 @@ large changes and masked pixels passed through at once, TAE of a real model's de
 
 import numpy as np
 import pytest
+import torch
 
-from dares_core.temporal import DepthStabiliser, carry_depth
+from dares_core.temporal import DepthStabiliser, carry_depth, stabilise_on_grid
 
 K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
 
@@ -123,3 +124,19 @@ def test_infer_temporal_lowers_tae_with_the_pose_networks_motion(scene, tmp_path
                                                                 for d in (plain, temporal))
     assert tae_after < 0.95 * tae_before and abs_rel_after < 1.05 * abs_rel_before
     assert main([*base, "--out", str(tmp_path / "x"), "--temporal"]) == 2
+
+
+def test_a_live_node_stabilises_a_large_map_on_a_grid_and_corrects_every_pixel():
+    """stabilise_on_grid: a 640x480 map is carried on every 4th pixel (K scaled to the grid); the blend of each grid
+    pixel reaches its whole 4x4 block, and a patch that changed beyond the tolerance passes through, block for block."""
+    big_K = K * [[8], [8], [1]]  # the same camera at 640x480
+    depth = torch.full((480, 640), 50.0)
+    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1)
+    out, blended = stabilise_on_grid(stabiliser, depth, big_K, None, pixels=160 * 120)
+    assert torch.equal(out, depth) and blended == 0.0 and stabiliser.previous.shape == (120, 160)  # first: as it is
+    moved_patch = depth * 1.04
+    moved_patch[100:200, 200:300] = 80.0  # an instrument came in
+    out, blended = stabilise_on_grid(stabiliser, moved_patch, big_K, np.eye(4), pixels=160 * 120)
+    assert out.shape == (480, 640) and 0.9 < blended < 1.0
+    assert torch.allclose(out[:100], torch.tensor(51.0)) and torch.allclose(out[300:], torch.tensor(51.0))
+    assert torch.equal(out[100:200, 200:300], moved_patch[100:200, 200:300])  # passed through

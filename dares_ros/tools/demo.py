@@ -36,6 +36,7 @@ from dares_core.evaluate import evaluate_pose
 from dares_core.files import atomic_dir, atomic_file, write_image
 from dares_core.inference import network_input_size
 from dares_core.model.weights import DEMO_MODEL, DEMO_POSE, load_depth_net
+from dares_core.names import TEMPORAL_WEIGHT
 from dares_core.pose import plot_trajectories
 from dares_core.reconstruct import scale_translation, surface_distances, world_points
 from dares_core.visualize import depth_range, depth_strip, render_point_cloud
@@ -569,6 +570,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         # odometry node through diagnostics once a second, at moments no replay repeats
         odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
                                      "scale_source": "fixed"}
+        if odometry:  # the depth stabiliser with the odometry's poses; each frame waits for its own
+            params.update(temporal_weight=TEMPORAL_WEIGHT, temporal_pose_wait=1.0)
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
