@@ -138,7 +138,8 @@ PARAMETERS = {
                                                     "the stabiliser unchanged (moving instruments, real motion)",
                                 read_only=False, range=(0.001, 1.0)),
     "temporal_pose_wait": Param(0.05, "seconds a frame waits for the camera pose of its stamp before it goes out "
-                                      "unstabilised", read_only=False, range=(0.0, 2.0)),
+                                      "unstabilised (the wait ends early once a newer pose came)", read_only=False,
+                                range=(0.0, 60.0)),
     "rectified": Param(True, "the images are rectified (image_rect): intrinsics from camera_info's P, as "
                              "image_pipeline's consumers take them; false for raw images (image_raw): from K"),
     "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),

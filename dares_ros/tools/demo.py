@@ -570,8 +570,9 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         # odometry node through diagnostics once a second, at moments no replay repeats
         odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
                                      "scale_source": "fixed"}
-        if odometry:  # the depth stabiliser with the odometry's poses; each frame waits for its own
-            params.update(temporal_weight=TEMPORAL_WEIGHT, temporal_pose_wait=1.0)
+        if odometry:  # the depth stabiliser with the odometry's poses: each frame waits for its own, which the
+            # odometry node gives every frame, however loaded the machine (a bounded wait would make figures of load)
+            params.update(temporal_weight=TEMPORAL_WEIGHT, temporal_pose_wait=60.0)
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
