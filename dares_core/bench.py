@@ -197,11 +197,13 @@ def render_docs(results_dir: Path = RESULTS_DIR, docs: Path = DOCS) -> None:
     if tunes:
         lines += _table_section(
             "Your own endoscope: the built-in model fine-tuned on a scope it never saw",
-            ["`dares bench fine-tune`: bags of a 16:9 wide-angle stereo scope (synthetic, seeds `recordings`,",
-             "12 s each) go through prepare-bag, and the built-in model is fine-tuned on them, self-supervised",
-             "(stereo, the scope's own intrinsics; no ground truth read). Median-scaled AbsRel on the held-out",
-             "scene of each test seed, each model at its own input size; `kept frames`: those with camera",
-             "motion; `train s`: the fine-tuning's wall time on this machine's CPU."],
+            ["`dares bench fine-tune`: recordings of a 16:9 wide-angle stereo scope (synthetic, seeds",
+             "`recordings`, 12 s each) go through prepare-bag (source=bag: compressed images, camera_info, poses)",
+             "or prepare-video (source=video: side by side, OpenCV calibration), and the built-in model is",
+             "fine-tuned on them, self-supervised (stereo, the scope's own intrinsics; no ground truth read).",
+             "Median-scaled AbsRel on the held-out scene of each test seed, each model at its own input size;",
+             "`kept frames`: those with camera motion; `train s`: the fine-tuning's wall time on this machine's",
+             "CPU, while other work ran."],
             ["settings", "test seed", "built-in model", "fine-tuned", "kept frames", "train s", "file"], tunes)
     if stage_rows:
         names = [n for n in NODE_STAGES if any(n in stages for stages, *_ in stage_rows)]

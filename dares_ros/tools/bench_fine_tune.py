@@ -49,8 +49,8 @@ def abs_rel(weights: Path, scenes: Path) -> float:
     return float(evaluate_depth(disparities, gt).mean["abs_rel"])
 
 
-def bench_fine_tune(recordings: tuple[int, ...] = (510,), frames: int = 300,
-                    test_seeds: tuple[int, ...] = (611, 612, 613, 614, 615), epochs: int = 20, height: int = 128,
+def bench_fine_tune(recordings: tuple[int, ...] = (510, 511, 512), frames: int = 300,
+                    test_seeds: tuple[int, ...] = (611, 612, 613, 614, 615), epochs: int = 8, height: int = 128,
                     width: int = 160, max_steps: int = 0, source: str = "bag") -> dict:
     """Record `recordings` (seeds) of `frames` frames each as `source` (one of names.FINE_TUNE_SOURCES), prepare,
     fine-tune the built-in model for `epochs` at height x width (max_steps per epoch, 0: all), and score both models

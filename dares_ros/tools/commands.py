@@ -318,10 +318,11 @@ def add_commands(groups: dict) -> None:
     p.set_defaults(func=cmd_bench_node)
     p = groups["bench"].add_parser("fine-tune", help="the own-endoscope loop: the built-in model fine-tuned on bags of "
                                                      "a scope it never saw, held-out AbsRel before and after")
-    p.add_argument("--recordings", type=int, nargs="+", default=[510], help="seeds of the recorded scenes (12 s each)")
+    p.add_argument("--recordings", type=int, nargs="+", default=[510, 511, 512],
+                   help="seeds of the recorded scenes (12 s each; default three: 36 s of video)")
     p.add_argument("--test-seeds", type=int, nargs="+", default=[611, 612, 613, 614, 615],
                    help="seeds of the held-out scenes")
-    p.add_argument("--epochs", type=POSITIVE_INT, default=20, help="fine-tuning epochs (default 20)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=8, help="fine-tuning epochs (default 8)")
     p.add_argument("--source", choices=FINE_TUNE_SOURCES, default="bag",
                    help="bag: prepare-bag of compressed images, camera_info and poses; video: prepare-video of a "
                         "side-by-side MJPG video with an OpenCV stereo calibration")
