@@ -58,7 +58,7 @@ from .conversions import (
     triangle_marker,
 )
 from .graph import parameter_help, run_node
-from .sync import Order, Timeline
+from .sync import Order, Timeline, nearest_by_stamp
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
 UNCOLOURED = 160  # grey of a surface seen without a colour image
@@ -321,8 +321,7 @@ class FusionNode(Node):
 
     def _at(self, queue: deque, stamp: float):
         """The entry of `queue` nearest `stamp` within sync_tolerance, or None."""
-        entry = min(queue, key=lambda e: abs(e[0] - stamp), default=None)
-        return entry if entry is not None and abs(entry[0] - stamp) <= self.p("sync_tolerance") else None
+        return nearest_by_stamp(queue, stamp, self.p("sync_tolerance"))
 
     def _fuse(self, stamp: float, stamp_msg, depth: np.ndarray, K: np.ndarray, T: np.ndarray, frame_id: str,
               rgb: np.ndarray | None) -> None:

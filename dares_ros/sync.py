@@ -97,6 +97,12 @@ class StereoMatcher:
         return (item, other_item) if side == "left" else (other_item, item)
 
 
+def nearest_by_stamp(entries, stamp: float, tolerance: float):
+    """The entry of `entries` (tuples, stamp in seconds first) nearest `stamp` within `tolerance`, or None."""
+    entry = min(entries, key=lambda e: abs(e[0] - stamp), default=None)
+    return entry if entry is not None and abs(entry[0] - stamp) <= tolerance else None
+
+
 class PoseHistory:
     """Camera poses by stamp (seconds), newest `size` kept, for a worker that may have to wait for the pose of a
     frame it holds: add() from subscription callbacks, at() from the worker."""
@@ -114,19 +120,15 @@ class PoseHistory:
         with self._changed:
             self.poses.clear()
 
-    def _nearest(self, stamp: float, tolerance: float):
-        near = [(abs(s - stamp), T) for s, T in self.poses if abs(s - stamp) <= tolerance]
-        return min(near, key=lambda item: item[0])[1] if near else None
-
     def at(self, stamp: float, tolerance: float, wait: float = 0.0):
         """The pose whose stamp is nearest `stamp` within `tolerance`, waiting up to `wait` seconds for one to come
         (no longer once a pose newer than the window arrived); None if none did."""
         deadline = time.monotonic() + wait
         with self._changed:
             while True:
-                T = self._nearest(stamp, tolerance)
+                entry = nearest_by_stamp(self.poses, stamp, tolerance)
                 newest = self.poses[-1][0] if self.poses else -math.inf
                 left = deadline - time.monotonic()
-                if T is not None or newest > stamp + tolerance or left <= 0:
-                    return T
+                if entry is not None or newest > stamp + tolerance or left <= 0:
+                    return None if entry is None else entry[1]
                 self._changed.wait(left)
