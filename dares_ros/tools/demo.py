@@ -102,8 +102,9 @@ class Arrivals:
 
     def wait_for_outputs(self, published: dict | None = None) -> None:
         """Until the left images published so far (play_bag's count; all seen, without one) have reached us and all
-        have their outputs, or the bound passes without one coming (a frame a node skipped): 10 s before the first
-        output (models load and warm up), then ten times the median time an output has taken, at least 2 s."""
+        have their outputs, or the bound passes without one coming (a frame a node skipped): ten times the longest
+        an output has taken so far, at least 10 s. A loaded machine stalls the nodes for seconds at a time; a bound
+        it could pass would let the replay run ahead of them, and the figures would depend on the load."""
         with self.cond:
             self.cond.wait_for(lambda: len(self.left) >= (published or {}).get(self.left_topic, 0), timeout=10.0)
             while True:
@@ -111,7 +112,7 @@ class Arrivals:
                 if not missing:
                     return
                 taken = [out[s] - self.left[s] for out in self.outputs for s in out if s in self.left]
-                bound = max(2.0, 10 * float(np.median(taken))) if taken else 10.0
+                bound = max([10.0, *(10 * t for t in taken)])
                 if not self.cond.wait(timeout=bound):
                     return  # nothing came within the bound: that frame got no output
 
