@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DaresError
-from .names import ENCODERS, PRECISIONS, STEREO_LAYOUTS, TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
+from .names import ENCODERS, PRECISIONS, STEREO_LAYOUTS, TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
 
 
 def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
@@ -158,6 +158,9 @@ def _add_infer(sub) -> None:
     p.add_argument("--temporal-tolerance", type=POSITIVE_FLOAT, default=TEMPORAL_TOLERANCE,
                    help="with --temporal: relative difference beyond which new depth passes unchanged (default "
                         f"{TEMPORAL_TOLERANCE})")
+    p.add_argument("--temporal-scale-weight", type=SHARE, default=TEMPORAL_SCALE_WEIGHT,
+                   help="with --temporal: how far each frame's depth scale is pulled toward the previous output's "
+                        f"where they differ by less than the tolerance, 0 to 0.95 (default {TEMPORAL_SCALE_WEIGHT})")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 
@@ -721,6 +724,18 @@ def cmd_bench_stereo_scale(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_bench_temporal(args: argparse.Namespace) -> None:
+    from .bench import bench_temporal
+
+    record = bench_temporal(args.weights, args.pose_weights, args.width, args.height, args.frames, tuple(args.seeds))
+    path = publish_result(args, f"temporal-{Path(record['settings']['model']).stem}-{args.width}x{args.height}",
+                          record)
+    for seed, m in [*record["seeds"].items(), ("mean", record["paths"])]:
+        print(f"seed {seed}: TAE {m['plain']['tae']:.4f} -> {m['stabilised']['tae']:.4f} (floor "
+              f"{m['plain']['tae_floor']:.4f}), AbsRel {m['plain']['abs_rel']:.4f} -> {m['stabilised']['abs_rel']:.4f}")
+    print(f"wrote {path}")
+
+
 def cmd_bench_fusion(args: argparse.Namespace) -> None:
     from .bench import bench_fusion, result_name
 
@@ -779,6 +794,17 @@ def _add_bench(sub) -> argparse._SubParsersAction:
                    help="the SGBM worker's stereo_rate (default 5, the node's)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_stereo_scale)
+    p = kinds.add_parser("temporal", help="TAE and AbsRel of dares infer --temporal (its defaults) against plain "
+                                          "depth, on synthetic scenes")
+    p.add_argument("--weights", type=Path, default=None, help="the depth model (default: the demo model)")
+    p.add_argument("--pose-weights", type=Path, default=None, help="the pose network (default: the demo's)")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=20, help="frames per scene (default 20)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[91, 92, 93, 94, 95],
+                   help="synthetic scenes (default 91-95: the stabiliser's defaults were chosen on 41-45)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_temporal)
     p = kinds.add_parser("fusion", help="TSDF fusion throughput (frames/s) of dares reconstruct")
     p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
     p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")

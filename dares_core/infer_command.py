@@ -189,14 +189,15 @@ class TemporalInference:
     """`dares infer --temporal`: each frame's depth stabilised (dares_core.temporal) with the camera's motion from
     the previous frame, as the pose network (--pose-weights) estimates it, in millimetres at its recorded unit."""
 
-    def __init__(self, pose_weights: Path, K: np.ndarray, calib_size, weight: float, tolerance: float):
+    def __init__(self, pose_weights: Path, K: np.ndarray, calib_size, weight: float, tolerance: float,
+                 scale_weight: float):
         from .pose import load_pose_net, pose_units
         from .temporal import DepthStabiliser
 
         self.encoder, self.decoder = (net.eval() for net in load_pose_net(pose_weights))
         self.units = pose_units(pose_weights)
         self.K, self.calib_size = K, calib_size
-        self.stabiliser = DepthStabiliser(weight, tolerance)
+        self.stabiliser = DepthStabiliser(weight, tolerance, scale_weight)
         self.previous: np.ndarray | None = None  # the previous frame, at the pose network's input size
 
     @classmethod
@@ -206,7 +207,8 @@ class TemporalInference:
         if args.pose_weights is None or intrinsics is None:
             raise DaresError("--temporal carries each depth into the next frame: give --pose-weights (the camera's "
                              "motion) and the intrinsics (--calibration, or --fx --fy --cx --cy)")
-        return cls(args.pose_weights, *intrinsics, args.temporal_weight, args.temporal_tolerance)
+        return cls(args.pose_weights, *intrinsics, args.temporal_weight, args.temporal_tolerance,
+                   args.temporal_scale_weight)
 
     def __call__(self, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
         """The stabilised depth (H,W) mm of the next frame (in order)."""

@@ -2,6 +2,9 @@
 and blended with the new depth where the two agree. It uses only what a live system has (the previous output, the
 current depth, a camera motion from odometry, kinematics or an estimate), never ground truth.
 
+Before that, the new depth's scale is pulled toward the carried output's (`scale_weight`, in log space) where the two
+differ by less than `tolerance`: a relative network's scale, or a stereo scale, that jitters between frames is held,
+while a lasting change still comes through.
 Where they disagree by more than `tolerance` (relative), the new depth passes through unchanged: real motion of the
 scene and moving instruments are not smeared, and a large change is not lagged. Pixels a mask marks (instruments)
 are never blended. The previous output is carried by forward splatting with a z-buffer (the nearest surface wins),
@@ -16,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .names import TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
+from .names import TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
 
 TEMPORAL_GRID_PIXELS = 320 * 256  # the most pixels a live node's stabiliser carries per frame (stabilise_on_grid)
 
@@ -49,12 +52,16 @@ def carry_depth(depth: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 class DepthStabiliser:
     """weight: the carried previous output's share where it agrees with the new depth (0: off); tolerance: the
-    relative difference beyond which the new depth passes through unchanged. Depth in any one unit over time."""
+    relative difference beyond which the new depth passes through unchanged; scale_weight: how far the new depth's
+    scale is pulled toward the carried output's first (0: not at all, 1: held to it), as a share of the log of their
+    median ratio. Depth in any one unit over time."""
 
-    def __init__(self, weight: float = TEMPORAL_WEIGHT, tolerance: float = TEMPORAL_TOLERANCE):
-        if not 0 <= weight < 1 or not tolerance > 0:
-            raise ValueError(f"weight {weight} must be in [0, 1) and tolerance {tolerance} positive")
-        self.weight, self.tolerance = weight, tolerance
+    def __init__(self, weight: float = TEMPORAL_WEIGHT, tolerance: float = TEMPORAL_TOLERANCE,
+                 scale_weight: float = TEMPORAL_SCALE_WEIGHT):
+        if not 0 <= weight < 1 or not tolerance > 0 or not 0 <= scale_weight <= 1:
+            raise ValueError(f"weight {weight} must be in [0, 1), tolerance {tolerance} positive and scale_weight "
+                             f"{scale_weight} in [0, 1]")
+        self.weight, self.tolerance, self.scale_weight = weight, tolerance, scale_weight
         self.previous: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -71,10 +78,14 @@ class DepthStabiliser:
             self.previous = depth.copy()
             return depth, 0.0
         carried = carry_depth(self.previous, K, motion)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            agree = (carried > 0) & (depth > 0) & (np.abs(carried - depth) <= self.tolerance * depth)
+        landed = (carried > 0) & (depth > 0)
         if mask is not None:
-            agree &= ~mask
+            landed &= ~mask
+        ratio = float(np.median(carried[landed] / depth[landed])) if landed.any() else 1.0
+        if abs(ratio - 1) <= self.tolerance:  # a jump of the whole frame's scale: held in part; a larger change passes
+            depth = depth * np.float32(ratio**self.scale_weight)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            agree = landed & (np.abs(carried - depth) <= self.tolerance * depth)
         out = np.where(agree, (1 - self.weight) * depth + self.weight * carried, depth).astype(np.float32)
         self.previous = out
         return out, float(agree.mean())

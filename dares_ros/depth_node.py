@@ -44,7 +44,7 @@ from std_msgs.msg import Header
 from dares_core.errors import DaresError
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
-from dares_core.names import PRECISIONS, STEREO_MATCHERS, TEMPORAL_TOLERANCE
+from dares_core.names import PRECISIONS, STEREO_MATCHERS, TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE
 from dares_core.stereo_scale import LiveStereoScale, StereoScale
 from dares_core.temporal import DepthStabiliser, stabilise_on_grid
 from dares_core.timing import LatestItem, Stages
@@ -137,6 +137,11 @@ PARAMETERS = {
     "temporal_tolerance": Param(TEMPORAL_TOLERANCE, "relative difference beyond which the new depth passes through "
                                                     "the stabiliser unchanged (moving instruments, real motion)",
                                 read_only=False, range=(0.001, 1.0)),
+    "temporal_scale_weight": Param(TEMPORAL_SCALE_WEIGHT, "how far the stabiliser pulls each frame's depth scale "
+                                                          "toward the previous output's (log share) where they differ "
+                                                          "by less than temporal_tolerance: holds a scale that "
+                                                          "jitters between frames", read_only=False,
+                                   range=(0.01, 0.95), zero_means="the scale is not held"),
     "temporal_pose_wait": Param(0.05, "seconds a frame waits for the camera pose of its stamp before it goes out "
                                       "unstabilised (the wait ends early once a newer pose came)", read_only=False,
                                 range=(0.0, 60.0)),
@@ -528,7 +533,8 @@ class DepthNode(LifecycleNode):
             self.stabilised_pose = None
             self.blended.append((time.monotonic(), math.nan))
             return depth_m
-        self.stabiliser.weight, self.stabiliser.tolerance = self.p("temporal_weight"), self.p("temporal_tolerance")
+        self.stabiliser.weight, self.stabiliser.tolerance, self.stabiliser.scale_weight = (
+            self.p("temporal_weight"), self.p("temporal_tolerance"), self.p("temporal_scale_weight"))
         motion = None if self.stabilised_pose is None else np.linalg.inv(pose) @ self.stabilised_pose
         stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, K, motion)
         self.stabilised_pose = pose

@@ -48,7 +48,7 @@ def test_flicker_is_reduced_where_views_agree_and_large_changes_pass_at_once():
 
 
 def test_masked_pixels_and_unknown_motion_are_never_blended():
-    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1)
+    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.0)
     first = np.full((60, 80), 50.0, np.float32)
     stabiliser(first, K, None)
     mask = np.zeros((60, 80), bool)
@@ -62,6 +62,20 @@ def test_masked_pixels_and_unknown_motion_are_never_blended():
     assert blended == 0.0
     with pytest.raises(ValueError):
         DepthStabiliser(weight=1.0)
+
+
+def test_a_jittering_scale_is_held_in_part_and_a_large_change_is_not():
+    """scale_weight 0.5: a frame 8 % deeper overall (a relative network's scale jitter) is first pulled halfway (in
+    log space) toward the previous output, then blended with it; a frame 50 % deeper is a real change and passes."""
+    scene = (50 + 10 * np.random.default_rng(1).random((60, 80))).astype(np.float32)
+    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.5)
+    stabiliser(scene, K, None)
+    held, blended = stabiliser(scene * 1.08, K, np.eye(4))
+    np.testing.assert_allclose(held, scene * (1 + 1.08**0.5) / 2, rtol=1e-5)
+    assert blended == 1.0
+    passed, blended = stabiliser(scene * 1.5, K, np.eye(4))
+    np.testing.assert_array_equal(passed, scene * 1.5)
+    assert blended == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +145,7 @@ def test_a_live_node_stabilises_a_large_map_on_a_grid_and_corrects_every_pixel()
     pixel reaches its whole 4x4 block, and a patch that changed beyond the tolerance passes through, block for block."""
     big_K = K * [[8], [8], [1]]  # the same camera at 640x480
     depth = torch.full((480, 640), 50.0)
-    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1)
+    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.0)
     out, blended = stabilise_on_grid(stabiliser, depth, big_K, None, pixels=160 * 120)
     assert torch.equal(out, depth) and blended == 0.0 and stabiliser.previous.shape == (120, 160)  # first: as it is
     moved_patch = depth * 1.04
