@@ -11,6 +11,7 @@ from dares_core.bench import (
     bench_model,
     bench_resize,
     bench_stereo_scale,
+    bench_temporal,
     render_docs,
     result_name,
     write_result,
@@ -83,6 +84,16 @@ def test_stereo_scale_bench_measures_every_way_of_the_node_against_ground_truth(
         assert abs(m["median_error"]) < 0.5 and 0 < m["mean_abs_error"] < 0.5 and m["frame_path_ms"] > 0
     write_result("stereo-scale-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
     assert "| sgbm, worker at 2 Hz |" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_temporal_bench_scores_plain_and_stabilised_depth_against_the_floor(tmp_path):
+    record = bench_temporal(width=160, height=128, frames=6, seeds=(3,))
+    plain, stabilised = record["seeds"][3]["plain"], record["seeds"][3]["stabilised"]
+    assert plain["tae_floor"] == stabilised["tae_floor"] < stabilised["tae"] < plain["tae"]  # the motion of the pose
+    # network, not the truth's: the stabilised depth holds stiller, yet not as still as the ground truth
+    assert abs(stabilised["abs_rel"] - plain["abs_rel"]) < 0.01 and record["paths"]["plain"] == plain
+    write_result("temporal-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
+    assert f"| 3 | {plain['tae']:.4f} | {stabilised['tae']:.4f} |" in (tmp_path / "benchmarks.md").read_text()
 
 
 @pytest.mark.parametrize("source", FINE_TUNE_SOURCES)
