@@ -2,10 +2,11 @@
 and blended with the new depth where the two agree. It uses only what a live system has (the previous output, the
 current depth, a camera motion from odometry, kinematics or an estimate), never ground truth.
 
-Before that, the new depth's scale is pulled toward the carried output's (`scale_weight`, in log space) where the two
+First, the new depth's scale is pulled toward the carried output's (`scale_weight`, in log space) where the two
 differ by less than `tolerance`: a relative network's scale, or a stereo scale, that jitters between frames is held,
 while a lasting change still comes through.
-Where they disagree by more than `tolerance` (relative), the new depth passes through unchanged: real motion of the
+Each pixel then takes the carried output's share `weight` where the two agree, less as they differ, and none where
+they differ by `tolerance` (relative) or more: there the new depth passes through unchanged, so real motion of the
 scene and moving instruments are not smeared, and a large change is not lagged. Pixels a mask marks (instruments)
 are never blended. The previous output is carried by forward splatting with a z-buffer (the nearest surface wins),
 written here because no library splats a depth map into another view with occlusion.
@@ -51,8 +52,9 @@ def carry_depth(depth: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 class DepthStabiliser:
-    """weight: the carried previous output's share where it agrees with the new depth (0: off); tolerance: the
-    relative difference beyond which the new depth passes through unchanged; scale_weight: how far the new depth's
+    """weight: the carried previous output's share where it equals the new depth (0: off), falling as 1 - x**2 with
+    their relative difference x / tolerance to none at the tolerance (the new depth passes through there and beyond:
+    no hard edge between blended and passed pixels); scale_weight: how far the new depth's
     scale is pulled toward the carried output's first (0: not at all, 1: held to it), as a share of the log of their
     median ratio. Depth in any one unit over time."""
 
@@ -85,10 +87,11 @@ class DepthStabiliser:
         if abs(ratio - 1) <= self.tolerance:  # a jump of the whole frame's scale: held in part; a larger change passes
             depth = depth * np.float32(ratio**self.scale_weight)
         with np.errstate(divide="ignore", invalid="ignore"):
-            agree = landed & (np.abs(carried - depth) <= self.tolerance * depth)
-        out = np.where(agree, (1 - self.weight) * depth + self.weight * carried, depth).astype(np.float32)
+            off = np.minimum(np.abs(carried - depth) / (self.tolerance * depth), 1.0)  # 1: at the tolerance or beyond
+        share = np.where(landed, self.weight * (1 - off**2), 0.0)
+        out = (depth + share * (carried - depth)).astype(np.float32)
         self.previous = out
-        return out, float(agree.mean())
+        return out, float((share > 0).mean())
 
 
 def stabilise_on_grid(stabiliser: DepthStabiliser, depth: torch.Tensor, K: np.ndarray, motion: np.ndarray | None,

@@ -22,6 +22,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.inference import DepthPredictor
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
+from dares_core.names import TEMPORAL_TOLERANCE
 from dares_ros.conversions import read_depth_image, read_point_cloud
 
 # No instruments: the model here is random (one depth everywhere), so stereo scale returns SGBM's median over the
@@ -132,11 +133,14 @@ def test_the_stabiliser_blends_depth_that_agrees_and_passes_what_does_not(assets
         assert h.wait_for(lambda: h.received["depth"], publish=send, timeout=60), log.read_text()[-2000:]
         first = depth_of_next_frame()  # the network's depth of this image (a still camera, nothing else changed)
         assert h.set_parameter("fixed_scale", 0.00105)
-        np.testing.assert_allclose(depth_of_next_frame(), (1.05**0.5 + 1) / 2 * first, rtol=1e-5)
-        assert h.set_parameter("fixed_scale", 0.0015)
-        np.testing.assert_allclose(depth_of_next_frame(), 1.5 * first, rtol=1e-5)  # 48 % off: passes through
-        assert h.set_parameter("fixed_scale", 0.00155)
-        np.testing.assert_allclose(depth_of_next_frame(with_pose=False), 1.55 * first, rtol=1e-5)
+        pulled = 1.05**0.5
+        off = (pulled - 1) / (TEMPORAL_TOLERANCE * pulled)  # the blend's share falls as 1 - off**2
+        np.testing.assert_allclose(depth_of_next_frame(), (pulled - 0.5 * (1 - off**2) * (pulled - 1)) * first,
+                                   rtol=1e-5)
+        assert h.set_parameter("fixed_scale", 0.002)
+        np.testing.assert_allclose(depth_of_next_frame(), 2.0 * first, rtol=1e-5)  # twice as deep: passes through
+        assert h.set_parameter("fixed_scale", 0.0021)
+        np.testing.assert_allclose(depth_of_next_frame(with_pose=False), 2.1 * first, rtol=1e-5)
         assert h.wait_for(lambda: int(latest_status(h)[2].get("temporal_unposed_frames", 0)) >= 1, timeout=10)
         values = latest_status(h)[2]
         assert float(values["temporal_blended_p50_pct"]) > 0 and float(values["stage_temporal_ms"]) > 0, values

@@ -17,6 +17,12 @@ def moved(dz: float) -> np.ndarray:
     return T
 
 
+def blend_of(new: float, carried: float, weight: float, tolerance: float) -> float:
+    """The stabiliser's blend of one pixel: the carried share falls as 1 - x**2 to none at the tolerance."""
+    x = min(abs(carried - new) / (tolerance * new), 1.0)
+    return new + weight * (1 - x * x) * (carried - new)
+
+
 def test_depth_is_carried_as_the_camera_moves():
     plane = np.full((60, 80), 50.0, np.float32)
     np.testing.assert_allclose(carry_depth(plane, K, np.eye(4)), plane)
@@ -56,7 +62,7 @@ def test_masked_pixels_and_unknown_motion_are_never_blended():
     second = first * 1.04
     out, _ = stabiliser(second, K, np.eye(4), mask)
     np.testing.assert_array_equal(out[mask], second[mask])
-    assert np.allclose(out[~mask], 51.0)  # halfway between 50 and 52
+    assert np.allclose(out[~mask], blend_of(52.0, 50.0, 0.5, 0.1))  # 4 % apart: a little under half the weight
     out, blended = stabiliser(second * 1.01, K, None)
     np.testing.assert_array_equal(out, second * 1.01)
     assert blended == 0.0
@@ -67,11 +73,12 @@ def test_masked_pixels_and_unknown_motion_are_never_blended():
 def test_a_jittering_scale_is_held_in_part_and_a_large_change_is_not():
     """scale_weight 0.5: a frame 8 % deeper overall (a relative network's scale jitter) is first pulled halfway (in
     log space) toward the previous output, then blended with it; a frame 50 % deeper is a real change and passes."""
+    pulled = 1.08**0.5
     scene = (50 + 10 * np.random.default_rng(1).random((60, 80))).astype(np.float32)
     stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.5)
     stabiliser(scene, K, None)
     held, blended = stabiliser(scene * 1.08, K, np.eye(4))
-    np.testing.assert_allclose(held, scene * (1 + 1.08**0.5) / 2, rtol=1e-5)
+    np.testing.assert_allclose(held, scene * blend_of(pulled, 1.0, 0.5, 0.1), rtol=1e-5)
     assert blended == 1.0
     passed, blended = stabiliser(scene * 1.5, K, np.eye(4))
     np.testing.assert_array_equal(passed, scene * 1.5)
@@ -152,5 +159,6 @@ def test_a_live_node_stabilises_a_large_map_on_a_grid_and_corrects_every_pixel()
     moved_patch[100:200, 200:300] = 80.0  # an instrument came in
     out, blended = stabilise_on_grid(stabiliser, moved_patch, big_K, np.eye(4), pixels=160 * 120)
     assert out.shape == (480, 640) and 0.9 < blended < 1.0
-    assert torch.allclose(out[:100], torch.tensor(51.0)) and torch.allclose(out[300:], torch.tensor(51.0))
+    expected = torch.tensor(blend_of(52.0, 50.0, 0.5, 0.1))
+    assert torch.allclose(out[:100], expected) and torch.allclose(out[300:], expected)
     assert torch.equal(out[100:200, 200:300], moved_patch[100:200, 200:300])  # passed through
