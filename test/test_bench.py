@@ -107,13 +107,14 @@ def test_fine_tune_bench_runs_the_own_endoscope_loop_and_scores_both_models(tmp_
     assert f"| 4 | {score['start']:.4f} | {score['fine_tuned']:.4f} |" in (tmp_path / "benchmarks.md").read_text()
 
 
-def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
+def test_node_bench_measures_both_eyes_and_the_stabiliser_end_to_end(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
     save_depth_net(DaresDepthNet(DepthNetConfig.dares("tiny", hf_config=TINY)), weights)
     root = generate(SynthConfig(width=288, height=224, frames=3, sequences=1, seed=2), tmp_path / "scene")
     record = bench_node(weights, rate=5.0, duration=3.0, warmup=1.0, input_size=(56, 70), eyes="both",
-                        sequence=root / sequence_folder(0))  # a recorded sequence, not the default generated scene
+                        sequence=root / sequence_folder(0),  # a recorded sequence, not the default generated scene
+                        temporal_weight=0.5)  # with the stabiliser, a still camera's pose at every frame
     assert set(record["paths"]) == {"node depth", "node points", "node right depth"}
     paths = record["paths"]
     for path in paths.values():  # how many frames a loaded machine keeps up with is the benchmark's figure, not ours
@@ -121,6 +122,8 @@ def test_node_bench_measures_both_eyes_end_to_end(tmp_path):
     assert paths["node right depth"]["received"] == paths["node depth"]["received"]  # both eyes in one batch
     assert record["settings"]["eyes"] == "both" and record["settings"]["compile"] is False
     assert record["settings"]["input"] == "288x224 stereo"  # the sequence's own image size
+    stages = paths["node depth"]["stages_ms"]  # the node's diagnostics, once a second
+    assert stages["temporal"] > 0 and stages["own"] >= stages["temporal"] and stages["network"] > 0, stages
 
 
 def test_benchmarks_run_elsewhere_never_touch_that_folders_docs(tmp_path, monkeypatch, capsys):

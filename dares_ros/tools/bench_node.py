@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -58,8 +59,14 @@ def stereo_messages(width: int, height: int, workdir: Path,
 def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup, duration,
                 workdir) -> float:
     """Publish the stereo stream on a drift-free schedule once the node answers; returns the node's peak RSS."""
+    pose = PoseStamped()  # a still camera, for the stabiliser (published only with temporal_weight)
+    pose.header.frame_id, pose.pose.orientation.w = "bench_map", 1.0
+
     def publish(i: int):
         stamp = node.get_clock().now().to_msg()
+        if "camera_pose" in pubs:  # before the images: no frame waits for its pose
+            pose.header.stamp = stamp
+            pubs["camera_pose"].publish(pose)
         left, right = pairs[i % len(pairs)]
         for msg, topic in ((left_info, "left/camera_info"), (right_info, "right/camera_info"),
                            (right, "right/image_rect"), (left, "left/image_rect")):
@@ -81,11 +88,13 @@ def _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, 
 def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 1280, height: int = 1024,
                rate: float = 30.0, duration: float = 20.0, warmup: float = 3.0, device: str = "cpu",
                precision: str = "fp32", input_size=(None, None), scale_mode: str = "relative", eyes: str = "left",
-               compile: bool = False, sequence: Path | None = None, stand_in: bool = False) -> dict:
+               compile: bool = False, sequence: Path | None = None, stand_in: bool = False,
+               temporal_weight: float = 0.0) -> dict:
     """Run the node against a fixed-rate stereo stream; returns the benchmark record. eyes: both also measures
     the right eye's depth (computed in the same batch); compile: the node's `compile` parameter; sequence: a
     keyframe folder (image_02, image_03, calibration.yaml) streamed instead of a generated scene of width x height
-    (its own image size is used)."""
+    (its own image size is used); temporal_weight: the node's stabiliser on, with a still camera's pose published
+    on camera_pose at every frame's stamp."""
     dev = resolve_device(device)
     prepare_dds(local_only=True)  # DDS never leaves this machine
     namespace = f"/dares_bench_{os.getpid()}"
@@ -100,7 +109,8 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
         width, height = left_info.width, left_info.height
         params = {"weights": weights, "device": device, "precision": precision, "input_height": input_size[0],
                   "input_width": input_size[1], "scale_mode": scale_mode, "eyes": eyes,
-                  "compile": str(compile).lower(), "stand_in_network": str(stand_in).lower()}
+                  "compile": str(compile).lower(), "stand_in_network": str(stand_in).lower(),
+                  "temporal_weight": temporal_weight}
         with node_session(namespace, params, workdir, "dares_bench_publisher") as (proc, node):
             outputs = {"depth": (Image, "depth/image"), "points": (PointCloud2, "points")}
             if eyes == "both":
@@ -126,7 +136,7 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
             node.create_subscription(DiagnosticArray, "/diagnostics", node_stages, 10)
             pubs = {k: node.create_publisher(t, f"{namespace}/{k}", 10) for k, t in (
                 ("left/image_rect", Image), ("right/image_rect", Image), ("left/camera_info", CameraInfo),
-                ("right/camera_info", CameraInfo))}
+                ("right/camera_info", CameraInfo), *([("camera_pose", PoseStamped)] if temporal_weight else []))}
             sent: dict[tuple[int, int], float] = {}
             peak = _run_stream(proc, node, pubs, pairs, left_info, right_info, arrivals, sent, rate, warmup,
                                duration, workdir)
@@ -144,7 +154,8 @@ def bench_node(weights: Path | None = None, encoder: str = "vits", width: int = 
         "benchmark": "node", "machine": machine(dev),
         "settings": {"input": f"{width}x{height} stereo", "rate_hz": rate, "duration_s": duration,
                      "network": f"{input_size[0]}x{input_size[1]}", "precision": precision, "scale_mode": scale_mode,
-                     "encoder": encoder, "eyes": eyes, "compile": compile, "network_stand_in": stand_in},
+                     "encoder": encoder, "eyes": eyes, "compile": compile, "network_stand_in": stand_in,
+                     **({"temporal_weight": temporal_weight} if temporal_weight else {})},
         "paths": paths,
         "note": "the node runs with config/dares.yaml plus these settings (coloured preview on); latency: input "
                 "stamp to arrival at a subscriber in another process (transport included); stages_ms: the node's "

@@ -11,6 +11,7 @@ from dares_core.cli import (
     NON_NEGATIVE_FLOAT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
+    SHARE,
     add_bench_output_options,
     add_recording_options,
     publish_result,
@@ -35,9 +36,10 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 
     record = bench_node(args.weights, args.encoder, args.width, args.height, args.rate, args.duration, args.warmup,
                         args.device, args.precision, (args.input_height, args.input_width), args.scale_mode, args.eyes,
-                        args.compile, args.sequence, args.stand_in_network)
+                        args.compile, args.sequence, args.stand_in_network, args.temporal_weight)
     name = result_name(record, "network", "rate_hz", "precision", "scale_mode", "eyes") + (
-        "-compiled" if args.compile else "") + ("-stand-in" if args.stand_in_network else "")
+        "-compiled" if args.compile else "") + ("-stand-in" if args.stand_in_network else "") + (
+        "-temporal" if args.temporal_weight else "")
     path = publish_result(args, name, record)
     depth = record["paths"]["node depth"]
     own = depth["stages_ms"].get("own")
@@ -310,6 +312,9 @@ def add_commands(groups: dict) -> None:
     p.add_argument("--compile", action="store_true", help="node compile: torch.compile the network at start")
     p.add_argument("--stand-in-network", action="store_true",
                    help="replace the network by a constant of its output's shape: the node's own cost per stage")
+    p.add_argument("--temporal-weight", type=SHARE, default=0.0,
+                   help="node temporal_weight: the depth stabiliser on (a still camera's pose on camera_pose at every "
+                        "frame), its cost in the stage table (default 0: off)")
     p.add_argument("--sequence", type=Path, default=None,
                    help="stream this keyframe folder's stereo frames (image_02, image_03, calibration.yaml; e.g. "
                         "`dares synth` or `dares prepare-scared` output) instead of a generated scene of --width x "
