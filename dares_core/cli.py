@@ -801,8 +801,8 @@ def _add_bench(sub) -> argparse._SubParsersAction:
     p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
     p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
     p.add_argument("--frames", type=POSITIVE_INT, default=20, help="frames per scene (default 20)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[91, 92, 93, 94, 95],
-                   help="synthetic scenes (default 91-95: the stabiliser's defaults were chosen on 41-45)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(121, 131)),
+                   help="synthetic scenes (default 121-130: the stabiliser's defaults were chosen on 41-50)")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_temporal)
     p = kinds.add_parser("fusion", help="TSDF fusion throughput (frames/s) of dares reconstruct")
