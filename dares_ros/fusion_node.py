@@ -2,9 +2,10 @@
 
 Inputs (remappable): depth/image (32FC1 metres, REP 118: dares_depth_node's), depth/camera_info, and the
 camera's pose in the map frame from odom (nav_msgs/Odometry: dares_odometry_node's) or camera_pose
-(geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose), matched to the
-depth by stamp; image (the left image, optional) colours the surface; with use_mask, mask (mono8 or 8UC1,
-nonzero on pixels to leave out: the instruments of a tool segmentation) keeps what moves out of the map.
+(geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose; once one arrives, odom
+is ignored), matched to the depth by stamp; image (the left image, optional) colours the surface; with use_mask,
+mask (mono8 or 8UC1, nonzero on pixels to leave out: the instruments of a tool segmentation) keeps what moves out of
+the map.
 Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points; extracted
 incrementally, from the voxel blocks the frames since the last publish touched, so its cost does not grow with the
 map), with publish_mesh map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles), and
@@ -34,7 +35,6 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
@@ -57,7 +57,7 @@ from .conversions import (
     stamp_seconds,
     triangle_marker,
 )
-from .graph import parameter_help, run_node
+from .graph import SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
 from .sync import Order, Timeline, nearest_by_stamp
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
@@ -88,8 +88,10 @@ PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at 
     "map_frame": ("", "frame_id of map/points; empty: the pose messages' frame_id"),
     "device": ("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda"),
     "reset": (False, "set true to clear the map (it reads false again once cleared)"),
+    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, keep last 5: matches any publisher) or "
+                           "reliable (every frame of a reliable publisher such as a bag replay)"),
 }
-START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device")
+START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device", "qos")
 O3D_DEVICES = {"auto": None, "cpu": "CPU:0", "cuda": "CUDA:0"}
 
 
@@ -99,8 +101,9 @@ def parameter_problem(name: str, value) -> str:
     if isinstance(default, bool) or isinstance(default, str):
         if type(value) is not type(default):
             return f"{name} must be a {type(default).__name__}"
-        if name == "device" and value not in O3D_DEVICES:
-            return f"device {value!r}: give one of {', '.join(O3D_DEVICES)}"
+        for choice, choices in (("device", O3D_DEVICES), ("qos", SUBSCRIPTION_QOS)):
+            if name == choice and value not in choices:
+                return f"{name} {value!r}: give one of {', '.join(choices)}"
         return ""
     if type(value) not in (int, float) or (isinstance(default, int) and type(value) is not int) or not value > 0:
         return f"{name} must be a positive {type(default).__name__}, got {value!r}"
@@ -125,6 +128,7 @@ class FusionNode(Node):
         self.images: deque = deque(maxlen=QUEUE)  # (stamp s, rgb (H,W,3) uint8)
         self.masks: deque = deque(maxlen=QUEUE)  # (stamp s, leave out (H,W) bool)
         self.info: CameraInfo | None = None
+        self.kinematics = False  # a camera_pose came: odom is ignored from then on
         self.image_received = -math.inf  # monotonic time of the last colour image
         self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0, "map_full": 0}
         self.problem = ""
@@ -138,14 +142,14 @@ class FusionNode(Node):
         self.wake, self.stop = threading.Event(), threading.Event()
         self.clear_request, self.publish_due = "", False  # what the worker is asked to do next
         self.worker = threading.Thread(target=self._work, name="dares-fusion", daemon=True)
-        self.create_subscription(Image, "depth/image", self._on_depth, qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos_profile_sensor_data)
-        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose),
-                                 qos_profile_sensor_data)  # best effort: matches reliable and best-effort publishers
-        self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose),
-                                 qos_profile_sensor_data)
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
-        self.create_subscription(Image, "mask", self._on_mask, qos_profile_sensor_data)
+        qos = subscription_qos(self.p("qos"))  # sensor_data, best effort: matches any publisher
+        self.create_subscription(Image, "depth/image", self._on_depth, qos)
+        self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos)
+        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose, "odom"), qos)
+        self.create_subscription(PoseStamped, "camera_pose",
+                                 lambda m: self._on_pose(m.header, m.pose, "camera_pose"), qos)
+        self.create_subscription(Image, "image", self._on_image, qos)
+        self.create_subscription(Image, "mask", self._on_mask, qos)
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
         self.mesh_pub = self.create_publisher(Marker, "map/mesh", OUTPUT_QUEUE_DEPTH)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
@@ -234,8 +238,16 @@ class FusionNode(Node):
             self.depths.append((stamp, depth, msg.header.stamp))
         self.wake.set()
 
-    def _on_pose(self, header, pose) -> None:
+    def _on_pose(self, header, pose, source: str) -> None:
+        """A pose of `source` (odom or camera_pose). Once camera_pose arrives, odom is ignored: the two are
+        trajectories in frames of their own, and frames fused with one and then the other would not line up."""
         with self.lock:
+            if source == "odom" and self.kinematics:
+                return
+            if source == "camera_pose" and not self.kinematics:
+                self.kinematics = True
+                self.poses.clear()  # odometry's, queued before
+                self.get_logger().info("camera_pose arrives: its poses are fused, odom is ignored from now on")
             self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), self.frame_ids(header.frame_id)))
         self.wake.set()
 

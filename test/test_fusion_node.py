@@ -11,6 +11,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from ros_harness import camera_info, rgb_image, wait_until
@@ -30,6 +31,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import world_points
 from dares_ros.conversions import depth_image, read_point_cloud, set_pose, uint8_image
+from dares_ros.fusion_node import parameter_problem
 from dares_ros.tools.processes import node_session
 
 VOXEL_M = 0.002
@@ -74,7 +76,7 @@ class Graph:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
         self.pubs = {name: self.node.create_publisher(kind, f"{namespace}/{name}", 10) for name, kind in (
             ("depth/image", Image), ("depth/camera_info", CameraInfo), ("camera_pose", PoseStamped),
-            ("image", Image), ("mask", Image))}
+            ("image", Image), ("mask", Image), ("odom", Odometry))}
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_fusion_node/set_parameters")
         assert wait_until(lambda: all(p.get_subscription_count() for p in self.pubs.values()), 30), \
             self.log.read_text()
@@ -86,17 +88,23 @@ class Graph:
             if status.name == "dares_fusion_node: map" and status.hardware_id.startswith(self.ns):
                 self.diagnostics.append({kv.key: kv.value for kv in status.values} | {"message": status.message})
 
-    def publish(self, i, rgb, depth_mm, T_mm, K, mask=None):
+    def publish(self, i, rgb, depth_mm, T_mm, K, mask=None, odometry_shift_mm=None):
+        """Frame i's inputs; odometry_shift_mm: also odom first, at the same stamp, the pose shifted that far along
+        x (another trajectory, as an odometry node's origin makes it)."""
         stamp = rclpy.time.Time(seconds=100 + i).to_msg()
         info = camera_info(K, depth_mm.shape[1], depth_mm.shape[0])
         pose = PoseStamped()
         set_pose(pose.pose, T_mm, unit=1e-3)
         depth = depth_image(np.where(depth_mm > 0, depth_mm / 1000, np.nan), Header())
         messages = [("depth/camera_info", info), ("image", rgb_image(rgb)), ("camera_pose", pose)]
+        if odometry_shift_mm is not None:
+            odom = Odometry()
+            set_pose(odom.pose.pose, T_mm + np.pad([[odometry_shift_mm], [0], [0]], ((0, 1), (3, 0))), unit=1e-3)
+            messages.insert(0, ("odom", odom))
         if mask is not None:
             messages.append(("mask", uint8_image(mask.astype(np.uint8) * 255, "mono8")))
         for name, msg in messages + [("depth/image", depth)]:
-            msg.header.stamp, msg.header.frame_id = stamp, "world" if name == "camera_pose" else "cam"
+            msg.header.stamp, msg.header.frame_id = stamp, {"camera_pose": "world", "odom": "odom"}.get(name, "cam")
             self.pubs[name].publish(msg)
         time.sleep(0.15)
 
@@ -118,9 +126,10 @@ def test_fused_map_lies_on_the_true_surface_and_bad_poses_do_not_reach_it(sequen
     K, frames = sequence
     graph = Graph(tmp_path, f"/fusion{os.getpid()}")
     try:
-        for i, (rgb, depth_mm, T_mm, _) in enumerate(frames):
-            graph.publish(i, rgb, depth_mm, T_mm, K)
+        for i, (rgb, depth_mm, T_mm, _) in enumerate(frames):  # odometry too, 100 mm off: camera_pose wins
+            graph.publish(i, rgb, depth_mm, T_mm, K, odometry_shift_mm=100.0)
         assert wait_until(lambda: graph.counts().get("fused") == str(FRAMES)), (graph.counts(), graph.log.read_text())
+        assert graph.counts()["rejected_poses"] == "0" and "odom is ignored" in graph.log.read_text()
         assert wait_until(lambda: graph.maps and graph.maps[-1].header.stamp.sec == 100 + FRAMES - 1)
         points, colours = (a.reshape(-1, 3) for a in read_point_cloud(graph.maps[-1]))
         assert graph.maps[-1].header.frame_id == "world" and len(points) > 500
@@ -188,9 +197,10 @@ def test_a_full_map_refuses_frames_within_its_memory_bound(sequence, tmp_path):
 def test_masked_instruments_stay_out_of_the_map(tmp_path):
     """Two instruments move through the view (17 % of the pixels): with use_mask and their masks, the map is the
     tissue alone (unmasked, a tenth of it lies beyond 4 mm of the tissue, seed 6 measured 8.8 %); a depth
-    image whose mask does not come is not fused, nor one with a mask of another size."""
+    image whose mask does not come is not fused, nor one with a mask of another size. Reliable subscriptions here
+    (qos, as dares demo runs it)."""
     K, frames = synthetic_sequence(tmp_path / "scene", instruments=2)
-    graph = Graph(tmp_path, f"/masked{os.getpid()}", use_mask=True)
+    graph = Graph(tmp_path, f"/masked{os.getpid()}", use_mask=True, qos="reliable")
     try:
         rgb, depth_mm, T_mm, mask = frames[0]
         graph.publish(0, rgb, depth_mm, T_mm, K)  # no mask: waits for it, then is dropped once newer masks come
@@ -217,3 +227,9 @@ def _nearest(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     def cloud(p):
         return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(p, np.float64)))
     return np.asarray(cloud(points).compute_point_cloud_distance(cloud(reference)))
+
+
+def test_a_bad_choice_is_one_line_naming_the_choices():
+    assert parameter_problem("qos", "fast") == "qos 'fast': give one of sensor_data, reliable"
+    assert parameter_problem("device", "tpu") == "device 'tpu': give one of auto, cpu, cuda"
+    assert parameter_problem("qos", "reliable") == parameter_problem("device", "cpu") == ""

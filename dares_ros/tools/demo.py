@@ -63,7 +63,8 @@ OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/came
 MAP = f"{NAMESPACE}/map/points"  # dares_fusion_node's, when the bag has ground-truth poses
 ODOM = f"{NAMESPACE}/odom"  # dares_odometry_node's, when there are pose weights
 FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu",
-          "min_observations": 1.0}  # a short demo on a loaded machine may fuse only a few frames
+          "min_observations": 1.0,  # a short demo on a loaded machine may fuse only a few frames
+          "qos": "reliable"}  # every frame: best effort loses some on a loaded machine, and the map with them
 REPORT_TITLE = "# dares demo"
 
 
