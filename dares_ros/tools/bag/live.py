@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from dares_core.errors import DaresError
@@ -15,6 +16,8 @@ from ...conversions import (
 )
 from ...graph import prepare_dds
 from .io import BagWriter, bag_qos, default_qos, message_class, named_topic, open_reader
+
+ACK_WAIT_S = 10.0  # how long a finished replay waits for its reliable subscribers to acknowledge the last messages
 
 
 @dataclass
@@ -50,7 +53,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
     if own_context:
         context = _new_context()
     node = rclpy.create_node("dares_bag_play", context=context)
-    stats = PlayStats()
+    stats, publishers = PlayStats(), {}
     try:
         for topic in topics or ():  # a selection that matches nothing never plays everything
             named_topic(reader, topic)
@@ -59,7 +62,7 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             raise DaresError(f"--start {start:g} s is outside the bag ({duration:.2f} s long): give 0 to "
                              f"{duration:.2f}")
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
-        publishers, skipped = {}, []
+        skipped = []
         for c in connections:
             cls = message_class(c.msgtype)
             if cls is None:
@@ -116,6 +119,9 @@ def play_bag(path: Path, rate: float = 1.0, loop: bool = False, start: float = 0
             if not loop or (stop is not None and stop.is_set()):
                 return stats
     finally:
+        if stop is None or not stop.is_set():  # the last messages reach every reliable subscriber before their
+            for publisher in publishers.values():  # publisher goes (a loaded one may need them sent again), as
+                publisher.wait_for_all_acked(Duration(seconds=ACK_WAIT_S))  # ros2 bag play --wait-for-all-acked
         reader.close()
         node.destroy_node()
         if own_context:
