@@ -2,10 +2,10 @@
 
 Inputs (remappable): depth/image (32FC1 metres, REP 118: dares_depth_node's), depth/camera_info, and the
 camera's pose in the map frame from odom (nav_msgs/Odometry: dares_odometry_node's) or camera_pose
-(geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose; once one arrives, odom
-is ignored), matched to the depth by stamp; image (the left image, optional) colours the surface; with use_mask,
-mask (mono8 or 8UC1, nonzero on pixels to leave out: the instruments of a tool segmentation) keeps what moves out of
-the map.
+(geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose; pose_source picks one
+when both are published), matched to the depth by stamp; image (the left image, optional) colours the surface;
+with use_mask, mask (mono8 or 8UC1, nonzero on pixels to leave out: the instruments of a tool segmentation) keeps
+what moves out of the map.
 Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points; extracted
 incrementally, from the voxel blocks the frames since the last publish touched, so its cost does not grow with the
 map), with publish_mesh map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles), and
@@ -88,10 +88,13 @@ PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at 
     "map_frame": ("", "frame_id of map/points; empty: the pose messages' frame_id"),
     "device": ("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda"),
     "reset": (False, "set true to clear the map (it reads false again once cleared)"),
+    "pose_source": ("any", "which poses are fused: odom, camera_pose, or any (both subscribed: publish only one, "
+                           "as two trajectories in frames of their own do not line up)"),
     "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, keep last 5: matches any publisher) or "
                            "reliable (every frame of a reliable publisher such as a bag replay)"),
 }
-START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device", "qos")
+START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device", "qos", "pose_source")
+POSE_SOURCES = ("any", "odom", "camera_pose")
 O3D_DEVICES = {"auto": None, "cpu": "CPU:0", "cuda": "CUDA:0"}
 
 
@@ -101,7 +104,7 @@ def parameter_problem(name: str, value) -> str:
     if isinstance(default, bool) or isinstance(default, str):
         if type(value) is not type(default):
             return f"{name} must be a {type(default).__name__}"
-        for choice, choices in (("device", O3D_DEVICES), ("qos", SUBSCRIPTION_QOS)):
+        for choice, choices in (("device", O3D_DEVICES), ("qos", SUBSCRIPTION_QOS), ("pose_source", POSE_SOURCES)):
             if name == choice and value not in choices:
                 return f"{name} {value!r}: give one of {', '.join(choices)}"
         return ""
@@ -128,7 +131,6 @@ class FusionNode(Node):
         self.images: deque = deque(maxlen=QUEUE)  # (stamp s, rgb (H,W,3) uint8)
         self.masks: deque = deque(maxlen=QUEUE)  # (stamp s, leave out (H,W) bool)
         self.info: CameraInfo | None = None
-        self.kinematics = False  # a camera_pose came: odom is ignored from then on
         self.image_received = -math.inf  # monotonic time of the last colour image
         self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0, "map_full": 0}
         self.problem = ""
@@ -145,9 +147,10 @@ class FusionNode(Node):
         qos = subscription_qos(self.p("qos"))  # sensor_data, best effort: matches any publisher
         self.create_subscription(Image, "depth/image", self._on_depth, qos)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos)
-        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose, "odom"), qos)
-        self.create_subscription(PoseStamped, "camera_pose",
-                                 lambda m: self._on_pose(m.header, m.pose, "camera_pose"), qos)
+        if self.p("pose_source") in ("any", "odom"):
+            self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose), qos)
+        if self.p("pose_source") in ("any", "camera_pose"):
+            self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose), qos)
         self.create_subscription(Image, "image", self._on_image, qos)
         self.create_subscription(Image, "mask", self._on_mask, qos)
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
@@ -238,16 +241,8 @@ class FusionNode(Node):
             self.depths.append((stamp, depth, msg.header.stamp))
         self.wake.set()
 
-    def _on_pose(self, header, pose, source: str) -> None:
-        """A pose of `source` (odom or camera_pose). Once camera_pose arrives, odom is ignored: the two are
-        trajectories in frames of their own, and frames fused with one and then the other would not line up."""
+    def _on_pose(self, header, pose) -> None:
         with self.lock:
-            if source == "odom" and self.kinematics:
-                return
-            if source == "camera_pose" and not self.kinematics:
-                self.kinematics = True
-                self.poses.clear()  # odometry's, queued before
-                self.get_logger().info("camera_pose arrives: its poses are fused, odom is ignored from now on")
             self.poses.append((stamp_seconds(header.stamp), pose_matrix(pose), self.frame_ids(header.frame_id)))
         self.wake.set()
 

@@ -64,7 +64,8 @@ MAP = f"{NAMESPACE}/map/points"  # dares_fusion_node's, when the bag has ground-
 ODOM = f"{NAMESPACE}/odom"  # dares_odometry_node's, when there are pose weights
 FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu",
           "min_observations": 1.0,  # a short demo on a loaded machine may fuse only a few frames
-          "qos": "reliable"}  # every frame: best effort loses some on a loaded machine, and the map with them
+          "qos": "reliable",  # every frame: best effort loses some on a loaded machine, and the map with them
+          "pose_source": "camera_pose"}  # the bag's true poses, not the odometry node's beside them
 REPORT_TITLE = "# dares demo"
 
 
