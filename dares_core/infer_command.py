@@ -186,8 +186,9 @@ def run_infer(args: argparse.Namespace) -> None:
 
 
 class TemporalInference:
-    """`dares infer --temporal`: each frame's depth stabilised (dares_core.temporal) with the camera's motion from
-    the previous frame, as the pose network (--pose-weights) estimates it, in millimetres at its recorded unit."""
+    """`dares infer --temporal`: each frame's depth stabilised (dares_core.temporal) with the previous output,
+    carried along the optical flow between the frames and moved by the camera's motion from the previous frame, as
+    the pose network (--pose-weights) estimates it, in millimetres at its recorded unit."""
 
     def __init__(self, pose_weights: Path, K: np.ndarray, calib_size, weight: float, tolerance: float,
                  scale_weight: float):
@@ -223,7 +224,7 @@ class TemporalInference:
             motion = scale_translation(T, self.units.unit_mm)  # the previous camera's points into this one's, mm
         self.previous = small
         K = scaled_intrinsics(self.K, self.calib_size, (rgb.shape[1], rgb.shape[0]))
-        return self.stabiliser(depth_mm, K, motion)[0]
+        return self.stabiliser(depth_mm, rgb, K, motion)[0]
 
 
 def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics,

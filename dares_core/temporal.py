@@ -1,15 +1,18 @@
-"""An online, causal depth stabiliser: the previous output carried into the current frame with the camera's motion
-and blended with the new depth where the two agree. It uses only what a live system has (the previous output, the
-current depth, a camera motion from odometry, kinematics or an estimate), never ground truth.
+"""An online, causal depth stabiliser: the previous output carried into the current frame and blended with the new
+depth where the two agree. It uses only what a live system has (the previous output, the current frame and depth,
+a camera motion from odometry, kinematics or an estimate), never ground truth.
 
+The previous output is carried along the optical flow between the two frames' images (OpenCV's DIS, a few ms at
+320x256), so each pixel takes the depth of the surface point it shows, whatever moved it: an error in the camera's
+motion does not misplace it, and a moving instrument's depth goes with the instrument. The camera's motion then
+moves each carried depth value (a point the camera approached is nearer now).
 First, the new depth's scale is pulled toward the carried output's (`scale_weight`, in log space) where the two
 differ by less than `tolerance`: a relative network's scale, or a stereo scale, that jitters between frames is held,
 while a lasting change still comes through.
 Each pixel then takes the carried output's share `weight` where the two agree, less as they differ, and none where
-they differ by `tolerance` (relative) or more: there the new depth passes through unchanged, so real motion of the
-scene and moving instruments are not smeared, and a large change is not lagged. Pixels a mask marks (instruments)
-are never blended. The previous output is carried by forward splatting with a z-buffer (the nearest surface wins),
-written here because no library splats a depth map into another view with occlusion.
+they differ by `tolerance` (relative) or more: there the new depth passes through unchanged, so occlusions,
+instruments the flow lost and a large change are neither smeared nor lagged. Pixels a mask marks (instruments) are
+never blended.
 """
 
 from __future__ import annotations
@@ -25,30 +28,26 @@ from .names import TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
 TEMPORAL_GRID_PIXELS = 320 * 256  # the most pixels a live node's stabiliser carries per frame (stabilise_on_grid)
 
 
-def carry_depth(depth: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """depth (H,W) of one view (<= 0 or NaN: none) seen from another: T (4,4) takes the first camera's points into
-    the second's (same length unit as depth), K (3,3) pixels of both. Returns (H,W) depth in the second view, 0
-    where nothing lands; where several pixels land on one, the nearest; one-pixel gaps between landed pixels take
-    their nearest neighbour's depth."""
+def gray(image: np.ndarray) -> np.ndarray:
+    """(H,W) uint8 of an RGB (H,W,3) or grey (H,W) uint8 image."""
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def carry_depth(depth: np.ndarray, flow: np.ndarray, K: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """depth (H,W) of the previous frame (<= 0: none) seen in the current one: flow (H,W,2) takes each current pixel
+    x to the previous frame's pixel x + flow(x) that shows the same point, T (4,4) the previous camera's points into
+    the current one's (same length unit as depth), K (3,3) pixels of both. Returns (H,W) depth, 0 where the flow
+    leaves the previous frame or finds no depth there."""
     height, width = depth.shape
-    v, u = np.mgrid[0:height, 0:width]
-    valid = np.isfinite(depth) & (depth > 0)
-    z = depth[valid]
-    rays = np.linalg.inv(K) @ np.stack([u[valid], v[valid], np.ones_like(z)]).astype(np.float64)
-    points = T[:3, :3] @ (rays * z) + T[:3, 3:4]
-    in_front = points[2] > 1e-9
-    points = points[:, in_front]
-    pixels = K @ (points / points[2])
-    col, row = np.round(pixels[0]).astype(np.int64), np.round(pixels[1]).astype(np.int64)
-    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    out = np.full(height * width, np.inf, np.float32)
-    np.minimum.at(out, row[inside] * width + col[inside], points[2, inside].astype(np.float32))
-    out = out.reshape(height, width)
-    # a view that magnifies leaves one-pixel gaps between splats: filled by their nearest neighbour's depth
-    filled = cv2.erode(out, np.ones((3, 3), np.uint8))
-    out = np.where(np.isfinite(out), out, filled)
-    out[np.isinf(out)] = 0.0
-    return out
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    flow = np.asarray(flow, np.float32)
+    map_u, map_v = u + flow[..., 0], v + flow[..., 1]
+    z = cv2.remap(np.nan_to_num(depth, nan=0.0).astype(np.float32), map_u, map_v, cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    rays = np.linalg.inv(K) @ np.stack([map_u.ravel(), map_v.ravel(), np.ones(map_u.size, np.float32)])
+    moved_z = (T[2, :3] @ rays).reshape(height, width) * z + T[2, 3]  # the points' depth in the current camera
+    inside = (map_u >= 0) & (map_u <= width - 1) & (map_v >= 0) & (map_v <= height - 1) & (z > 0) & (moved_z > 0)
+    return np.where(inside, moved_z, 0.0).astype(np.float32)
 
 
 class DepthStabiliser:
@@ -64,22 +63,28 @@ class DepthStabiliser:
             raise ValueError(f"weight {weight} must be in [0, 1), tolerance {tolerance} positive and scale_weight "
                              f"{scale_weight} in [0, 1]")
         self.weight, self.tolerance, self.scale_weight = weight, tolerance, scale_weight
+        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self.previous: np.ndarray | None = None
+        self.previous_image: np.ndarray | None = None  # grey (H,W) uint8
 
     def reset(self) -> None:
         """Forget the previous output (time went back, a new sequence)."""
-        self.previous = None
+        self.previous = self.previous_image = None
 
-    def __call__(self, depth: np.ndarray, K: np.ndarray, motion: np.ndarray | None,
+    def __call__(self, depth: np.ndarray, image: np.ndarray, K: np.ndarray, motion: np.ndarray | None,
                  mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-        """(stabilised depth (H,W), the fraction of pixels blended) of a new depth (H,W); motion (4,4): the
-        previous camera's points into this one's (None: unknown, nothing is carried); mask (H,W) bool: pixels
-        never blended (instruments)."""
-        depth = np.asarray(depth, np.float32)
-        if self.previous is None or motion is None or self.previous.shape != depth.shape or not self.weight:
-            self.previous = depth.copy()
+        """(stabilised depth (H,W), the fraction of pixels blended) of a new depth (H,W) and its frame's image (H,W,3)
+        RGB or (H,W) grey uint8; motion (4,4): the previous camera's points into this one's (None: unknown, nothing
+        is carried); mask (H,W) bool: pixels never blended (instruments)."""
+        depth, image = np.asarray(depth, np.float32), gray(np.asarray(image, np.uint8))
+        if image.shape != depth.shape:
+            raise ValueError(f"image {image.shape[:2]} and depth {depth.shape} differ in size")
+        previous, previous_image = self.previous, self.previous_image
+        self.previous, self.previous_image = depth.copy(), image
+        if previous is None or motion is None or previous.shape != depth.shape or not self.weight:
             return depth, 0.0
-        carried = carry_depth(self.previous, K, motion)
+        flow = self.flow.calc(image, previous_image, None)  # current pixel x shows previous pixel x + flow(x)
+        carried = carry_depth(previous, flow, K, motion)
         landed = (carried > 0) & (depth > 0)
         if mask is not None:
             landed &= ~mask
@@ -94,19 +99,20 @@ class DepthStabiliser:
         return out, float((share > 0).mean())
 
 
-def stabilise_on_grid(stabiliser: DepthStabiliser, depth: torch.Tensor, K: np.ndarray, motion: np.ndarray | None,
-                      pixels: int = TEMPORAL_GRID_PIXELS) -> tuple[torch.Tensor, float]:
+def stabilise_on_grid(stabiliser: DepthStabiliser, depth: torch.Tensor, image: np.ndarray, K: np.ndarray,
+                      motion: np.ndarray | None, pixels: int = TEMPORAL_GRID_PIXELS) -> tuple[torch.Tensor, float]:
     """A live node's stabiliser at a bounded cost: `stabiliser` runs on every k-th pixel of depth (H,W) metres (a
-    tensor on any device; k so that at most `pixels` remain) with K (3,3) scaled to that grid, and its correction
-    (stabilised / new) is carried back to every pixel of its k x k block. The node's depth is upsampled from the
-    network's resolution, so the grid loses little. Returns (stabilised depth (H,W) on depth's device, the fraction
-    of grid pixels blended)."""
+    tensor on any device; k so that at most `pixels` remain) with image (H,W,3) RGB uint8 shrunk to that grid and
+    K (3,3) scaled to it, and its correction (stabilised / new) is carried back to every pixel of its k x k block.
+    The node's depth is upsampled from the network's resolution, so the grid loses little. Returns (stabilised
+    depth (H,W) on depth's device, the fraction of grid pixels blended)."""
     height, width = depth.shape
     k = max(1, math.ceil(math.sqrt(height * width / pixels)))
     grid = depth[::k, ::k].float().cpu().numpy()
+    grid_image = cv2.resize(gray(image), grid.shape[::-1], interpolation=cv2.INTER_AREA) if k > 1 else image
     grid_K = np.array(K, dtype=np.float64)
     grid_K[:2] /= k  # grid pixel u' is pixel k*u': the same rays with fx/k, cx/k
-    stabilised, blended = stabiliser(grid, grid_K, motion)
+    stabilised, blended = stabiliser(grid, grid_image, grid_K, motion)
     with np.errstate(divide="ignore", invalid="ignore"):
         correction = np.where(grid > 0, stabilised / grid, 1.0).astype(np.float32)
     correction = torch.from_numpy(correction).to(depth.device)

@@ -505,7 +505,7 @@ class DepthNode(LifecycleNode):
         depth = depth.float() * scale
         if self.p("temporal_weight"):
             with self.stages("temporal"):
-                depth[0] = self._stabilise(depth[0], stamp_seconds(frame.left.header.stamp), K)
+                depth[0] = self._stabilise(depth[0], left, stamp_seconds(frame.left.header.stamp), K)
         for eye, rgb, info, eye_K, msg, eye_depth in zip(self.eyes, images, infos, Ks, messages, depth):
             header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
             out = depth_outputs(eye_depth, rgb, info, header, eye_K, self.p("point_stride"),
@@ -524,9 +524,10 @@ class DepthNode(LifecycleNode):
         if np.isfinite(T).all():
             self.poses.add(stamp_seconds(header.stamp), T)
 
-    def _stabilise(self, depth_m: torch.Tensor, stamp: float, K: np.ndarray | None) -> torch.Tensor:
-        """The left eye's depth (H,W) metres stabilised with the previous output, carried by the camera's motion
-        since; unchanged (and the stabiliser restarted) without a pose at this stamp or intrinsics."""
+    def _stabilise(self, depth_m: torch.Tensor, rgb: np.ndarray, stamp: float, K: np.ndarray | None) -> torch.Tensor:
+        """The left eye's depth (H,W) metres stabilised with the previous output, carried along the optical flow
+        from the previous image to this one, rgb (H,W,3), and moved by the camera's motion since; unchanged (and the
+        stabiliser restarted) without a pose at this stamp or intrinsics."""
         pose = None if K is None else self.poses.at(stamp, self.p("sync_tolerance"), self.p("temporal_pose_wait"))
         if pose is None:
             self.stabiliser.reset()
@@ -536,7 +537,7 @@ class DepthNode(LifecycleNode):
         self.stabiliser.weight, self.stabiliser.tolerance, self.stabiliser.scale_weight = (
             self.p("temporal_weight"), self.p("temporal_tolerance"), self.p("temporal_scale_weight"))
         motion = None if self.stabilised_pose is None else np.linalg.inv(pose) @ self.stabilised_pose
-        stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, K, motion)
+        stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, rgb, K, motion)
         self.stabilised_pose = pose
         self.blended.append((time.monotonic(), blended))
         return stabilised

@@ -1,6 +1,8 @@
-"""The online depth stabiliser: depth carried between views as geometry says, flicker reduced where views agree,
-large changes and masked pixels passed through at once, TAE of a real model's depth lowered with true motion."""
+"""The online depth stabiliser: depth carried along the optical flow and moved as the camera's motion says,
+flicker reduced where views agree, large changes and masked pixels passed through at once, TAE of a real model's
+depth lowered with true motion and with the pose network's."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,16 @@ import torch
 from dares_core.temporal import DepthStabiliser, carry_depth, stabilise_on_grid
 
 K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
+
+
+def texture(height: int = 60, width: int = 80, seed: int = 0) -> np.ndarray:
+    """(H,W) uint8: smooth random texture the optical flow can follow."""
+    noise = np.random.default_rng(seed).random((height, width)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    return cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+IMAGE = texture()
 
 
 def moved(dz: float) -> np.ndarray:
@@ -23,17 +35,34 @@ def blend_of(new: float, carried: float, weight: float, tolerance: float) -> flo
     return new + weight * (1 - x * x) * (carried - new)
 
 
-def test_depth_is_carried_as_the_camera_moves():
+def test_depth_is_carried_along_the_flow_and_moved_by_the_camera():
     plane = np.full((60, 80), 50.0, np.float32)
-    np.testing.assert_allclose(carry_depth(plane, K, np.eye(4)), plane)
-    closer = carry_depth(plane, K, moved(10.0))  # 10 further along the axis: the plane is 40 away, and larger
-    assert np.allclose(closer[closer > 0], 40.0) and (closer > 0).mean() > 0.95
-    occluded = plane.copy()
-    occluded[20:40, 30:50] = 20.0  # a nearer patch hides what lies behind it in the other view
-    side = np.eye(4)
-    side[0, 3] = 2.0
-    carried = carry_depth(occluded, K, side)
-    assert carried[30, 40 + 10] == pytest.approx(20.0)  # 2 to the side at 20 away: 10 pixels over, still the patch
+    still = np.zeros((60, 80, 2), np.float32)
+    np.testing.assert_allclose(carry_depth(plane, still, K, np.eye(4)), plane)
+    closer = carry_depth(plane, still, K, moved(10.0))  # 10 further along the axis: the plane is 40 away
+    np.testing.assert_allclose(closer, 40.0, rtol=1e-6)
+    patch = plane.copy()
+    patch[20:40, 30:50] = 20.0
+    left = still + [3.0, 0.0]  # each pixel shows what was 3 pixels to its right: the scene moved left
+    carried = carry_depth(patch, left, K, np.eye(4))
+    np.testing.assert_array_equal(carried[:, :-3], patch[:, 3:])
+    assert (carried[:, -3:] == 0).all()  # from beyond the previous frame: nothing carried
+
+
+def test_a_moving_surface_is_followed_by_the_flow():
+    """The scene moves 4 pixels to the right between two frames while the camera's motion says it stood still (an
+    odometry error, or an instrument that moved): the flow still carries each depth to where its surface went, so
+    the next depth, 4 % deeper, is blended with the right carried value even on the moving patch."""
+    depth = np.full((60, 80), 50.0, np.float32)
+    depth[20:40, 30:50] = 40.0
+    shifted_image, shifted_depth = np.roll(IMAGE, 4, axis=1), np.roll(depth, 4, axis=1)
+    stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.0)
+    stabiliser(depth, IMAGE, K, None)
+    out, blended = stabiliser(shifted_depth * 1.04, shifted_image, K, np.eye(4))
+    assert blended > 0.8
+    np.testing.assert_allclose(out[24:36, 44:54], blend_of(41.6, 40.0, 0.5, 0.1), rtol=1e-3)  # the patch's edge,
+    # now where the plane was: the carried depth is the patch's, as the flow says, not the plane's
+    np.testing.assert_allclose(out[5:15, 10:70], blend_of(52.0, 50.0, 0.5, 0.1), rtol=1e-3)
 
 
 def test_flicker_is_reduced_where_views_agree_and_large_changes_pass_at_once():
@@ -43,12 +72,12 @@ def test_flicker_is_reduced_where_views_agree_and_large_changes_pass_at_once():
     raw, out = [], []
     for _ in range(30):  # a still camera, depth flickering 2 % in scale
         depth = truth * (1 + 0.02 * rng.standard_normal())
-        stabilised, blended = stabiliser(depth, K, np.eye(4))
+        stabilised, blended = stabiliser(depth, IMAGE, K, np.eye(4))
         raw.append(depth.mean())
         out.append(stabilised.mean())
     assert blended > 0.99
     assert np.std(np.diff(out)) < 0.7 * np.std(np.diff(raw))
-    halved, blended = stabiliser(truth / 2, K, np.eye(4))  # the scene changed: no lag
+    halved, blended = stabiliser(truth / 2, IMAGE, K, np.eye(4))  # the scene changed: no lag
     np.testing.assert_array_equal(halved, truth / 2)
     assert blended == 0.0
 
@@ -56,14 +85,14 @@ def test_flicker_is_reduced_where_views_agree_and_large_changes_pass_at_once():
 def test_masked_pixels_and_unknown_motion_are_never_blended():
     stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.0)
     first = np.full((60, 80), 50.0, np.float32)
-    stabiliser(first, K, None)
+    stabiliser(first, IMAGE, K, None)
     mask = np.zeros((60, 80), bool)
     mask[10:20, 10:20] = True  # an instrument
     second = first * 1.04
-    out, _ = stabiliser(second, K, np.eye(4), mask)
+    out, _ = stabiliser(second, IMAGE, K, np.eye(4), mask)
     np.testing.assert_array_equal(out[mask], second[mask])
     assert np.allclose(out[~mask], blend_of(52.0, 50.0, 0.5, 0.1))  # 4 % apart: a little under half the weight
-    out, blended = stabiliser(second * 1.01, K, None)
+    out, blended = stabiliser(second * 1.01, IMAGE, K, None)
     np.testing.assert_array_equal(out, second * 1.01)
     assert blended == 0.0
     with pytest.raises(ValueError):
@@ -76,11 +105,11 @@ def test_a_jittering_scale_is_held_in_part_and_a_large_change_is_not():
     pulled = 1.08**0.5
     scene = (50 + 10 * np.random.default_rng(1).random((60, 80))).astype(np.float32)
     stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.5)
-    stabiliser(scene, K, None)
-    held, blended = stabiliser(scene * 1.08, K, np.eye(4))
+    stabiliser(scene, IMAGE, K, None)
+    held, blended = stabiliser(scene * 1.08, IMAGE, K, np.eye(4))
     np.testing.assert_allclose(held, scene * blend_of(pulled, 1.0, 0.5, 0.1), rtol=1e-5)
     assert blended == 1.0
-    passed, blended = stabiliser(scene * 1.5, K, np.eye(4))
+    passed, blended = stabiliser(scene * 1.5, IMAGE, K, np.eye(4))
     np.testing.assert_array_equal(passed, scene * 1.5)
     assert blended == 0.0
 
@@ -121,8 +150,8 @@ def test_tae_of_the_demo_model_falls_with_true_motion(scene):
     depth = np.stack([predictor.predict(network_batch([rgb], predictor.size), output_size=rgb.shape[:2]).depth[0]
                       .numpy() for rgb in frames]).astype(np.float64)
     stabiliser = DepthStabiliser(weight=0.5, tolerance=0.05)
-    out = np.stack([stabiliser(d, K, None if i == 0 else np.linalg.inv(poses[i]) @ poses[i - 1])[0]
-                    for i, d in enumerate(depth)])
+    out = np.stack([stabiliser(d, rgb, K, None if i == 0 else np.linalg.inv(poses[i]) @ poses[i - 1])[0]
+                    for i, (d, rgb) in enumerate(zip(depth, frames))])
     (tae_before, abs_rel_before), (tae_after, abs_rel_after) = (tae_and_abs_rel(d, gt, poses, K) for d in (depth, out))
     assert tae_after < 0.9 * tae_before and abs_rel_after < 1.05 * abs_rel_before
 
@@ -151,13 +180,13 @@ def test_a_live_node_stabilises_a_large_map_on_a_grid_and_corrects_every_pixel()
     """stabilise_on_grid: a 640x480 map is carried on every 4th pixel (K scaled to the grid); the blend of each grid
     pixel reaches its whole 4x4 block, and a patch that changed beyond the tolerance passes through, block for block."""
     big_K = K * [[8], [8], [1]]  # the same camera at 640x480
-    depth = torch.full((480, 640), 50.0)
+    depth, image = torch.full((480, 640), 50.0), np.repeat(texture(480, 640)[..., None], 3, axis=2)
     stabiliser = DepthStabiliser(weight=0.5, tolerance=0.1, scale_weight=0.0)
-    out, blended = stabilise_on_grid(stabiliser, depth, big_K, None, pixels=160 * 120)
+    out, blended = stabilise_on_grid(stabiliser, depth, image, big_K, None, pixels=160 * 120)
     assert torch.equal(out, depth) and blended == 0.0 and stabiliser.previous.shape == (120, 160)  # first: as it is
     moved_patch = depth * 1.04
     moved_patch[100:200, 200:300] = 80.0  # an instrument came in
-    out, blended = stabilise_on_grid(stabiliser, moved_patch, big_K, np.eye(4), pixels=160 * 120)
+    out, blended = stabilise_on_grid(stabiliser, moved_patch, image, big_K, np.eye(4), pixels=160 * 120)
     assert out.shape == (480, 640) and 0.9 < blended < 1.0
     expected = torch.tensor(blend_of(52.0, 50.0, 0.5, 0.1))
     assert torch.allclose(out[:100], expected) and torch.allclose(out[300:], expected)
