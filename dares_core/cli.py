@@ -147,8 +147,9 @@ def _add_infer(sub) -> None:
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")
     p.add_argument("--temporal", action="store_true",
-                   help="stabilise depth over time: each frame's depth blended with the previous output carried by the "
-                        "camera's motion where they agree (needs --pose-weights and intrinsics; frames in order)")
+                   help="stabilise depth over time: each frame's depth blended with the previous output, carried "
+                        "along the optical flow and moved by the camera's motion, where they agree (needs "
+                        "--pose-weights and intrinsics; frames in order)")
     p.add_argument("--pose-weights", type=Path, default=None,
                    help="with --temporal: the pose network giving the camera's motion (a pose .safetensors, a dares "
                         "train run, or an AF-SfMLearner folder)")

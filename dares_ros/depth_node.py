@@ -131,8 +131,9 @@ PARAMETERS = {
     "stereo_max_age": Param(2.0, "seconds the newest stereo scale may be old before diagnostics warn",
                             range=(0.1, 3600.0)),
     "temporal_weight": Param(0.0, "depth stabiliser (left eye): the share of the previous output, carried into this "
-                                  "frame with the camera's motion (odom or camera_pose at the frame's stamp), where "
-                                  "it agrees with the new depth within temporal_tolerance", read_only=False,
+                                  "frame along the optical flow and moved by the camera's motion (odom or camera_pose "
+                                  "at the frame's stamp), where it agrees with the new depth within "
+                                  "temporal_tolerance", read_only=False,
                              range=(0.01, 0.95), zero_means="off"),
     "temporal_tolerance": Param(TEMPORAL_TOLERANCE, "relative difference beyond which the new depth passes through "
                                                     "the stabiliser unchanged (moving instruments, real motion)",
