@@ -3,7 +3,7 @@
 Subscribes (relative names, remap them): left/image_rect, left/camera_info, right/image_rect,
 right/camera_info (`/compressed` suffixed image topics with input_transport: compressed), and for the depth
 stabiliser (temporal_weight) odom (nav_msgs/Odometry, dares_odometry_node's) or camera_pose (PoseStamped, the
-robot's kinematics).
+robot's kinematics; pose_source picks one).
 Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
 depth/colored (bgr8) and /diagnostics; with eyes: both the same for the right eye under right/ (right/depth/image,
 ...), both eyes computed in one batch. Output headers carry the input stamp and frame_id. Outputs are reliable
@@ -33,8 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -63,7 +61,7 @@ from .conversions import (
     stamp_seconds,
     stereo_baseline,
 )
-from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
+from .graph import INPUT_TRANSPORTS, POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
 from .names import SCALE_MODES
 from .sync import Order, PoseHistory, StereoMatcher, Timeline
 
@@ -143,6 +141,9 @@ PARAMETERS = {
                                                           "by less than temporal_tolerance: holds a scale that "
                                                           "jitters between frames", read_only=False,
                                    range=(0.01, 0.95), zero_means="the scale is not held"),
+    "pose_source": Param("any", "which camera poses the stabiliser takes: odom, camera_pose, or any (both "
+                                "subscribed: publish only one, as two trajectories in frames of their own do not "
+                                "line up)", choices=POSE_SOURCES),
     "temporal_pose_wait": Param(0.05, "seconds a frame waits for the camera pose of its stamp before it goes out "
                                       "unstabilised (the wait ends early once a newer pose came)", read_only=False,
                                 range=(0.0, 60.0)),
@@ -270,8 +271,7 @@ class DepthNode(LifecycleNode):
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
         self.poses = PoseHistory()  # the camera's poses for the stabiliser: odometry's or the robot's
-        self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose), 10)
-        self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose), 10)
+        subscribe_poses(self, self.p("pose_source"), self._on_pose, 10)
         self.stabiliser = DepthStabiliser()
         self.stabilised_pose: np.ndarray | None = None  # the camera pose of the stabiliser's last output
         self.blended: deque = deque(maxlen=10000)  # (monotonic s, fraction of the frame blended, or NaN: no pose)

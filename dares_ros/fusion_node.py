@@ -30,8 +30,6 @@ from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -57,7 +55,7 @@ from .conversions import (
     stamp_seconds,
     triangle_marker,
 )
-from .graph import SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
+from .graph import POSE_SOURCES, SUBSCRIPTION_QOS, parameter_help, run_node, subscribe_poses, subscription_qos
 from .sync import Order, Timeline, nearest_by_stamp
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
@@ -94,7 +92,6 @@ PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at 
                            "reliable (every frame of a reliable publisher such as a bag replay)"),
 }
 START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device", "qos", "pose_source")
-POSE_SOURCES = ("any", "odom", "camera_pose")
 O3D_DEVICES = {"auto": None, "cpu": "CPU:0", "cuda": "CUDA:0"}
 
 
@@ -147,10 +144,7 @@ class FusionNode(Node):
         qos = subscription_qos(self.p("qos"))  # sensor_data, best effort: matches any publisher
         self.create_subscription(Image, "depth/image", self._on_depth, qos)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos)
-        if self.p("pose_source") in ("any", "odom"):
-            self.create_subscription(Odometry, "odom", lambda m: self._on_pose(m.header, m.pose.pose), qos)
-        if self.p("pose_source") in ("any", "camera_pose"):
-            self.create_subscription(PoseStamped, "camera_pose", lambda m: self._on_pose(m.header, m.pose), qos)
+        subscribe_poses(self, self.p("pose_source"), self._on_pose, qos)
         self.create_subscription(Image, "image", self._on_image, qos)
         self.create_subscription(Image, "mask", self._on_mask, qos)
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)

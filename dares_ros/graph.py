@@ -13,6 +13,7 @@ PACKAGE = "dares_ros"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3.x, 2.x
 SUBSCRIPTION_QOS = ("sensor_data", "reliable")  # the image-consuming nodes' `qos` parameter
 INPUT_TRANSPORTS = ("raw", "compressed")  # their `input_transport`: Image on X, or CompressedImage on X/compressed
+POSE_SOURCES = ("any", "odom", "camera_pose")  # the pose-consuming nodes' `pose_source`: which camera poses they take
 FAST_DDS_2_DISTROS = ("humble", "jazzy")  # read only the older variable; newer ones warn that it is deprecated
 
 
@@ -24,6 +25,20 @@ def subscription_qos(name: str):
     if name == "sensor_data":
         return qos_profile_sensor_data
     return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def subscribe_poses(node, source: str, on_pose, qos) -> None:
+    """The camera-pose subscriptions of a `pose_source` parameter: odom (nav_msgs/Odometry, dares_odometry_node's),
+    camera_pose (geometry_msgs/PoseStamped: a robot's kinematics, a bag's ground truth) or any (both: two
+    trajectories in frames of their own do not line up, so only one may be published); on_pose(header, pose) gets
+    each."""
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
+
+    if source in ("any", "odom"):
+        node.create_subscription(Odometry, "odom", lambda m: on_pose(m.header, m.pose.pose), qos)
+    if source in ("any", "camera_pose"):
+        node.create_subscription(PoseStamped, "camera_pose", lambda m: on_pose(m.header, m.pose), qos)
 
 
 def config_file(name: str) -> Path:

@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -80,6 +81,7 @@ class Harness:
             "left_compressed": self.node.create_publisher(CompressedImage, f"{namespace}/left/image_rect/compressed",
                                                           10),
             "camera_pose": self.node.create_publisher(PoseStamped, f"{namespace}/camera_pose", 10),
+            "odom": self.node.create_publisher(Odometry, f"{namespace}/odom", 10),
         }
         self._record("depth", Image, f"{namespace}/depth/image", 10)
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)

@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from helpers import TINY
 from lifecycle_msgs.msg import Transition
+from nav_msgs.msg import Odometry
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
 from sensor_msgs.msg import CompressedImage
 
@@ -107,20 +108,26 @@ def test_the_stabiliser_blends_depth_that_agrees_and_passes_what_does_not(assets
     """A still camera (camera_pose) over one image, its depth scaled live by fixed_scale. With temporal_weight 0.5 a
     5 % change of scale is held halfway (temporal_scale_weight 0.5, in log space), then blended half and half with
     the previous output carried by the (null) motion; a change beyond temporal_tolerance passes through; a frame
-    without a pose at its stamp goes out unstabilised, and says so."""
+    without a pose at its stamp goes out unstabilised, and says so. Odometry of another trajectory (5 mm nearer
+    each frame), published first at the same stamps, is not taken with pose_source camera_pose."""
     root, weights, frames = assets
     ns = f"/t{os.getpid()}_temporal"
     log = tmp_path / "temporal.log"
     proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
                       "scale_mode:=fixed", "fixed_scale:=0.001", "temporal_weight:=0.5", "temporal_pose_wait:=1.0",
-                      log=log)
+                      "pose_source:=camera_pose", log=log)
     h = Harness(ns)
     info, pose = camera_info(CFG.intrinsics(), CFG.width, CFG.height), PoseStamped()
     pose.header.frame_id, pose.pose.orientation.w = "map", 1.0
 
+    odom = Odometry()
+    odom.header.frame_id, odom.pose.pose.orientation.w = "odom", 1.0
+
     def send(with_pose=True):
         if with_pose:
-            pose.header.stamp = h.now()  # within sync_tolerance of the image's stamp
+            pose.header.stamp = odom.header.stamp = h.now()  # within sync_tolerance of the image's stamp
+            odom.pose.pose.position.z += 0.005
+            h.pub["odom"].publish(odom)
             h.pub["camera_pose"].publish(pose)
         return h.publish(rgb_image(frames[0]["l"]), info)
 
