@@ -437,9 +437,14 @@ def bench_temporal(weights: Path | None = None, pose_weights: Path | None = None
     motion from `pose_weights` (default: the demo pose network), never from ground truth."""
     import tempfile
 
-    import cv2
-
-    from .data.scared import gt_path, image_path, instrument_mask_path, read_camera_poses, read_gt_depth
+    from .data.scared import (
+        gt_path,
+        image_path,
+        instrument_mask_path,
+        read_camera_poses,
+        read_gt_depth,
+        read_tissue_mask,
+    )
     from .data.synthetic import SynthConfig, generate_sequence, sequence_folder
     from .evaluate import evaluate_depth, temporal_errors
     from .infer_command import TemporalInference
@@ -464,7 +469,7 @@ def bench_temporal(weights: Path | None = None, pose_weights: Path | None = None
                 plain.append(depth.numpy())
                 stabilised.append(stabiliser(rgb, plain[-1]))
                 gt.append(read_gt_depth(gt_path(root, folder, frame)))
-                tissue.append(cv2.imread(str(instrument_mask_path(root, folder, frame)), cv2.IMREAD_GRAYSCALE) == 0)
+                tissue.append(read_tissue_mask(instrument_mask_path(root, folder, frame)))
             poses = read_camera_poses(root / folder)
             poses = np.stack([poses[frame] for frame in range(1, frames + 1)])
             scores[seed] = {}

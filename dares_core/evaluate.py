@@ -155,7 +155,13 @@ def split_temporal_errors(root: Path, split_file: Path, pred_disps: np.ndarray, 
     (camera_poses.npz) and a calibration.yaml: the predicted depth (1/disparity at the ground truth's size, as
     evaluate_depth) scaled once per run (sequence_scaled), the whole frame and the tissue alone (where the folder
     has instrument masks), and the ground truth's own TAE, the floor. {} when no run qualifies."""
-    from .data.scared import instrument_mask_path, read_camera_poses, read_sequence_calibration, read_split
+    from .data.scared import (
+        instrument_mask_path,
+        read_camera_poses,
+        read_sequence_calibration,
+        read_split,
+        read_tissue_mask,
+    )
 
     entries = read_split(split_file)
     runs, current = [], []
@@ -179,8 +185,7 @@ def split_temporal_errors(root: Path, split_file: Path, pred_disps: np.ndarray, 
         pred = np.stack([1.0 / cv2.resize(np.asarray(pred_disps[i], np.float32), (width, height)) for i in run])
         P = np.stack([poses[entries[i].frame] for i in run])
         masks = [instrument_mask_path(root, entries[i].folder, entries[i].frame) for i in run]
-        tissue = np.stack([cv2.resize(cv2.imread(str(m), cv2.IMREAD_GRAYSCALE), (width, height),
-                                      interpolation=cv2.INTER_NEAREST) == 0 for m in masks]) \
+        tissue = np.stack([read_tissue_mask(m, (width, height)) for m in masks]) \
             if all(m.is_file() for m in masks) else None
         for key, value in temporal_errors(pred, gt, K, P, tissue).items():
             results[key].append(value)

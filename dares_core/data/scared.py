@@ -49,6 +49,17 @@ def instrument_mask_path(root: Path, folder: str, frame: int) -> Path:
     return Path(root) / folder / SIDE_FOLDER["l"] / "data" / "instruments" / f"{frame:010d}.png"
 
 
+def read_tissue_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H,W) bool, True on tissue, of an instrument mask (instrument_mask_path), resized to size (width, height)
+    by nearest neighbour when given."""
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise DaresError(f"{path} is missing or unreadable: regenerate the scene with dares synth")
+    if size is not None:
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return mask == 0
+
+
 def sequence_frames(root: Path, folder: str) -> list[int]:
     """The left-eye frame numbers of a keyframe folder, in order; one clear error when it has none."""
     frames = sorted(int(p.stem) for p in (Path(root) / folder / SIDE_FOLDER["l"] / "data").glob("*.png"))
