@@ -100,10 +100,12 @@ class DepthStabiliser:
 
 
 def stabilise_on_grid(stabiliser: DepthStabiliser, depth: torch.Tensor, image: np.ndarray, K: np.ndarray,
-                      motion: np.ndarray | None, pixels: int = TEMPORAL_GRID_PIXELS) -> tuple[torch.Tensor, float]:
+                      motion: np.ndarray | None, mask: np.ndarray | None = None,
+                      pixels: int = TEMPORAL_GRID_PIXELS) -> tuple[torch.Tensor, float]:
     """A live node's stabiliser at a bounded cost: `stabiliser` runs on every k-th pixel of depth (H,W) metres (a
-    tensor on any device; k so that at most `pixels` remain) with image (H,W,3) RGB uint8 shrunk to that grid and
-    K (3,3) scaled to it, and its correction (stabilised / new) is carried back to every pixel of its k x k block.
+    tensor on any device; k so that at most `pixels` remain) with image (H,W,3) RGB uint8 shrunk to that grid, K
+    (3,3) scaled to it and mask (h,w) bool (never blended; any size, a segmentation's own) resized to it, and its
+    correction (stabilised / new) is carried back to every pixel of its k x k block.
     The node's depth is upsampled from the network's resolution, so the grid loses little. Returns (stabilised
     depth (H,W) on depth's device, the fraction of grid pixels blended)."""
     height, width = depth.shape
@@ -112,7 +114,9 @@ def stabilise_on_grid(stabiliser: DepthStabiliser, depth: torch.Tensor, image: n
     grid_image = cv2.resize(gray(image), grid.shape[::-1], interpolation=cv2.INTER_AREA) if k > 1 else image
     grid_K = np.array(K, dtype=np.float64)
     grid_K[:2] /= k  # grid pixel u' is pixel k*u': the same rays with fx/k, cx/k
-    stabilised, blended = stabiliser(grid, grid_image, grid_K, motion)
+    if mask is not None:
+        mask = cv2.resize(mask.astype(np.uint8), grid.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    stabilised, blended = stabiliser(grid, grid_image, grid_K, motion, mask)
     with np.errstate(divide="ignore", invalid="ignore"):
         correction = np.where(grid > 0, stabilised / grid, 1.0).astype(np.float32)
     correction = torch.from_numpy(correction).to(depth.device)

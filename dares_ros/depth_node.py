@@ -58,12 +58,13 @@ from .conversions import (
     diagnostic_array,
     image_to_rgb8,
     pose_matrix,
+    read_mask,
     stamp_seconds,
     stereo_baseline,
 )
 from .graph import INPUT_TRANSPORTS, POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
 from .names import SCALE_MODES
-from .sync import Order, PoseHistory, StereoMatcher, Timeline
+from .sync import Order, StampHistory, StereoMatcher, Timeline
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
@@ -144,6 +145,9 @@ PARAMETERS = {
     "pose_source": Param("any", "which camera poses the stabiliser takes: odom, camera_pose, or any (both "
                                 "subscribed: publish only one, as two trajectories in frames of their own do not "
                                 "line up)", choices=POSE_SOURCES),
+    "temporal_use_mask": Param(False, "the stabiliser never blends the pixels that mask (mono8 or 8UC1, nonzero: "
+                                      "instruments, from your segmentation) marks; each frame then also waits for "
+                                      "its mask, and goes out unstabilised without one"),
     "temporal_pose_wait": Param(0.05, "seconds a frame waits for the camera pose of its stamp before it goes out "
                                       "unstabilised (the wait ends early once a newer pose came)", read_only=False,
                                 range=(0.0, 60.0)),
@@ -270,11 +274,14 @@ class DepthNode(LifecycleNode):
                                      event_callbacks=lost)
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
-        self.poses = PoseHistory()  # the camera's poses for the stabiliser: odometry's or the robot's
+        self.poses = StampHistory()  # the camera's poses for the stabiliser: odometry's or the robot's
         subscribe_poses(self, self.p("pose_source"), self._on_pose, 10)
+        self.masks = StampHistory(10)  # (H,W) bool, instruments: pixels the stabiliser never blends
+        if self.p("temporal_use_mask"):
+            self.create_subscription(Image, "mask", self._on_mask, qos)
         self.stabiliser = DepthStabiliser()
         self.stabilised_pose: np.ndarray | None = None  # the camera pose of the stabiliser's last output
-        self.blended: deque = deque(maxlen=10000)  # (monotonic s, fraction of the frame blended, or NaN: no pose)
+        self.blended: deque = deque(maxlen=10000)  # (monotonic s, fraction of the frame blended, or NaN: none)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         self.create_timer(1.0, self._publish_diagnostics)
         if self.parameter_error and not self.p("lifecycle"):
@@ -396,6 +403,7 @@ class DepthNode(LifecycleNode):
         if order is Order.TIME_WENT_BACK:
             self.matcher.restart()
             self.poses.clear()
+            self.masks.clear()
             topic = self.left_topic if side == "left" else self.right_topic
             self.get_logger().info(self.timeline.went_back(topic, stamp, "stereo pairing starts again" if pairs else
                                                            "depth goes on"))
@@ -525,12 +533,26 @@ class DepthNode(LifecycleNode):
         if np.isfinite(T).all():
             self.poses.add(stamp_seconds(header.stamp), T)
 
+    def _on_mask(self, msg: Image) -> None:
+        try:
+            self.masks.add(stamp_seconds(msg.header.stamp), read_mask(msg))
+        except ConversionError as e:
+            self.report(e.topic or "mask", e.problem, skipped=False)
+
     def _stabilise(self, depth_m: torch.Tensor, rgb: np.ndarray, stamp: float, K: np.ndarray | None) -> torch.Tensor:
         """The left eye's depth (H,W) metres stabilised with the previous output, carried along the optical flow
-        from the previous image to this one, rgb (H,W,3), and moved by the camera's motion since; unchanged (and the
-        stabiliser restarted) without a pose at this stamp or intrinsics."""
-        pose = None if K is None else self.poses.at(stamp, self.p("sync_tolerance"), self.p("temporal_pose_wait"))
-        if pose is None:
+        from the previous image to this one, rgb (H,W,3), and moved by the camera's motion since, never blended
+        where the mask marks instruments (temporal_use_mask); unchanged (and the stabiliser restarted) without a
+        pose at this stamp, intrinsics, or the mask asked for."""
+        tolerance, wait = self.p("sync_tolerance"), self.p("temporal_pose_wait")
+        pose = None if K is None else self.poses.at(stamp, tolerance, wait)
+        mask = None
+        if pose is not None and self.p("temporal_use_mask"):
+            mask = self.masks.at(stamp, tolerance, wait)
+            if mask is None:
+                self.report("mask", "no mask at this frame's stamp (temporal_use_mask): its depth went out "
+                                    "unstabilised; publish the mask with the image's stamp", skipped=False)
+        if pose is None or (mask is None and self.p("temporal_use_mask")):
             self.stabiliser.reset()
             self.stabilised_pose = None
             self.blended.append((time.monotonic(), math.nan))
@@ -538,19 +560,19 @@ class DepthNode(LifecycleNode):
         self.stabiliser.weight, self.stabiliser.tolerance, self.stabiliser.scale_weight = (
             self.p("temporal_weight"), self.p("temporal_tolerance"), self.p("temporal_scale_weight"))
         motion = None if self.stabilised_pose is None else np.linalg.inv(pose) @ self.stabilised_pose
-        stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, rgb, K, motion)
+        stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, rgb, K, motion, mask)
         self.stabilised_pose = pose
         self.blended.append((time.monotonic(), blended))
         return stabilised
 
     def _temporal(self) -> dict:
         """The stabiliser over the diagnostics window: the median % of each frame blended with the previous output,
-        and the frames that had no camera pose."""
+        and the frames that went out unstabilised (no camera pose, or no mask where temporal_use_mask asks)."""
         since = time.monotonic() - DIAGNOSTICS_WINDOW_S
         recent = np.array([b for t, b in self.blended if t >= since])
         posed = recent[np.isfinite(recent)]
         return {"temporal_blended_p50_pct": f"{100 * np.median(posed):.1f}" if posed.size else "nan",
-                "temporal_unposed_frames": str(int(np.isnan(recent).sum()))}
+                "temporal_unstabilised_frames": str(int(np.isnan(recent).sum()))}
 
     def _frame_id(self, eye: str, msg) -> str:
         """frame_id names the left output frame; the right eye keeps its image's frame_id (both as tf2 takes them)."""

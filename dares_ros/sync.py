@@ -103,31 +103,31 @@ def nearest_by_stamp(entries, stamp: float, tolerance: float):
     return entry if entry is not None and abs(entry[0] - stamp) <= tolerance else None
 
 
-class PoseHistory:
-    """Camera poses by stamp (seconds), newest `size` kept, for a worker that may have to wait for the pose of a
-    frame it holds: add() from subscription callbacks, at() from the worker."""
+class StampHistory:
+    """Values by stamp (seconds): camera poses, masks; newest `size` kept, for a worker that may have to wait for
+    the value of a frame it holds: add() from subscription callbacks, at() from the worker."""
 
     def __init__(self, size: int = 100):
-        self.poses: deque = deque(maxlen=size)  # (stamp, (4,4) camera in its frame, metres)
+        self.values: deque = deque(maxlen=size)  # (stamp, value)
         self._changed = threading.Condition()
 
-    def add(self, stamp: float, T) -> None:
+    def add(self, stamp: float, value) -> None:
         with self._changed:
-            self.poses.append((stamp, T))
+            self.values.append((stamp, value))
             self._changed.notify_all()
 
     def clear(self) -> None:
         with self._changed:
-            self.poses.clear()
+            self.values.clear()
 
     def at(self, stamp: float, tolerance: float, wait: float = 0.0):
-        """The pose whose stamp is nearest `stamp` within `tolerance`, waiting up to `wait` seconds for one to come
-        (no longer once a pose newer than the window arrived); None if none did."""
+        """The value whose stamp is nearest `stamp` within `tolerance`, waiting up to `wait` seconds for one to come
+        (no longer once a value newer than the window arrived); None if none did."""
         deadline = time.monotonic() + wait
         with self._changed:
             while True:
-                entry = nearest_by_stamp(self.poses, stamp, tolerance)
-                newest = self.poses[-1][0] if self.poses else -math.inf
+                entry = nearest_by_stamp(self.values, stamp, tolerance)
+                newest = self.values[-1][0] if self.values else -math.inf
                 left = deadline - time.monotonic()
                 if entry is not None or newest > stamp + tolerance or left <= 0:
                     return None if entry is None else entry[1]

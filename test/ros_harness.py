@@ -82,6 +82,7 @@ class Harness:
                                                           10),
             "camera_pose": self.node.create_publisher(PoseStamped, f"{namespace}/camera_pose", 10),
             "odom": self.node.create_publisher(Odometry, f"{namespace}/odom", 10),
+            "mask": self.node.create_publisher(Image, f"{namespace}/mask", 10),
         }
         self._record("depth", Image, f"{namespace}/depth/image", 10)
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)

@@ -16,7 +16,7 @@ from helpers import TINY
 from lifecycle_msgs.msg import Transition
 from nav_msgs.msg import Odometry
 from ros_harness import Harness, camera_info, rgb_image, start_node, stop_node
-from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import CompressedImage, Image
 
 from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
@@ -148,9 +148,58 @@ def test_the_stabiliser_blends_depth_that_agrees_and_passes_what_does_not(assets
         np.testing.assert_allclose(depth_of_next_frame(), 2.0 * first, rtol=1e-5)  # twice as deep: passes through
         assert h.set_parameter("fixed_scale", 0.0021)
         np.testing.assert_allclose(depth_of_next_frame(with_pose=False), 2.1 * first, rtol=1e-5)
-        assert h.wait_for(lambda: int(latest_status(h)[2].get("temporal_unposed_frames", 0)) >= 1, timeout=10)
+        assert h.wait_for(lambda: int(latest_status(h)[2].get("temporal_unstabilised_frames", 0)) >= 1, timeout=10)
         values = latest_status(h)[2]
         assert float(values["temporal_blended_p50_pct"]) > 0 and float(values["stage_temporal_ms"]) > 0, values
+        assert proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
+
+
+def test_the_stabiliser_never_blends_what_the_mask_marks(assets, tmp_path):
+    """temporal_use_mask: an instrument mask at half the image's size marks the top-left quarter. A 5 % change of
+    scale is held halfway over the whole frame, then blended everywhere but the quarter, which keeps the new depth;
+    a frame whose mask never comes goes out unstabilised, and the node says why."""
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_masked"
+    log = tmp_path / "masked.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      "scale_mode:=fixed", "fixed_scale:=0.001", "temporal_weight:=0.5", "temporal_pose_wait:=1.0",
+                      "temporal_use_mask:=true", log=log)
+    h = Harness(ns)
+    info, pose = camera_info(CFG.intrinsics(), CFG.width, CFG.height), PoseStamped()
+    pose.header.frame_id, pose.pose.orientation.w = "map", 1.0
+    small = np.zeros((CFG.height // 2, CFG.width // 2), np.uint8)
+    small[:CFG.height // 4, :CFG.width // 4] = 255
+    mask = Image(height=small.shape[0], width=small.shape[1], encoding="mono8", step=small.shape[1],
+                 data=small.tobytes())
+
+    def send(with_mask=True):
+        pose.header.stamp = mask.header.stamp = h.now()
+        h.pub["camera_pose"].publish(pose)
+        if with_mask:
+            h.pub["mask"].publish(mask)
+        return h.publish(rgb_image(frames[0]["l"]), info)
+
+    def depth_of_next_frame(with_mask=True):
+        stamp = send(with_mask)
+        assert h.wait_for(lambda: h.outputs_with_stamp("depth", stamp), timeout=30), log.read_text()[-2000:]
+        return read_depth_image(h.outputs_with_stamp("depth", stamp)[0])
+
+    try:
+        assert h.wait_for(lambda: h.received["depth"], publish=send, timeout=60), log.read_text()[-2000:]
+        first = depth_of_next_frame()
+        assert h.set_parameter("fixed_scale", 0.00105)
+        pulled = 1.05**0.5
+        off = (pulled - 1) / (TEMPORAL_TOLERANCE * pulled)
+        out = depth_of_next_frame()
+        top, left = CFG.height // 2, CFG.width // 2
+        np.testing.assert_allclose(out[2:top - 2, 2:left - 2], pulled * first[2:top - 2, 2:left - 2], rtol=1e-5)
+        np.testing.assert_allclose(out[top + 2:, left + 2:], (pulled - 0.5 * (1 - off**2) * (pulled - 1))
+                                   * first[top + 2:, left + 2:], rtol=1e-5)
+        np.testing.assert_allclose(depth_of_next_frame(with_mask=False), 1.05 * first, rtol=1e-5)
+        assert h.wait_for(lambda: "no mask at this frame's stamp" in latest_status(h)[1], timeout=10)
         assert proc.poll() is None
     finally:
         h.close()
