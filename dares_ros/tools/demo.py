@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.serialization import deserialize_message
@@ -52,7 +53,7 @@ from ..conversions import (
     stamp_key,
 )
 from ..graph import prepare_dds
-from ..names import OUTPUT_NAMESPACE
+from ..names import ODOMETRY_STATUS, OUTPUT_NAMESPACE
 from . import bag as bags
 from .bag import Topics
 from .processes import node_process, node_session, wait_until_loaded
@@ -212,6 +213,8 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))
         in_step = Arrivals(node, topics, bool(odometry))
+        if odometry:  # the depth node's stabiliser and our pacing read every pose
+            wait_for_odometry_readers(node, 2)
         # every reader of a frame's inputs listens before the first frame: of the left image the pacing, depth,
         # odometry and fusion; of the poses fusion; the recorder of both while it records; of the depth (the depth
         # node's output, which no replay can hold back) the pacing and fusion, seen in the graph
@@ -249,6 +252,26 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
     if failures:
         raise failures[0] if isinstance(failures[0], DaresError) else DaresError(f"replay failed: {failures[0]}")
     return results
+
+
+def wait_for_odometry_readers(node, count: int, timeout: float = 60.0) -> None:
+    """Until dares_odometry_node's diagnostics say its odom publisher has matched `count` subscriptions: a pose
+    published before a reader matched is lost to it (the depth node's stabiliser would then start a frame late on
+    some runs and not on others, and the figures would depend on discovery timing)."""
+    matched = threading.Event()
+
+    def seen(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == ODOMETRY_STATUS and status.hardware_id == f"{NAMESPACE}/dares_odometry_node" and \
+                    int({kv.key: kv.value for kv in status.values}.get("odom_subscribers", "0")) >= count:
+                matched.set()
+
+    subscription = node.create_subscription(DiagnosticArray, "/diagnostics", seen, 10)
+    try:
+        if not matched.wait(timeout):
+            raise DaresError(f"{ODOM} has not matched its {count} readers after {timeout:.0f} s: see odometry.log")
+    finally:
+        node.destroy_subscription(subscription)
 
 
 def wait_for_subscribers(node, topic: str, count: int, timeout: float = 60.0) -> None:
