@@ -104,106 +104,110 @@ def test_outputs_follow_ros_conventions(relative_node):
     assert proc.poll() is None
 
 
-def test_the_stabiliser_blends_depth_that_agrees_and_passes_what_does_not(assets, tmp_path):
-    """A still camera (camera_pose) over one image, its depth scaled live by fixed_scale. With temporal_weight 0.5 a
-    5 % change of scale is held halfway (temporal_scale_weight 0.5, in log space), then blended half and half with
-    the previous output carried by the (null) motion; a change beyond temporal_tolerance passes through; a frame
-    without a pose at its stamp goes out unstabilised, and says so. Odometry of another trajectory (5 mm nearer
-    each frame), published first at the same stamps, is not taken with pose_source camera_pose."""
-    root, weights, frames = assets
-    ns = f"/t{os.getpid()}_temporal"
-    log = tmp_path / "temporal.log"
-    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
-                      "scale_mode:=fixed", "fixed_scale:=0.001", "temporal_weight:=0.5", "temporal_pose_wait:=1.0",
-                      "pose_source:=camera_pose", log=log)
-    h = Harness(ns)
-    info, pose = camera_info(CFG.intrinsics(), CFG.width, CFG.height), PoseStamped()
-    pose.header.frame_id, pose.pose.orientation.w = "map", 1.0
+class StillCamera:
+    """dares_depth_node stabilising one image a still camera sees (camera_pose, identity) under a namespace of its
+    own: depth scaled live by fixed_scale (0.001 to start), temporal_weight 0.5, `params` more."""
 
+    def __init__(self, assets, tmp_path, name: str, *params: str):
+        _, weights, frames = assets
+        self.image = rgb_image(frames[0]["l"])
+        self.log = tmp_path / f"{name}.log"
+        ns = f"/t{os.getpid()}_{name}"
+        self.proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                               "scale_mode:=fixed", "fixed_scale:=0.001", "temporal_weight:=0.5",
+                               "temporal_pose_wait:=1.0", *params, log=self.log)
+        self.h = Harness(ns)
+        self.info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+        self.pose = PoseStamped()
+        self.pose.header.frame_id, self.pose.pose.orientation.w = "map", 1.0
+
+    def send(self, also=list, with_pose=True):
+        """The image, after the messages also() gives ((topic, msg): stamped first, as any pose within
+        sync_tolerance of the image's stamp) and the camera pose."""
+        stamp = self.h.now()
+        for topic, msg in [*also(), *([("camera_pose", self.pose)] if with_pose else [])]:
+            msg.header.stamp = stamp
+            self.h.pub[topic].publish(msg)
+        return self.h.publish(self.image, self.info)
+
+    def depth(self, also=list, with_pose=True) -> np.ndarray:
+        """The depth (H,W) metres of the next frame."""
+        stamp = self.send(also, with_pose)
+        assert self.h.wait_for(lambda: self.h.outputs_with_stamp("depth", stamp), timeout=30), \
+            self.log.read_text()[-2000:]
+        return read_depth_image(self.h.outputs_with_stamp("depth", stamp)[0])
+
+    def start(self, also=list) -> np.ndarray:
+        """The network's depth of the image, once the node answers (nothing changed: nothing to blend)."""
+        assert self.h.wait_for(lambda: self.h.received["depth"], publish=lambda: self.send(also), timeout=60), \
+            self.log.read_text()[-2000:]
+        return self.depth(also)
+
+    def close(self) -> None:
+        self.h.close()
+        stop_node(self.proc)
+
+
+PULLED = 1.05**0.5  # a 5 % change of scale held halfway (temporal_scale_weight 0.5, in log space)
+BLENDED = PULLED - 0.5 * (1 - ((PULLED - 1) / (TEMPORAL_TOLERANCE * PULLED)) ** 2) * (PULLED - 1)  # then blended
+# half and half with the previous output where they agree, the share falling as 1 - x**2 of their difference
+
+
+def test_the_stabiliser_blends_depth_that_agrees_and_passes_what_does_not(assets, tmp_path):
+    """A still camera over one image. With temporal_weight 0.5 a 5 % change of scale is held halfway, then blended
+    with the previous output carried by the (null) motion; a change beyond temporal_tolerance passes through; a
+    frame without a pose at its stamp goes out unstabilised, and says so. Odometry of another trajectory (5 mm
+    nearer each frame), published first at the same stamps, is not taken with pose_source camera_pose."""
+    camera = StillCamera(assets, tmp_path, "temporal", "pose_source:=camera_pose")
     odom = Odometry()
     odom.header.frame_id, odom.pose.pose.orientation.w = "odom", 1.0
 
-    def send(with_pose=True):
-        if with_pose:
-            pose.header.stamp = odom.header.stamp = h.now()  # within sync_tolerance of the image's stamp
-            odom.pose.pose.position.z += 0.005
-            h.pub["odom"].publish(odom)
-            h.pub["camera_pose"].publish(pose)
-        return h.publish(rgb_image(frames[0]["l"]), info)
+    def nearer_odometry():
+        odom.pose.pose.position.z += 0.005
+        return [("odom", odom)]
 
-    def depth_of_next_frame(with_pose=True):
-        stamp = send(with_pose)
-        assert h.wait_for(lambda: h.outputs_with_stamp("depth", stamp), timeout=30), log.read_text()[-2000:]
-        return read_depth_image(h.outputs_with_stamp("depth", stamp)[0])
-
+    h = camera.h
     try:
-        assert h.wait_for(lambda: h.received["depth"], publish=send, timeout=60), log.read_text()[-2000:]
-        first = depth_of_next_frame()  # the network's depth of this image (a still camera, nothing else changed)
+        first = camera.start(nearer_odometry)
         assert h.set_parameter("fixed_scale", 0.00105)
-        pulled = 1.05**0.5
-        off = (pulled - 1) / (TEMPORAL_TOLERANCE * pulled)  # the blend's share falls as 1 - off**2
-        np.testing.assert_allclose(depth_of_next_frame(), (pulled - 0.5 * (1 - off**2) * (pulled - 1)) * first,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(camera.depth(nearer_odometry), BLENDED * first, rtol=1e-5)
         assert h.set_parameter("fixed_scale", 0.002)
-        np.testing.assert_allclose(depth_of_next_frame(), 2.0 * first, rtol=1e-5)  # twice as deep: passes through
+        np.testing.assert_allclose(camera.depth(nearer_odometry), 2.0 * first, rtol=1e-5)  # passes through
         assert h.set_parameter("fixed_scale", 0.0021)
-        np.testing.assert_allclose(depth_of_next_frame(with_pose=False), 2.1 * first, rtol=1e-5)
+        np.testing.assert_allclose(camera.depth(with_pose=False), 2.1 * first, rtol=1e-5)
         assert h.wait_for(lambda: int(latest_status(h)[2].get("temporal_unstabilised_frames", 0)) >= 1, timeout=10)
         values = latest_status(h)[2]
         assert float(values["temporal_blended_p50_pct"]) > 0 and float(values["stage_temporal_ms"]) > 0, values
-        assert proc.poll() is None
+        assert camera.proc.poll() is None
     finally:
-        h.close()
-        stop_node(proc)
+        camera.close()
 
 
 def test_the_stabiliser_never_blends_what_the_mask_marks(assets, tmp_path):
     """temporal_use_mask: an instrument mask at half the image's size marks the top-left quarter. A 5 % change of
     scale is held halfway over the whole frame, then blended everywhere but the quarter, which keeps the new depth;
     a frame whose mask never comes goes out unstabilised, and the node says why."""
-    root, weights, frames = assets
-    ns = f"/t{os.getpid()}_masked"
-    log = tmp_path / "masked.log"
-    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
-                      "scale_mode:=fixed", "fixed_scale:=0.001", "temporal_weight:=0.5", "temporal_pose_wait:=1.0",
-                      "temporal_use_mask:=true", log=log)
-    h = Harness(ns)
-    info, pose = camera_info(CFG.intrinsics(), CFG.width, CFG.height), PoseStamped()
-    pose.header.frame_id, pose.pose.orientation.w = "map", 1.0
+    camera = StillCamera(assets, tmp_path, "masked", "temporal_use_mask:=true")
     small = np.zeros((CFG.height // 2, CFG.width // 2), np.uint8)
     small[:CFG.height // 4, :CFG.width // 4] = 255
     mask = Image(height=small.shape[0], width=small.shape[1], encoding="mono8", step=small.shape[1],
                  data=small.tobytes())
 
-    def send(with_mask=True):
-        pose.header.stamp = mask.header.stamp = h.now()
-        h.pub["camera_pose"].publish(pose)
-        if with_mask:
-            h.pub["mask"].publish(mask)
-        return h.publish(rgb_image(frames[0]["l"]), info)
-
-    def depth_of_next_frame(with_mask=True):
-        stamp = send(with_mask)
-        assert h.wait_for(lambda: h.outputs_with_stamp("depth", stamp), timeout=30), log.read_text()[-2000:]
-        return read_depth_image(h.outputs_with_stamp("depth", stamp)[0])
+    def with_mask():
+        return [("mask", mask)]
 
     try:
-        assert h.wait_for(lambda: h.received["depth"], publish=send, timeout=60), log.read_text()[-2000:]
-        first = depth_of_next_frame()
-        assert h.set_parameter("fixed_scale", 0.00105)
-        pulled = 1.05**0.5
-        off = (pulled - 1) / (TEMPORAL_TOLERANCE * pulled)
-        out = depth_of_next_frame()
+        first = camera.start(with_mask)
+        assert camera.h.set_parameter("fixed_scale", 0.00105)
+        out = camera.depth(with_mask)
         top, left = CFG.height // 2, CFG.width // 2
-        np.testing.assert_allclose(out[2:top - 2, 2:left - 2], pulled * first[2:top - 2, 2:left - 2], rtol=1e-5)
-        np.testing.assert_allclose(out[top + 2:, left + 2:], (pulled - 0.5 * (1 - off**2) * (pulled - 1))
-                                   * first[top + 2:, left + 2:], rtol=1e-5)
-        np.testing.assert_allclose(depth_of_next_frame(with_mask=False), 1.05 * first, rtol=1e-5)
-        assert h.wait_for(lambda: "no mask at this frame's stamp" in latest_status(h)[1], timeout=10)
-        assert proc.poll() is None
+        np.testing.assert_allclose(out[2:top - 2, 2:left - 2], PULLED * first[2:top - 2, 2:left - 2], rtol=1e-5)
+        np.testing.assert_allclose(out[top + 2:, left + 2:], BLENDED * first[top + 2:, left + 2:], rtol=1e-5)
+        np.testing.assert_allclose(camera.depth(), 1.05 * first, rtol=1e-5)  # its mask never came
+        assert camera.h.wait_for(lambda: "no mask at this frame's stamp" in latest_status(camera.h)[1], timeout=10)
+        assert camera.proc.poll() is None
     finally:
-        h.close()
-        stop_node(proc)
+        camera.close()
 
 
 def test_point_stride_changes_live(relative_node):
