@@ -22,6 +22,7 @@ from dares_core.model.weights import save_depth_net
 from dares_ros.names import FINE_TUNE_SOURCES
 from dares_ros.tools.bench_fine_tune import bench_fine_tune
 from dares_ros.tools.bench_node import bench_node
+from dares_ros.tools.bench_node_temporal import bench_node_temporal
 
 
 def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
@@ -94,6 +95,17 @@ def test_temporal_bench_scores_plain_and_stabilised_depth_against_the_floor(tmp_
     assert abs(stabilised["abs_rel"] - plain["abs_rel"]) < 0.01 and record["paths"]["plain"] == plain
     write_result("temporal-demo", record, tmp_path / "results", tmp_path / "benchmarks.md")
     assert f"| 3 | {plain['tae']:.4f} | {stabilised['tae']:.4f} |" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_node_temporal_bench_replays_the_demo_graph_with_and_without_the_stabiliser(tmp_path):
+    record = bench_node_temporal(seeds=(3,), frames=6, size=(160, 128))
+    plain, stabilised = record["seeds"][3]["plain"], record["seeds"][3]["stabilised"]
+    assert plain["tae_floor"] == stabilised["tae_floor"] < stabilised["tae"] < plain["tae"]  # the odometry node's
+    # motion, not the truth's
+    assert abs(stabilised["abs_rel"] - plain["abs_rel"]) < 0.01 and 0 < plain["abs_rel_instruments"] < 0.3
+    write_result("node-temporal-test", record, tmp_path / "results", tmp_path / "benchmarks.md")
+    docs = (tmp_path / "benchmarks.md").read_text()
+    assert f"| 3 | {plain['tae']:.4f} | {stabilised['tae']:.4f} |" in docs and "`dares bench node-temporal`" in docs
 
 
 @pytest.mark.parametrize("source", FINE_TUNE_SOURCES)

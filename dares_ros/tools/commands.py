@@ -18,7 +18,7 @@ from dares_core.cli import (
 )
 from dares_core.names import ENCODERS, PRECISIONS
 
-from ..names import FINE_TUNE_SOURCES, OUTPUT_NAMESPACE, RIG, SCALE_MODES
+from ..names import FINE_TUNE_SOURCES, NODE_TEMPORAL_SEEDS, OUTPUT_NAMESPACE, RIG, SCALE_MODES
 
 
 def add_input_size_options(p) -> None:
@@ -60,6 +60,17 @@ def cmd_bench_fine_tune(args: argparse.Namespace) -> None:
           f"{run['train_s']} s; held-out AbsRel, built-in model -> fine-tuned: "
           + ", ".join(f"seed {seed} {m['start']:.4f} -> {m['fine_tuned']:.4f}" for seed, m in run["abs_rel"].items())
           + f"; wrote {path}")
+
+
+def cmd_bench_node_temporal(args: argparse.Namespace) -> None:
+    from .bench_node_temporal import bench_node_temporal
+
+    record = bench_node_temporal(tuple(args.seeds), args.frames, (args.width, args.height))
+    path = publish_result(args, f"node-temporal-{args.width}x{args.height}", record)
+    for seed, m in [*record["seeds"].items(), ("mean", record["paths"])]:
+        print(f"seed {seed}: TAE {m['plain']['tae']:.4f} -> {m['stabilised']['tae']:.4f} (floor "
+              f"{m['plain']['tae_floor']:.4f}), AbsRel {m['plain']['abs_rel']:.4f} -> {m['stabilised']['abs_rel']:.4f}")
+    print(f"wrote {path}")
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> None:
@@ -321,6 +332,16 @@ def add_commands(groups: dict) -> None:
                         "--height")
     add_bench_output_options(p)
     p.set_defaults(func=cmd_bench_node)
+    p = groups["bench"].add_parser("node-temporal", help="TAE and AbsRel of dares_depth_node's stabiliser in dares "
+                                                         "demo's graph against plain depth, on synthetic scenes")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(NODE_TEMPORAL_SEEDS),
+                   help="synthetic scenes (default 7, the demo's, and 141-149: the node's stabiliser defaults were "
+                        "checked on 61-65)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=40, help="frames per scene (default 40, the demo's)")
+    p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
+    p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
+    add_bench_output_options(p)
+    p.set_defaults(func=cmd_bench_node_temporal)
     p = groups["bench"].add_parser("fine-tune", help="the own-endoscope loop: the built-in model fine-tuned on bags of "
                                                      "a scope it never saw, held-out AbsRel before and after")
     p.add_argument("--recordings", type=int, nargs="+", default=[510, 511, 512],

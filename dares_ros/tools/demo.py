@@ -162,13 +162,13 @@ class Progress:
 
 
 def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, logs: Path,
-                        rate: float = 1.0, progress=None, odometry: dict | None = None) -> dict:
+                        rate: float = 1.0, progress=None, odometry: dict | None = None, timed: bool = True) -> dict:
     """Start the node (and with `odometry` parameters dares_odometry_node beside it), record their outputs (and
     the left image, camera_info and ground truth) while `bag` plays into them in step (each frame once the nodes
     have answered the one before, within a bound), so what is recorded does not depend on the machine's speed or
-    load; then play it again at recorded timing (`rate`) for the achieved rate and latency. Returns
-    {"published": n, "recorded": {topic: count}, "timing": {...}}. The nodes log into `logs` (node.log,
-    fusion.log, odometry.log)."""
+    load; then, with `timed`, play it again at recorded timing (`rate`) for the achieved rate and latency. Returns
+    {"published": n, "recorded": {topic: count}, "timing": {...} (with timed)}. The nodes log into `logs`
+    (node.log, fusion.log, odometry.log)."""
 
     remaps = {"left/image_rect": topics.left_image, "left/camera_info": topics.left_info}
     if topics.stereo:
@@ -244,8 +244,8 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         time.sleep(0.5)  # the recorder writes what reached it
         stop.set()
         recorder.join(timeout=30)
-        if not failures:  # again at the camera's rate, as a live camera sends it: the nodes start again (time went
-            at_rate = Arrivals(node, topics, bool(odometry))  # back) and keep up or drop frames
+        if timed and not failures:  # again at the camera's rate, as a live camera sends it: the nodes start
+            at_rate = Arrivals(node, topics, bool(odometry))  # again (time went back) and keep up or drop frames
             bags.play_bag(bag, rate, topics=inputs, context=context, wait_for=readers)
             time.sleep(2.0)
             results["timing"] = at_rate.timing()
@@ -549,6 +549,25 @@ def logs_kept_on_failure():
             shutil.rmtree(logs, ignore_errors=True)
 
 
+def demo_parameters(model: Path, input_size: tuple[int, int], scale_mode: str, pose_weights: Path | None,
+                    device: str = "cpu", precision: str = "fp32",
+                    temporal_weight: float = TEMPORAL_WEIGHT) -> tuple[dict, dict | None]:
+    """The demo's parameters of dares_depth_node and, with `pose_weights`, of dares_odometry_node (else None);
+    temporal_weight: the depth node's stabiliser with the odometry's poses (0: off; without odometry it is off)."""
+    params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
+              "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2, "publish_colored": "false",
+              "qos": "reliable",
+              "stereo_rate": 0.0}  # stereo scale from every frame, in order: the same figures on any machine
+    # metres at the pose weights' recorded unit (scale_source fixed): the depth node's scale reaches a live
+    # odometry node through diagnostics once a second, at moments no replay repeats
+    odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
+                                 "scale_source": "fixed"}
+    if odometry and temporal_weight:  # each frame waits for its own pose, which the odometry node gives every
+        # frame, however loaded the machine (a bounded wait would make figures of load)
+        params.update(temporal_weight=temporal_weight, temporal_pose_wait=60.0)
+    return params, odometry
+
+
 def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Path | None = None,
              input_size: tuple[int, int] | None = None, rate: float = 1.0, frames: int = 40,
              size: tuple[int, int] = (320, 256), device: str = "cpu", precision: str = "fp32",
@@ -587,18 +606,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                              "pass --scale-mode relative")
         model = Path(weights) if weights else DEMO_MODEL
         input_size = network_input_size(load_depth_net(model), input_size or (None, None))  # the model's own
-        params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
-                  "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2,
-                  "publish_colored": "false", "qos": "reliable",
-                  "stereo_rate": 0.0}  # stereo scale from every frame, in order: the same figures on any machine
         pose_weights = pose_weights or (DEMO_POSE if weights is None else None)
-        # metres at the pose weights' recorded unit (scale_source fixed): the depth node's scale reaches a live
-        # odometry node through diagnostics once a second, at moments no replay repeats
-        odometry = pose_weights and {"pose_weights": pose_weights, "device": device, "qos": "reliable",
-                                     "scale_source": "fixed"}
-        if odometry:  # the depth stabiliser with the odometry's poses: each frame waits for its own, which the
-            # odometry node gives every frame, however loaded the machine (a bounded wait would make figures of load)
-            params.update(temporal_weight=TEMPORAL_WEIGHT, temporal_pose_wait=60.0)
+        params, odometry = demo_parameters(model, input_size, scale_mode, pose_weights, device, precision)
         progress.step(f"replaying the bag into dares_depth_node ({model.name}, {device}, {scale_mode} scale) "
                       "and recording its outputs")
         total = bags.bag_info(bag)["messages"]
