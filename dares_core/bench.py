@@ -497,7 +497,7 @@ def bench_temporal(weights: Path | None = None, pose_weights: Path | None = None
                 rgb = read_rgb(image_path(root, folder, frame))
                 depth = predictor.predict(network_batch([rgb], predictor.size), output_size=rgb.shape[:2]).depth[0]
                 plain.append(depth.numpy())
-                stabilised.append(stabiliser(rgb, plain[-1]))
+                stabilised.append(stabiliser(f"{frame:010d}", rgb, plain[-1]))
                 gt.append(read_gt_depth(gt_path(root, folder, frame)))
                 tissue.append(read_tissue_mask(instrument_mask_path(root, folder, frame)))
             poses = read_camera_poses(root / folder)

@@ -162,6 +162,11 @@ def _add_infer(sub) -> None:
     p.add_argument("--temporal-scale-weight", type=SHARE, default=TEMPORAL_SCALE_WEIGHT,
                    help="with --temporal: how far each frame's depth scale is pulled toward the previous output's "
                         f"where they differ by less than the tolerance, 0 to 0.95 (default {TEMPORAL_SCALE_WEIGHT})")
+    p.add_argument("--temporal-masks", type=Path, default=None,
+                   help="with --temporal: a folder of instrument masks (your segmentation; PNG, nonzero on "
+                        "instruments, any size), NAME.png for the frame whose outputs are NAME_depth.* (a video's: "
+                        "frame_000001.png, ...): those pixels are never blended; a frame without one is written "
+                        "unstabilised and named at the end")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 

@@ -183,6 +183,11 @@ def run_infer(args: argparse.Namespace) -> None:
         raise short
     if skipped:
         raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written")
+    if temporal is not None and temporal.unmasked:
+        names = temporal.unmasked
+        raise DaresError(f"{len(names)} frame(s) had no mask in {args.temporal_masks} ({names[0]}.png"
+                         f"{', ...' if len(names) > 1 else ''}) and were written unstabilised: give every frame its "
+                         "NAME.png")
 
 
 class TemporalInference:
@@ -191,7 +196,7 @@ class TemporalInference:
     the pose network (--pose-weights) estimates it, in millimetres at its recorded unit."""
 
     def __init__(self, pose_weights: Path, K: np.ndarray, calib_size, weight: float, tolerance: float,
-                 scale_weight: float):
+                 scale_weight: float, masks: Path | None = None):
         from .pose import load_pose_net, pose_units
         from .temporal import DepthStabiliser
 
@@ -200,19 +205,29 @@ class TemporalInference:
         self.K, self.calib_size = K, calib_size
         self.stabiliser = DepthStabiliser(weight, tolerance, scale_weight)
         self.previous: np.ndarray | None = None  # the previous frame, at the pose network's input size
+        self.masks = masks  # a folder of instrument masks, NAME.png per frame: pixels never blended
+        self.unmasked: list[str] = []  # frames written unstabilised: no mask of theirs in `masks`
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, intrinsics) -> TemporalInference | None:
+        if args.temporal_masks is not None and not args.temporal:
+            raise DaresError("--temporal-masks keeps instruments out of the stabiliser: add --temporal")
         if not args.temporal:
             return None
         if args.pose_weights is None or intrinsics is None:
             raise DaresError("--temporal carries each depth into the next frame: give --pose-weights (the camera's "
                              "motion) and the intrinsics (--calibration, or --fx --fy --cx --cy)")
+        masks = args.temporal_masks
+        if masks is not None and not (masks.is_dir() and any(masks.glob("*.png"))):
+            raise DaresError(f"--temporal-masks {masks} is not a folder of PNG masks: give the folder holding one "
+                             "NAME.png per frame (nonzero on instruments)")
         return cls(args.pose_weights, *intrinsics, args.temporal_weight, args.temporal_tolerance,
-                   args.temporal_scale_weight)
+                   args.temporal_scale_weight, masks)
 
-    def __call__(self, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
-        """The stabilised depth (H,W) mm of the next frame (in order)."""
+    def __call__(self, name: str, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+        """The stabilised depth (H,W) mm of the next frame (in order), named `name` (its outputs' name); unchanged,
+        and the stabiliser started again, where a mask folder was given and has no NAME.png."""
+        from .data.scared import read_tissue_mask
         from .pose import poses_of_pairs
         from .preprocess import resize_like_official, to_unit_tensor
         from .reconstruct import scale_translation
@@ -223,8 +238,16 @@ class TemporalInference:
             T = poses_of_pairs(self.encoder, self.decoder, torch.cat([small, self.previous])[None])[0]
             motion = scale_translation(T, self.units.unit_mm)  # the previous camera's points into this one's, mm
         self.previous = small
+        mask = None
+        if self.masks is not None:
+            path = self.masks / f"{name}.png"
+            if not path.is_file():
+                self.unmasked.append(name)
+                self.stabiliser.reset()
+                return depth_mm
+            mask = ~read_tissue_mask(path, (rgb.shape[1], rgb.shape[0]))
         K = scaled_intrinsics(self.K, self.calib_size, (rgb.shape[1], rgb.shape[0]))
-        return self.stabiliser(depth_mm, rgb, K, motion)[0]
+        return self.stabiliser(depth_mm, rgb, K, motion, mask)[0]
 
 
 def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics,
@@ -237,7 +260,7 @@ def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics,
                                  output_size=group[0][1].shape[:2])
         for (name, rgb), disp, depth in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy()):
             if temporal is not None:
-                depth = temporal(rgb, depth)
+                depth = temporal(name, rgb, depth)
             write_npy(out / f"{name}_depth.npy", depth.astype(np.float32))
             write_image(out / f"{name}_depth.png", depth_png(depth))
             write_image(out / f"{name}_color.png", colorize_inverse_depth(depth))

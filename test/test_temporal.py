@@ -176,6 +176,38 @@ def test_infer_temporal_lowers_tae_with_the_pose_networks_motion(scene, tmp_path
     assert main([*base, "--out", str(tmp_path / "x"), "--temporal"]) == 2
 
 
+def test_infer_temporal_never_blends_the_pixels_its_masks_mark(scene, tmp_path, capsys):
+    """--temporal-masks: where a frame's mask (NAME.png, any size) marks instruments the depth is the plain depth
+    times one scale (the frame's scale pull, nothing blended); elsewhere the previous output is blended in. A frame
+    without a mask is written unstabilised, and the command names it and fails."""
+    from dares_core.cli import main
+    from dares_core.model.weights import DEMO_MODEL, DEMO_POSE
+
+    folder = scene[0]
+    frames = folder / "image_02" / "data"
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for frame in sorted(frames.glob("*.png")):  # instruments on the left half, at twice the image's size
+        mask = np.zeros((320, 384), np.uint8)
+        mask[:, :192] = 255
+        cv2.imwrite(str(masks / frame.name), mask)
+    (masks / "0000000009.png").unlink()
+    base = ["infer", "--weights", str(DEMO_MODEL), "--input", str(frames)]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "masked"), "--temporal", "--pose-weights", str(DEMO_POSE),
+                 "--calibration", str(folder / "calibration.yaml"), "--temporal-masks", str(masks)]) == 2
+    err = capsys.readouterr().err
+    assert "1 frame(s) had no mask in" in err and "(0000000009.png)" in err
+    assert main([*base, "--out", str(tmp_path / "x"), "--temporal-masks", str(masks)]) == 2  # without --temporal
+    plain, masked = ({p.name: np.load(p) for p in sorted((tmp_path / name).glob("*_depth.npy"))}
+                     for name in ("plain", "masked"))
+    assert len(masked) == 12 and np.array_equal(masked["0000000009_depth.npy"], plain["0000000009_depth.npy"])
+    for name in ("0000000004_depth.npy", "0000000011_depth.npy"):  # stabilised frames (not the first after a restart)
+        ratio = masked[name] / plain[name]
+        assert np.ptp(ratio[:, :96]) < 1e-4  # the masked half: one scale
+        assert np.ptp(ratio[:, 96:]) > 0.01  # the rest: blended pixel by pixel
+
+
 def test_a_live_node_stabilises_a_large_map_on_a_grid_and_corrects_every_pixel():
     """stabilise_on_grid: a 640x480 map is carried on every 4th pixel (K scaled to the grid); the blend of each grid
     pixel reaches its whole 4x4 block, and a patch that changed beyond the tolerance passes through, block for block."""

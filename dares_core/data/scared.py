@@ -54,7 +54,8 @@ def read_tissue_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndar
     by nearest neighbour when given."""
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
-        raise DaresError(f"{path} is missing or unreadable: regenerate the scene with dares synth")
+        raise DaresError(f"{path} is missing or unreadable: an instrument mask is an 8-bit PNG, nonzero on "
+                         "instruments (dares synth writes them beside its ground truth)")
     if size is not None:
         mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     return mask == 0
