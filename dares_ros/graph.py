@@ -84,9 +84,10 @@ def die_with_parent() -> None:
         return
     import ctypes
 
-    parent = os.getppid()
+    from . import STARTED_BY
+
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the request took effect
+    if os.getppid() != STARTED_BY:  # the parent died before the request took effect (a node imports for seconds)
         os.kill(os.getpid(), signal.SIGTERM)
 
 

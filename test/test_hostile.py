@@ -195,24 +195,47 @@ time.sleep(600)
 """
 
 
-def test_a_node_dies_with_its_parent_however_it_died(tmp_path):
-    """A tool that starts nodes (`dares demo`) killed with SIGKILL, which it cannot catch: its nodes end too."""
+def _until(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.parametrize("moment", ["spinning", "starting"])
+def test_a_node_dies_with_its_parent_however_it_died(tmp_path, moment):
+    """A tool that starts nodes (`dares demo`) killed with SIGKILL, which it cannot catch: its nodes end too, whether
+    they were spinning or still starting (importing torch, seconds before rclpy is up and asks for its parent's
+    death signal)."""
     log = tmp_path / "fusion.log"
     parent = subprocess.Popen([sys.executable, "-c", PARENT, f"/orphan{os.getpid()}", str(log)],
                               stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
-    deadline = time.monotonic() + 60
-    while "fusing depth" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "fusing depth" in log.read_text(), log.read_text()
+
+    def log_text() -> str:
+        return log.read_text() if log.exists() else ""
+
+    def importing_torch() -> bool:
+        with contextlib.suppress(OSError):
+            return "libtorch" in Path(f"/proc/{child}/maps").read_text()
+        return False
+
+    if moment == "spinning":
+        assert _until(lambda: "fusing depth" in log_text()), log_text()
+    else:
+        assert _until(importing_torch) and "[INFO]" not in log_text(), log_text()
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 20
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(child, os.WNOHANG)  # reaped by init normally; harmless here
-    alive = Path(f"/proc/{child}").exists() and "zombie" not in Path(f"/proc/{child}/status").read_text()
+        try:
+            return "zombie" in Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            return True
+
+    alive = not _until(gone, 30.0)
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the node outlived its killed parent"
