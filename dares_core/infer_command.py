@@ -185,9 +185,9 @@ def run_infer(args: argparse.Namespace) -> None:
         raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written")
     if temporal is not None and temporal.unmasked:
         names = temporal.unmasked
-        raise DaresError(f"{len(names)} frame(s) had no mask in {args.temporal_masks} ({names[0]}.png"
+        raise DaresError(f"{len(names)} frame(s) had no readable mask in {args.temporal_masks} ({names[0]}.png"
                          f"{', ...' if len(names) > 1 else ''}) and were written unstabilised: give every frame its "
-                         "NAME.png")
+                         "NAME.png (8-bit, nonzero on instruments)")
 
 
 class TemporalInference:
@@ -206,7 +206,7 @@ class TemporalInference:
         self.stabiliser = DepthStabiliser(weight, tolerance, scale_weight)
         self.previous: np.ndarray | None = None  # the previous frame, at the pose network's input size
         self.masks = masks  # a folder of instrument masks, NAME.png per frame: pixels never blended
-        self.unmasked: list[str] = []  # frames written unstabilised: no mask of theirs in `masks`
+        self.unmasked: list[str] = []  # frames written unstabilised: no readable mask of theirs in `masks`
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, intrinsics) -> TemporalInference | None:
@@ -226,7 +226,7 @@ class TemporalInference:
 
     def __call__(self, name: str, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
         """The stabilised depth (H,W) mm of the next frame (in order), named `name` (its outputs' name); unchanged,
-        and the stabiliser started again, where a mask folder was given and has no NAME.png."""
+        and the stabiliser started again, where a mask folder was given and has no readable NAME.png."""
         from .data.scared import read_tissue_mask
         from .pose import poses_of_pairs
         from .preprocess import resize_like_official, to_unit_tensor
@@ -240,12 +240,12 @@ class TemporalInference:
         self.previous = small
         mask = None
         if self.masks is not None:
-            path = self.masks / f"{name}.png"
-            if not path.is_file():
+            try:
+                mask = ~read_tissue_mask(self.masks / f"{name}.png", (rgb.shape[1], rgb.shape[0]))
+            except DaresError:  # missing or unreadable: named at the end
                 self.unmasked.append(name)
                 self.stabiliser.reset()
                 return depth_mm
-            mask = ~read_tissue_mask(path, (rgb.shape[1], rgb.shape[0]))
         K = scaled_intrinsics(self.K, self.calib_size, (rgb.shape[1], rgb.shape[0]))
         return self.stabiliser(depth_mm, rgb, K, motion, mask)[0]
 

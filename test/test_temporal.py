@@ -179,7 +179,7 @@ def test_infer_temporal_lowers_tae_with_the_pose_networks_motion(scene, tmp_path
 def test_infer_temporal_never_blends_the_pixels_its_masks_mark(scene, tmp_path, capsys):
     """--temporal-masks: where a frame's mask (NAME.png, any size) marks instruments the depth is the plain depth
     times one scale (the frame's scale pull, nothing blended); elsewhere the previous output is blended in. A frame
-    without a mask is written unstabilised, and the command names it and fails."""
+    without a mask, or with an unreadable one, is written unstabilised, and the command names it and fails."""
     from dares_core.cli import main
     from dares_core.model.weights import DEMO_MODEL, DEMO_POSE
 
@@ -192,16 +192,18 @@ def test_infer_temporal_never_blends_the_pixels_its_masks_mark(scene, tmp_path, 
         mask[:, :192] = 255
         cv2.imwrite(str(masks / frame.name), mask)
     (masks / "0000000009.png").unlink()
+    (masks / "0000000006.png").write_bytes(b"not a png")
     base = ["infer", "--weights", str(DEMO_MODEL), "--input", str(frames)]
     assert main([*base, "--out", str(tmp_path / "plain")]) == 0
     assert main([*base, "--out", str(tmp_path / "masked"), "--temporal", "--pose-weights", str(DEMO_POSE),
                  "--calibration", str(folder / "calibration.yaml"), "--temporal-masks", str(masks)]) == 2
     err = capsys.readouterr().err
-    assert "1 frame(s) had no mask in" in err and "(0000000009.png)" in err
+    assert "2 frame(s) had no readable mask in" in err and "(0000000006.png, ...)" in err
     assert main([*base, "--out", str(tmp_path / "x"), "--temporal-masks", str(masks)]) == 2  # without --temporal
     plain, masked = ({p.name: np.load(p) for p in sorted((tmp_path / name).glob("*_depth.npy"))}
                      for name in ("plain", "masked"))
-    assert len(masked) == 12 and np.array_equal(masked["0000000009_depth.npy"], plain["0000000009_depth.npy"])
+    assert len(masked) == 12 and all(np.array_equal(masked[name], plain[name]) for name in (
+        "0000000006_depth.npy", "0000000009_depth.npy"))  # written unstabilised
     for name in ("0000000004_depth.npy", "0000000011_depth.npy"):  # stabilised frames (not the first after a restart)
         ratio = masked[name] / plain[name]
         assert np.ptp(ratio[:, :96]) < 1e-4  # the masked half: one scale
