@@ -142,7 +142,7 @@ def _add_infer(sub) -> None:
                    help="depth range maximum, as training (default 150)")
     p.add_argument("--save-disp", type=Path, default=None,
                    help="also write the (N,H,W) float32 scaled disparities as official evaluate_depth "
-                        "--save_pred_disps")
+                        "--save_pred_disps (with --temporal: of the stabilised depth)")
     p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")
@@ -163,8 +163,9 @@ def _add_infer(sub) -> None:
                    help="with --temporal: how far each frame's depth scale is pulled toward the previous output's "
                         f"where they differ by less than the tolerance, 0 to 0.95 (default {TEMPORAL_SCALE_WEIGHT})")
     p.add_argument("--temporal-masks", type=Path, default=None,
-                   help="with --temporal: a folder of instrument masks (your segmentation; PNG, nonzero on "
-                        "instruments, any size), NAME.png for the frame whose outputs are NAME_depth.* (a video's: "
+                   help="with --temporal: a folder of instrument masks (your segmentation; PNG, grey or colour, 8 "
+                        "or 16 bits, nonzero on instruments, any size), NAME.png for the frame whose outputs are "
+                        "NAME_depth.* (a video's: "
                         "frame_000001.png, ...): those pixels are never blended; a frame without one is written "
                         "unstabilised and named at the end")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")

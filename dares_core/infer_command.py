@@ -40,15 +40,8 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     if not path.exists():
         raise DaresError(f"input {path} not found: pass an image, a folder of images or a video")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise DaresError(f"input folder {path} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        ours = [p.name for p in files if p.stem.endswith(OUTPUT_SUFFIXES) and
-                (path / f"{p.stem.rsplit('_', 1)[0]}_depth.npy").is_file()]
-        if ours:
-            raise DaresError(f"input folder {path} holds dares infer outputs ({', '.join(ours[:2])}): pass the folder "
-                             "of input images")
-        return len(files), ((name, read_rgb(p, skip=True)) for name, p in zip(output_names(files), files))
+        files, names = folder_images(path)
+        return len(files), ((name, read_rgb(p, skip=True)) for name, p in zip(names, files))
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return 1, iter([(path.stem, read_rgb(path))])
     try:
@@ -57,6 +50,20 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         raise DaresError(f"input {path} is neither an image nor a video OpenCV can open") from None
     return video.declared, ((f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                             for i, bgr in enumerate(video.frames, 1))
+
+
+def folder_images(path: Path) -> tuple[list[Path], list[str]]:
+    """The images of an input folder, in order, and the name each one's outputs take; refused when there are none
+    or they are dares infer outputs (its pictures are no input)."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DaresError(f"input folder {path} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    ours = [p.name for p in files if p.stem.endswith(OUTPUT_SUFFIXES) and
+            (path / f"{p.stem.rsplit('_', 1)[0]}_depth.npy").is_file()]
+    if ours:
+        raise DaresError(f"input folder {path} holds dares infer outputs ({', '.join(ours[:2])}): pass the folder "
+                         "of input images")
+    return files, output_names(files)
 
 
 def output_names(files: list[Path]) -> list[str]:
@@ -190,6 +197,23 @@ def run_infer(args: argparse.Namespace) -> None:
                          "NAME.png (8-bit, nonzero on instruments)")
 
 
+def check_mask_folder(masks: Path, names: list[str] | None) -> None:
+    """Refuse a --temporal-masks folder that is none, holds no NAME.png, or (names: a folder input's frames) none
+    named as a frame; a video's frames are numbered from frame_000001."""
+    if not masks.is_dir():
+        raise DaresError(f"--temporal-masks {masks} {'is a file' if masks.exists() else 'not found'}: give the "
+                         "folder of your instrument masks, NAME.png per frame")
+    if not any(masks.glob("*.png")):
+        raise DaresError(f"--temporal-masks {masks} holds no .png file: name each frame's mask NAME.png (8-bit or "
+                         "16-bit, grey or colour, nonzero on instruments)")
+    if names is not None and not any((masks / f"{name}.png").is_file() for name in names):
+        raise DaresError(f"--temporal-masks {masks} has no mask named as a frame: the frame {names[0]} takes "
+                         f"{names[0]}.png")
+    if names is None and (masks / "frame_000000.png").is_file():
+        raise DaresError(f"--temporal-masks {masks} has frame_000000.png: a video's frames are numbered from "
+                         "frame_000001, the first")
+
+
 class TemporalInference:
     """`dares infer --temporal`: each frame's depth stabilised (dares_core.temporal) with the previous output,
     carried along the optical flow between the frames and moved by the camera's motion from the previous frame, as
@@ -218,9 +242,8 @@ class TemporalInference:
             raise DaresError("--temporal carries each depth into the next frame: give --pose-weights (the camera's "
                              "motion) and the intrinsics (--calibration, or --fx --fy --cx --cy)")
         masks = args.temporal_masks
-        if masks is not None and not (masks.is_dir() and any(masks.glob("*.png"))):
-            raise DaresError(f"--temporal-masks {masks} is not a folder of PNG masks: give the folder holding one "
-                             "NAME.png per frame (nonzero on instruments)")
+        if masks is not None:
+            check_mask_folder(masks, folder_images(args.input)[1] if args.input.is_dir() else None)
         return cls(args.pose_weights, *intrinsics, args.temporal_weight, args.temporal_tolerance,
                    args.temporal_scale_weight, masks)
 
@@ -259,13 +282,28 @@ def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics,
         pred = predictor.predict(network_batch([rgb for _, rgb in group], predictor.size),
                                  output_size=group[0][1].shape[:2])
         for (name, rgb), disp, depth in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy()):
-            if temporal is not None:
+            if temporal is not None:  # the stabilised depth's disparity (network unit) at the network's size
                 depth = temporal(name, rgb, depth)
-            write_npy(out / f"{name}_depth.npy", depth.astype(np.float32))
-            write_image(out / f"{name}_depth.png", depth_png(depth))
-            write_image(out / f"{name}_color.png", colorize_inverse_depth(depth))
-            if intrinsics is not None:
-                K = scaled_intrinsics(intrinsics[0], intrinsics[1], (rgb.shape[1], rgb.shape[0]))
-                write_ply(out / f"{name}.ply", depth, rgb, K)
+                disp = cv2.resize(predictor.net.config.depth_unit_mm / depth, disp.shape[::-1],
+                                  interpolation=cv2.INTER_AREA)
+            _write_frame(out, name, rgb, depth, intrinsics)
             disparities.append(disp)
     return disparities
+
+
+def _write_frame(out: Path, name: str, rgb: np.ndarray, depth: np.ndarray, intrinsics) -> None:
+    """A frame's outputs (module docstring), all or none: interrupted halfway, the ones written are removed."""
+    paths = [out / f"{name}{suffix}" for suffix in ("_depth.npy", "_depth.png", "_color.png")]
+    if intrinsics is not None:
+        paths.append(out / f"{name}.ply")
+    try:
+        write_npy(paths[0], depth.astype(np.float32))
+        write_image(paths[1], depth_png(depth))
+        write_image(paths[2], colorize_inverse_depth(depth))
+        if intrinsics is not None:
+            write_ply(paths[3], depth, rgb, scaled_intrinsics(intrinsics[0], intrinsics[1], (rgb.shape[1],
+                                                                                             rgb.shape[0])))
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: no frame is left with some of its files
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise

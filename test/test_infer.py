@@ -57,6 +57,27 @@ def test_folder_writes_every_output_and_official_disparities(tiny_model, tmp_pat
         assert (K @ p / p[2])[:2] == pytest.approx([u, v], abs=1e-3)  # the point re-projects to its pixel
 
 
+def test_a_frame_interrupted_while_its_files_are_written_leaves_none_of_them(tiny_model, tmp_path, monkeypatch):
+    """Ctrl-C between a frame's depth files and its point cloud: the frames before are whole, that one is absent."""
+    import dares_core.infer_command as infer_command
+
+    weights, seq = tiny_model
+    write_ply, calls = infer_command.write_ply, []
+
+    def interrupted_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write_ply(*args)
+
+    monkeypatch.setattr(infer_command, "write_ply", interrupted_second)
+    out = tmp_path / "out"
+    assert main(["infer", "--weights", str(weights), "--input", str(seq / "image_02" / "data"), "--out", str(out),
+                 "--height", "28", "--width", "42", "--calibration", str(seq / "calibration.yaml")]) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["0000000001.ply", "0000000001_color.png",
+                                                     "0000000001_depth.npy", "0000000001_depth.png"]
+
+
 def test_video_input(tiny_model, tmp_path):
     weights, seq = tiny_model
     video = tmp_path / "clip.mp4"

@@ -2,6 +2,8 @@
 flicker reduced where views agree, large changes and masked pixels passed through at once, TAE of a real model's
 depth lowered with true motion and with the pose network's."""
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -160,19 +162,24 @@ def test_infer_temporal_lowers_tae_with_the_pose_networks_motion(scene, tmp_path
     """dares infer --temporal on a folder of frames, the camera's motion from the built-in pose network (never the
     ground truth): TAE falls, AbsRel holds; without a motion source it says what it needs."""
     from dares_core.cli import main
-    from dares_core.model.weights import DEMO_MODEL, DEMO_POSE
+    from dares_core.model.weights import DEMO_MODEL, DEMO_POSE, load_depth_net
 
     folder, gt, poses, K = scene
     frames = folder / "image_02" / "data"
     base = ["infer", "--weights", str(DEMO_MODEL), "--input", str(frames)]
-    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "plain"), "--save-disp", str(tmp_path / "plain.npy")]) == 0
     assert main([*base, "--out", str(tmp_path / "temporal"), "--temporal", "--pose-weights", str(DEMO_POSE),
-                 "--calibration", str(folder / "calibration.yaml")]) == 0
+                 "--calibration", str(folder / "calibration.yaml"), "--save-disp", str(tmp_path / "temporal.npy")]) == 0
     plain, temporal = (np.stack([np.load(p) for p in sorted((tmp_path / name).glob("*_depth.npy"))]).astype(np.float64)
                        for name in ("plain", "temporal"))
     (tae_before, abs_rel_before), (tae_after, abs_rel_after) = (tae_and_abs_rel(d, gt, poses, K)
                                                                 for d in (plain, temporal))
     assert tae_after < 0.95 * tae_before and abs_rel_after < 1.05 * abs_rel_before
+    disparities = np.load(tmp_path / "temporal.npy")  # the stabilised depth's, in the official layout
+    assert disparities.shape == np.load(tmp_path / "plain.npy").shape
+    unit = load_depth_net(DEMO_MODEL).config.depth_unit_mm  # the network's depth unit, in mm
+    as_depth = np.stack([unit / cv2.resize(d, temporal.shape[:0:-1]) for d in disparities])  # SCARED's conversion
+    assert np.median(np.abs(as_depth / temporal - 1)) < 0.01 < np.median(np.abs(plain / temporal - 1)) * 10
     assert main([*base, "--out", str(tmp_path / "x"), "--temporal"]) == 2
 
 
@@ -194,9 +201,10 @@ def test_infer_temporal_never_blends_the_pixels_its_masks_mark(scene, tmp_path, 
     (masks / "0000000009.png").unlink()
     (masks / "0000000006.png").write_bytes(b"not a png")
     base = ["infer", "--weights", str(DEMO_MODEL), "--input", str(frames)]
+    temporal = [*base, "--temporal", "--pose-weights", str(DEMO_POSE), "--calibration",
+                str(folder / "calibration.yaml")]
     assert main([*base, "--out", str(tmp_path / "plain")]) == 0
-    assert main([*base, "--out", str(tmp_path / "masked"), "--temporal", "--pose-weights", str(DEMO_POSE),
-                 "--calibration", str(folder / "calibration.yaml"), "--temporal-masks", str(masks)]) == 2
+    assert main([*temporal, "--out", str(tmp_path / "masked"), "--temporal-masks", str(masks)]) == 2
     err = capsys.readouterr().err
     assert "2 frame(s) had no readable mask in" in err and "(0000000006.png, ...)" in err
     assert main([*base, "--out", str(tmp_path / "x"), "--temporal-masks", str(masks)]) == 2  # without --temporal
@@ -208,6 +216,30 @@ def test_infer_temporal_never_blends_the_pixels_its_masks_mark(scene, tmp_path, 
         ratio = masked[name] / plain[name]
         assert np.ptp(ratio[:, :96]) < 1e-4  # the masked half: one scale
         assert np.ptp(ratio[:, 96:]) > 0.01  # the rest: blended pixel by pixel
+    for odd, write in (("16-bit", lambda m: (m > 0).astype(np.uint16)),  # 1 on instruments
+                       ("colour", lambda m: np.dstack([m > 0, 0 * m, 0 * m]).astype(np.uint8))):  # blue 1
+        folder_of = tmp_path / odd
+        folder_of.mkdir()
+        for mask in masks.glob("*.png"):
+            if mask.name != "0000000006.png":
+                cv2.imwrite(str(folder_of / mask.name), write(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
+        assert main([*temporal, "--out", str(tmp_path / f"{odd}-out"), "--temporal-masks", str(folder_of)]) == 2
+        assert all(np.array_equal(np.load(tmp_path / f"{odd}-out" / name), depth) for name, depth in masked.items())
+    misnamed = tmp_path / "misnamed"
+    misnamed.mkdir()
+    cv2.imwrite(str(misnamed / "mask_001.png"), np.zeros((8, 8), np.uint8))
+    assert main([*temporal, "--out", str(tmp_path / "y"), "--temporal-masks", str(misnamed)]) == 2
+    assert "has no mask named as a frame: the frame 0000000001 takes 0000000001.png" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()  # refused before any work
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (192, 160))
+    for frame in sorted(frames.glob("*.png"))[:2]:
+        writer.write(cv2.imread(str(frame)))
+    writer.release()
+    shutil.copy(masks / "0000000001.png", misnamed / "frame_000000.png")  # numbered from 0
+    temporal[temporal.index(str(frames))] = str(video)
+    assert main([*temporal, "--out", str(tmp_path / "z"), "--temporal-masks", str(misnamed)]) == 2
+    assert "a video's frames are numbered from frame_000001" in capsys.readouterr().err
 
 
 def test_a_live_node_stabilises_a_large_map_on_a_grid_and_corrects_every_pixel():

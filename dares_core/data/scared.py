@@ -50,15 +50,17 @@ def instrument_mask_path(root: Path, folder: str, frame: int) -> Path:
 
 
 def read_tissue_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H,W) bool, True on tissue, of an instrument mask (instrument_mask_path), resized to size (width, height)
-    by nearest neighbour when given."""
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    """(H,W) bool, True on tissue, of an instrument mask (instrument_mask_path; any PNG, 8 or 16 bits, grey or
+    colour: nonzero in any colour channel on instruments, alpha ignored), resized to size (width, height) by
+    nearest neighbour when given."""
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
     if mask is None:
-        raise DaresError(f"{path} is missing or unreadable: an instrument mask is an 8-bit PNG, nonzero on "
-                         "instruments (dares synth writes them beside its ground truth)")
+        raise DaresError(f"{path} is missing or unreadable: an instrument mask is a PNG, nonzero on instruments "
+                         "(dares synth writes them beside its ground truth)")
+    instruments = (mask[..., :3] != 0).any(axis=-1) if mask.ndim == 3 else mask != 0
     if size is not None:
-        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-    return mask == 0
+        instruments = cv2.resize(instruments.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    return ~instruments
 
 
 def sequence_frames(root: Path, folder: str) -> list[int]:
