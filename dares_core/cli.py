@@ -732,11 +732,13 @@ def cmd_bench_stereo_scale(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_temporal(args: argparse.Namespace) -> None:
-    from .bench import bench_temporal
+    from .bench import bench_temporal, check_bench_output
+    from .model.weights import DEMO_MODEL
 
+    name = f"temporal-{Path(args.weights or DEMO_MODEL).stem}-{args.width}x{args.height}"
+    check_bench_output(args.out, args.force, name)
     record = bench_temporal(args.weights, args.pose_weights, args.width, args.height, args.frames, tuple(args.seeds))
-    path = publish_result(args, f"temporal-{Path(record['settings']['model']).stem}-{args.width}x{args.height}",
-                          record)
+    path = publish_result(args, name, record)
     for seed, m in [*record["seeds"].items(), ("mean", record["paths"])]:
         print(f"seed {seed}: TAE {m['plain']['tae']:.4f} -> {m['stabilised']['tae']:.4f} (floor "
               f"{m['plain']['tae_floor']:.4f}), AbsRel {m['plain']['abs_rel']:.4f} -> {m['stabilised']['abs_rel']:.4f}")
@@ -871,6 +873,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # commands that end cleanly on a signal (bag record) set their own
     try:
+        if args.command == "bench":  # where the result goes is checked before anything is measured
+            from .bench import check_bench_output
+
+            check_bench_output(args.out, args.force)
         args.func(args)
     except DaresError as e:
         print(f"dares {args.command}: error: {e}", file=sys.stderr)

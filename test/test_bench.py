@@ -155,3 +155,33 @@ def test_benchmarks_run_elsewhere_never_touch_that_folders_docs(tmp_path, monkey
     capsys.readouterr()
     assert main(run) == 2 and "pass --force" in capsys.readouterr().err
     assert main([*run, "--force"]) == 0
+
+
+def test_a_bench_refuses_an_out_it_cannot_use_before_measuring(tmp_path, monkeypatch, capsys):
+    """--out a file, or a folder whose benchmarks.md dares bench did not write: refused before anything is measured;
+    a JSON beside the results that is none is named in the table and left out; a result whose name is known
+    before the run is refused first too, without --force."""
+    import dares_core.bench as bench
+    from dares_core.cli import main
+
+    def measured(*_, **__):
+        raise AssertionError("measured before the destination was checked")
+
+    monkeypatch.setattr(bench, "bench_temporal", measured)
+    monkeypatch.setattr(bench, "bench_model", measured)
+    run = ["bench", "model", "--height", "56", "--width", "70", "--rounds", "1", "--calls", "1", "--out"]
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "benchmarks.md").write_text("# my notes")
+    for out, message in (("a_file", "is a file: give --out a folder"), ("theirs", "was not written by dares bench")):
+        assert main([*run, str(tmp_path / out), "--force"]) == 2 and message in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "mine" and (tmp_path / "theirs" / "benchmarks.md").read_text() == \
+        "# my notes"
+    results = tmp_path / "ours" / "results"
+    results.mkdir(parents=True)
+    (results / "temporal-demo_model-320x256.json").write_text("{}")  # not a result: named in the table, left out
+    bench.render_docs(results, tmp_path / "ours" / "benchmarks.md")
+    assert "Left out, not results of dares bench: temporal-demo_model-320x256.json." in \
+        (tmp_path / "ours" / "benchmarks.md").read_text()
+    assert main(["bench", "temporal", "--out", str(tmp_path / "ours")]) == 2
+    assert "temporal-demo_model-320x256.json already exists: pass --force" in capsys.readouterr().err

@@ -49,12 +49,15 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_fine_tune(args: argparse.Namespace) -> None:
+    from dares_core.bench import check_bench_output
+
     from .bench_fine_tune import bench_fine_tune
 
+    name = f"fine-tune-{args.source}-{len(args.recordings)}-recordings-{args.epochs}-epochs"
+    check_bench_output(args.out, args.force, name)
     record = bench_fine_tune(tuple(args.recordings), test_seeds=tuple(args.test_seeds), epochs=args.epochs,
                              source=args.source)
-    path = publish_result(args, f"fine-tune-{args.source}-{len(args.recordings)}-recordings-{args.epochs}-epochs",
-                          record)
+    path = publish_result(args, name, record)
     run = record["paths"]["built-in model fine-tuned"]
     print(f"{run['kept_frames']} frames kept of {record['settings']['video_s']} s of video, trained in "
           f"{run['train_s']} s; held-out AbsRel, built-in model -> fine-tuned: "
@@ -63,10 +66,14 @@ def cmd_bench_fine_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_node_temporal(args: argparse.Namespace) -> None:
+    from dares_core.bench import check_bench_output
+
     from .bench_node_temporal import bench_node_temporal
 
+    name = f"node-temporal-{args.width}x{args.height}"
+    check_bench_output(args.out, args.force, name)
     record = bench_node_temporal(tuple(args.seeds), args.frames, (args.width, args.height))
-    path = publish_result(args, f"node-temporal-{args.width}x{args.height}", record)
+    path = publish_result(args, name, record)
     for seed, m in [*record["seeds"].items(), ("mean", record["paths"])]:
         print(f"seed {seed}: TAE {m['plain']['tae']:.4f} -> {m['stabilised']['tae']:.4f} (floor "
               f"{m['plain']['tae_floor']:.4f}), AbsRel {m['plain']['abs_rel']:.4f} -> {m['stabilised']['abs_rel']:.4f}")
