@@ -194,7 +194,7 @@ def run_infer(args: argparse.Namespace) -> None:
         names = temporal.unmasked
         raise DaresError(f"{len(names)} frame(s) had no readable mask in {args.temporal_masks} ({names[0]}.png"
                          f"{', ...' if len(names) > 1 else ''}) and were written unstabilised: give every frame its "
-                         "NAME.png (8-bit, nonzero on instruments)")
+                         "NAME.png (nonzero on instruments)")
 
 
 def check_mask_folder(masks: Path, names: list[str] | None) -> None:
