@@ -63,7 +63,7 @@ from .conversions import (
     stereo_baseline,
 )
 from .graph import INPUT_TRANSPORTS, POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
-from .names import SCALE_MODES
+from .names import DEPTH_STATUS, SCALE_MODES
 from .sync import Order, StampHistory, StereoMatcher, Timeline
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
@@ -631,7 +631,7 @@ class DepthNode(LifecycleNode):
         published, problems, inputs = (self._recent(k) for k in ("published", "problems", "inputs"))
         rate = published / DIAGNOSTICS_WINDOW_S
         window = f"the last {DIAGNOSTICS_WINDOW_S:.0f} s"
-        status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=self.get_fully_qualified_name())
+        status = DiagnosticStatus(name=DEPTH_STATUS, hardware_id=self.get_fully_qualified_name())
         if self.predictor is None:
             status.level, status.message = DiagnosticStatus.ERROR, self.last_error or "no model loaded"
         elif not published and (inputs or problems):

@@ -48,10 +48,8 @@ from .conversions import (
     stamp_seconds,
 )
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
-from .names import ODOMETRY_STATUS
+from .names import DEPTH_STATUS, ODOMETRY_STATUS
 from .sync import Order, Timeline
-
-DEPTH_STATUS = "dares_depth_node: depth"  # the depth node's diagnostic status that carries scale_m_per_unit
 
 PARAMETERS = {  # name: (default, description); all apply at start
     "pose_weights": ("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth), a `dares "

@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from dares_core.errors import DaresError
 from dares_ros.tools.bag import Topics, bag_info
-from dares_ros.tools.demo import check_demo_folder
+from dares_ros.tools.demo import NAMESPACE, OUTPUTS, Arrivals, check_demo_folder
 
 FRAMES = 12
 
@@ -217,3 +217,44 @@ def test_the_demo_gives_the_same_figures_on_a_loaded_machine(demo, tmp_path):
             assert {k: loaded[figure][k] for k in numbers} == pytest.approx(numbers, rel=1e-6), figure
         else:
             assert loaded[figure] == pytest.approx(unloaded[figure], rel=1e-6), figure
+
+
+def test_the_replay_goes_on_once_the_depth_node_says_it_skipped_a_frame():
+    """In step with the nodes, a frame without outputs holds the replay until the depth node's diagnostics count it
+    skipped (a bad frame in a recorded bag), not for the whole bound (10 s at least)."""
+    import threading
+
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from sensor_msgs.msg import Image
+
+    from dares_ros.names import DEPTH_STATUS
+
+    class Graph:  # the subscriptions Arrivals makes, their callbacks called here by hand
+        def __init__(self):
+            self.callbacks = {}
+
+        def create_subscription(self, _type, topic, callback, _qos):
+            self.callbacks[topic] = callback
+
+    def stamped(sec: int) -> Image:
+        msg = Image()
+        msg.header.stamp.sec = sec
+        return msg
+
+    graph, topics = Graph(), Topics("/rig/left/image_raw", "/rig/left/camera_info", None, None, None)
+    arrivals = Arrivals(graph, topics, odometry=False)
+    for callback in (graph.callbacks[topics.left_image], graph.callbacks[OUTPUTS["depth"]]):
+        callback(stamped(1))
+    graph.callbacks[topics.left_image](stamped(2))  # no depth for it: skipped, or still on its way
+    waiting = threading.Thread(target=arrivals.wait_for_outputs, daemon=True)
+    waiting.start()
+    def diagnostics(skipped: str) -> DiagnosticArray:
+        return DiagnosticArray(status=[DiagnosticStatus(name=DEPTH_STATUS, hardware_id=f"{NAMESPACE}/dares_depth_node",
+                                                        values=[KeyValue(key="bad_inputs", value=skipped)])])
+
+    graph.callbacks["/diagnostics"](diagnostics("0"))  # once a second: no skip yet
+    waiting.join(0.5)
+    assert waiting.is_alive()  # held: its depth may still come
+    graph.callbacks["/diagnostics"](diagnostics("1"))
+    waiting.join(5.0)
+    assert not waiting.is_alive()  # the node said it skipped one: the replay goes on

@@ -28,6 +28,7 @@ from dares_core.pose import keyframe_sequence, load_pose_net, predict_relative_p
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import chain_poses, scale_translation
 from dares_ros.conversions import pose_matrix
+from dares_ros.names import DEPTH_STATUS
 from dares_ros.tools.processes import node_command, node_session
 
 FRAMES = 5
@@ -70,7 +71,7 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     assert wait_until(lambda: images.get_subscription_count() > 0), log.read_text()
-    scale_status = DiagnosticStatus(name="dares_depth_node: depth", hardware_id=depth_node,
+    scale_status = DiagnosticStatus(name=DEPTH_STATUS, hardware_id=depth_node,
                                     values=[KeyValue(key="scale_m_per_unit", value=str(SCALE))])
     assert wait_until(lambda: any(kv.value == f"{SCALE:g}" for s in statuses[-1:] for kv in s.values
                                   if kv.key == "scale_m_per_unit"),

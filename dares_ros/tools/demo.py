@@ -53,7 +53,7 @@ from ..conversions import (
     stamp_key,
 )
 from ..graph import prepare_dds
-from ..names import ODOMETRY_STATUS, OUTPUT_NAMESPACE
+from ..names import DEPTH_STATUS, ODOMETRY_STATUS, OUTPUT_NAMESPACE
 from . import bag as bags
 from .bag import Topics
 from .processes import node_process, node_session, wait_until_loaded
@@ -88,6 +88,8 @@ class Arrivals:
         self.left_topic = topics.left_image
         self.cond = threading.Condition()
         self.left, self.depth, self.odom, self.map = {}, {}, {}, {}
+        self.skipped = 0  # frames the depth node skipped since it started (bad input; its diagnostics, once a second)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
         image = CompressedImage if topics.compressed else Image
         node.create_subscription(image, topics.left_image, lambda m: self._seen(self.left, m), 100)
         node.create_subscription(Image, OUTPUTS["depth"], lambda m: self._seen(self.depth, m), 100)
@@ -103,21 +105,38 @@ class Arrivals:
             arrivals.setdefault(stamp_key(msg.header.stamp), time.monotonic())
             self.cond.notify_all()
 
+    def _diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == DEPTH_STATUS and status.hardware_id == f"{NAMESPACE}/dares_depth_node":
+                with self.cond:
+                    self.skipped = int({kv.key: kv.value for kv in status.values}.get("bad_inputs", self.skipped))
+                    self.cond.notify_all()
+
     def wait_for_outputs(self, published: dict | None = None) -> None:
         """Until the left images published so far (play_bag's count; all seen, without one) have reached us and all
-        have their outputs, or the bound passes without one coming (a frame a node skipped): ten times the longest
-        an output has taken so far, at least 10 s. A loaded machine stalls the nodes for seconds at a time; a bound
-        it could pass would let the replay run ahead of them, and the figures would depend on the load."""
+        have their outputs, or as many lack them as the depth node says it skipped (a bad frame in a recorded bag),
+        or the bound passes without an output coming: ten times the longest an output has taken so far, at least
+        10 s. A loaded machine stalls the nodes for seconds at a time; a bound it could pass would let the replay
+        run ahead of them, and the figures would depend on the load."""
         with self.cond:
             self.cond.wait_for(lambda: len(self.left) >= (published or {}).get(self.left_topic, 0), timeout=10.0)
             while True:
                 missing = [s for s in self.left if any(s not in out for out in self.outputs)]
-                if not missing:
+                if len(missing) <= self.skipped:
                     return
                 taken = [out[s] - self.left[s] for out in self.outputs for s in out if s in self.left]
                 bound = max([10.0, *(10 * t for t in taken)])
-                if not self.cond.wait(timeout=bound):
-                    return  # nothing came within the bound: that frame got no output
+                before, deadline = self._progress(), time.monotonic() + bound
+                while self._progress() == before:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return  # no output and no skip within the bound: that frame got no output
+                    self.cond.wait(remaining)
+
+    def _progress(self) -> tuple[int, int]:
+        """Outputs received and frames the depth node skipped: what ends a wait (a map, a left image or diagnostics
+        that count no new skip do not)."""
+        return sum(len(out) for out in self.outputs), self.skipped
 
     def wait_for_map(self, timeout: float = 10.0) -> None:
         """Until a map holding the newest left image's depth arrives (or `timeout` s)."""
