@@ -165,9 +165,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--temporal-masks", type=Path, default=None,
                    help="with --temporal: a folder of instrument masks (your segmentation; PNG, grey or colour, 8 "
                         "or 16 bits, nonzero on instruments, any size), NAME.png for the frame whose outputs are "
-                        "NAME_depth.* (a video's: "
-                        "frame_000001.png, ...): those pixels are never blended; a frame without one is written "
-                        "unstabilised and named at the end")
+                        "NAME_depth.* (a video's: frame_000001.png, ...): those pixels are never blended; a frame "
+                        "without one is written unstabilised and named at the end")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
     p.set_defaults(func=cmd_infer)
 
@@ -738,7 +737,11 @@ def cmd_bench_temporal(args: argparse.Namespace) -> None:
     name = f"temporal-{Path(args.weights or DEMO_MODEL).stem}-{args.width}x{args.height}"
     check_bench_output(args.out, args.force, name)
     record = bench_temporal(args.weights, args.pose_weights, args.width, args.height, args.frames, tuple(args.seeds))
-    path = publish_result(args, name, record)
+    print_stability(record, publish_result(args, name, record))
+
+
+def print_stability(record: dict, path: Path) -> None:
+    """A temporal benchmark's figures per seed and their mean, plain -> stabilised, and where they were written."""
     for seed, m in [*record["seeds"].items(), ("mean", record["paths"])]:
         print(f"seed {seed}: TAE {m['plain']['tae']:.4f} -> {m['stabilised']['tae']:.4f} (floor "
               f"{m['plain']['tae_floor']:.4f}), AbsRel {m['plain']['abs_rel']:.4f} -> {m['stabilised']['abs_rel']:.4f}")

@@ -14,6 +14,7 @@ from dares_core.cli import (
     SHARE,
     add_bench_output_options,
     add_recording_options,
+    print_stability,
     publish_result,
 )
 from dares_core.names import ENCODERS, PRECISIONS
@@ -73,11 +74,7 @@ def cmd_bench_node_temporal(args: argparse.Namespace) -> None:
     name = f"node-temporal-{args.width}x{args.height}"
     check_bench_output(args.out, args.force, name)
     record = bench_node_temporal(tuple(args.seeds), args.frames, (args.width, args.height))
-    path = publish_result(args, name, record)
-    for seed, m in [*record["seeds"].items(), ("mean", record["paths"])]:
-        print(f"seed {seed}: TAE {m['plain']['tae']:.4f} -> {m['stabilised']['tae']:.4f} (floor "
-              f"{m['plain']['tae_floor']:.4f}), AbsRel {m['plain']['abs_rel']:.4f} -> {m['stabilised']['abs_rel']:.4f}")
-    print(f"wrote {path}")
+    print_stability(record, publish_result(args, name, record))
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> None:
