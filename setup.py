@@ -83,6 +83,7 @@ setup(
             "dares_odometry_node = dares_ros.odometry_node:main",
         ],
         # subcommands of `dares` that live in dares_ros, so dares_core never imports ROS
-        "dares.commands": ["ros = dares_ros.tools.commands:add_commands"],
+        "dares.commands": ["ros = dares_ros.tools.commands:COMMANDS"],
+        "dares.benchmarks": ["ros = dares_ros.tools.bench:BENCHMARKS"],
     },
 )

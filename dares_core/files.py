@@ -163,6 +163,24 @@ def write_image(path: Path, image, params: list[int] | None = None) -> None:
             raise DaresError(f"could not write {path}: check the disk and folder permissions")
 
 
+def write_ply(path: Path, geometry, rgb=None) -> None:
+    """The one PLY writer, atomic: an open3d PointCloud or TriangleMesh, or points (N,3) (any unit; rows with a
+    non-finite value are left out) with their colours rgb (N,3) uint8."""
+    import numpy as np
+    import open3d as o3d
+
+    if isinstance(geometry, np.ndarray):
+        valid = np.isfinite(geometry).all(1)
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(geometry[valid].astype(np.float64)))
+        if rgb is not None:
+            cloud.colors = o3d.utility.Vector3dVector(rgb[valid].astype(np.float64) / 255.0)
+        geometry = cloud
+    mesh = isinstance(geometry, o3d.geometry.TriangleMesh)
+    with atomic_file(path) as tmp:
+        if not (o3d.io.write_triangle_mesh if mesh else o3d.io.write_point_cloud)(str(tmp), geometry):
+            raise DaresError(f"could not write {path}: check the disk and folder permissions")
+
+
 def write_npy(path: Path, array) -> None:
     """np.save, atomically."""
     import numpy as np

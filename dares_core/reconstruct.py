@@ -14,7 +14,7 @@ import numpy as np
 from .data.scared import SplitEntry, image_path
 from .errors import DaresError
 from .evaluate import MAX_DEPTH, MIN_DEPTH
-from .files import atomic_file
+from .files import write_ply
 from .preprocess import network_batch, read_rgb
 
 OFFICIAL_SPLIT = Path(__file__).parent / "splits" / "endovis" / "3d_reconstruction.txt"
@@ -52,9 +52,7 @@ def official_point_clouds(predictor, root: Path, entries: list[SplitEntry], gt_d
             convert_rgb_to_intensity=False)
         cloud = o3d.geometry.PointCloud.create_from_rgbd_image(rgbd, intrinsic)
         path = out / official_cloud_name(entry)
-        with atomic_file(path) as tmp:
-            if not o3d.io.write_point_cloud(str(tmp), cloud):
-                raise DaresError(f"could not write {path}: check the disk and folder permissions")
+        write_ply(path, cloud)
         written.append(path)
         if progress is not None:
             progress(1)
@@ -313,3 +311,42 @@ def fuse_keyframe(root: Path, folder: str, fusion: TsdfFusion, K_image: np.ndarr
 
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate(reference)))
     return np.asarray(cloud.voxel_down_sample(fusion.voxel_m * 1000.0 / 2).points)
+
+
+def why_empty(fusion: TsdfFusion, every: int) -> str:
+    """Why a fused reconstruction has no surface, in one line: too little overlap for the observation threshold,
+    or no depth inside the volume at all."""
+    if len(fusion.points(min_observations=1.0)[0]):
+        return (f"the surface is where at least {MIN_OBSERVATIONS:g} frames saw a point, and none of the "
+                f"{fusion.frames} fused frames (--every {every}) overlap that much: fuse more frames (a smaller "
+                "--every, a longer keyframe)")
+    return f"nothing was fused from {fusion.frames} frames: check --max-depth-mm against the depth, and the poses"
+
+
+def network_poses(root: Path, folder: str, frames: list[int], gt_poses: dict, pose_weights: Path,
+                  device) -> dict:
+    """Camera-to-world poses (4,4) mm of consecutive `frames` of a keyframe folder chained from the pose network,
+    started at the first frame's ground-truth pose (identity without), translation scaled to the ground-truth path
+    length when there is one."""
+    from .pose import load_pose_net, pose_units, predict_relative_poses
+
+    encoder, decoder = load_pose_net(pose_weights)
+    steps = [SplitEntry(folder, f, "l") for f in frames[:-1]]  # pairs (f, f + 1)
+    relative = predict_relative_poses(encoder, decoder, root, steps, pose_units(pose_weights).input_size, device)
+    if gt_poses:
+        gt_steps = [np.linalg.norm(gt_poses[b][:3, 3] - gt_poses[a][:3, 3]) for a, b in zip(frames, frames[1:])]
+        relative[:, :3, 3] *= sum(gt_steps) / max(np.linalg.norm(relative[:, :3, 3], axis=1).sum(), 1e-12)
+    return dict(zip(frames, chain_poses(relative, gt_poses.get(frames[0]))))
+
+
+def write_fused(out: Path, mesh, cloud, title: str) -> None:
+    """mesh.ply, points.ply (mm, world frame) and render.png of a fused surface (TsdfFusion.surface())."""
+    from .visualize import render_point_cloud
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_ply(out / "mesh.ply", mesh)
+    write_ply(out / "points.ply", cloud)
+    points = np.asarray(cloud.points)
+    shown = np.random.default_rng(0).choice(len(points), min(len(points), 30000), replace=False)
+    render_point_cloud(points[shown], (np.asarray(cloud.colors)[shown] * 255).astype(np.uint8), out / "render.png",
+                       title)

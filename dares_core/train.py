@@ -12,7 +12,6 @@ Launch on several GPUs with `torchrun --nproc_per_node N -m dares_core.cli train
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -21,7 +20,6 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,34 +27,23 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import default_collate
 
-from .data.scared import (
-    ScaredSequenceDataset,
-    default_split_dir,
-    gt_path,
-    image_path,
-    read_gt_depth,
-    read_sequence_calibration,
-    read_split,
-)
+from .data.scared import ScaredSequenceDataset, default_split_dir, read_split
 from .distributed import global_batchnorm
 from .errors import DaresError
-from .evaluate import MAX_DEPTH, MIN_DEPTH, evaluate_depth
-from .files import atomic_file, check_output_folder
+from .evaluate import MAX_DEPTH, MIN_DEPTH
+from .files import RUN_ENTRIES, atomic_file, check_output_folder, ensure_writable_output, foreign_entries
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
 from .inference import resolve_device
 from .losses import at_least_fp32, brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
 from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
-from .model.pose_net import OFFICIAL_WIDTH, ResnetEncoder, pose_network
+from .model.pose_net import ResnetEncoder, pose_network
 from .model.weights import load_depth_net, read_tensors, save_depth_net
-from .names import INTRINSICS, PRECISIONS, REPROJECTIONS
-from .preprocess import read_rgb, resize_like_official, to_unit_tensor
-from .stereo_scale import StereoScale
+from .train_config import TrainConfig
+from .validation import Validation
 
 AF_MODULES = ("pose_encoder", "pose", "position_encoder", "position", "transform_encoder", "transform")
-PATH_OPTIONS = ("data", "out", "split_dir", "weights", "af_weights")  # TrainConfig keys that name files or folders
 CRASH_AT_VARIABLE = "DARES_CRASH_AT"  # fault injection for the crash-safety test: "POINT:N"
 _crash_counts: dict[str, int] = {}
 
@@ -71,146 +58,6 @@ def crash_point(name: str) -> None:
     _crash_counts[name] = _crash_counts.get(name, 0) + 1
     if _crash_counts[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass
-class TrainConfig:
-    """Defaults are the official DARES options (options.py); lengths in model units (nominal mm)."""
-
-    data: str = ""
-    out: str = "runs/dares"
-    split_dir: str = ""  # default: DATA/splits/endovis, or the only folder under DATA/splits
-    height: int = 256
-    width: int = 320
-    frame_ids: list = field(default_factory=lambda: [0, -1, 1])
-    scales: list = field(default_factory=lambda: [0, 1, 2, 3])
-    batch_size: int = 12
-    learning_rate: float = 1e-4
-    position_learning_rate: float = 1e-4
-    scheduler_step_size: int = 10
-    num_epochs: int = 20
-    min_depth: float = 0.1
-    max_depth: float = 150.0
-    disparity_smoothness: float = 1e-4
-    position_smoothness: float = 1e-3
-    transform_constraint: float = 0.01
-    transform_smoothness: float = 0.01
-    reprojection: str = "ms_ssim"  # ms_ssim (DARES) | ssim (Monodepth2 3x3 at 0.85) | l1
-    min_reprojection: bool = False  # Monodepth2 per-pixel minimum over sources
-    automask: bool = False  # Monodepth2 auto-masking of static pixels
-    stereo: bool = False  # add the other eye ("s") with the known baseline (Monodepth2 "MS")
-    stereo_baseline: float | None = None  # model units; None: calibration.yaml baseline_mm, else 0.1
-    # Improvements on the official method, off by default (README, "Training"):
-    flow_warp_align_corners: bool = False  # flow warp where zero flow is the identity (official: half-pixel shift)
-    jitter_per_item: bool = False  # one colour jitter for all frames and scales of an item (official: one per image)
-    depth_supervision: float = 0.0  # weight of |log depth - log ground truth| where the data has it; 0 as official
-    pose_supervision: float = 0.0  # weight of the pose error in proportion to the true motion; 0 as official
-    pose_only: bool = False  # train only the pose pair, by pose_supervision (depth and appearance nets untouched)
-    intrinsics: str = "official"  # official: SCARED's normalised K, as DARES; calibration: each sequence's own
-    encoder: str = "vits"
-    weights: str = ""  # DAv2 HF folder / .pth (fresh LoRA), DARES depth_model.pth or ours; empty: random init
-    hf_config: dict = field(default_factory=dict)  # a custom (e.g. tiny) Depth Anything architecture
-    lora_ranks: list | None = None
-    af_weights: str = ""  # folder with AF-SfMLearner pose_encoder.pth, pose.pth, position*.pth, transform*.pth
-    af_width: int = OFFICIAL_WIDTH  # first-layer channels of the pose/position/transform ResNets (64: ResNet-18)
-    train_backbone: bool = False
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with loss scaling, CUDA only)
-    device: str = "auto"  # auto: cuda when present, else cpu; naming cuda without CUDA is an error
-    num_workers: int = 2
-    seed: int = 0
-    log_every: int = 50
-    val_max_frames: int = 200
-    max_steps_per_epoch: int = 0  # 0: whole epochs; >0 caps them (smoke runs)
-
-    @classmethod
-    def from_sources(cls, config_file: Path | None, overrides: dict) -> TrainConfig:
-        """The config of a YAML file (or none) with `overrides` on top, every value checked for its field's type and
-        range before any work (one line naming the key and what it accepts)."""
-        values = {}
-        if config_file is not None:
-            if not Path(config_file).is_file():
-                raise DaresError(f"config {config_file} not found")
-            try:
-                values = yaml.safe_load(Path(config_file).read_text()) or {}
-            except yaml.YAMLError as e:
-                raise DaresError(f"config {config_file}: not valid YAML ({str(e).splitlines()[0]})") from None
-            if not isinstance(values, dict):
-                raise DaresError(f"config {config_file}: expected a mapping of training options, got "
-                                 f"{type(values).__name__}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise DaresError(f"unknown training option(s) {', '.join(unknown)}: see `dares train --help` for the names")
-        values = {k: checked_option(k, fields[k], v) for k, v in values.items()}
-        for key in PATH_OPTIONS:  # stored absolute in the run's config.yaml: it resumes from any folder
-            if values.get(key):
-                values[key] = str(Path(values[key]).expanduser().resolve())
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if self.height % 32 or self.width % 32:
-            raise DaresError(f"height and width must be multiples of 32 (got {self.height}x{self.width}), as official")
-        if not self.frame_ids or self.frame_ids[0] != 0 or not all(
-                f == "s" or (type(f) is int) for f in self.frame_ids):
-            raise DaresError(f"frame_ids {self.frame_ids!r}: give frame offsets (integers) and 's' (the other eye), "
-                             "starting with 0 (the target frame)")
-        if not self.scales or not set(self.scales) <= {0, 1, 2, 3} or not all(type(x) is int for x in self.scales):
-            raise DaresError(f"scales {self.scales!r}: give some of 0, 1, 2, 3 (the head's resolutions)")
-        if not self.min_depth < self.max_depth:
-            raise DaresError(f"min_depth {self.min_depth:g} must be below max_depth {self.max_depth:g}")
-        if self.reprojection not in REPROJECTIONS or self.precision not in PRECISIONS or \
-                self.intrinsics not in INTRINSICS:
-            raise DaresError(f"reprojection is one of {', '.join(REPROJECTIONS)}, precision one of "
-                             f"{', '.join(PRECISIONS)} and intrinsics one of {', '.join(INTRINSICS)}")
-        if not self.data:
-            raise DaresError("no training data: pass --data DIR (a SCARED-layout folder)")
-        if self.pose_only and not self.pose_supervision:
-            raise DaresError("pose_only trains the pose network by pose_supervision alone: set pose_supervision > 0")
-        if self.pose_supervision and not [f for f in self.frame_ids if f != "s" and f != 0]:
-            raise DaresError("pose_supervision needs temporal neighbours in frame_ids (e.g. [0, -1, 1])")
-        if self.af_weights and self.af_width != OFFICIAL_WIDTH:
-            raise DaresError(f"af_weights are ResNet-18 networks (af_width {OFFICIAL_WIDTH}), af_width is "
-                             f"{self.af_width}: drop one of the two")
-
-
-OPTION_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "text"),
-                "bool": ((bool,), "true or false"), "list": ((list,), "a list"), "dict": ((dict,), "a mapping")}
-# (lowest, highest) of numeric options, inclusive; sizes far beyond any machine's memory are refused before work
-OPTION_RANGES = {
-    "height": (32, 4096), "width": (32, 4096), "batch_size": (1, 4096), "num_epochs": (1, 10**6),
-    "scheduler_step_size": (1, 10**6), "num_workers": (0, 256), "log_every": (1, 10**9), "val_max_frames": (1, 10**6),
-    "max_steps_per_epoch": (0, 10**9), "af_width": (1, 1024), "seed": (0, 2**32 - 1),
-    "learning_rate": (1e-12, 10.0), "position_learning_rate": (1e-12, 10.0), "min_depth": (1e-9, 1e9),
-    "max_depth": (1e-9, 1e9), "stereo_baseline": (1e-9, 1e9),
-    **dict.fromkeys(("disparity_smoothness", "position_smoothness", "transform_constraint", "transform_smoothness",
-                     "depth_supervision", "pose_supervision"), (0.0, 1e6)),
-}
-
-
-def checked_option(name: str, annotation: str, value):
-    """`value` for the TrainConfig field `name` of type `annotation` ("float", "float | None", ...), or DaresError.
-    Numbers written as YAML reads them as text (1e-4) are taken as numbers."""
-    kind = annotation.split("|")[0].strip()
-    if value is None and annotation.endswith("| None"):
-        return None
-    types, words = OPTION_TYPES[kind]
-    if kind == "float" and isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    ok = isinstance(value, types) and not (kind in ("int", "float") and isinstance(value, bool))
-    if ok and kind == "float":
-        value = float(value)
-        ok = math.isfinite(value)
-    low, high = OPTION_RANGES.get(name, (None, None))
-    if ok and low is not None:
-        ok = low <= value <= high
-        words = f"{words} from {low:g} to {high:g}"
-    if not ok:
-        raise DaresError(f"training option {name}: {value!r} is not allowed: give {words}")
-    return value
 
 
 class Trainer:
@@ -239,7 +86,7 @@ class Trainer:
         self.train_set = make("train", True)
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
-        self.score = self._criterion()  # the validation metric that picks best.pt
+        self.validation = Validation(self)  # picks best.pt by its criterion
 
         torch.manual_seed(cfg.seed)
         self.models = self._build_models()
@@ -312,7 +159,7 @@ class Trainer:
             for p in self.models["depth"].parameters():
                 p.requires_grad = False
 
-    def _autocast(self):
+    def autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -513,7 +360,7 @@ class Trainer:
         """One of the step's two optimisations: `process` (process_batch_0 or process_batch) in phase `phase`
         under autocast, its loss backwards (scaled; gradients averaged over processes), then `optimizer`."""
         self._set_phase(phase)
-        with self._autocast():
+        with self.autocast():
             out, terms = process(inputs)
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["loss"]).backward()
@@ -580,12 +427,12 @@ class Trainer:
             if self.registers:
                 self.scheduler_0.step()
             self.epoch, self.step_in_epoch = epoch + 1, 0
-            metrics = self.validate() if self.rank == 0 else {}
+            metrics = self.validation() if self.rank == 0 else {}
             if self.rank == 0:
                 self._end_epoch(metrics)
         if self.writer is not None:
             self.writer.close()
-        return {"epoch": self.epoch, "step": self.global_step, "best": self.best, "score": self.score}
+        return {"epoch": self.epoch, "step": self.global_step, "best": self.best, "score": self.validation.criterion}
 
     def _log_step(self, result: dict, images_per_s: float) -> None:
         with open(self.out / "losses.jsonl", "a") as f:
@@ -603,127 +450,11 @@ class Trainer:
             w.add_image("disparity", (disp - disp.min()) / (disp.max() - disp.min() + 1e-7), self.global_step)
             w.add_image("warped", out[("warped", 0, self.sources[0])][0].detach().float().clamp(0, 1), self.global_step)
 
-    def _criterion(self) -> str:
-        """What picks the best epoch: pose_error for pose_only runs; abs_rel where the val split has ground truth;
-        else photometric, the depth step's reprojection error on the val frames (self-supervised: a recording of
-        your own endoscope; the warps of the run's sources, neighbours or the other eye); "" without a val split (the
-        latest epoch is the best)."""
-        if self.cfg.pose_only:
-            return "pose_error"
-        if any(gt_path(self.root, e.folder, e.frame).is_file() for e in self.val_entries):
-            return "abs_rel"
-        return "photometric" if self.val_entries else ""
-
-    @torch.no_grad()
-    def validate(self) -> dict:
-        """Median-scaled SCARED metrics on (a spread of) the val split, when it has ground truth; for pose_only
-        runs the pose error (pose_supervision's measure) on its items instead; without ground truth the
-        photometric error. Stereo data also gets stereo_consistency's metrics."""
-        if self.cfg.pose_only:
-            return self._validate_pose()
-        metrics = self._validate_photometric() if self.score == "photometric" else {}
-        entries = [e for e in self.val_entries if gt_path(self.root, e.folder, e.frame).is_file()]
-        if entries:
-            entries = self._spread(entries)
-            images = self._val_images(entries)
-            gts = [read_gt_depth(gt_path(self.root, e.folder, e.frame), rows=rgb.shape[0])
-                   for e, rgb in zip(entries, images)]
-            metrics.update(evaluate_depth(self._val_disparities(images), gts).mean)
-        metrics.update(self._stereo_consistency())
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"val/{k}", v, self.global_step)
-        return metrics
-
-    def _val_images(self, entries: list) -> list[np.ndarray]:
-        return [read_rgb(image_path(self.root, e.folder, e.frame, e.side)) for e in entries]
-
-    def _val_disparities(self, images: list[np.ndarray]) -> np.ndarray:
-        """The depth network's disparity (N,h,w) at the training size for val images (H,W,3), in eval mode."""
-        net = self.models["depth"]
-        was_training = net.training
-        net.eval()
-        disps = []
-        for rgb in images:
-            x = to_unit_tensor(resize_like_official(rgb, (self.cfg.height, self.cfg.width)))[None].to(self.device)
-            with self._autocast():
-                disp = net(x)[0].float()
-            disps.append(sigmoid_to_depth(disp, self.cfg.min_depth, self.cfg.max_depth)[0][0, 0].cpu().numpy())
-        net.train(was_training)
-        return np.stack(disps)
-
-    def _stereo_consistency(self) -> dict:
-        """{"stereo_abs_rel", "stereo_rmse_mm"}: the median-scaled depth of (a spread of) the val frames against
-        the stereo depth (SGBM) of their rectified pair with calibration.yaml's K and baseline, the SCARED metrics
-        with stereo in place of ground truth: a check in mm that needs none. {} for data without a right eye."""
-        entries = [e for e in self.val_entries if image_path(self.root, e.folder, e.frame, "r").is_file()
-                   and (self.root / e.folder / "calibration.yaml").is_file()
-                   and read_sequence_calibration(self.root / e.folder).get("baseline_mm")
-                   and read_sequence_calibration(self.root / e.folder).get("rectified")]
-        if not entries:
-            return {}
-        entries, matched, stereo, sgbm = self._spread(entries), [], [], StereoScale()
-        for e, left in zip(entries, self._val_images(entries)):
-            calibration = read_sequence_calibration(self.root / e.folder)
-            right = read_rgb(image_path(self.root, e.folder, e.frame, "r"))
-            depth = sgbm.stereo_depth(left, right, calibration["K"][0][0], calibration["baseline_mm"])
-            if np.isfinite(depth).mean() >= sgbm.min_confidence:  # frames SGBM could match
-                matched.append(left)
-                stereo.append(np.nan_to_num(depth, nan=0.0))
-        if not matched:
-            return {}
-        metrics = evaluate_depth(self._val_disparities(matched), stereo).mean
-        return {"stereo_abs_rel": metrics["abs_rel"], "stereo_rmse_mm": metrics["rmse"]}
-
-    def _spread(self, entries: list) -> list:
-        """At most val_max_frames of `entries`, evenly spread."""
-        if len(entries) <= self.cfg.val_max_frames:
-            return entries
-        return [entries[i] for i in np.linspace(0, len(entries) - 1, self.cfg.val_max_frames).astype(int)]
-
-    def _validate_photometric(self) -> dict:
-        """{"photometric": the depth step's full-resolution reprojection term (the training's photometric error of
-        the warped neighbours against the appearance-corrected target, over the occlusion mask) averaged over the
-        val split's items (a spread of at most val_max_frames), the models in eval mode}."""
-        cfg = self.cfg
-        items = ScaredSequenceDataset(self.root, self._spread(self.val_entries), cfg.height, cfg.width,
-                                      self.frame_ids, len(cfg.scales), stereo_baseline=cfg.stereo_baseline,
-                                      ground_truth=cfg.depth_supervision > 0, poses=cfg.pose_supervision > 0,
-                                      intrinsics=cfg.intrinsics)
-        for model in self.models.values():
-            model.eval()  # the next train step sets the modes again
-        total = 0.0
-        for start in range(0, len(items), cfg.batch_size):
-            batch = default_collate([items[i] for i in range(start, min(start + cfg.batch_size, len(items)))])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with self._autocast():
-                _, terms = self.process_batch(batch)
-            total += float(terms["reprojection/0"]) * len(batch[("color", 0, 0)])
-        photometric = total / len(items)
-        self.writer.add_scalar("val/photometric", photometric, self.global_step)
-        return {"photometric": photometric}
-
-    def _validate_pose(self) -> dict:
-        """{"pose_error": pose_supervision_term over the val split's items (a spread of at most val_max_frames)}."""
-        if not self.val_entries:
-            return {}
-        cfg = self.cfg
-        items = ScaredSequenceDataset(self.root, self._spread(self.val_entries), cfg.height, cfg.width,
-                                      self.frame_ids, 1, stereo_baseline=cfg.stereo_baseline, poses=True,
-                                      intrinsics=cfg.intrinsics)
-        for model in (self.models["pose_encoder"], self.models["pose"]):
-            model.eval()  # the next train step sets the modes again
-        errors = []
-        for start in range(0, len(items), cfg.batch_size):
-            batch = default_collate([items[i] for i in range(start, min(start + cfg.batch_size, len(items)))])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            errors.append(float(self.pose_supervision_term(self.predict_poses(batch), batch)))
-        return {"pose_error": float(np.mean(errors))}
-
     def _end_epoch(self, metrics: dict) -> None:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"epoch": self.epoch, "step": self.global_step, **metrics}) + "\n")
-        score = metrics.get(self.score, math.inf)
-        improved = not self.score or score < self.best  # without a val split the latest is the best
+        score = metrics.get(self.validation.criterion, math.inf)
+        improved = not self.validation.criterion or score < self.best  # without a val split the latest is the best
         self.best = min(self.best, score)
         adapters_only = self.models["depth"].config.has_adapters and not self.cfg.train_backbone
         self.save_checkpoint(self.out / "checkpoints" / "last.pt")
@@ -825,6 +556,23 @@ def _trim_logs(run: Path, step: int) -> None:
             kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= step]
             with atomic_file(path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def prepare_run_folder(out: Path, resume: Path | None, force: bool) -> None:
+    """Before any model is built: `out` a writable folder; a new run (no `resume`) into a folder holding a run
+    only with `force`, which deletes that earlier run and never a file of other origin."""
+    check_output_folder(out, force=True)  # a folder, writable (room: Trainer.fit)
+    if resume is not None or not out.exists() or not any(out.iterdir()):
+        return
+    foreign = foreign_entries(out, RUN_ENTRIES)
+    if foreign:  # never a run's folder: no --force deletes it
+        raise DaresError(f"{out} holds {', '.join(foreign[:3])}, which this command did not write: choose another "
+                         "--out (--force replaces only an earlier run)")
+    if not force:
+        raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
+                         f"--force to start over")
+    ensure_writable_output(out, True, RUN_ENTRIES)  # only an earlier run is deleted, never other files
+    shutil.rmtree(out)
 
 
 def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> dict:

@@ -6,23 +6,19 @@ import pytest
 import torch
 from helpers import TINY
 
-from dares_core.bench import (
-    bench_fusion,
-    bench_model,
-    bench_resize,
-    bench_stereo_scale,
-    bench_temporal,
-    render_docs,
-    result_name,
-    write_result,
-)
+from dares_core.bench.fusion import bench_fusion
+from dares_core.bench.model import bench_model
+from dares_core.bench.resize import bench_resize
+from dares_core.bench.results import render_docs, result_name, write_result
+from dares_core.bench.stereo_scale import bench_stereo_scale
+from dares_core.bench.temporal import bench_temporal
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import save_depth_net
 from dares_ros.names import FINE_TUNE_SOURCES
-from dares_ros.tools.bench_fine_tune import bench_fine_tune
-from dares_ros.tools.bench_node import bench_node
-from dares_ros.tools.bench_node_temporal import bench_node_temporal
+from dares_ros.tools.bench.fine_tune import bench_fine_tune
+from dares_ros.tools.bench.node import bench_node
+from dares_ros.tools.bench.node_temporal import bench_node_temporal
 
 
 def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
@@ -161,14 +157,15 @@ def test_a_bench_refuses_an_out_it_cannot_use_before_measuring(tmp_path, monkeyp
     """--out a file, or a folder whose benchmarks.md dares bench did not write: refused before anything is measured;
     a JSON beside the results that is none is named in the table and left out; a result whose name is known
     before the run is refused first too, without --force."""
-    import dares_core.bench as bench
+    from dares_core.bench import registered
+    from dares_core.bench.results import render_docs
     from dares_core.cli import main
 
     def measured(*_, **__):
         raise AssertionError("measured before the destination was checked")
 
-    monkeypatch.setattr(bench, "bench_temporal", measured)
-    monkeypatch.setattr(bench, "bench_model", measured)
+    for kind in ("temporal", "model"):
+        monkeypatch.setattr(type(registered()[kind]), "measure", measured)
     run = ["bench", "model", "--height", "56", "--width", "70", "--rounds", "1", "--calls", "1", "--out"]
     (tmp_path / "a_file").write_text("mine")
     (tmp_path / "theirs").mkdir()
@@ -180,7 +177,7 @@ def test_a_bench_refuses_an_out_it_cannot_use_before_measuring(tmp_path, monkeyp
     results = tmp_path / "ours" / "results"
     results.mkdir(parents=True)
     (results / "temporal-demo_model-320x256.json").write_text("{}")  # not a result: named in the table, left out
-    bench.render_docs(results, tmp_path / "ours" / "benchmarks.md")
+    render_docs(results, tmp_path / "ours" / "benchmarks.md")
     assert "Left out, not results of dares bench: temporal-demo_model-320x256.json." in \
         (tmp_path / "ours" / "benchmarks.md").read_text()
     assert main(["bench", "temporal", "--out", str(tmp_path / "ours")]) == 2

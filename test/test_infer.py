@@ -12,7 +12,7 @@ import yaml
 
 from dares_core.cli import main
 from dares_core.errors import DaresError
-from dares_core.infer_command import DEPTH_PNG_UNITS_PER_MM
+from dares_core.infer import DEPTH_PNG_UNITS_PER_MM
 
 
 def test_folder_writes_every_output_and_official_disparities(tiny_model, tmp_path):
@@ -59,10 +59,10 @@ def test_folder_writes_every_output_and_official_disparities(tiny_model, tmp_pat
 
 def test_a_frame_interrupted_while_its_files_are_written_leaves_none_of_them(tiny_model, tmp_path, monkeypatch):
     """Ctrl-C between a frame's depth files and its point cloud: the frames before are whole, that one is absent."""
-    import dares_core.infer_command as infer_command
+    import dares_core.infer as infer
 
     weights, seq = tiny_model
-    write_ply, calls = infer_command.write_ply, []
+    write_ply, calls = infer.write_ply, []
 
     def interrupted_second(*args):
         calls.append(args)
@@ -70,7 +70,7 @@ def test_a_frame_interrupted_while_its_files_are_written_leaves_none_of_them(tin
             raise KeyboardInterrupt
         write_ply(*args)
 
-    monkeypatch.setattr(infer_command, "write_ply", interrupted_second)
+    monkeypatch.setattr(infer, "write_ply", interrupted_second)
     out = tmp_path / "out"
     assert main(["infer", "--weights", str(weights), "--input", str(seq / "image_02" / "data"), "--out", str(out),
                  "--height", "28", "--width", "42", "--calibration", str(seq / "calibration.yaml")]) == 130

@@ -2,7 +2,7 @@
 
 from helpers import TINY
 
-from dares_ros.tools.soak import PHASES, soak
+from dares_ros.tools.bench.soak import PHASES, soak
 
 
 def test_node_keeps_publishing_under_abuse_with_bounded_latency_and_memory():

@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 from sensor_msgs.msg import CameraInfo, Image
 
-from dares_core.bench import machine, summarize
+from dares_core.bench.results import machine, summarize
 from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
-from ..conversions import stamp_key, stamp_seconds
-from ..graph import prepare_dds
-from .bench_node import stereo_messages
-from .processes import memory_mb, node_session, publish_until_answered
+from ...conversions import stamp_key, stamp_seconds
+from ...graph import prepare_dds
+from ..processes import memory_mb, node_session, publish_until_answered
+from .node import stereo_messages
 
 PHASES = ("steady", "bursts", "duplicate_and_out_of_order_stamps", "publisher_gone_and_back", "resolution_change")
 

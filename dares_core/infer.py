@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from .errors import DaresError
-from .files import atomic_file, check_output_folder, ensure_writable_output, write_image, write_npy
+from .files import check_output_folder, ensure_writable_output, write_image, write_npy, write_ply
 from .geometry import backproject
 from .inference import DepthPredictor
 from .model.weights import load_depth_net
@@ -30,7 +30,6 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
 BATCH = 8
 OUTPUT_SUFFIXES = ("_depth", "_color")  # the pictures this command writes: NAME_depth.png, NAME_color.png
-
 
 def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     """(count, iterator of (name, RGB uint8 (H,W,3))) for an image, a folder of images or a video. Outputs are
@@ -134,22 +133,14 @@ def depth_png(depth_mm: np.ndarray) -> np.ndarray:
     return np.where((scaled > 0) & (scaled < 65535), np.round(scaled), 0).astype(np.uint16)
 
 
-def write_ply(path: Path, depth: np.ndarray, rgb: np.ndarray, K: np.ndarray) -> None:
-    """Back-project depth (H,W) with K and write a coloured point cloud (open3d), skipping invalid pixels."""
-    import open3d as o3d
-
+def frame_points(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(H*W,3) points of depth (H,W) back-projected with K (3,3), in depth's unit; NaN rows where depth is invalid."""
     points = backproject(torch.from_numpy(depth)[None, None].float(), torch.from_numpy(K).float()[None])
-    xyz = points[0].permute(1, 2, 0).reshape(-1, 3).numpy()
-    valid = np.isfinite(xyz).all(1)
-    cloud = o3d.geometry.PointCloud()
-    cloud.points = o3d.utility.Vector3dVector(xyz[valid].astype(np.float64))
-    cloud.colors = o3d.utility.Vector3dVector(rgb.reshape(-1, 3)[valid].astype(np.float64) / 255)
-    with atomic_file(path) as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), cloud):
-            raise DaresError(f"could not write {path}: check the disk and folder permissions")
+    return points[0].permute(1, 2, 0).reshape(-1, 3).numpy()
 
 
 def run_infer(args: argparse.Namespace) -> None:
+    """`dares infer` with its parsed arguments (commands/infer.py)."""
     from tqdm import tqdm
 
     out: Path = args.out
@@ -301,8 +292,8 @@ def _write_frame(out: Path, name: str, rgb: np.ndarray, depth: np.ndarray, intri
         write_image(paths[1], depth_png(depth))
         write_image(paths[2], colorize_inverse_depth(depth))
         if intrinsics is not None:
-            write_ply(paths[3], depth, rgb, scaled_intrinsics(intrinsics[0], intrinsics[1], (rgb.shape[1],
-                                                                                             rgb.shape[0])))
+            K = scaled_intrinsics(intrinsics[0], intrinsics[1], (rgb.shape[1], rgb.shape[0]))
+            write_ply(paths[3], frame_points(depth, K), rgb.reshape(-1, 3))
     except BaseException:  # Ctrl-C, SIGTERM, a full disk: no frame is left with some of its files
         for path in paths:
             path.unlink(missing_ok=True)

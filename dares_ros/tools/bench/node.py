@@ -21,17 +21,17 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from dares_core.bench import machine, summarize
+from dares_core.bench.results import machine, summarize
 from dares_core.data.scared import image_path, read_sequence_calibration, sequence_frames
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.inference import network_input_size, resolve_device
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 from dares_core.model.weights import load_depth_net, save_depth_net
 
-from ..conversions import stamp_key
-from ..graph import prepare_dds
-from .bag import camera_infos
-from .processes import memory_mb, node_session, publish_until_answered
+from ...conversions import stamp_key
+from ...graph import prepare_dds
+from ..bag import camera_infos
+from ..processes import memory_mb, node_session, publish_until_answered
 
 
 def stereo_messages(width: int, height: int, workdir: Path,

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import torch
 
-from dares_core.bench import machine, seed_means
+from dares_core.bench.results import machine, seed_means
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.inference import network_input_size
 from dares_core.model.weights import DEMO_MODEL, DEMO_POSE, load_depth_net
 from dares_core.names import TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE, TEMPORAL_WEIGHT
 
-from ..graph import prepare_dds
-from ..names import NODE_TEMPORAL_SEEDS
-from . import bag as bags
-from .bag import Topics
-from .demo import (
+from ...graph import prepare_dds
+from ...names import NODE_TEMPORAL_SEEDS
+from .. import bag as bags
+from ..bag import Topics
+from ..demo import (
     OUTPUTS,
     demo_parameters,
     logs_kept_on_failure,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dares_core.bench import machine
+from dares_core.bench.results import machine
 from dares_core.data.recording import RecordingOptions, prepare_recording, video_recording
 from dares_core.data.scared import default_split_dir
 from dares_core.data.synthetic import (
@@ -30,8 +30,8 @@ from dares_core.inference import DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
 from dares_core.train import TrainConfig, run_training
 
-from .bag import write_sequence_bag
-from .bag.prepare import prepare_bag
+from ..bag import write_sequence_bag
+from ..bag.prepare import prepare_bag
 
 SCOPE = {"width": 320, "height": 180, "fx_norm": 0.55, "fy_norm": 0.55 * 320 / 180}  # 16:9, wider than SCARED's
 # the fine-tuning run: stereo self-supervision at the built-in model's input size, with the scope's own intrinsics
