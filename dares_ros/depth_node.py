@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -64,12 +63,14 @@ from .conversions import (
 )
 from .graph import INPUT_TRANSPORTS, POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
 from .names import DEPTH_STATUS, SCALE_MODES
+from .params import Param, ParamTable, Rule
 from .sync import Order, StampHistory, StereoMatcher, Timeline
 
 MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
                          "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
                          "fastdds_large_data.xml (the dares launch files do), or set qos: reliable")
+SUMMARY = "DARES depth node: da Vinci stereo in, REP 118 depth images and point clouds out."
 DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
 
 
@@ -82,22 +83,9 @@ class FrameSkipped(Exception):
         self.topic, self.problem = topic, problem
 
 
-@dataclass(frozen=True)
-class Param:
-    """A node parameter: its type is the default's; range (inclusive) for numbers, choices for strings;
-    zero_means: what 0 stands for when 0 is allowed outside the range."""
-
-    default: Any
-    description: str
-    read_only: bool = True
-    range: tuple | None = None
-    choices: tuple | None = None
-    zero_means: str = ""
-
-
-PARAMETERS = {
+PARAMETERS = ParamTable({
     "weights": Param("", "depth checkpoint: DARES depth_model.pth, dares .safetensors, DAv2 .pth or HF folder; "
-                         "set live to swap models", read_only=False),
+                         "set live to swap models", live=True),
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
     "device": Param("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
     "precision": Param("fp32", "compute precision on the device", choices=PRECISIONS),
@@ -112,9 +100,9 @@ PARAMETERS = {
     "min_depth": Param(0.1, "model depth range minimum (model units), as trained", range=(1e-3, 1e3)),
     "max_depth": Param(150.0, "model depth range maximum (model units), as trained", range=(1e-2, 1e5)),
     "scale_mode": Param("relative", "relative: model units read as mm; stereo: metric scale from the rectified "
-                                    "pair every frame; fixed: multiply by fixed_scale", read_only=False,
+                                    "pair every frame; fixed: multiply by fixed_scale", live=True,
                                     choices=SCALE_MODES),
-    "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", read_only=False, range=(1e-9, 1e3)),
+    "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", live=True, range=(1e-9, 1e3)),
     "stereo_matcher": Param("sparse", "sparse: Lucas-Kanade matches of a grid of pixels of every frame's own pair, on "
                                       "the frame path (a few ms); sgbm: dense OpenCV SGBM maps, in a worker of its "
                                       "own at stereo_rate", choices=STEREO_MATCHERS),
@@ -132,15 +120,15 @@ PARAMETERS = {
     "temporal_weight": Param(0.0, "depth stabiliser (left eye): the share of the previous output, carried into this "
                                   "frame along the optical flow and moved by the camera's motion (odom or camera_pose "
                                   "at the frame's stamp), where it agrees with the new depth within "
-                                  "temporal_tolerance", read_only=False,
+                                  "temporal_tolerance", live=True,
                              range=(0.01, 0.95), zero_means="off"),
     "temporal_tolerance": Param(TEMPORAL_TOLERANCE, "relative difference beyond which the new depth passes through "
                                                     "the stabiliser unchanged (moving instruments, real motion)",
-                                read_only=False, range=(0.001, 1.0)),
+                                live=True, range=(0.001, 1.0)),
     "temporal_scale_weight": Param(TEMPORAL_SCALE_WEIGHT, "how far the stabiliser pulls each frame's depth scale "
                                                           "toward the previous output's (log share) where they differ "
                                                           "by less than temporal_tolerance: holds a scale that "
-                                                          "jitters between frames", read_only=False,
+                                                          "jitters between frames", live=True,
                                    range=(0.01, 0.95), zero_means="the scale is not held"),
     "pose_source": Param("any", "which camera poses the stabiliser takes: odom, camera_pose, or any (both "
                                 "subscribed: publish only one, as two trajectories in frames of their own do not "
@@ -149,60 +137,27 @@ PARAMETERS = {
                                       "instruments, from your segmentation) marks; each frame then also waits for "
                                       "its mask, and goes out unstabilised without one"),
     "temporal_pose_wait": Param(0.05, "seconds a frame waits for the camera pose of its stamp before it goes out "
-                                      "unstabilised (the wait ends early once a newer pose came)", read_only=False,
+                                      "unstabilised (the wait ends early once a newer pose came)", live=True,
                                 range=(0.0, 60.0)),
     "rectified": Param(True, "the images are rectified (image_rect): intrinsics from camera_info's P, as "
                              "image_pipeline's consumers take them; false for raw images (image_raw): from K"),
     "sync_tolerance": Param(0.01, "seconds between left and right stamps for a stereo pair", range=(0.0, 1.0)),
     "point_stride": Param(4, "publish every Nth pixel in each direction in points (depth comes from the network "
-                             "resolution, so 4 loses nothing at 1280x1024 and keeps clouds ~1 MB)", read_only=False,
+                             "resolution, so 4 loses nothing at 1280x1024 and keeps clouds ~1 MB)", live=True,
                              range=(1, 64)),
-    "publish_points": Param(True, "publish points (PointCloud2)", read_only=False),
-    "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", read_only=False),
+    "publish_points": Param(True, "publish points (PointCloud2)", live=True),
+    "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", live=True),
     "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable",
                  choices=SUBSCRIPTION_QOS),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
                              choices=INPUT_TRANSPORTS),
     "frame_id": Param("", "frame_id of the (left) outputs; empty keeps the input image's frame_id (right outputs "
-                          "always keep the right image's)", read_only=False),
+                          "always keep the right image's)", live=True),
     "lifecycle": Param(False, "managed node: wait for configure/activate instead of starting at once"),
     "stand_in_network": Param(False, "benchmarks: the network replaced by a constant output of its shape, to measure "
                                      "the node's own cost per stage on any machine (depth is then meaningless)"),
-}
-
-
-ROS_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string"}
-
-
-def _allowed(p: Param) -> str:
-    """What a parameter accepts, in words."""
-    if p.choices:
-        return "one of " + ", ".join(p.choices)
-    text = ROS_TYPE_NAMES[type(p.default)]
-    if p.range:
-        text += f" from {p.range[0]} to {p.range[1]}"
-    if p.zero_means:
-        text += f", or 0 for {p.zero_means}"
-    return text
-
-
-def check_parameter(name: str, value) -> str:
-    """"" when `value` is allowed for parameter `name`, else one line naming the parameter, the value and what
-    is allowed. The one rule for values given at start (-p, --params-file) and set live."""
-    p = PARAMETERS[name]
-    kind = type(p.default)
-    ok = type(value) in (int, float) if kind is float else type(value) is kind  # an integer serves a double
-    ok = ok and not (p.choices and value not in p.choices)
-    if ok and p.range and not (p.zero_means and value == 0):
-        ok = p.range[0] <= value <= p.range[1]
-    return "" if ok else f"parameter {name}: {value!r} is not allowed: give {_allowed(p)}"
-
-
-def _descriptor(name: str, p: Param) -> ParameterDescriptor:
-    """Description and constraints for `ros2 param describe`; values are checked by check_parameter (typing is
-    dynamic so that a wrong value reaches it and gets its one-line answer, at start and live)."""
-    return ParameterDescriptor(name=name, description=p.description, read_only=p.read_only, dynamic_typing=True,
-                               additional_constraints=_allowed(p))
+}, rules=(Rule(lambda v: v["min_depth"] < v["max_depth"], "parameter min_depth must be below max_depth (the "
+                                                                   "depth range the model was trained for)"),))
 
 
 @dataclass
@@ -231,10 +186,7 @@ class EyeOutputs:
 class DepthNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("dares_depth_node", **kwargs)
-        for name, p in PARAMETERS.items():
-            self.declare_parameter(name, p.default, _descriptor(name, p))
-        self.parameter_error = next(filter(None, (check_parameter(n, self.p(n)) for n in PARAMETERS)), "")
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.parameter_error = PARAMETERS.declare(self, self._on_change)
         self._last_report: dict[tuple[str, str], float] = {}  # (topic, problem) -> when last logged
         self.last_error = ""
         self.bad_inputs = 0
@@ -375,16 +327,11 @@ class DepthNode(LifecycleNode):
                                f"network input {height}x{width}")
         return ""
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            error = check_parameter(param.name, param.value) if param.name in PARAMETERS else ""
-            if error:
-                return SetParametersResult(successful=False, reason=error)
-            if param.name == "weights" and self.worker is not None:  # configured: swap the model now
-                error = self._load_model(param.value)
-                if error:
-                    return SetParametersResult(successful=False, reason=error)
-        return SetParametersResult(successful=True)
+    def _on_change(self, param) -> str:
+        """A live change the table accepted: a new `weights` swaps the model now, once configured ("" or why not)."""
+        if param.name == "weights" and self.worker is not None:
+            return self._load_model(param.value)
+        return ""
 
     # --- input ----------------------------------------------------------------------------------------
     def _needs_pairs(self) -> bool:
@@ -676,19 +623,8 @@ class DepthNode(LifecycleNode):
         return super().destroy_node()
 
 
-def usage() -> str:
-    """What `dares_depth_node --help` prints: how to run it and every parameter."""
-    lines = ["usage: dares_depth_node [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
-             "", "DARES depth node: da Vinci stereo in, REP 118 depth images and point clouds out.",
-             "Parameters (all in $(ros2 pkg prefix dares_ros)/share/dares_ros/config/dares.yaml; * can change live):"]
-    for name, p in PARAMETERS.items():
-        lines.append(f"  {name}{'' if p.read_only else ' *'} = {p.default!r}  ({_allowed(p)})")
-        lines.append(f"      {p.description}")
-    return "\n".join(lines)
-
-
 def main(args=None) -> None:
-    run_node(DepthNode, "dares_depth_node", usage(), args)
+    run_node(DepthNode, "dares_depth_node", PARAMETERS.usage("dares_depth_node", SUMMARY), args)
 
 
 if __name__ == "__main__":

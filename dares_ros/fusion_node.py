@@ -30,7 +30,6 @@ from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -55,7 +54,8 @@ from .conversions import (
     stamp_seconds,
     triangle_marker,
 )
-from .graph import POSE_SOURCES, SUBSCRIPTION_QOS, parameter_help, run_node, subscribe_poses, subscription_qos
+from .graph import POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
+from .params import Param, ParamTable, Rule
 from .sync import Order, Timeline, nearest_by_stamp
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
@@ -63,66 +63,52 @@ UNCOLOURED = 160  # grey of a surface seen without a colour image
 STAGES_WINDOW_S = 5.0  # diagnostics give each stage's median ms over this many seconds
 COLOUR_TIMEOUT_S = 2.0  # depth waits for its colour image only while images arrived this recently
 
-PARAMETERS = {  # name: (default, description); the ones in START_ONLY apply at start, the others also live
-    "voxel_size": (0.001, "TSDF voxel edge in metres"),
-    "truncation": (0.004, "TSDF truncation distance in metres (more than voxel_size)"),
-    "max_depth": (0.15, "depth beyond this many metres is not integrated"),
-    "max_extent": (0.5, "the map volume: camera positions farther than this many metres from the first pose "
-                        "(on any axis) are rejected"),
-    "max_map_mib": (1024.0, "MiB the map's voxel blocks may take (80 KiB per 16^3 voxels; the room doubles as the "
-                            "surface grows): a frame that needs more is not fused"),
-    "max_jump": (0.02, "metres a camera may move between two fused frames; a larger jump is rejected"),
-    "sync_tolerance": (0.01, "seconds between a depth image's stamp and its pose's"),
-    "publish_rate": (1.0, "map/points per second"),
-    "max_points": (200000, "map/points carries at most this many points (evenly thinned)"),
-    "min_observations": (3.0, "map/points shows surface seen by at least this many frames (open3d's weight "
-                              "threshold: fewer let single-frame noise in)"),
-    "publish_mesh": (False, "also publish map/mesh, the surface as triangles (visualization_msgs/Marker "
-                            "TRIANGLE_LIST; building and sending one takes about 1.2 s per 100000 triangles on a "
-                            "CPU core)"),
-    "max_triangles": (50000, "map/mesh carries at most this many triangles (evenly thinned)"),
-    "use_mask": (False, "leave out the depth pixels that mask marks (mono8 or 8UC1, nonzero: e.g. instruments, "
-                        "which move and would smear into the map); each depth image then waits for its mask"),
-    "map_frame": ("", "frame_id of map/points; empty: the pose messages' frame_id"),
-    "device": ("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda"),
-    "reset": (False, "set true to clear the map (it reads false again once cleared)"),
-    "pose_source": ("any", "which poses are fused: odom, camera_pose, or any (both subscribed: publish only one, "
-                           "as two trajectories in frames of their own do not line up)"),
-    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, keep last 5: matches any publisher) or "
-                           "reliable (every frame of a reliable publisher such as a bag replay)"),
-}
-START_ONLY = ("voxel_size", "truncation", "max_depth", "publish_rate", "device", "qos", "pose_source")
 O3D_DEVICES = {"auto": None, "cpu": "CPU:0", "cuda": "CUDA:0"}
-
-
-def parameter_problem(name: str, value) -> str:
-    """"" when `value` suits parameter `name`, else one line saying what it must be."""
-    default = PARAMETERS[name][0]
-    if isinstance(default, bool) or isinstance(default, str):
-        if type(value) is not type(default):
-            return f"{name} must be a {type(default).__name__}"
-        for choice, choices in (("device", O3D_DEVICES), ("qos", SUBSCRIPTION_QOS), ("pose_source", POSE_SOURCES)):
-            if name == choice and value not in choices:
-                return f"{name} {value!r}: give one of {', '.join(choices)}"
-        return ""
-    if type(value) not in (int, float) or (isinstance(default, int) and type(value) is not int) or not value > 0:
-        return f"{name} must be a positive {type(default).__name__}, got {value!r}"
-    return ""
+PARAMETERS = ParamTable({
+    "voxel_size": Param(0.001, "TSDF voxel edge in metres", range=(1e-5, 0.1)),
+    "truncation": Param(0.004, "TSDF truncation distance in metres (more than voxel_size)", range=(1e-5, 1.0)),
+    "max_depth": Param(0.15, "depth beyond this many metres is not integrated", range=(1e-3, 100.0)),
+    "max_extent": Param(0.5, "the map volume: camera positions farther than this many metres from the first pose "
+                             "(on any axis) are rejected", live=True, range=(1e-3, 1e3)),
+    "max_map_mib": Param(1024.0, "MiB the map's voxel blocks may take (80 KiB per 16^3 voxels; the room doubles as "
+                                 "the surface grows): a frame that needs more is not fused", live=True,
+                         range=(1.0, 1e6)),
+    "max_jump": Param(0.02, "metres a camera may move between two fused frames; a larger jump is rejected", live=True,
+                      range=(1e-6, 100.0)),
+    "sync_tolerance": Param(0.01, "seconds between a depth image's stamp and its pose's", live=True,
+                            range=(1e-6, 10.0)),
+    "publish_rate": Param(1.0, "map/points per second", range=(0.01, 1000.0)),
+    "max_points": Param(200000, "map/points carries at most this many points (evenly thinned)", live=True,
+                        range=(1, 10**9)),
+    "min_observations": Param(3.0, "map/points shows surface seen by at least this many frames (open3d's weight "
+                                   "threshold: fewer let single-frame noise in)", live=True, range=(1e-3, 1e6)),
+    "publish_mesh": Param(False, "also publish map/mesh, the surface as triangles (visualization_msgs/Marker "
+                                 "TRIANGLE_LIST; building and sending one takes about 1.2 s per 100000 triangles on a "
+                                 "CPU core)", live=True),
+    "max_triangles": Param(50000, "map/mesh carries at most this many triangles (evenly thinned)", live=True,
+                           range=(1, 10**9)),
+    "use_mask": Param(False, "leave out the depth pixels that mask marks (mono8 or 8UC1, nonzero: e.g. instruments, "
+                             "which move and would smear into the map); each depth image then waits for its mask",
+                      live=True),
+    "map_frame": Param("", "frame_id of map/points; empty: the pose messages' frame_id", live=True),
+    "device": Param("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda", choices=tuple(O3D_DEVICES)),
+    "reset": Param(False, "set true to clear the map (it reads false again once cleared)", live=True),
+    "pose_source": Param("any", "which poses are fused: odom, camera_pose, or any (both subscribed: publish only one, "
+                                "as two trajectories in frames of their own do not line up)", choices=POSE_SOURCES),
+    "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort, keep last 5: matches any publisher) or "
+                                "reliable (every frame of a reliable publisher such as a bag replay)",
+                 choices=SUBSCRIPTION_QOS),
+}, rules=(Rule(lambda v: v["voxel_size"] < v["truncation"], "parameter voxel_size must be below truncation (a few "
+                                                            "voxels, e.g. voxel_size:=0.001 truncation:=0.004)"),))
+SUMMARY = "dares_fusion_node: depth images and camera poses fused into a TSDF map, published as map/points."
 
 
 class FusionNode(Node):
     def __init__(self):
         super().__init__("dares_fusion_node")
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description,
-                                                                      read_only=name in START_ONLY))
-            problem = parameter_problem(name, self.p(name))
-            if problem:
-                raise DaresError(problem)
-        if not self.p("voxel_size") < self.p("truncation"):
-            raise DaresError(f"voxel_size {self.p('voxel_size')} m must be below truncation {self.p('truncation')} m "
-                             "(a few voxels, e.g. voxel_size:=0.001 truncation:=0.004)")
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        problem = PARAMETERS.declare(self)
+        if problem:
+            raise DaresError(problem)
         self.depths: deque = deque(maxlen=QUEUE)  # (stamp s, depth (H,W) m, stamp message)
         self.poses: deque = deque(maxlen=QUEUE)  # (stamp s, T (4,4) m, frame_id)
         self.images: deque = deque(maxlen=QUEUE)  # (stamp s, rgb (H,W,3) uint8)
@@ -174,13 +160,6 @@ class FusionNode(Node):
         self.origin: np.ndarray | None = None  # first accepted camera position, m
         self.last_T: np.ndarray | None = None
         self.published_frames = 0  # nothing to publish yet
-
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            problem = param.name in PARAMETERS and parameter_problem(param.name, param.value)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-        return SetParametersResult(successful=True)
 
     # --- inputs -------------------------------------------------------------------------------------
     def _on_info(self, msg: CameraInfo) -> None:
@@ -412,7 +391,7 @@ class FusionNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(FusionNode, "dares_fusion_node", parameter_help(__doc__, PARAMETERS), args)
+    run_node(FusionNode, "dares_fusion_node", PARAMETERS.usage("dares_fusion_node", SUMMARY), args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -101,7 +102,8 @@ def run_node(make_node, name: str, help_text: str, args=None) -> None:
     argv = sys.argv if args is None else args
     own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in own or "--help" in own:
-        print(help_text)
+        with contextlib.suppress(BrokenPipeError):  # --help | head
+            print(help_text)
         return
     profile = prepare_dds()
     rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handling, which the parent-death SIGTERM then meets
@@ -133,11 +135,3 @@ def run_node(make_node, name: str, help_text: str, args=None) -> None:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-
-
-def parameter_help(doc: str, parameters: dict) -> str:
-    """--help of a node whose parameters are {name: (default, description)}."""
-    lines = [doc.strip(), "", "Parameters (--ros-args -p NAME:=VALUE):"]
-    for name, (default, description) in parameters.items():
-        lines += [f"  {name} = {default!r}", f"      {description}"]
-    return "\n".join(lines)

@@ -27,7 +27,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -47,51 +46,46 @@ from .conversions import (
     set_pose,
     stamp_seconds,
 )
-from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, parameter_help, run_node, subscription_qos
+from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import DEPTH_STATUS, ODOMETRY_STATUS
+from .params import Param, ParamTable, Rule
 from .sync import Order, Timeline
 
-PARAMETERS = {  # name: (default, description); all apply at start
-    "pose_weights": ("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth), a `dares "
-                         "train` run folder or a `dares export --network pose` .safetensors"),
-    "device": ("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
-    "input_height": (0, "pose network input height; 0: the size the weights were trained at, else the official 256"),
-    "input_width": (0, "pose network input width; 0: the size the weights were trained at, else the official 320"),
-    "scale_source": ("depth_node", "depth_node: metres per unit from the depth node's diagnostics; fixed: "
-                                   "translation_scale"),
-    "translation_scale": (0.001, "metres per millimetre of the pose network's translation (nominal mm) with "
-                                 "scale_source fixed, and until the depth node reports a scale"),
-    "depth_node": ("/dares/dares_depth_node", "fully qualified name of the depth node whose scale is used"),
-    "odom_frame": ("odom", "frame_id of odom and path (the first camera pose is its origin)"),
-    "child_frame": ("", "child_frame_id of odom and TF; empty: the images' frame_id"),
-    "publish_tf": (True, "publish TF odom_frame -> child_frame (turn off when the robot's TF already places the "
-                         "camera, e.g. from kinematics: a frame has one parent)"),
-    "max_path": (2000, "path keeps the last this many poses"),
-    "qos": ("sensor_data", "image subscription QoS: sensor_data (best effort) or reliable (every replayed frame)"),
-    "input_transport": ("raw", "raw: sensor_msgs/Image on left/image_rect; compressed: sensor_msgs/CompressedImage "
-                               "on left/image_rect/compressed"),
-}
 SCALE_SOURCES = ("depth_node", "fixed")
+INPUT_SIDE = dict(range=(28, 4096), zero_means="the size the weights were trained at, else the official")
+PARAMETERS = ParamTable({
+    "pose_weights": Param("", "pose network: official/AF-SfMLearner folder (pose_encoder.pth, pose.pth), a `dares "
+                              "train` run folder or a `dares export --network pose` .safetensors"),
+    "device": Param("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
+    "input_height": Param(0, "pose network input height (official 256)", **INPUT_SIDE),
+    "input_width": Param(0, "pose network input width (official 320)", **INPUT_SIDE),
+    "scale_source": Param("depth_node", "depth_node: metres per unit from the depth node's diagnostics; fixed: "
+                                        "translation_scale", choices=SCALE_SOURCES),
+    "translation_scale": Param(0.001, "metres per millimetre of the pose network's translation (nominal mm) with "
+                                      "scale_source fixed, and until the depth node reports a scale",
+                               range=(1e-12, 1e6)),
+    "depth_node": Param("/dares/dares_depth_node", "fully qualified name of the depth node whose scale is used"),
+    "odom_frame": Param("odom", "frame_id of odom and path (the first camera pose is its origin)"),
+    "child_frame": Param("", "child_frame_id of odom and TF; empty: the images' frame_id"),
+    "publish_tf": Param(True, "publish TF odom_frame -> child_frame (turn off when the robot's TF already places the "
+                              "camera, e.g. from kinematics: a frame has one parent)"),
+    "max_path": Param(2000, "path keeps the last this many poses", range=(1, 10**7)),
+    "qos": Param("sensor_data", "image subscription QoS: sensor_data (best effort) or reliable (every replayed frame)",
+                 choices=SUBSCRIPTION_QOS),
+    "input_transport": Param("raw", "raw: sensor_msgs/Image on left/image_rect; compressed: "
+                                    "sensor_msgs/CompressedImage on left/image_rect/compressed",
+                             choices=INPUT_TRANSPORTS),
+}, rules=(Rule(lambda v: bool(v["pose_weights"]), "parameter pose_weights is empty: give the pose network (-p "
+                                                   "pose_weights:=FOLDER)"),))
+SUMMARY = "dares_odometry_node: the DARES pose network on consecutive left frames, as camera odometry."
 
 
 class OdometryNode(Node):
     def __init__(self):
         super().__init__("dares_odometry_node")
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        for name, choices in (("qos", SUBSCRIPTION_QOS), ("input_transport", INPUT_TRANSPORTS)):
-            if self.p(name) not in choices:
-                raise DaresError(f"{name} {self.p(name)!r}: give one of {', '.join(choices)}")
-        if self.p("scale_source") not in SCALE_SOURCES:
-            raise DaresError(f"scale_source {self.p('scale_source')!r}: give one of {', '.join(SCALE_SOURCES)}")
-        if not self.p("pose_weights"):
-            raise DaresError("pose_weights is empty: give the pose network (-p pose_weights:=FOLDER)")
-        for name in ("max_path", "translation_scale"):
-            if not self.p(name) > 0:
-                raise DaresError(f"{name} must be positive, got {self.p(name)}")
-        for name in ("input_height", "input_width"):
-            if self.p(name) < 0:
-                raise DaresError(f"{name} must be positive (or 0: the weights' own), got {self.p(name)}")
+        problem = PARAMETERS.declare(self)
+        if problem:
+            raise DaresError(problem)
         self.device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
         encoder, decoder = load_pose_net(Path(self.p("pose_weights")))
         self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
@@ -236,7 +230,7 @@ class OdometryNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(OdometryNode, "dares_odometry_node", parameter_help(__doc__, PARAMETERS), args)
+    run_node(OdometryNode, "dares_odometry_node", PARAMETERS.usage("dares_odometry_node", SUMMARY), args)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.preprocess import read_rgb
 from dares_core.reconstruct import world_points
 from dares_ros.conversions import depth_image, read_point_cloud, set_pose, uint8_image
-from dares_ros.fusion_node import parameter_problem
+from dares_ros.fusion_node import PARAMETERS
 from dares_ros.tools.processes import node_session
 
 VOXEL_M = 0.002
@@ -231,7 +231,11 @@ def _nearest(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def test_a_bad_choice_is_one_line_naming_the_choices():
-    assert parameter_problem("qos", "fast") == "qos 'fast': give one of sensor_data, reliable"
-    assert parameter_problem("device", "tpu") == "device 'tpu': give one of auto, cpu, cuda"
-    assert parameter_problem("pose_source", "tf") == "pose_source 'tf': give one of any, odom, camera_pose"
-    assert parameter_problem("qos", "reliable") == parameter_problem("device", "cpu") == ""
+    def problem(name, value):
+        return PARAMETERS[name].problem(name, value)
+
+    assert problem("qos", "fast") == "parameter qos: 'fast' is not allowed: give one of sensor_data, reliable"
+    assert problem("device", "tpu") == "parameter device: 'tpu' is not allowed: give one of auto, cpu, cuda"
+    assert problem("pose_source", "tf") == \
+        "parameter pose_source: 'tf' is not allowed: give one of any, odom, camera_pose"
+    assert problem("qos", "reliable") == problem("device", "cpu") == ""
