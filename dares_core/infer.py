@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import yaml
 
+from .commands.options import backend_options
 from .errors import DaresError
 from .files import check_output_folder, ensure_writable_output, write_image, write_npy, write_ply
 from .geometry import backproject
@@ -152,7 +153,8 @@ def run_infer(args: argparse.Namespace) -> None:
     count, frames = list_frames(args.input)
     net = load_depth_net(args.weights, base_weights=args.base_weights)
     predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth,
-                               args.max_depth, compile=args.compile, batch_size=min(BATCH, count or BATCH))
+                               args.max_depth, compile=args.compile, batch_size=min(BATCH, count or BATCH),
+                               **backend_options(args))
     out.mkdir(parents=True, exist_ok=True)
     disparities = []
     with tqdm(total=count or None, desc="infer", unit="frame", dynamic_ncols=True) as bar:

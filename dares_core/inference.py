@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .backends import cpu_has_native_bf16
 from .errors import DaresError
 from .geometry import sigmoid_to_depth
 from .model.depth_net import DaresDepthNet
@@ -73,12 +75,18 @@ class DepthPredictor:
     `torch.compile` (compile_options; compiled here for `batch_size` images, another batch size compiles again).
     input_size: (height, width), either None for the checkpoint's own (network_input_size).
 
+    backend: torch, or onnxruntime (dares_core.backends: the exported graph on the first of `providers` this install
+    has; with `check`, refused for torch, with one line, where a probe image's output differs from torch's by more
+    than the tolerance); `backend` then names what runs and `backend_check` the difference measured. say(line)
+    hears what the user should know (a missing provider, the check, bf16 emulated on this CPU); default stderr.
+
     On CUDA, host images go through pinned memory and are copied asynchronously. stand_in replaces the network by
     a constant output of its shape (benchmarks: the cost of everything around the network, on any machine)."""
 
     def __init__(self, net: DaresDepthNet, input_size=(None, None), device="cpu", precision="fp32",
                  min_depth: float = 0.1, max_depth: float = 150.0, channels_last: bool = True, compile: bool = False,
-                 batch_size: int = 1, stand_in: bool = False):
+                 batch_size: int = 1, stand_in: bool = False, backend: str = "torch", providers: tuple = (),
+                 check: bool = True, say=None):
         if precision not in PRECISION_DTYPES:
             raise DaresError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -93,8 +101,15 @@ class DepthPredictor:
                              f"at least {2 * net.patch_size} pixels")
         self.dtype = PRECISION_DTYPES[precision]
         self.min_depth, self.max_depth = min_depth, max_depth
+        say = say or (lambda line: print(line, file=sys.stderr))
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not cpu_has_native_bf16():
+            say("bf16 is emulated on this CPU (it has neither avx512_bf16 nor amx_bf16): slower than fp32 here; going "
+                "on in bf16")
         self._network = self._stand_in if stand_in else self._run_network
-        compile = compile and not stand_in
+        self.backend, self.backend_check = "torch", None
+        if backend == "onnxruntime" and not stand_in:
+            self._use_onnxruntime(batch_size, precision, providers, check, say)
+        compile = compile and not stand_in and self.backend == "torch"
         self.compiled_batch = batch_size if compile else None  # smaller batches are padded to it: one compilation
         if compile:
             self._network = self._compiled(torch.compile(self._run_network, dynamic=False),
@@ -104,6 +119,28 @@ class DepthPredictor:
             except Exception as e:  # inductor raises many types; the cause is nearly always the toolchain
                 raise DaresError(f"torch.compile failed on {self.device} ({type(e).__name__}: {str(e)[:200]}): "
                                  "run without compile, or install a C++ compiler (CPU) / Triton (GPU)") from None
+
+    def _use_onnxruntime(self, batch: int, precision: str, providers: tuple, check: bool, say) -> None:
+        """Run the network on ONNX Runtime when its session can be had and, with `check`, agrees with torch."""
+        from .backends import CHECK_TOLERANCE, DEFAULT_PROVIDERS, OnnxRuntimeNetwork, backend_difference
+
+        try:
+            network = OnnxRuntimeNetwork(self.net, self.size, batch, precision, providers or DEFAULT_PROVIDERS, say)
+        except DaresError as e:
+            say(f"{e}; running on torch")
+            return
+        name = f"onnxruntime {network.provider}"
+        if check:
+            fp32 = lambda x: self.net(x, scales=(0,))[0].float()  # noqa: E731  (the reference: torch in fp32)
+            self.backend_check = backend_difference(fp32, network, self.size, self.device)
+            tolerance = CHECK_TOLERANCE.get(precision, CHECK_TOLERANCE["fp16"])
+            if not self.backend_check <= tolerance:  # NaN too
+                say(f"{name} refused: on a probe image its output differs from torch's by {self.backend_check:.1e} "
+                    f"relative (tolerance {tolerance:.0e}); running on torch")
+                return
+            say(f"{name}: checked against torch on a probe image, largest relative difference "
+                f"{self.backend_check:.1e}")
+        self._network, self.backend = network, name
 
     def _autocast(self):
         if self.dtype == torch.float32:

@@ -36,6 +36,24 @@ class LatestItem:
             return item
 
 
+class Events:
+    """How many of each kind of event happened in the last `window_s` seconds (time.monotonic() of each), as a
+    node's diagnostics judge them."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self._times: dict[str, deque] = {}
+
+    def note(self, kind: str, when: float | None = None, count: int = 1) -> None:
+        self._times.setdefault(kind, deque()).extend([time.monotonic() if when is None else when] * count)
+
+    def recent(self, kind: str) -> int:
+        times, start = self._times.setdefault(kind, deque()), time.monotonic() - self.window_s
+        while times and times[0] < start:
+            times.popleft()
+        return len(times)
+
+
 class Stages:
     """Times the stages of frames: inside `with stages.frame():`, each `with stages("network"):` adds its block's
     duration to the frame's stage (a stage run twice, e.g. once per eye, counts once, summed); the frame's totals

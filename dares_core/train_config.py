@@ -57,7 +57,7 @@ class TrainConfig:
     position_learning_rate: float = 1e-4
     scheduler_step_size: int = 10
     num_epochs: int = 20
-    # IMPROVEMENTS on the official method, off by default (docs/training.md)
+    # IMPROVEMENTS on the official method, off by default (docs/scared.md)
     flow_warp_align_corners: bool = False  # flow warp where zero flow is the identity (official: half-pixel shift)
     jitter_per_item: bool = False  # one colour jitter for all frames and scales of an item (official: one per image)
     depth_supervision: float = 0.0  # weight of |log depth - log ground truth| where the data has it; 0 as official

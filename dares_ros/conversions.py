@@ -15,10 +15,12 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker
 
+from dares_core.camera import Camera
+from dares_core.errors import FrameProblem
 from dares_core.timing import untimed
 
 OUTPUT_QUEUE_DEPTH = 5  # KEEP_LAST depth of the node's (reliable, volatile) outputs
@@ -66,13 +68,7 @@ def time_msg(ns: int) -> Time:
     return Time(sec=ns // 10**9, nanosec=ns % 10**9)
 
 
-class ConversionError(ValueError):
-    """A message that cannot be converted: `problem` is one line naming it and the fix, `topic` the topic (or
-    camera_info) it concerns where the caller said; str() is "topic: problem"."""
-
-    def __init__(self, problem: str, topic: str = ""):
-        super().__init__(f"{topic}: {problem}" if topic else problem)
-        self.topic, self.problem = topic, problem
+ConversionError = FrameProblem  # a message that cannot be converted (problem, topic): the frame's one line
 
 
 def image_to_rgb8(msg: Image) -> np.ndarray:
@@ -124,6 +120,14 @@ def compressed_to_rgb8(msg) -> np.ndarray:
     if bgr is None:
         raise ConversionError(f"could not decode compressed image (format '{msg.format}'): publish JPEG or PNG")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def to_rgb8(msg, topic: str) -> np.ndarray:
+    """An Image or a CompressedImage -> (H,W,3) uint8 RGB; its ConversionError names `topic`."""
+    try:
+        return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+    except ConversionError as e:
+        raise ConversionError(e.problem, topic) from None
 
 
 def pose_matrix(pose) -> np.ndarray:
@@ -193,26 +197,15 @@ def uint8_image(pixels: np.ndarray, encoding: str, header=None) -> Image:
     return msg
 
 
-class Uncalibrated(ConversionError):
-    """camera_info carries no intrinsics (dVRK's uncalibrated placeholder has K all zeros): depth can still be
-    published in relative scale, but neither a point cloud nor a stereo scale."""
+def camera(info: CameraInfo) -> Camera:
+    """The calibration a CameraInfo carries (dares_core.camera applies the intrinsics rule)."""
+    return Camera.of(info.k, info.p, info.width, info.height)
 
 
 def intrinsics(info: CameraInfo, topic: str = "camera_info", rectified: bool = True) -> np.ndarray:
-    """The (3,3) intrinsics of the image `info` comes with: the left 3x3 of P for rectified images (image_pipeline's
-    rule: image_rect comes with the raw K and D and the rectified P; K when P was never filled), K for raw ones.
-    Uncalibrated when they are all zeros; ConversionError when they are not a pinhole camera."""
-    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4)[:, :3]
-    name, M = ("P", P) if rectified and P.any() else ("K", K)
-    if not M.any():
-        raise Uncalibrated(f"is uncalibrated ({name} all zeros): depth is published in relative scale, without "
-                           "points or stereo scale; calibrate the camera (ros2 run camera_calibration "
-                           "cameracalibrator) and publish its camera_info", topic)
-    if not np.isfinite(M).all() or M[0, 0] <= 0 or M[1, 1] <= 0:
-        raise ConversionError(f"no valid intrinsics ({name} = {M.ravel().tolist()}): calibrate the camera and publish "
-                              f"{name}", topic)
-    return M
+    """The (3,3) intrinsics of the image `info` comes with: P for rectified images, K for raw ones (Camera.intrinsics).
+    """
+    return camera(info).intrinsics(topic, rectified)
 
 
 def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
@@ -233,14 +226,8 @@ def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
 
 
 def stereo_baseline(right_info: CameraInfo, topic: str = "right/camera_info") -> float:
-    """Baseline in metres from the right camera's projection: B = -P[0,3] / P[0,0]."""
-    P = np.asarray(right_info.p, dtype=np.float64).reshape(3, 4)
-    with np.errstate(all="ignore"):
-        baseline = -P[0, 3] / P[0, 0] if P[0, 0] > 0 else np.nan
-    if not (np.isfinite(baseline) and baseline > 0):  # also a Tx so small that B underflows to 0
-        raise ConversionError(f"no stereo baseline (P[0,3] = {P[0, 3]}): publish the rectified right P with Tx = "
-                              "-fx*B", topic)
-    return float(baseline)
+    """Baseline in metres from the right camera's projection (Camera.baseline)."""
+    return camera(right_info).baseline(topic)
 
 
 _CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"],
@@ -287,16 +274,11 @@ def read_point_cloud(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
 
 def checked_intrinsics(info: CameraInfo | None, image_shape, topic: str = "camera_info",
                        rectified: bool = True) -> np.ndarray:
-    """intrinsics() of `info` for an image of `image_shape` (H,W,...). The one rule of the nodes and `bag infer`:
-    camera_info describes the image it comes with (as image_pipeline expects), it is never rescaled silently
-    (an uncalibrated one, all zeros, describes no size)."""
+    """intrinsics() of `info` for an image of `image_shape` (H,W,...), refused when it describes another size (an
+    uncalibrated one, all zeros, describes no size): the one rule of the nodes and `bag infer`."""
     if info is None:
         raise ConversionError("no camera_info received yet; publish it beside the images", topic)
-    K = intrinsics(info, topic, rectified)
-    if (info.width, info.height) != (image_shape[1], image_shape[0]):
-        raise ConversionError(f"is {info.width}x{info.height} but the image is {image_shape[1]}x{image_shape[0]}; "
-                              "publish camera_info matching the images", topic)
-    return K
+    return camera(info).checked(image_shape, topic, rectified)
 
 
 def depth_camera_info(info: CameraInfo, K: np.ndarray | None, header, width: int, height: int) -> CameraInfo:
@@ -313,47 +295,18 @@ def depth_camera_info(info: CameraInfo, K: np.ndarray | None, header, width: int
     return out
 
 
-def depth_outputs(depth_m, rgb: np.ndarray, info: CameraInfo, header, K: np.ndarray | None, point_stride: int = 1,
-                  points: bool = True, colored: bool = True, stages=untimed) -> dict:
-    """Everything published for one depth map: {"depth", "info", "points"?, "colored"?} messages.
-
-    depth_m: (H,W) float32 metres, an array or a tensor on any device (back-projection runs where it lies,
-    on the GPU for the node); rgb: (H,W,3) uint8; info: the input camera's CameraInfo at (W,H); K: its (3,3)
-    intrinsics (checked_intrinsics), None when it is uncalibrated: no points; stages: a timing.Stages, which gets
-    "publish" (the depth messages), "cloud" and "preview". The one place that turns depth into messages, shared by
-    the node and `dares bag infer`.
-    """
-    import torch
-
-    from dares_core.geometry import backproject
-
-    depth_t = torch.as_tensor(depth_m)
+def output_messages(eye, info: CameraInfo, header, stages=untimed) -> dict:
+    """Everything published for one eye's dares_core.pipeline.EyeOut: {"depth", "info", "points"?, "colored"?}
+    messages with `header`; info: the input camera's CameraInfo; stages gets "publish" (the depth messages). The one
+    place that turns depth into messages, shared by the node and `dares bag infer`."""
     with stages("publish"):
-        depth_m = depth_t.cpu().numpy()
-        out = {"depth": depth_image(depth_m, header), "info": depth_camera_info(info, K, header, *depth_m.shape[::-1])}
-    if points and K is not None:
+        depth_m = eye.depth.cpu().numpy()
+        out = {"depth": depth_image(depth_m, header),
+               "info": depth_camera_info(info, eye.K, header, *depth_m.shape[::-1])}
+    if eye.points is not None:
         with stages("cloud"):
-            K = K.copy()
-            K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
-            sub = depth_t[::point_stride, ::point_stride].contiguous()
-            xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
-            out["points"] = point_cloud(xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride],
-                                        header)
-    if colored:
+            out["points"] = point_cloud(eye.points, eye.rgb, header)
+    if eye.preview is not None:
         with stages("preview"):
-            out["colored"] = uint8_image(preview(depth_t), "bgr8", header)
+            out["colored"] = uint8_image(eye.preview, "bgr8", header)
     return out
-
-
-PREVIEW_ROWS = 256  # depth/colored is coloured at about this many rows, then enlarged
-
-
-def preview(depth) -> np.ndarray:
-    """depth/colored (H,W,3) BGR of depth (H,W): coloured on every k-th pixel (about PREVIEW_ROWS rows) and enlarged,
-    a k-th of the work; the depth it shows was upsampled from the network's resolution, so nothing is lost."""
-    from dares_core.visualize import colorize_inverse_depth
-
-    height, width = depth.shape
-    k = max(1, height // PREVIEW_ROWS)
-    small = colorize_inverse_depth(depth[::k, ::k])
-    return small if k == 1 else cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)

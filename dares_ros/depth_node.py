@@ -14,6 +14,10 @@ P, raw ones with K. An uncalibrated camera_info (all zeros, as dVRK's placeholde
 scale, without points or stereo scale. When time goes back (a bag replayed or looped, a /clock reset), stereo
 pairing starts again; a duplicate or out-of-order stamp never makes a pair.
 
+The frame's work (intrinsics, the network, metric scale, the stabiliser, points and preview) is
+dares_core.pipeline.DepthPipeline; this node is its rclpy shell: parameters, subscriptions and stereo pairing,
+publishing, lifecycle and diagnostics.
+
 With lifecycle: true it is a managed node (configure loads the model and creates the outputs, activate
 starts processing); otherwise it configures and activates itself. The subscription callbacks only store
 the newest frame; one worker thread runs the model on the latest
@@ -23,7 +27,6 @@ skipped; the node keeps running.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -38,49 +41,40 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dares_core.errors import DaresError
+from dares_core.backends import PROVIDERS, parse_providers, providers_named
+from dares_core.errors import DaresError, FrameProblem
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
-from dares_core.names import PRECISIONS, STEREO_MATCHERS, TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE
-from dares_core.stereo_scale import LiveStereoScale, StereoScale
-from dares_core.temporal import DepthStabiliser, stabilise_on_grid
-from dares_core.timing import LatestItem, Stages
+from dares_core.names import BACKENDS, PRECISIONS, STEREO_MATCHERS, TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE
+from dares_core.pipeline import STEREO_SETTINGS as STEREO
+from dares_core.pipeline import DepthPipeline, FrameIn, Stabilise
+from dares_core.sync import Order, StereoMatcher, Timeline
+from dares_core.timing import Events, LatestItem, Stages
 
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
     ConversionError,
     FrameIds,
-    Uncalibrated,
-    checked_intrinsics,
-    compressed_to_rgb8,
-    depth_outputs,
+    camera,
     diagnostic_array,
-    image_to_rgb8,
+    output_messages,
     pose_matrix,
     read_mask,
     stamp_seconds,
-    stereo_baseline,
+    to_rgb8,
 )
 from .graph import INPUT_TRANSPORTS, POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
 from .names import DEPTH_STATUS, SCALE_MODES
 from .params import Param, ParamTable, Rule
-from .sync import Order, StampHistory, StereoMatcher, Timeline
 
-MM = 1e-3  # DARES depth is in nominal millimetres (trained on SCARED, 0.1-150)
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
                          "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
                          "fastdds_large_data.xml (the dares launch files do), or set qos: reliable")
 SUMMARY = "DARES depth node: da Vinci stereo in, REP 118 depth images and point clouds out."
 DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
-
-
-class FrameSkipped(Exception):
-    """A frame the node skips for a reason that is not a malformed message (no model, no right partner yet, too
-    few stereo matches): the topic (or parameter) concerned and one line naming the problem and the fix."""
-
-    def __init__(self, topic: str, problem: str):
-        super().__init__(f"{topic}: {problem}")
-        self.topic, self.problem = topic, problem
+IDLE_PIPELINE = {"backend": "", "backend_check_rel_diff": "nan", "intrinsics": "", "scale_m_per_unit": "nan",
+                 "scale_confidence": "0.000", "scale_age_s": "nan", "scale_change_p50_pct": "nan",
+                 "scale_change_max_pct": "nan"}  # diagnostics before configure
 
 
 PARAMETERS = ParamTable({
@@ -89,6 +83,13 @@ PARAMETERS = ParamTable({
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
     "device": Param("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
     "precision": Param("fp32", "compute precision on the device", choices=PRECISIONS),
+    "backend": Param("torch", "where the network runs: torch, or onnxruntime on the exported graph (cached), "
+                              "checked against torch at start (backend_check) and refused for torch, with one line, "
+                              "above the tolerance", choices=BACKENDS),
+    "onnx_providers": Param("tensorrt,cuda,cpu", "backend onnxruntime: its execution providers in the order to try "
+                                                 "them (a missing one is named and the next tried)"),
+    "backend_check": Param(True, "backend onnxruntime: run a probe image through it and through torch at start; "
+                                 "the largest relative difference goes to the log and diagnostics"),
     "compile": Param(False, "torch.compile the network at start (faster frames; ViT-S compiles in 30-40 s on a "
                             "2-core CPU; CUDA graphs on GPU)"),
     "eyes": Param("left", "left: depth of the left eye; both: of both eyes, in one batch (right outputs under right/)",
@@ -103,20 +104,22 @@ PARAMETERS = ParamTable({
                                     "pair every frame; fixed: multiply by fixed_scale", live=True,
                                     choices=SCALE_MODES),
     "fixed_scale": Param(0.001, "metres per model depth unit in fixed mode", live=True, range=(1e-9, 1e3)),
-    "stereo_matcher": Param("sparse", "sparse: Lucas-Kanade matches of a grid of pixels of every frame's own pair, on "
-                                      "the frame path (a few ms); sgbm: dense OpenCV SGBM maps, in a worker of its "
-                                      "own at stereo_rate", choices=STEREO_MATCHERS),
-    "stereo_downscale": Param(2, "stereo matching runs on images reduced by this factor", range=(1, 8)),
-    "stereo_num_disparities": Param(64, "stereo disparity range at the reduced resolution (SGBM's search range; "
-                                        "sparse matches beyond it are dropped)", range=(16, 512)),
-    "stereo_smoothing": Param(0.3, "weight of each new stereo measurement in the running scale (log space)",
-                              range=(0.01, 1.0)),
-    "stereo_rate": Param(5.0, "stereo_matcher sgbm: stereo depth maps per second at most; SGBM runs in a worker "
-                              "of its own on the newest pair, off the frame path (every frame folds its depth's ratio "
-                              "to the newest map into the scale)",
+    "stereo_matcher": Param(STEREO["stereo_matcher"], "sparse: Lucas-Kanade matches of a grid of pixels of every "
+                            "frame's own pair, on the frame path (a few ms); sgbm: dense OpenCV SGBM maps, in a "
+                            "worker of its own at stereo_rate", choices=STEREO_MATCHERS),
+    "stereo_downscale": Param(STEREO["stereo_downscale"], "stereo matching runs on images reduced by this factor",
+                              range=(1, 8)),
+    "stereo_num_disparities": Param(STEREO["stereo_num_disparities"], "stereo disparity range at the reduced "
+                                    "resolution (SGBM's search range; sparse matches beyond it are dropped)",
+                                    range=(16, 512)),
+    "stereo_smoothing": Param(STEREO["stereo_smoothing"], "weight of each new stereo measurement in the running "
+                              "scale (log space)", range=(0.01, 1.0)),
+    "stereo_rate": Param(STEREO["stereo_rate"], "stereo_matcher sgbm: stereo depth maps per second at most; SGBM "
+                         "runs in a worker of its own on the newest pair, off the frame path (every frame folds its "
+                         "depth's ratio to the newest map into the scale)",
                          range=(0.1, 1000.0), zero_means="every frame, on the frame path (deterministic replays)"),
-    "stereo_max_age": Param(2.0, "seconds the newest stereo scale may be old before diagnostics warn",
-                            range=(0.1, 3600.0)),
+    "stereo_max_age": Param(STEREO["stereo_max_age"], "seconds the newest stereo scale may be old before diagnostics "
+                            "warn", range=(0.1, 3600.0)),
     "temporal_weight": Param(0.0, "depth stabiliser (left eye): the share of the previous output, carried into this "
                                   "frame along the optical flow and moved by the camera's motion (odom or camera_pose "
                                   "at the frame's stamp), where it agrees with the new depth within "
@@ -157,7 +160,9 @@ PARAMETERS = ParamTable({
     "stand_in_network": Param(False, "benchmarks: the network replaced by a constant output of its shape, to measure "
                                      "the node's own cost per stage on any machine (depth is then meaningless)"),
 }, rules=(Rule(lambda v: v["min_depth"] < v["max_depth"], "parameter min_depth must be below max_depth (the "
-                                                                   "depth range the model was trained for)"),))
+                                                                   "depth range the model was trained for)"),
+          Rule(lambda v: providers_named(v["onnx_providers"]), f"parameter onnx_providers: give some of "
+                                                               f"{', '.join(PROVIDERS)}, comma-separated")))
 
 
 @dataclass
@@ -188,28 +193,19 @@ class DepthNode(LifecycleNode):
         super().__init__("dares_depth_node", **kwargs)
         self.parameter_error = PARAMETERS.declare(self, self._on_change)
         self._last_report: dict[tuple[str, str], float] = {}  # (topic, problem) -> when last logged
-        self.last_error = ""
-        self.bad_inputs = 0
-        self.lost_in_transport = 0
-        self.published = 0
-        # what happened in the last DIAGNOSTICS_WINDOW_S (time.monotonic() of each event): what diagnostics judge
-        self.recent: dict[str, deque] = {k: deque() for k in ("inputs", "right_inputs", "pairs", "published",
-                                                                "problems")}
+        self.bad_inputs = self.lost_in_transport = self.published = 0
+        self.events = Events(DIAGNOSTICS_WINDOW_S)  # inputs, right_inputs, pairs, published, problems: diagnostics
         self.latencies: deque[float] = deque(maxlen=200)  # receipt to publication, seconds
         self.stamp_ages: deque[float] = deque(maxlen=200)  # ROS clock at publication minus the image stamp
-        self.scale, self.scale_confidence = float("nan"), 0.0
-        self.frame_scale = 0.0  # the last published frame's scale
-        self.scale_changes: deque = deque(maxlen=10000)  # (monotonic s, |log scale ratio| from the frame before)
         self.left_info: CameraInfo | None = None
         self.right_info: CameraInfo | None = None
         self.predictor: DepthPredictor | None = None
-        self.active = False
-        self.worker: threading.Thread | None = None
+        self.pipeline: DepthPipeline | None = None  # made on configure
+        self.active, self.worker = False, None
         self._stop = threading.Event()
         self.matcher = StereoMatcher(self.p("sync_tolerance"))
         self.timeline = Timeline()
         self.frame_ids = FrameIds(self.get_logger().warning)
-        self.intrinsics_source = ""  # what the last frame's intrinsics came from, for diagnostics
         self.eyes = ("left", "right") if self.p("eyes") == "both" else ("left",)
         self.last_error = self.parameter_error
         self.outputs: dict[str, EyeOutputs] = {}
@@ -226,14 +222,10 @@ class DepthNode(LifecycleNode):
                                      event_callbacks=lost)
         self.create_subscription(CameraInfo, "left/camera_info", lambda m: setattr(self, "left_info", m), qos)
         self.create_subscription(CameraInfo, "right/camera_info", lambda m: setattr(self, "right_info", m), qos)
-        self.poses = StampHistory()  # the camera's poses for the stabiliser: odometry's or the robot's
+        self.stabilise = Stabilise(self.p, self.report)  # its pose and mask histories fill from here on
         subscribe_poses(self, self.p("pose_source"), self._on_pose, 10)
-        self.masks = StampHistory(10)  # (H,W) bool, instruments: pixels the stabiliser never blends
         if self.p("temporal_use_mask"):
             self.create_subscription(Image, "mask", self._on_mask, qos)
-        self.stabiliser = DepthStabiliser()
-        self.stabilised_pose: np.ndarray | None = None  # the camera pose of the stabiliser's last output
-        self.blended: deque = deque(maxlen=10000)  # (monotonic s, fraction of the frame blended, or NaN: none)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
         self.create_timer(1.0, self._publish_diagnostics)
         if self.parameter_error and not self.p("lifecycle"):
@@ -252,9 +244,8 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE  # stays unconfigured; set weights and configure again
         self.stages = Stages(DIAGNOSTICS_WINDOW_S, sync=torch.cuda.synchronize if self.predictor is not None and
                              self.predictor.device.type == "cuda" else None)
-        self.stereo = LiveStereoScale(StereoScale(self.p("stereo_downscale"), self.p("stereo_num_disparities"),
-                                                  smoothing=self.p("stereo_smoothing")),
-                                      self.p("stereo_matcher"), self.p("stereo_rate"), self.stages)
+        self.pipeline = DepthPipeline(self.predictor, self.eyes, self.p, self.report, self.stages, self.stabilise,
+                                      self.right_topic)
         for eye in self.eyes:
             prefix = "right/" if eye == "right" else ""
             outputs = ((Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"),
@@ -280,7 +271,7 @@ class DepthNode(LifecycleNode):
             for pub in vars(outputs).values():
                 self.destroy_lifecycle_publisher(pub)
         self.outputs = {}
-        self.predictor = None
+        self.predictor = self.pipeline = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -293,7 +284,8 @@ class DepthNode(LifecycleNode):
         if self.worker is not None:
             self.worker.join(timeout=5.0)
             self.worker = None
-            self.stereo.close()
+            if self.pipeline is not None:
+                self.pipeline.close()
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -315,16 +307,21 @@ class DepthNode(LifecycleNode):
             return self._model_error(f"device: {e}")
         try:
             net = load_depth_net(weights, base_weights=self.p("base_weights") or None)
-            self.predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
-                                            self.p("precision"), self.p("min_depth"), self.p("max_depth"),
-                                            compile=self.p("compile"), batch_size=len(self.eyes),
-                                            stand_in=self.p("stand_in_network"))
+            predictor = DepthPredictor(net, (self.p("input_height"), self.p("input_width")), device,
+                                       self.p("precision"), self.p("min_depth"), self.p("max_depth"),
+                                       compile=self.p("compile"), batch_size=len(self.eyes),
+                                       stand_in=self.p("stand_in_network"), backend=self.p("backend"),
+                                       providers=parse_providers(self.p("onnx_providers")),
+                                       check=self.p("backend_check"), say=self.get_logger().warning)
         except Exception as e:  # DaresError names the file and the fix; anything else is still reported, not raised
             return self._model_error(f"weights: {e}" if isinstance(e, DaresError) else
                                      f"weights: {weights}: {type(e).__name__}: {e}")
-        height, width = self.predictor.size
+        self.predictor = predictor
+        if self.pipeline is not None:  # swapped live: the next frame takes it
+            self.pipeline.predictor = predictor
+        height, width = predictor.size
         self.get_logger().info(f"loaded {weights} ({net.config.encoder}, {net.config.mode}) on {device}, "
-                               f"network input {height}x{width}")
+                               f"network input {height}x{width}, backend {predictor.backend}")
         return ""
 
     def _on_change(self, param) -> str:
@@ -341,7 +338,7 @@ class DepthNode(LifecycleNode):
         if not self.active:
             return
         now = time.monotonic()
-        self._note("inputs" if side == "left" else "right_inputs", now)
+        self.events.note("inputs" if side == "left" else "right_inputs", now)
         pairs = self._needs_pairs()
         if side == "right" and not pairs:
             return
@@ -349,8 +346,8 @@ class DepthNode(LifecycleNode):
         order = self.timeline.order(side, stamp)
         if order is Order.TIME_WENT_BACK:
             self.matcher.restart()
-            self.poses.clear()
-            self.masks.clear()
+            self.stabilise.poses.clear()
+            self.stabilise.masks.clear()
             topic = self.left_topic if side == "left" else self.right_topic
             self.get_logger().info(self.timeline.went_back(topic, stamp, "stereo pairing starts again" if pairs else
                                                            "depth goes on"))
@@ -361,48 +358,32 @@ class DepthNode(LifecycleNode):
             return
         pair = self.matcher.add(side, stamp, msg)
         if pair is not None:
-            self._note("pairs", now)
+            self.events.note("pairs", now)
             self.mailbox.put(Frame(*pair, now))
-
-    def _note(self, kind: str, when: float | None = None, count: int = 1) -> None:
-        self.recent[kind].extend([time.monotonic() if when is None else when] * count)
-
-    def _recent(self, kind: str) -> int:
-        """How many `kind` events happened in the last DIAGNOSTICS_WINDOW_S."""
-        times, start = self.recent[kind], time.monotonic() - DIAGNOSTICS_WINDOW_S
-        while times and times[0] < start:
-            times.popleft()
-        return len(times)
 
     def report(self, topic: str, problem: str, skipped: bool = True) -> None:
         """A problem with a frame: one throttled error line per topic and problem (every 5 s at most); skipped: the
         frame was not published (else it was, with less: an uncalibrated camera's depth without points)."""
         self.bad_inputs += skipped
-        self._note("problems")
+        self.events.note("problems")
         self.last_error = f"{topic}: {problem}"
         self._log_throttled((topic, problem), f"{topic}: {problem}" + (" (frame skipped)" if skipped else ""))
 
     def _on_message_lost(self, topic: str, info) -> None:
         """Messages the DDS transport reported lost (never seen by the node), with the usual cause and its fix."""
         self.lost_in_transport += info.total_count_change
-        self._note("problems", count=info.total_count_change)
+        self.events.note("problems", count=info.total_count_change)
         self.last_error = f"{topic}: {info.total_count} messages lost in transport"
         self._log_throttled((topic, "lost"), f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
 
     def _check_pairing(self) -> None:
         """Left images arrive but none finds a right partner: say why (no right image at all, or stamps apart)."""
-        if not (self.active and self._needs_pairs() and self._recent("inputs") and not self._recent("pairs")):
+        events = self.events
+        if not (self.active and self._needs_pairs() and events.recent("inputs") and not events.recent("pairs")):
             return
-        self._note("problems")
-        window = f"in the last {DIAGNOSTICS_WINDOW_S:.0f} s"
-        if not self._recent("right_inputs"):
-            self.last_error = (f"{self.right_topic}: no right image {window}; remap right/image_rect and "
-                               "right/camera_info to the right camera, or set scale_mode: relative (and eyes: left)")
-        else:
-            self.last_error = (f"{self.right_topic}: right images arrive but none matched a left stamp within "
-                               f"sync_tolerance {self.p('sync_tolerance')} s {window} (nearest "
-                               f"{self.matcher.nearest_gap:.3f} s apart); stamp both eyes from one clock or raise "
-                               "sync_tolerance")
+        events.note("problems")
+        self.last_error = self.matcher.why_unpaired(self.right_topic, bool(events.recent("right_inputs")),
+                                                    f"in the last {DIAGNOSTICS_WINDOW_S:.0f} s")
         self._log_throttled((self.right_topic, "unpaired"), self.last_error)
 
     def _log_throttled(self, key: tuple[str, str], line: str) -> None:
@@ -411,12 +392,6 @@ class DepthNode(LifecycleNode):
         if now - self._last_report.get(key, -1e9) >= 5.0:
             self._last_report[key] = now
             self.get_logger().error(line)
-
-    def _to_rgb(self, msg, topic: str) -> np.ndarray:
-        try:
-            return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
-        except ConversionError as e:
-            raise ConversionError(e.problem, topic) from None
 
     # --- worker ---------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -427,7 +402,7 @@ class DepthNode(LifecycleNode):
             try:
                 with self.stages.frame():
                     self._process(frame)
-            except (ConversionError, FrameSkipped) as e:
+            except FrameProblem as e:
                 self.report(e.topic or self.left_topic, e.problem)
             except Exception as e:  # a bug must not stop a node in an operating room: report and go on
                 if not self.context.ok():
@@ -436,138 +411,38 @@ class DepthNode(LifecycleNode):
 
     def _process(self, frame: Frame) -> None:
         if self.predictor is None:
-            raise FrameSkipped("weights", self.last_error or "no model loaded")
+            raise FrameProblem(self.last_error or "no model loaded", "weights")
         left_info, right_info = self.left_info, self.right_info
         with self.stages("receive"):
-            left = self._to_rgb(frame.left, self.left_topic)
-            K = self._intrinsics(left_info, left, "left/camera_info")
-            right = None if frame.right is None else self._right_image(frame.right, right_info, left)
-            right_K = None if right is None else self._intrinsics(right_info, right, "right/camera_info")
-        if self.eyes == ("left",):
-            images, infos, Ks, messages = [left], [left_info], [K], [frame.left]
-        elif right is None:  # eyes: both, a lone left frame queued before pairing started
-            raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
-        else:
-            images, infos, messages = [left, right], [left_info, right_info], [frame.left, frame.right]
-            Ks = [K, right_K]
-        with self.stages("receive"):
-            batch = torch.from_numpy(np.stack(images)) if len(images) > 1 else torch.from_numpy(left)[None]
-        depth = self.predictor.predict(batch, stages=self.stages).depth  # (eyes,H,W) on the model's device
-        with self.stages("stereo_scale"):
-            scale = self._metric_scale(left, right, depth[0], K, right_K, right_info)
-        if self.frame_scale > 0 and scale > 0:  # how much the scale moved since the last frame (log ratio)
-            self.scale_changes.append((time.monotonic(), abs(math.log(scale / self.frame_scale))))
-        self.frame_scale = scale
-        depth = depth.float() * scale
-        if self.p("temporal_weight"):
-            with self.stages("temporal"):
-                depth[0] = self._stabilise(depth[0], left, stamp_seconds(frame.left.header.stamp), K)
-        for eye, rgb, info, eye_K, msg, eye_depth in zip(self.eyes, images, infos, Ks, messages, depth):
-            header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
-            out = depth_outputs(eye_depth, rgb, info, header, eye_K, self.p("point_stride"),
-                                self.p("publish_points"), self.p("publish_colored"),
-                                self.stages)  # points back-projected on device
-            with self.stages("publish"):
-                self.outputs[eye].publish(out)
+            left = to_rgb8(frame.left, self.left_topic)
+            right = None if frame.right is None else to_rgb8(frame.right, self.right_topic)
         stamp = stamp_seconds(frame.left.header.stamp)
+        eyes = self.pipeline(FrameIn(left, left_info and camera(left_info), right, right_info and camera(right_info),
+                                     stamp))
+        for eye, out, info, msg in zip(self.eyes, eyes, (left_info, right_info), (frame.left, frame.right)):
+            header = Header(stamp=msg.header.stamp, frame_id=self._frame_id(eye, msg))
+            messages = output_messages(out, info, header, self.stages)
+            with self.stages("publish"):
+                self.outputs[eye].publish(messages)
         self.stamp_ages.append(self.get_clock().now().nanoseconds * 1e-9 - stamp)
         self.latencies.append(time.monotonic() - frame.received)
-        self._note("published")
+        self.events.note("published")
         self.published += 1
 
     def _on_pose(self, header, pose) -> None:
         T = pose_matrix(pose)
         if np.isfinite(T).all():
-            self.poses.add(stamp_seconds(header.stamp), T)
+            self.stabilise.poses.add(stamp_seconds(header.stamp), T)
 
     def _on_mask(self, msg: Image) -> None:
         try:
-            self.masks.add(stamp_seconds(msg.header.stamp), read_mask(msg))
+            self.stabilise.masks.add(stamp_seconds(msg.header.stamp), read_mask(msg))
         except ConversionError as e:
             self.report(e.topic or "mask", e.problem, skipped=False)
-
-    def _stabilise(self, depth_m: torch.Tensor, rgb: np.ndarray, stamp: float, K: np.ndarray | None) -> torch.Tensor:
-        """The left eye's depth (H,W) metres stabilised with the previous output, carried along the optical flow
-        from the previous image to this one, rgb (H,W,3), and moved by the camera's motion since, never blended
-        where the mask marks instruments (temporal_use_mask); unchanged (and the stabiliser restarted) without a
-        pose at this stamp, intrinsics, or the mask asked for."""
-        tolerance, wait = self.p("sync_tolerance"), self.p("temporal_pose_wait")
-        pose = None if K is None else self.poses.at(stamp, tolerance, wait)
-        mask = None
-        if pose is not None and self.p("temporal_use_mask"):
-            mask = self.masks.at(stamp, tolerance, wait)
-            if mask is None:
-                self.report("mask", "no mask at this frame's stamp (temporal_use_mask): its depth went out "
-                                    "unstabilised; publish the mask with the image's stamp", skipped=False)
-        if pose is None or (mask is None and self.p("temporal_use_mask")):
-            self.stabiliser.reset()
-            self.stabilised_pose = None
-            self.blended.append((time.monotonic(), math.nan))
-            return depth_m
-        self.stabiliser.weight, self.stabiliser.tolerance, self.stabiliser.scale_weight = (
-            self.p("temporal_weight"), self.p("temporal_tolerance"), self.p("temporal_scale_weight"))
-        motion = None if self.stabilised_pose is None else np.linalg.inv(pose) @ self.stabilised_pose
-        stabilised, blended = stabilise_on_grid(self.stabiliser, depth_m, rgb, K, motion, mask)
-        self.stabilised_pose = pose
-        self.blended.append((time.monotonic(), blended))
-        return stabilised
-
-    def _temporal(self) -> dict:
-        """The stabiliser over the diagnostics window: the median % of each frame blended with the previous output,
-        and the frames that went out unstabilised (no camera pose, or no mask where temporal_use_mask asks)."""
-        since = time.monotonic() - DIAGNOSTICS_WINDOW_S
-        recent = np.array([b for t, b in self.blended if t >= since])
-        posed = recent[np.isfinite(recent)]
-        return {"temporal_blended_p50_pct": f"{100 * np.median(posed):.1f}" if posed.size else "nan",
-                "temporal_unstabilised_frames": str(int(np.isnan(recent).sum()))}
 
     def _frame_id(self, eye: str, msg) -> str:
         """frame_id names the left output frame; the right eye keeps its image's frame_id (both as tf2 takes them)."""
         return self.frame_ids((eye == "left" and self.p("frame_id")) or msg.header.frame_id)
-
-    def _intrinsics(self, info: CameraInfo | None, image: np.ndarray, topic: str) -> np.ndarray | None:
-        """(3,3) intrinsics of an eye's image (P when rectified, else K); None when its camera is uncalibrated
-        (reported: its depth is still published, without points)."""
-        rectified = self.p("rectified")
-        try:
-            K = checked_intrinsics(info, image.shape, topic, rectified)
-        except Uncalibrated as e:
-            self.intrinsics_source = "uncalibrated"
-            self.report(topic, e.problem, skipped=False)
-            return None
-        self.intrinsics_source = "P (rectified)" if rectified and any(info.p) else "K"
-        return K
-
-    def _right_image(self, msg, info: CameraInfo | None, left: np.ndarray) -> np.ndarray:
-        right = self._to_rgb(msg, self.right_topic)
-        if right.shape != left.shape:
-            raise FrameSkipped(self.right_topic, f"is {right.shape[1]}x{right.shape[0]} but left is {left.shape[1]}x"
-                                                 f"{left.shape[0]}; publish a rectified pair of one size")
-        return right
-
-    def _metric_scale(self, left: np.ndarray, right: np.ndarray | None, depth: torch.Tensor, K: np.ndarray | None,
-                      right_K: np.ndarray | None, right_info: CameraInfo | None) -> float:
-        """Metres per model depth unit; depth: (H,W) of the left eye in model units; K, right_K: the eyes'
-        intrinsics, None when uncalibrated (stereo scale then pauses: relative scale, already reported)."""
-        mode = self.p("scale_mode")
-        if mode == "fixed":
-            return self.p("fixed_scale")
-        if mode == "relative" or (right is not None and (K is None or right_K is None)):
-            return MM
-        if right is None:  # switched to stereo while this left frame was queued
-            raise FrameSkipped(self.right_topic, "waiting for a right frame matching the left stamp")
-        if not np.isfinite(self.stereo.scale_for(left, right, depth.cpu().numpy(), K[0, 0],
-                                                 stereo_baseline(right_info))):  # no scale yet
-            raise FrameSkipped(self.right_topic, f"too few stereo matches for a first scale "
-                                                 f"({self.stereo.confidence:.0%} valid); check rectification and "
-                                                 "stereo_num_disparities")
-        self.scale, self.scale_confidence = self.stereo.scale, self.stereo.confidence
-        if self.stereo.age() > self.p("stereo_max_age"):
-            self.report(self.right_topic, f"the stereo scale is {self.stereo.age():.1f} s old (stereo_max_age "
-                                          f"{self.p('stereo_max_age'):g} s): stereo matching finds too few "
-                                          "matches, or SGBM is slower than stereo_rate; depth keeps the last scale",
-                        skipped=False)
-        return self.scale
 
     # --- diagnostics ----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -575,7 +450,7 @@ class DepthNode(LifecycleNode):
         wrong, WARN while published with problems (bad or lost frames) or while no image arrives, ERROR while
         images arrive (or no model is loaded) and nothing is published."""
         self._check_pairing()
-        published, problems, inputs = (self._recent(k) for k in ("published", "problems", "inputs"))
+        published, problems, inputs = (self.events.recent(k) for k in ("published", "problems", "inputs"))
         rate = published / DIAGNOSTICS_WINDOW_S
         window = f"the last {DIAGNOSTICS_WINDOW_S:.0f} s"
         status = DiagnosticStatus(name=DEPTH_STATUS, hardware_id=self.get_fully_qualified_name())
@@ -591,32 +466,21 @@ class DepthNode(LifecycleNode):
             status.message = f"publishing at {rate:.1f} Hz with {problems} problem(s) in {window}: {self.last_error}"
         else:
             status.level, status.message = DiagnosticStatus.OK, f"publishing depth at {rate:.1f} Hz"
-        latency = np.array(self.latencies) if self.latencies else np.full(1, np.nan)
-        stamp_age = np.median(self.stamp_ages) if self.stamp_ages else float("nan")
+        latency = np.array(self.latencies or [np.nan])
         values = {
             "rate_hz": f"{rate:.2f}", "latency_p50_s": f"{np.percentile(latency, 50):.4f}",
-            "latency_p99_s": f"{np.percentile(latency, 99):.4f}", "stamp_age_p50_s": f"{stamp_age:.4f}",
+            "latency_p99_s": f"{np.percentile(latency, 99):.4f}",
+            "stamp_age_p50_s": f"{np.median(self.stamp_ages or [np.nan]):.4f}",
             "published": str(self.published), "dropped_frames": str(self.mailbox.dropped),
             "bad_inputs": str(self.bad_inputs), "lost_in_transport": str(self.lost_in_transport),
             "problems_in_window": str(problems), "time_jumps_back": str(self.timeline.jumps),
-            "intrinsics": self.intrinsics_source, "scale_mode": self.p("scale_mode"),
-            "scale_m_per_unit": f"{self.scale:.6g}", "scale_confidence": f"{self.scale_confidence:.3f}",
-            "scale_age_s": f"{self.stereo.age():.2f}" if self.worker is not None else "nan",
-            **self._scale_change(),
-            **self._temporal(),
+            "scale_mode": self.p("scale_mode"),
+            **(self.pipeline.diagnostics(DIAGNOSTICS_WINDOW_S) if self.pipeline is not None else IDLE_PIPELINE),
+            **self.stabilise.summary(DIAGNOSTICS_WINDOW_S),
             **{f"stage_{name}_ms": f"{ms:.2f}" for name, ms in self.stages.medians_ms().items()},
             "last_error": self.last_error if problems or self.predictor is None else "",
         }
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
-
-    def _scale_change(self) -> dict:
-        """The scale's frame-to-frame change in %, median and largest over the diagnostics window."""
-        since = time.monotonic() - DIAGNOSTICS_WINDOW_S
-        changes = [c for t, c in self.scale_changes if t >= since]
-        if not changes:
-            return {"scale_change_p50_pct": "nan", "scale_change_max_pct": "nan"}
-        return {"scale_change_p50_pct": f"{100 * math.expm1(float(np.median(changes))):.3f}",
-                "scale_change_max_pct": f"{100 * math.expm1(max(changes)):.3f}"}
 
     def destroy_node(self):
         self._stop_worker()

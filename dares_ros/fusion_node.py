@@ -38,6 +38,7 @@ from visualization_msgs.msg import Marker
 
 from dares_core.errors import DaresError
 from dares_core.reconstruct import TsdfFusion, scale_translation
+from dares_core.sync import Order, Timeline, nearest_by_stamp
 from dares_core.timing import Stages
 
 from .conversions import (
@@ -56,7 +57,6 @@ from .conversions import (
 )
 from .graph import POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
 from .params import Param, ParamTable, Rule
-from .sync import Order, Timeline, nearest_by_stamp
 
 QUEUE = 30  # depth images, poses and colour images waiting for their match
 UNCOLOURED = 160  # grey of a surface seen without a colour image

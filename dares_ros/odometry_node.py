@@ -35,6 +35,7 @@ from dares_core.inference import resolve_device
 from dares_core.pose import load_pose_net, pose_units, poses_of_pairs
 from dares_core.preprocess import resize_like_official, to_unit_tensor
 from dares_core.reconstruct import scale_translation
+from dares_core.sync import Order, Timeline
 
 from .conversions import (
     OUTPUT_QUEUE_DEPTH,
@@ -49,7 +50,6 @@ from .conversions import (
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import DEPTH_STATUS, ODOMETRY_STATUS
 from .params import Param, ParamTable, Rule
-from .sync import Order, Timeline
 
 SCALE_SOURCES = ("depth_node", "fixed")
 INPUT_SIDE = dict(range=(28, 4096), zero_means="the size the weights were trained at, else the official")

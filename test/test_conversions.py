@@ -9,17 +9,18 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from dares_core.camera import Uncalibrated
+from dares_core.pipeline import eye_outputs
 from dares_core.visualize import colorize_inverse_depth
 from dares_ros.conversions import (
     IMAGE_ENCODINGS,
     ConversionError,
     FrameIds,
-    Uncalibrated,
     compressed_to_rgb8,
     depth_image,
-    depth_outputs,
     image_to_rgb8,
     intrinsics,
+    output_messages,
     point_cloud,
     read_mask,
     read_point_cloud,
@@ -170,6 +171,10 @@ def test_rectified_images_are_measured_with_p_and_raw_ones_with_k():
     np.testing.assert_allclose(intrinsics(info, rectified=False), [[300, 0, 170], [0, 300, 128], [0, 0, 1]])
     only_k = CameraInfo(k=info.k)  # a publisher that fills K alone: its images are taken as they are
     np.testing.assert_allclose(intrinsics(only_k), intrinsics(info, rectified=False))
+
+
+def depth_outputs(depth, rgb, info, header, K):
+    return output_messages(eye_outputs(depth, rgb, K), info, header)
 
 
 def test_depth_outputs_follow_the_intrinsics_they_are_given():

@@ -16,7 +16,8 @@ from PIL import Image as PILImage
 
 from dares_core.errors import DaresError
 from dares_ros.tools.bag import Topics, bag_info
-from dares_ros.tools.demo import NAMESPACE, OUTPUTS, Arrivals, check_demo_folder
+from dares_ros.tools.demo import check_demo_folder
+from dares_ros.tools.demo.harness import NAMESPACE, OUTPUTS, Arrivals
 
 FRAMES = 12
 

@@ -640,3 +640,36 @@ def test_diagnostics_tell_what_is_published_now(assets, tmp_path):
     finally:
         h.close()
         stop_node(proc)
+
+
+def test_the_onnxruntime_backend_runs_checked_and_says_so_in_diagnostics(assets, tmp_path):
+    """backend onnxruntime: the node exports its graph once, checks it against torch on a probe image, runs it on the
+    first provider there is (TensorRT and CUDA are named missing on a CPU-only install), and its depth is torch's."""
+    root, weights, frames = assets
+    ns = f"/t{os.getpid()}_onnx"
+    log = tmp_path / "onnx.log"
+    os.environ["DARES_CACHE"] = str(tmp_path / "cache")  # the node inherits it
+    try:
+        proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                          "backend:=onnxruntime", log=log)
+    finally:
+        del os.environ["DARES_CACHE"]
+    h = Harness(ns)
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    try:
+        assert h.wait_for(lambda: h.received["depth"], timeout=120,
+                          publish=lambda: h.publish(rgb_image(frames[0]["l"]), info)), log.read_text()
+        assert h.wait_for(lambda: latest_status(h)[2].get("backend", "").startswith("onnxruntime"), timeout=10,
+                          publish=lambda: h.publish(rgb_image(frames[0]["l"]), info)), log.read_text()
+        values = latest_status(h)[2]
+        assert values["backend"] == "onnxruntime CPUExecutionProvider"
+        assert float(values["backend_check_rel_diff"]) < 1e-3
+        text = log.read_text()
+        assert "TensorrtExecutionProvider) is not in this install" in text and "checked against torch" in text
+        assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+        torch_mm = DepthPredictor(load_depth_net(weights), (56, 70)).predict(
+            torch.from_numpy(frames[0]["l"])[None]).depth[0].numpy()
+        np.testing.assert_allclose(read_depth_image(h.received["depth"][-1]), torch_mm * 1e-3, rtol=1e-4)
+    finally:
+        h.close()
+        stop_node(proc)

@@ -8,7 +8,7 @@ from dares_core.data.scared import gt_path, image_path, read_gt_depth
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
 from dares_core.names import STEREO_MATCHERS
 from dares_core.stereo_scale import LiveStereoScale, StereoScale
-from dares_ros.sync import JUMP_BACK_S, Order, StereoMatcher, Timeline
+from dares_core.sync import JUMP_BACK_S, Order, StereoMatcher, Timeline
 
 
 def test_pairs_within_tolerance_and_never_goes_back_in_time():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..commands.options import IMAGE_SIDE, POSITIVE_INT
+from ..commands.options import IMAGE_SIDE, POSITIVE_INT, add_backend_options, backend_options
 from ..names import ENCODERS, PRECISIONS
 from . import Benchmark
 from .results import result_name
@@ -13,9 +13,11 @@ from .results import result_name
 def bench_model(encoder: str = "vits", height: int | None = None, width: int | None = None, batch: int = 1,
                 device: str = "cpu",
                 precision: str = "fp32", rounds: int = 10, calls: int = 5, weights: Path | None = None,
-                compile: bool = False) -> dict:
-    """Our deployment path (and with `compile` the compiled one) vs the reference path on the same network
-    and input; returns the record with each path's speedup and max |disparity difference| to the reference."""
+                compile: bool = False, backend: str = "torch", providers: tuple = ()) -> dict:
+    """Our deployment path (with `compile` the compiled one too; with backend onnxruntime ONNX Runtime's on the
+    first of `providers` there is, as DepthPredictor runs it after its check) vs the reference path on the same
+    network and input; returns the record with each path's speedup and max |disparity difference| to the
+    reference."""
     import copy
     import time
 
@@ -45,6 +47,10 @@ def bench_model(encoder: str = "vits", height: int | None = None, width: int | N
         start = time.perf_counter()
         predictors["ours compiled"] = DepthPredictor(copy.deepcopy(net), (height, width), dev, precision, compile=True)
         compile_s = round(time.perf_counter() - start, 1)
+    if backend == "onnxruntime":
+        onnx = DepthPredictor(copy.deepcopy(net), (height, width), dev, precision, batch_size=batch,
+                              backend="onnxruntime", providers=providers)
+        predictors[f"ours {onnx.backend}"] = onnx  # "ours torch" where the check refused it
     images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8)
     floats = images.permute(0, 3, 1, 2).float().div(255).to(dev)
 
@@ -89,7 +95,7 @@ def bench_model(encoder: str = "vits", height: int | None = None, width: int | N
         "benchmark": "model", "machine": machine(dev),
         "settings": {"encoder": encoder if weights is None else net.config.encoder, "input": f"{height}x{width}",
                      "batch": batch, "precision": precision, "torch_threads": torch.get_num_threads(),
-                     "compile": compile},
+                     "compile": compile, **({"backend": backend} if backend != "torch" else {})},
         "paths": paths, "speedup": max(paths[label]["speedup"] for label in predictors),
         "note": "reference: unmerged LoRA, 4 heads, eager fp32; ours: DepthPredictor (merged, 1 head, "
                 "inference_mode, channels-last, uint8 in, depth out); compiled: the same through torch.compile "
@@ -116,13 +122,15 @@ class ModelBenchmark(Benchmark):
         p.add_argument("--rounds", type=POSITIVE_INT, default=10, help="interleaved rounds (default 10)")
         p.add_argument("--calls", type=POSITIVE_INT, default=5, help="calls per path per round (default 5)")
         p.add_argument("--compile", action="store_true", help="also measure our path through torch.compile")
+        add_backend_options(p)
 
     def measure(self, args) -> dict:
         return bench_model(args.encoder, args.height, args.width, args.batch, args.device, args.precision,
-                           args.rounds, args.calls, args.weights, args.compile)
+                           args.rounds, args.calls, args.weights, args.compile, **backend_options(args))
 
     def name(self, args, record: dict) -> str:
-        return result_name(record, "encoder", "input", "batch", "precision")
+        return result_name(record, "encoder", "input", "batch", "precision") + (
+            f"-{args.backend}" if args.backend != "torch" else "")
 
     def report(self, record: dict, path) -> str:
         return f"reference {record['paths']['reference']['median_ms']} ms; " + "; ".join(

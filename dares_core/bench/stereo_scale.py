@@ -17,6 +17,7 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
     scenes of `seeds` (the demo's size and length, scenes the scale was never tuned on), depth from `weights`
     (default: the demo model). A frame's error is median(gt) / median(scaled depth) - 1 over
     its pixels with ground truth (0 is exact); summarised over all frames of all seeds."""
+    import math
     import tempfile
     import time
 
@@ -25,11 +26,12 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
 
     from ..data.scared import gt_path, image_path, read_gt_depth
     from ..data.synthetic import SynthConfig, generate_sequence, sequence_folder
+    from ..errors import FrameProblem
     from ..evaluate import MAX_DEPTH, MIN_DEPTH
     from ..inference import DepthPredictor
     from ..model.weights import DEMO_MODEL, load_depth_net
+    from ..pipeline import STEREO_SETTINGS, MetricScale
     from ..preprocess import read_rgb
-    from ..stereo_scale import LiveStereoScale, StereoScale
     from .results import machine
 
     weights = Path(weights or DEMO_MODEL)
@@ -41,7 +43,7 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
         for seed in seeds:
             cfg = SynthConfig(width=width, height=height, frames=frames, sequences=1, seed=seed)
             generate_sequence(cfg, 0, Path(tmp) / str(seed))
-            folder, fx = Path(tmp) / str(seed), float(cfg.intrinsics()[0, 0])
+            folder, K, baseline_m = Path(tmp) / str(seed), cfg.intrinsics(), cfg.baseline_mm / 1000
             pairs, truths = [], []
             for frame in range(1, frames + 1):
                 left, right = (read_rgb(image_path(folder, sequence_folder(0), frame, side)) for side in "lr")
@@ -49,17 +51,22 @@ def bench_stereo_scale(weights: Path | None = None, width: int = 320, height: in
                 pairs.append((left, right, model_depth))
                 truths.append(read_gt_depth(gt_path(folder, sequence_folder(0), frame)))
             for label, (matcher, stereo_rate) in ways.items():
-                path_ratios, stereo = ratios[label], LiveStereoScale(StereoScale(), matcher, stereo_rate)
+                settings = {**STEREO_SETTINGS, "scale_mode": "stereo", "stereo_matcher": matcher,
+                            "stereo_rate": stereo_rate, "stereo_max_age": math.inf}
+                stage = MetricScale(settings.get, lambda *_, **__: None)  # the node's own scale stage
                 start = time.monotonic()
                 for i, ((left, right, model_depth), gt) in enumerate(zip(pairs, truths)):
                     time.sleep(max(0.0, start + i / cfg.fps - time.monotonic()))  # frames at the camera's rate
                     begin = time.perf_counter()
-                    scale = stereo.scale_for(left, right, model_depth, fx, cfg.baseline_mm)
+                    try:  # metres per unit from a baseline in metres: times 1000 for mm, as the ground truth
+                        scale = 1000 * stage(left, right, torch.from_numpy(model_depth), K, K, baseline_m)
+                    except FrameProblem:  # too few matches for a first scale
+                        scale = math.nan
                     costs[label].append(time.perf_counter() - begin)
                     valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & np.isfinite(model_depth)
-                    path_ratios.append(float(np.median(gt[valid]) / np.median(scale * model_depth[valid])))
-                stereo.close()
-                measured[label] = measured.get(label, 0) + stereo.measurements
+                    ratios[label].append(float(np.median(gt[valid]) / np.median(scale * model_depth[valid])))
+                stage.close()
+                measured[label] = measured.get(label, 0) + (stage.stereo.measurements if stage.stereo else 0)
     paths = {}
     for label, r in ratios.items():
         errors = np.array(r) - 1.0
@@ -83,13 +90,14 @@ class StereoScaleBenchmark(Benchmark):
     help = ("the node's stereo scale against ground truth: sparse matches of every frame, SGBM on every frame, and "
             "SGBM from its worker at stereo_rate")
     title = "Stereo scale against ground truth: sparse matches, SGBM on every frame, or SGBM in a worker"
-    prose = ("`dares bench stereo-scale`: the depth node's metric scale (StereoScale through LiveStereoScale, as the",
-             "node runs it) on synthetic scenes of seeds it was never tuned on. A frame's error is median(gt) /",
-             "median(scaled depth) - 1. `sparse` (stereo_matcher sparse, the default) matches a grid of pixels of",
-             "every frame's own pair; `sgbm, every frame` is stereo_matcher sgbm with stereo_rate 0; the `sgbm`",
-             "worker gets the newest pair at most stereo_rate times a second while frames arrive at the camera's",
-             "rate, and every frame folds its own depth's ratio to the newest stereo map. `frame path`: median ms",
-             "a frame's scale costs the node at this size; `measurements`: sparse matches or SGBM maps made.")
+    prose = ("`dares bench stereo-scale`: the depth node's own metric-scale stage (dares_core.pipeline.MetricScale,",
+             "at the node's stereo defaults) on synthetic scenes of seeds it was never tuned on. A frame's error is",
+             "median(gt) / median(scaled depth) - 1. `sparse` (stereo_matcher sparse, the default) matches a grid",
+             "of pixels of every frame's own pair; `sgbm, every frame` is stereo_matcher sgbm with stereo_rate 0;",
+             "the `sgbm` worker gets the newest pair at most stereo_rate times a second while frames arrive at the",
+             "camera's rate, and every frame folds its own depth's ratio to the newest stereo map. `frame path`:",
+             "median ms a frame's scale costs the node at this size; `measurements`: sparse matches or SGBM maps",
+             "made.")
     columns = ("settings", "path", "median error", "mean abs error", "p90 abs error", "frame path ms", "frames",
                "measurements", "file")
 

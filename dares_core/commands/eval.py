@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DaresError
-from .options import FORCE_INTO_FOLDER, add_network_options, add_weights_options, progress_bar
+from .options import FORCE_INTO_FOLDER, add_network_options, add_weights_options, backend_options, progress_bar
 
 NAME = "eval"
 HELP = "SCARED depth metrics (official protocol) or pose ATE"
@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..evaluate import evaluate_pose, load_array, load_npz_data, write_depth_report
+    from ..evaluate import evaluate_depth, evaluate_pose, load_array, load_npz_data, write_depth_report
     from ..files import EVAL_ENTRIES, check_output_folder
 
     if args.pred_poses or args.gt_poses:
@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> None:
         source = {"pred_disps": str(args.pred_disps)}
     else:
         disps, gt, source, temporal = _predict_split(args)
-    from ..evaluate import evaluate_depth
-
     evaluation = evaluate_depth(disps, gt, median_scaling=not args.no_median_scaling)
     print(evaluation.table())
     if temporal:
@@ -83,7 +81,8 @@ def _predict_split(args: argparse.Namespace):
         raise DaresError("evaluate either --pred-disps with --gt-depths, or --weights with --data")
     split_dir = args.split_dir or default_split_dir(args.data)
     predictor = DepthPredictor(load_depth_net(args.weights, base_weights=args.base_weights),
-                               (args.height, args.width), args.device, args.precision, compile=args.compile)
+                               (args.height, args.width), args.device, args.precision, compile=args.compile,
+                               **backend_options(args))
     gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths", "(N,H,W) depths in mm")
     with progress_bar(len(gt), "predict") as bar:
         disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)

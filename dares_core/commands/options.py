@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from ..names import PRECISIONS
+from ..names import BACKENDS, PRECISIONS
 
 
 def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
@@ -62,6 +62,24 @@ def add_network_options(p, compute: bool = True) -> None:
         p.add_argument("--compile", action="store_true",
                        help="torch.compile the network first (faster per frame; ViT-S compiles in 30-40 s on a "
                             "2-core CPU)")
+        add_backend_options(p)
+
+
+def add_backend_options(p) -> None:
+    """--backend and --onnx-providers: where the network runs (dares_core.backends)."""
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="where the network runs: torch, or onnxruntime on the exported graph (cached; checked "
+                        "against torch on a probe image at start, and refused for torch above the tolerance)")
+    p.add_argument("--onnx-providers", default="tensorrt,cuda,cpu",
+                   help="with --backend onnxruntime: its execution providers in the order to try them (default "
+                        "tensorrt,cuda,cpu; a missing one is named and the next tried)")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """DepthPredictor's backend and providers from --backend and --onnx-providers."""
+    from ..backends import parse_providers
+
+    return {"backend": args.backend, "providers": parse_providers(args.onnx_providers)}
 
 
 def add_input_size_options(p) -> None:

@@ -15,13 +15,13 @@ import numpy as np
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
+from dares_core.camera import Uncalibrated
 from dares_core.data.recording import RecordingOptions, prepare_recording
 from dares_core.errors import DaresError
 from dares_core.reconstruct import scale_translation
 
 from ...conversions import (
     ConversionError,
-    Uncalibrated,
     compressed_to_rgb8,
     image_to_rgb8,
     intrinsics,

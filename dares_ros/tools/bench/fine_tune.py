@@ -1,4 +1,4 @@
-"""`dares bench fine-tune`: the README's own-endoscope loop measured on a scope the built-in model never saw.
+"""`dares bench fine-tune`: docs/own-endoscope.md's loop measured on a scope the built-in model never saw.
 
 A 16:9 wide-angle stereo scope (SCOPE) is recorded as a bag (compressed images, camera_info, poses) prepared by
 prepare-bag, or as a side-by-side MJPG video with an OpenCV stereo calibration prepared by prepare-video, and the

@@ -22,14 +22,9 @@ from ...graph import prepare_dds
 from ...names import NODE_TEMPORAL_SEEDS
 from .. import bag as bags
 from ..bag import Topics
-from ..demo import (
-    OUTPUTS,
-    demo_parameters,
-    logs_kept_on_failure,
-    recorded_frames,
-    replay_through_node,
-    temporal_stability,
-)
+from ..demo import demo_parameters, logs_kept_on_failure
+from ..demo.harness import OUTPUTS, replay_through_node
+from ..demo.scoring import recorded_frames, temporal_stability
 
 
 def score_recording(recorded: Path, topics: Topics) -> dict:

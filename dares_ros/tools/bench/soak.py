@@ -33,7 +33,7 @@ def _half(msg: Image, info: CameraInfo) -> tuple[Image, CameraInfo]:
     """The same frame at half resolution with matching intrinsics (a camera switching modes)."""
     import cv2
 
-    from ..conversions import image_to_rgb8, scale_camera_info
+    from ...conversions import image_to_rgb8, scale_camera_info
 
     rgb = image_to_rgb8(msg)
     small = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)

@@ -11,7 +11,10 @@ from dares_core.commands.options import (
     NON_NEGATIVE_FLOAT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
+    add_backend_options,
     add_input_size_options,
+    add_weights_options,
+    backend_options,
     progress_bar,
 )
 from dares_core.names import PRECISIONS
@@ -19,7 +22,7 @@ from dares_core.names import PRECISIONS
 from ...names import OUTPUT_NAMESPACE, RIG
 
 NAME = "bag"
-HELP = "rosbag2 tools: from-synth, from-scared, info, play, record, infer, eval"
+HELP = "rosbag2 tools: from-synth, from-scared, info, play, record, repair, infer, eval"
 DESCRIPTION = "Write, inspect, replay, record and run the model over rosbag2 bags (MCAP)."
 
 
@@ -81,8 +84,9 @@ def infer(args: argparse.Namespace) -> None:
     total = bag.bag_info(args.bag)["topics"]
     with progress_bar(None, "infer") as bar:
         result = bag.infer_bag(args.bag, args.weights, args.out, args.force, args.image_topic, args.info_topic,
-                               args.device or "auto", args.precision, (args.input_height, args.input_width),
-                               args.point_stride, args.fixed_scale, args.base_weights, progress=bar.update)
+                               args.device, args.precision, (args.input_height, args.input_width),
+                               args.point_stride, args.fixed_scale, args.base_weights, progress=bar.update,
+                               **backend_options(args))
     height, width = result["input_size"]
     print(f"wrote depth for {result['frames']} frames of {result['image_topic']} (network input {height}x{width}) "
           f"into {args.out} ({len(total)} input topics copied)")
@@ -129,11 +133,11 @@ def add_arguments(p) -> None:
         q.add_argument("--force", action="store_true", help="replace an existing output bag")
         q.set_defaults(action=write_sequence)
     q = sub.add_parser("info", help="topics, types, counts, duration and rates")
-    q.add_argument("bag", type=Path)
+    q.add_argument("bag", type=Path, help="a rosbag2 folder (or a .partial one a crash left)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(action=info)
     q = sub.add_parser("play", help="publish a bag at recorded timing with rclpy")
-    q.add_argument("bag", type=Path)
+    q.add_argument("bag", type=Path, help="the rosbag2 folder to play")
     q.add_argument("--rate", type=POSITIVE_FLOAT, default=1.0, help="playback speed factor")
     q.add_argument("--loop", action="store_true", help="start again at the end")
     q.add_argument("--start", type=NON_NEGATIVE_FLOAT, default=0.0, help="seconds into the bag to start at")
@@ -144,8 +148,8 @@ def add_arguments(p) -> None:
                    help="bag topics that must have a subscriber before playing starts (up to 30 s)")
     q.set_defaults(action=play)
     q = sub.add_parser("record", help="record live topics into an MCAP bag")
-    q.add_argument("topics", nargs="+")
-    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("topics", nargs="+", help="the topics to record")
+    q.add_argument("--out", type=Path, required=True, help="output bag folder")
     q.add_argument("--duration", type=POSITIVE_FLOAT, default=None, help="seconds (default: until Ctrl-C)")
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q.set_defaults(action=record)
@@ -155,25 +159,28 @@ def add_arguments(p) -> None:
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q.set_defaults(action=repair)
     q = sub.add_parser("infer", help="run the model over a bag's images offline into a new bag")
-    q.add_argument("bag", type=Path)
-    q.add_argument("--weights", type=Path, required=True)
-    q.add_argument("--base-weights", type=Path, default=None)
-    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("bag", type=Path, help="the bag whose left images get depth")
+    add_weights_options(q)
+    q.add_argument("--out", type=Path, required=True, help="output bag folder: every input message and /dares/*")
     q.add_argument("--image-topic", default=None, help="left image topic (default: the bag's */left/image_raw)")
     q.add_argument("--info-topic", default=None, help="left camera_info topic (default: */left/camera_info)")
     add_input_size_options(q)
-    q.add_argument("--point-stride", type=POSITIVE_INT, default=4)
+    q.add_argument("--point-stride", type=POSITIVE_INT, default=4,
+                   help="points of every Nth pixel in each direction, as the node's point_stride (default 4)")
     q.add_argument("--fixed-scale", type=POSITIVE_FLOAT, default=None,
                    help="metres per model unit (default: units read as mm)")
-    q.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    q.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    q.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    q.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision (default fp32)")
+    add_backend_options(q)
     q.add_argument("--force", action="store_true", help="replace an existing output bag")
     q.set_defaults(action=infer)
     q = sub.add_parser("eval", help="SCARED metrics of a bag's depth against its ground_truth/depth")
-    q.add_argument("bag", type=Path)
-    q.add_argument("--depth-topic", default=f"{OUTPUT_NAMESPACE}/depth/image")
-    q.add_argument("--gt-topic", default=None)
-    q.add_argument("--no-median-scaling", action="store_true")
+    q.add_argument("bag", type=Path, help="a bag holding depth and ground truth (e.g. from bag infer)")
+    q.add_argument("--depth-topic", default=f"{OUTPUT_NAMESPACE}/depth/image",
+                   help=f"the depth to score (default {OUTPUT_NAMESPACE}/depth/image)")
+    q.add_argument("--gt-topic", default=None, help="ground-truth depth (default: the bag's */ground_truth/depth)")
+    q.add_argument("--no-median-scaling", action="store_true",
+                   help="the depth is metric: no per-frame median scaling")
     q.add_argument("--out", type=Path, default=Path("dares_eval"),
                    help="folder for metrics.json and per_frame.csv (default ./dares_eval; an earlier evaluation's "
                         "files there are replaced)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dares_core.commands.options import POSITIVE_FLOAT, POSITIVE_INT, add_input_size_options
-from dares_core.names import PRECISIONS
+from dares_core.names import BACKENDS, PRECISIONS
 
 from ...names import SCALE_MODES
 
@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--scale-mode", choices=SCALE_MODES, default=None,
                    help="node scale mode (default: stereo when the bag has a right eye)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="compute precision (default fp32)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="the depth node's backend: torch, or onnxruntime (checked against torch at start)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -44,4 +46,4 @@ def run(args: argparse.Namespace) -> None:
     device = str(resolve_device(args.device or "auto"))
     size = (args.input_height, args.input_width)
     run_demo(args.out, args.weights, args.bag, size, args.rate, args.frames, (args.width, args.height), device,
-             args.precision, args.scale_mode, args.pose_weights)
+             args.precision, args.scale_mode, args.pose_weights, args.backend)

@@ -72,6 +72,16 @@ class StereoMatcher:
         self.last_matched = -math.inf
         self.nearest_gap = math.inf
 
+    def why_unpaired(self, topic: str, right_arrived: bool, window: str) -> str:
+        """Why left images found no right partner `window` (e.g. "in the last 5 s"): no right image at all on
+        `topic`, or stamps apart by more than the tolerance; the line names the fix."""
+        if not right_arrived:
+            return (f"{topic}: no right image {window}; remap right/image_rect and right/camera_info to the right "
+                    "camera, or set scale_mode: relative (and eyes: left)")
+        return (f"{topic}: right images arrive but none matched a left stamp within sync_tolerance {self.tolerance} s "
+                f"{window} (nearest {self.nearest_gap:.3f} s apart); stamp both eyes from one clock or raise "
+                "sync_tolerance")
+
     def restart(self) -> None:
         for q in self.queues.values():
             q.clear()
