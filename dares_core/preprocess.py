@@ -4,7 +4,7 @@ The official MonoDataset reads uint8 RGB, resizes with PIL LANCZOS (antialiased 
 network size, and divides by 255 (torchvision ToTensor). Training, validation, `dares eval --weights --data`
 and `dares infer` all go through `resize_like_official`, so the AbsRel logged while training and the one
 `dares eval` reports come from the same inputs. The node and `bag infer` resize on the device instead
-(DepthPredictor: bilinear, antialiased); the README gives how far that is from this.
+(DepthPredictor: bilinear, antialiased); `dares bench resize` measures how far that is from this (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 arguments, the environment they set and the RViz config they open. `launch` and `launch_ros` have no wheel, so
 the launch files only turn this into actions and everything here is tested without them. Import-light (no rclpy).
 
-Frames (README, "Frames and TF"): the left camera's optical frame `<rig>/left_optical` (REP 103), the right's
-`<rig>/right_optical`, and `odom`, the first camera pose of dares_odometry_node, which publishes odom -> camera.
+Frames (docs/nodes.md, "Frames and TF together"): the left camera's optical frame `<rig>/left_optical` (REP 103),
+the right's `<rig>/right_optical`, and `odom`, the first camera pose of dares_odometry_node, which publishes odom ->
+camera.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The deployment path's options keep the output: torch.compile equals the plain path at fp32, and fp16/bf16
-stay within the documented tolerance (README: 99 % of pixels within 1 % relative depth) on the trained demo model.
+stay within the documented tolerance (docs/model.md: 99 % of pixels within 1 % relative depth) on the trained demo
+model.
 
 Bounds hold on any x86-64 CPU, with or without AVX-512/AMX, whatever kernels autotuning picks: compiled fp32
 differs from plain fp32 only by summation order (measured 2e-6 in disparity, 5e-7 relative depth, on AMD
@@ -18,7 +19,7 @@ from dares_core.inference import DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
 from dares_core.preprocess import read_rgb
 
-REDUCED_PRECISION_DEPTH_TOLERANCE = 0.01  # relative, at the 99th percentile of pixels, documented in the README
+REDUCED_PRECISION_DEPTH_TOLERANCE = 0.01  # relative, at the 99th percentile of pixels, documented in docs/model.md
 
 
 @pytest.fixture(scope="module")

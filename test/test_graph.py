@@ -1,8 +1,8 @@
 """The ROS graph as users run it: one of our bags replayed as `ros2 bag play` replays it (the recorded QoS; twice,
 then looped) into the nodes davinci.launch.py starts with odometry and fusion on (image_proc's rectification stood in
 for by a remap: synthetic images are rectified already), and every 3D display of the RViz config it opens resolved
-through /tf and /tf_static as RViz resolves frames. Then dares.launch.py with the README's remaps and the shipped
-RViz config."""
+through /tf and /tf_static as RViz resolves frames. Then dares.launch.py with docs/bags-and-rviz.md's remaps and the
+shipped RViz config."""
 
 import collections
 import os

@@ -260,7 +260,7 @@ def load_depth_net(path: Path, base_weights: Path | None = None, mode: str | Non
     if any(k.startswith("pretrained.") for k in state):
         return _load_plain(path, *_from_dav2_release(state, path, mode or "zero_shot"))
     if not any(k.startswith("backbone.encoder.layer.") for k in state):
-        raise CheckpointError(f"{path}: unknown checkpoint layout (keys like {next(iter(state))}); see the README's "
+        raise CheckpointError(f"{path}: unknown checkpoint layout (keys like {next(iter(state))}); see docs/model.md's "
                               f"table of formats")
     lora = _official_dares_lora(state)  # the official DARES depth_model.pth
     state = _rename(_rename(state, LEGACY_RENAMES), DARES_LORA_RENAMES)
