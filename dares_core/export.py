@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .backends import write_onnx
 from .errors import DaresError
 from .files import atomic_file, ensure_writable_output
 from .inference import network_input_size
@@ -64,9 +65,7 @@ def export(weights: Path, out: Path, fmt: str, height: int | None = None, width:
     example = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0))
     with atomic_file(Path(out)) as tmp:
         if fmt == "onnx":
-            torch.onnx.export(module, (example,), str(tmp), input_names=["images"], output_names=["disparity"],
-                              dynamic_axes={"images": {0: "batch"}, "disparity": {0: "batch"}}, opset_version=opset,
-                              dynamo=False)
+            write_onnx(net, tmp, height, width, opset)
             _name_output_dims(tmp, height, width)
             result["max_abs_diff"] = _check_onnx(tmp, module, example)
         else:

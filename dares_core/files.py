@@ -112,7 +112,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the extension last so writers that pick the format by name (OpenCV, numpy) work on the temp file
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:64]}.", suffix=f".partial{path.suffix}", dir=path.parent)  # a
+    # long name's temporary one stays within the file system's 255 bytes
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -30,6 +30,8 @@ from .visualize import colorize_inverse_depth
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
 BATCH = 8
+NAME_MAX = 255  # bytes in a file name (ext4, xfs, btrfs)
+FOCAL_RANGE = (1.0, 1e6)  # pixels: focal lengths outside it are no camera (a typo, a unit mixed up)
 OUTPUT_SUFFIXES = ("_depth", "_color")  # the pictures this command writes: NAME_depth.png, NAME_color.png
 
 def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
@@ -39,6 +41,9 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     path = Path(path)
     if not path.exists():
         raise DaresError(f"input {path} not found: pass an image, a folder of images or a video")
+    if not (path.is_dir() or path.is_file()):  # a pipe or a device: opening it would wait for a writer
+        raise DaresError(f"input {path} is not a regular file (a pipe or a device): pass an image, a folder of "
+                         "images or a video file")
     if path.is_dir():
         files, names = folder_images(path)
         return len(files), ((name, read_rgb(p, skip=True)) for name, p in zip(names, files))
@@ -48,14 +53,28 @@ def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
         video = video_frames(path)
     except DaresError:
         raise DaresError(f"input {path} is neither an image nor a video OpenCV can open") from None
-    return video.declared, ((f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                            for i, bgr in enumerate(video.frames, 1))
+    return video.declared, _not_empty(path, ((f"frame_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                                             for i, bgr in enumerate(video.frames, 1)))
+
+
+def _not_empty(path: Path, frames: Iterator):
+    """`frames`, refused with one line when there is none (a video of no frames: nothing to write is no success)."""
+    empty = True
+    for frame in frames:
+        empty = False
+        yield frame
+    if empty:
+        raise DaresError(f"input {path} holds no frame: pass a video with frames")
 
 
 def folder_images(path: Path) -> tuple[list[Path], list[str]]:
     """The images of an input folder, in order, and the name each one's outputs take; refused when there are none
     or they are dares infer outputs (its pictures are no input)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    odd = [p.name for p in files if not p.is_file()]
+    if odd:  # a pipe named x.png would wait for a writer forever
+        raise DaresError(f"input folder {path} holds {odd[0]}, which is not a regular file (a pipe, a device or a "
+                         "folder): move it out, or give a folder of images")
     if not files:
         raise DaresError(f"input folder {path} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     ours = [p.name for p in files if p.stem.endswith(OUTPUT_SUFFIXES) and
@@ -74,6 +93,10 @@ def output_names(files: list[Path]) -> list[str]:
     clash = [n for n, k in Counter(names).items() if k > 1]
     if clash:
         raise DaresError(f"several inputs would write outputs named {clash[0]}: rename them")
+    long = [n for n in names if len(f"{n}_depth.npy".encode()) > NAME_MAX]
+    if long:
+        raise DaresError(f"the outputs of {long[0][:40]}... would have names over {NAME_MAX} bytes, more than a file "
+                         "system takes: shorten the input's name")
     return names
 
 
@@ -111,21 +134,39 @@ def intrinsics_from_args(args: argparse.Namespace) -> tuple[np.ndarray, tuple[in
     """(K (3,3) pixels, image size it refers to or None) from --fx/--fy/--cx/--cy or --calibration."""
     given = [getattr(args, k) for k in ("fx", "fy", "cx", "cy")]
     if args.calibration is not None:
-        return read_calibration(args.calibration)
+        K, size = read_calibration(args.calibration)
+        return checked_focal(K, str(args.calibration)), size
     if any(v is not None for v in given):
         if any(v is None for v in given):
             raise DaresError("point clouds need all of --fx --fy --cx --cy (pixels of the input image)")
         fx, fy, cx, cy = given
-        return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64), None
+        return checked_focal(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64), "--fx/--fy"), None
     return None
 
 
+def checked_focal(K: np.ndarray, source: str) -> np.ndarray:
+    """K, refused with one line naming `source` where fx or fy lies outside FOCAL_RANGE pixels."""
+    low, high = FOCAL_RANGE
+    if not (low <= K[0, 0] <= high and low <= K[1, 1] <= high):
+        raise DaresError(f"{source}: fx {K[0, 0]:g} and fy {K[1, 1]:g} must be {low:g} to {high:g} pixels (a "
+                         "camera's focal length in pixels of its image): check the calibration")
+    return K
+
+
 def scaled_intrinsics(K: np.ndarray, calib_size, image_size) -> np.ndarray:
-    """K for `image_size` (w,h) when it was calibrated at `calib_size` (w,h)."""
-    if not calib_size or None in calib_size or tuple(calib_size) == tuple(image_size):
-        return K
-    S = np.diag([image_size[0] / calib_size[0], image_size[1] / calib_size[1], 1.0])
-    return S @ K
+    """K for `image_size` (w,h) when it was calibrated at `calib_size` (w,h): the same camera resized, so of the same
+    aspect; refused (one line) for another aspect (another camera, width and height swapped) and where the principal
+    point falls outside the image (a calibration of another image)."""
+    width, height = image_size
+    if calib_size and None not in calib_size and tuple(calib_size) != tuple(image_size):
+        if abs(calib_size[0] / calib_size[1] - width / height) > 0.01 * width / height:
+            raise DaresError(f"the calibration is for {calib_size[0]}x{calib_size[1]} images but the frames are "
+                             f"{width}x{height}, of another aspect: give the calibration of these frames")
+        K = np.diag([width / calib_size[0], height / calib_size[1], 1.0]) @ K
+    if not (0 < K[0, 2] < width and 0 < K[1, 2] < height):
+        raise DaresError(f"the calibration's principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the "
+                         f"{width}x{height} frames: give the calibration of these frames")
+    return K
 
 
 def depth_png(depth_mm: np.ndarray) -> np.ndarray:
@@ -155,8 +196,7 @@ def run_infer(args: argparse.Namespace) -> None:
     predictor = DepthPredictor(net, (args.height, args.width), args.device, args.precision, args.min_depth,
                                args.max_depth, compile=args.compile, batch_size=min(BATCH, count or BATCH),
                                **backend_options(args))
-    out.mkdir(parents=True, exist_ok=True)
-    disparities = []
+    disparities = []  # the output folder appears with the first frame's files (atomic_file makes it)
     with tqdm(total=count or None, desc="infer", unit="frame", dynamic_ncols=True) as bar:
         batch: list[tuple[str, np.ndarray]] = []
         skipped, short = 0, None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -71,7 +70,8 @@ def compile_options(device: torch.device) -> dict:
 
 class DepthPredictor:
     """Runs a depth network for deployment: LoRA merged, full-resolution head only, inference mode,
-    channels-last memory (faster convolutions on CPU and GPU), optional fp16/bf16 autocast, and optionally
+    channels-last memory (faster convolutions on CPU and GPU), fp16 or bf16 weights and activations (the network
+    cast to that type, so a compiled graph computes in it too: not an autocast it could lose), and optionally
     `torch.compile` (compile_options; compiled here for `batch_size` images, another batch size compiles again).
     input_size: (height, width), either None for the checkpoint's own (network_input_size).
 
@@ -109,6 +109,8 @@ class DepthPredictor:
         self.backend, self.backend_check = "torch", None
         if backend == "onnxruntime" and not stand_in:
             self._use_onnxruntime(batch_size, precision, providers, check, say)
+        if self.backend == "torch" and self.dtype != torch.float32:  # onnxruntime keeps its own fp32 graph
+            self.net = self.net.to(self.dtype)
         compile = compile and not stand_in and self.backend == "torch"
         self.compiled_batch = batch_size if compile else None  # smaller batches are padded to it: one compilation
         if compile:
@@ -142,11 +144,6 @@ class DepthPredictor:
                 f"{self.backend_check:.1e}")
         self._network, self.backend = network, name
 
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
     @staticmethod
     def _compiled(compiled, options: dict):
         """Calls of `compiled` under inductor `options`, so every (re)compilation sees them: passed to
@@ -164,9 +161,9 @@ class DepthPredictor:
         return torch.full((x.shape[0], 1, *x.shape[-2:]), 0.5, device=x.device)
 
     def _run_network(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B,3,h,w) in [0,1] at the input size -> the full-resolution head's output (B,1,h,w) fp32."""
-        with self._autocast():
-            return self.net(x, scales=(0,))[0].float()
+        """x: (B,3,h,w) in [0,1] at the input size -> the full-resolution head's output (B,1,h,w) fp32, computed in
+        the predictor's precision."""
+        return self.net(x.to(self.dtype), scales=(0,))[0].float()
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, output_size: tuple[int, int] | None = None,

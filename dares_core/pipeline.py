@@ -284,11 +284,14 @@ class DepthPipeline:
         largest over the last window_s), as diagnostic values."""
         since = time.monotonic() - window_s
         changes = [c for t, c in self.scale_changes if t >= since]
-        scale, check = self.scale, self.predictor.backend_check
-        return {"backend": self.predictor.backend,
+        scale, predictor = self.scale, self.predictor  # no predictor while no model could be loaded
+        check = None if predictor is None else predictor.backend_check
+        return {"backend": "" if predictor is None else predictor.backend,
                 "backend_check_rel_diff": "nan" if check is None else f"{check:.2e}",
                 "intrinsics": self.intrinsics.source, "scale_m_per_unit": f"{scale.scale:.6g}",
                 "scale_confidence": f"{scale.confidence:.3f}", "scale_age_s": f"{scale.age():.2f}",
+                "scale_matcher": scale.stereo.source if scale.stereo else "",
+                "scale_fallbacks": str(scale.stereo.fallbacks if scale.stereo else 0),
                 "scale_change_p50_pct": f"{100 * math.expm1(float(np.median(changes))):.3f}" if changes else "nan",
                 "scale_change_max_pct": f"{100 * math.expm1(max(changes)):.3f}" if changes else "nan"}
 

@@ -123,11 +123,14 @@ class LiveStereoScale:
     the worker."""
 
     SAMPLES = 20000  # pixels of a frame's ratio against the newest stereo map
+    DISAGREEMENT = 0.35  # sparse ratios whose median absolute deviation (log) is larger do not agree: SGBM decides
 
     def __init__(self, estimator: StereoScale, matcher: str = "sparse", rate: float = 0.0, stages=None):
         self.estimator, self.matcher, self.stages = estimator, matcher, stages
         self.period = 1.0 / rate if rate and matcher == "sgbm" else 0.0
         self.measurements = 0  # stereo measurements made so far (sparse matches or SGBM maps)
+        self.fallbacks = 0  # sparse frames whose scale SGBM gave instead (too few matches, or matches that disagree)
+        self.source = ""  # the matcher that gave the newest scale: sparse, or sgbm
         self.scale, self.confidence, self.updated = float("nan"), 0.0, -math.inf  # monotonic time of the newest
         self._stereo: tuple[np.ndarray, int] | None = None  # newest stereo depth map on a grid, and its stride
         self._lock = threading.Lock()
@@ -152,15 +155,20 @@ class LiveStereoScale:
             self.stages.add("stereo_worker", time.perf_counter() - start)
         return stereo
 
+    def _agree(self, ratios: np.ndarray) -> bool:
+        """Whether sparse ratios tell one scale: their median absolute deviation in log space within DISAGREEMENT."""
+        logs = np.log(ratios[ratios > 0])
+        return bool(len(logs)) and float(np.median(np.abs(logs - np.median(logs)))) <= self.DISAGREEMENT
+
     def _fold(self, stereo: np.ndarray, model_depth: np.ndarray) -> None:
         with self._lock:
-            self._take(self.estimator.fold(stereo, model_depth))
+            self._take(self.estimator.fold(stereo, model_depth), "sgbm")
 
-    def _take(self, est: ScaleEstimate) -> None:
+    def _take(self, est: ScaleEstimate, source: str) -> None:
         self.confidence = est.confidence
         if est.updated:
-            self.scale = est.scale
-            if self.matcher == "sparse":
+            self.scale, self.source = est.scale, source
+            if self.matcher == "sparse":  # sgbm's age is its newest map's (_stereo_map)
                 self.updated = time.monotonic()
 
     def offer(self, left_rgb, right_rgb, fx: float, baseline: float) -> None:
@@ -178,8 +186,14 @@ class LiveStereoScale:
         if self.matcher == "sparse":
             ratios, confidence = self.estimator.sparse_ratios(left_rgb, right_rgb, model_depth, fx, baseline)
             self.measurements += 1
-            with self._lock:
-                self._take(self.estimator.fold_ratios(ratios, confidence))
+            if confidence >= self.estimator.min_confidence and self._agree(ratios):
+                with self._lock:
+                    self._take(self.estimator.fold_ratios(ratios, confidence), "sparse")
+                return self.scale
+            # texture Lucas-Kanade cannot follow (a periodic weave aliases its pyramid) or too little of it: SGBM's
+            # dense search on this pair, on the frame path, for this frame alone
+            self.fallbacks += 1
+            self._fold(self._stereo_map(left_rgb, right_rgb, fx, baseline), model_depth)
             return self.scale
         newest = self._stereo
         if newest is None or not self.period:

@@ -84,6 +84,9 @@ class Trainer:
             len(cfg.scales), train, cfg.stereo_baseline, cfg.seed, cfg.jitter_per_item, cfg.depth_supervision > 0,
             cfg.pose_supervision > 0, cfg.intrinsics)
         self.train_set = make("train", True)
+        if len(self.train_set) < cfg.batch_size:  # before the run folder is written: nothing to resume is left
+            raise DaresError(f"the train split has {len(self.train_set)} frames, fewer than one batch of "
+                             f"{cfg.batch_size}")
         self.val_entries = read_split(split_dir / "val_files.txt") if (split_dir / "val_files.txt").is_file() else []
         self.root = root
         self.validation = Validation(self)  # picks best.pt by its criterion
@@ -380,8 +383,6 @@ class Trainer:
         batches = len(order) // self.cfg.batch_size
         if self.cfg.max_steps_per_epoch:
             batches = min(batches, self.cfg.max_steps_per_epoch)
-        if batches == 0:
-            raise DaresError(f"the train split has {len(order)} frames, fewer than one batch of {self.cfg.batch_size}")
         indices = []
         for b in range(self.step_in_epoch, batches):  # a resumed epoch skips the batches already done
             chunk = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]

@@ -18,6 +18,20 @@ from .names import INTRINSICS, PRECISIONS, REPROJECTIONS
 PATH_OPTIONS = ("data", "out", "split_dir", "weights", "af_weights")  # TrainConfig keys that name files or folders
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML without aliases: nine nested anchors make billions of values from a few lines (an alias bomb)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases (*name) are not read here: write the values out")
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str):
+    """yaml.safe_load without aliases."""
+    return yaml.load(text, Loader=_NoAliases)  # noqa: S506  (a SafeLoader)
+
+
 @dataclass
 class TrainConfig:
     """Defaults are the official DARES options (options.py); lengths in model units (nominal mm)."""
@@ -81,7 +95,7 @@ class TrainConfig:
             if not Path(config_file).is_file():
                 raise DaresError(f"config {config_file} not found")
             try:
-                values = yaml.safe_load(Path(config_file).read_text()) or {}
+                values = safe_yaml(Path(config_file).read_text()) or {}
             except yaml.YAMLError as e:
                 raise DaresError(f"config {config_file}: not valid YAML ({str(e).splitlines()[0]})") from None
             if not isinstance(values, dict):
@@ -121,6 +135,12 @@ class TrainConfig:
             raise DaresError("pose_only trains the pose network by pose_supervision alone: set pose_supervision > 0")
         if self.pose_supervision and not [f for f in self.frame_ids if f != "s" and f != 0]:
             raise DaresError("pose_supervision needs temporal neighbours in frame_ids (e.g. [0, -1, 1])")
+        if not self.stereo and not [f for f in self.frame_ids[1:] if f != 0]:
+            raise DaresError(f"frame_ids {self.frame_ids!r} has no source frame to reproject: add temporal "
+                             "neighbours (e.g. [0, -1, 1]) or the other eye ('s', or stereo: true)")
+        if self.weights and (self.hf_config or self.lora_ranks):
+            raise DaresError("hf_config and lora_ranks shape a new network, and --weights brings its own: drop "
+                             "them, or drop --weights")
         if self.af_weights and self.af_width != OFFICIAL_WIDTH:
             raise DaresError(f"af_weights are ResNet-18 networks (af_width {OFFICIAL_WIDTH}), af_width is "
                              f"{self.af_width}: drop one of the two")

@@ -73,7 +73,8 @@ LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DD
 SUMMARY = "DARES depth node: da Vinci stereo in, REP 118 depth images and point clouds out."
 DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
 IDLE_PIPELINE = {"backend": "", "backend_check_rel_diff": "nan", "intrinsics": "", "scale_m_per_unit": "nan",
-                 "scale_confidence": "0.000", "scale_age_s": "nan", "scale_change_p50_pct": "nan",
+                 "scale_confidence": "0.000", "scale_age_s": "nan", "scale_matcher": "", "scale_fallbacks": "0",
+                 "scale_change_p50_pct": "nan",
                  "scale_change_max_pct": "nan"}  # diagnostics before configure
 
 

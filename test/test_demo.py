@@ -2,6 +2,7 @@
 short sequence, every promised file checked; and the guard that only a demo folder is ever replaced."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from PIL import Image as PILImage
 
 from dares_core.errors import DaresError
 from dares_ros.tools.bag import Topics, bag_info
-from dares_ros.tools.demo import check_demo_folder
+from dares_ros.tools.demo import OWNER, check_demo_folder, sweep_leftovers
 from dares_ros.tools.demo.harness import NAMESPACE, OUTPUTS, Arrivals
 
 FRAMES = 12
@@ -44,6 +45,12 @@ def test_demo_writes_every_promised_file(demo):
     assert timing["input_frames"] == FRAMES and 1 <= timing["depth_frames"] <= FRAMES
     assert timing["latency_ms"]["median"] > 0
     assert summary["frames_with_depth"] == FRAMES  # in step: every frame, on any machine
+    # the timed replay measures the nodes as a user launches them: no in-step setting (a 60 s pose wait, reliable
+    # QoS, SGBM on every frame), and each node's own rate
+    assert {"weights", "scale_mode", "temporal_weight"} <= set(timing["parameters"])
+    assert not {"temporal_pose_wait", "qos", "stereo_rate"} & set(timing["parameters"])
+    assert timing["odometry_rate_hz"] > 0 and "as a user launches them" in (out / "report.md").read_text()
+    assert not list(out.rglob(OWNER))  # the marks of a running demo do not reach its output
 
     strip = cv2.imread(str(out / "strip.png"))
     assert strip is not None and strip.shape[1] > 3 * 192  # input | predicted | ground truth | colour bar
@@ -259,3 +266,27 @@ def test_the_replay_goes_on_once_the_depth_node_says_it_skipped_a_frame():
     graph.callbacks["/diagnostics"](diagnostics("1"))
     waiting.join(5.0)
     assert not waiting.is_alive()  # the node said it skipped one: the replay goes on
+
+
+def test_what_a_killed_demo_left_is_swept_by_the_next(tmp_path, monkeypatch):
+    """A demo killed mid-way (SIGKILL) leaves its staged output beside --out and its work folder in the temporary
+    folder: the next demo removes the ones whose owner is gone, and nothing else (a live demo's, a failed demo's logs
+    it named, anyone's unmarked folders)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid whose process has ended
+    out = tmp_path / "demo_out"
+    folders = {"staged": (tmp_path / ".demo_out.x1.partial", gone), "work": (tmp_path / "tmp" / "dares-demo-a", gone),
+               "live": (tmp_path / "tmp" / "dares-demo-b", str(os.getpid())),
+               "named logs": (tmp_path / "tmp" / "dares-demo-logs-c", None),
+               "another out": (tmp_path / ".other.x2.partial", gone)}
+    for folder, owner in folders.values():
+        folder.mkdir()
+        (folder / "data.bin").write_bytes(b"x")
+        if owner is not None:
+            (folder / OWNER).write_text(owner)
+    sweep_leftovers(out)
+    assert {k for k, (folder, _) in folders.items() if folder.exists()} == {"live", "named logs", "another out"}

@@ -15,7 +15,7 @@ import torch
 
 from dares_core.data.scared import image_path
 from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
-from dares_core.inference import DepthPredictor
+from dares_core.inference import PRECISION_DTYPES, DepthPredictor
 from dares_core.model.weights import DEMO_MODEL, load_depth_net
 from dares_core.preprocess import read_rgb
 
@@ -54,3 +54,18 @@ def test_reduced_precision_stays_within_the_documented_tolerance(frames, plain, 
     p99 = relative.kthvalue(int(0.99 * relative.numel())).values
     assert relative.median() > 0  # really computed in reduced precision
     assert p99 < REDUCED_PRECISION_DEPTH_TOLERANCE  # measured: bf16 0.35 %, fp16 0.05 %
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_is_computed_in_it_compiled_too(frames, plain, precision):
+    """fp16 and bf16 are the network's own weights and activations in that type, not an autocast that a compiled
+    graph can lose (seen on an H200: compiled fp16 gave fp32's output to 2e-7): compiled, the output is the plain
+    reduced-precision path's, and not fp32's."""
+    net, expected = plain
+    plain_reduced = DepthPredictor(copy.deepcopy(net), (64, 96), precision=precision)
+    assert {p.dtype for p in plain_reduced.net.parameters()} == {PRECISION_DTYPES[precision]}
+    compiled = DepthPredictor(copy.deepcopy(net), (64, 96), precision=precision, compile=True, batch_size=3)
+    got, want = compiled.predict(frames).depth, plain_reduced.predict(frames).depth
+    relative_to_fp32 = ((got - expected.depth).abs() / expected.depth).flatten()
+    assert relative_to_fp32.median() > 1e-5  # not fp32's output
+    assert ((got - want).abs() / want).flatten().kthvalue(int(0.99 * want.numel())).values < 1e-2

@@ -136,8 +136,39 @@ CASES = {
     "reconstruct too few frames for the threshold": ("reconstruct --depth gt --data {data} --keyframe {keyframe} "
                                                      "--every 2 --out {user}/rec", "at least 3 frames saw a point"),
     "train --resume of nothing": ("train --resume {user}/nope", "no run there"),
+    # 8. round three (#43): hangs, tracebacks and silent wrong results
+    "infer a pipe as input": ("infer --weights {weights} --input {user}/pipe.mp4 --out {user}/out",
+                              "is not a regular file (a pipe or a device)"),
+    "infer a folder holding a pipe": ("infer --weights {weights} --input {user}/piped --out {user}/out",
+                                      "holds x.png, which is not a regular file"),
+    "infer a video of no frames": ("infer --weights {weights} --input {user}/empty.avi --out {user}/out --height 28 "
+                                   "--width 42", "holds no frame"),
+    "infer a focal length of 1e-300": ("infer --weights {weights} --input {images} --out {user}/out --fx 1e-300 "
+                                       "--fy 1 --cx 1 --cy 1", "must be 1 to 1e+06 pixels"),
+    "infer a focal length of 1e300": ("infer --weights {weights} --input {images} --out {user}/out --fx 1e300 "
+                                      "--fy 1e300 --cx 1 --cy 1", "must be 1 to 1e+06 pixels"),
+    "infer a calibration of another aspect": ("infer --weights {weights} --input {images} --out {user}/out --height "
+                                              "28 --width 42 --calibration {user}/wide.yaml", "of another aspect"),
+    "infer a calibration with width and height swapped": ("infer --weights {weights} --input {images} --out "
+                                                          "{user}/out --height 28 --width 42 --calibration "
+                                                          "{user}/swapped.yaml", "of another aspect"),
+    "infer a principal point outside the image": ("infer --weights {weights} --input {images} --out {user}/out "
+                                                  "--height 28 --width 42 --calibration {user}/far.yaml",
+                                                  "lies outside the 64x48 frames"),
+    "train with no source frame": ("train --data {data} --out {user}/run --set frame_ids=[0]", "has no source frame"),
+    "train a new network's shape with --weights": ("train --data {data} --out {user}/run --weights {weights} --set "
+                                                   "lora_ranks=[2]", "drop them, or drop --weights"),
+    "train a config of nested aliases": ("train --config {user}/bomb.yaml --data {data} --out {user}/run",
+                                         "aliases (*name) are not read"),
+    "train with neighbours past the sequence's end": ("train --data {data} --out {user}/run --set frame_ids=[0,5]",
+                                                     "which it does not have"),
+    "train with fewer frames than a batch": ("train --data {data} --out {user}/run --set batch_size=64 --device cpu",
+                                             "fewer than one batch of 64"),
 }
-PARTIAL = {"infer on a video cut in half": "out", "prepare-scared with a video cut short": "out"}  # may stay written
+PARTIAL = {"infer on a video cut in half": "out", "prepare-scared with a video cut short": "out",
+           # the frames' calibration is checked with the first frame, whose files are then removed
+           "infer a calibration of another aspect": "out", "infer a calibration with width and height swapped": "out",
+           "infer a principal point outside the image": "out"}  # may stay written
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -147,6 +178,16 @@ def test_hostile_input_gets_one_line_and_touches_nothing(case, material, user):
     for name in ("x.png", "x.jpg", "x_png.png"):
         shutil.copy(material["sequence"] / "image_02" / "data" / "0000000001.png", user / "clash" / name)
     (user / "bad.yaml").write_text("learning_rate: [1e-4\n")
+    os.mkfifo(user / "pipe.mp4")  # opened, it would wait for a writer forever
+    (user / "piped").mkdir()
+    shutil.copy(material["sequence"] / "image_02" / "data" / "0000000001.png", user / "piped" / "a.png")
+    os.mkfifo(user / "piped" / "x.png")
+    cv2.VideoWriter(str(user / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48)).release()
+    for name, width, height, cx in (("wide", 640, 256, 320), ("swapped", 48, 64, 24), ("far", 64, 48, 5000)):
+        (user / f"{name}.yaml").write_text(f"K: [50, 0, {cx}, 0, 50, 24, 0, 0, 1]\nimage_width: {width}\n"
+                                           f"image_height: {height}\n")
+    (user / "bomb.yaml").write_text("a: &a [1, 1]\n" + "".join(f"{c}: &{c} [*{p}, *{p}]\n"
+                                                             for p, c in zip("abcdefgh", "bcdefghi")))
     (user / "list.yaml").write_text("- learning_rate\n")
     write_raw_keyframe(user / "raw" / "dataset_1" / "keyframe_1", 0)  # its video cut short (FFmpeg reads the
     (user / "raw" / "dataset_1" / "keyframe_1" / "data" / "rgb.mp4").write_bytes(material["cut_video"].read_bytes())
@@ -239,3 +280,63 @@ def test_a_node_dies_with_its_parent_however_it_died(tmp_path, moment):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the node outlived its killed parent"
+
+
+def test_long_file_names_are_written_or_refused_in_one_line(material, tmp_path):
+    """A 240-character input name: its outputs are written (their temporary names were over 255 bytes); a name whose
+    outputs would be over 255 bytes is refused before any work, in one line."""
+    frame = material["sequence"] / "image_02" / "data" / "0000000001.png"
+    for length, status in ((240, 0), (250, 2)):
+        folder = tmp_path / f"in{length}"
+        folder.mkdir()
+        shutil.copy(frame, folder / ("n" * length + ".png"))
+        code, err = run(["infer", "--weights", str(material["weights"]), "--input", str(folder), "--out",
+                         str(tmp_path / f"out{length}"), "--height", "28", "--width", "42"])
+        assert code == status, err
+        if status == 0:
+            assert len(list((tmp_path / f"out{length}").glob("n*_depth.npy"))) == 1
+        else:
+            assert len(err.splitlines()) == 1 and "over 255 bytes" in err and not (tmp_path / f"out{length}").exists()
+
+
+def test_small_ones_a_new_user_met(material, tmp_path, capsys):
+    """dares synth --sequences 1 says train is the test split; every option of every command has a description;
+    dares --help names every bag action; bag info on a recording a crash left points to dares bag repair; export
+    prints no tracer warnings; bag infer's device defaults to cpu, as every other command's."""
+    import warnings
+
+    from dares_core.cli import build_parser
+
+    assert main(["synth", "--out", str(tmp_path / "s"), "--frames", "3", "--sequences", "1", "--width", "32",
+                 "--height", "32"]) == 0
+    assert "one sequence is both the train and the test split" in capsys.readouterr().out
+
+    parser = build_parser()
+    undescribed, actions = [], {}
+
+    def walk(p, name):
+        for action in p._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                actions[name] = set(action.choices)
+                for sub, q in action.choices.items():
+                    walk(q, f"{name} {sub}")
+            elif action.dest != "help" and not action.help:
+                undescribed.append(f"{name} {action.option_strings or action.dest}")
+    walk(parser, "dares")
+    assert not undescribed, undescribed
+    bag_help = next(a for a in parser._actions if a.dest == "command").choices["bag"]
+    assert all(action in (bag_help.description or "") + next(
+        c.help for c in next(a for a in parser._actions if a.dest == "command")._choices_actions if c.dest == "bag")
+        for action in actions["dares bag"] - {"from-synth", "from-scared"})
+    assert bag_help.parse_args(["infer", "b", "--weights", "w", "--out", "o"]).device == "cpu"
+
+    partial = tmp_path / ".rec.abc123.partial"
+    partial.mkdir()
+    status, err = run(["bag", "info", str(partial)])
+    assert status == 2 and f"dares bag repair {partial}" in err and "reindex" not in err
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["export", "--weights", str(material["weights"]), "--out", str(tmp_path / "m.onnx"), "--height",
+                     "28", "--width", "42"]) == 0
+    assert not [w for w in caught if issubclass(w.category, Warning) and "Tracer" in w.category.__name__]

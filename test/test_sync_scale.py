@@ -110,3 +110,49 @@ def test_images_too_narrow_for_the_disparity_range_have_no_stereo_depth():
     depth = StereoScale().stereo_depth(left, right, 50.0, 4.5)  # 40 wide at half size
     assert depth.shape == (30, 80) and np.isnan(depth).all()
     assert np.isfinite(StereoScale(num_disparities=16).stereo_depth(left, right, 50.0, 4.5)).any()
+
+
+def rectified_pair(texture: np.ndarray, disparity: int) -> tuple[np.ndarray, np.ndarray]:
+    """A rectified pair of a fronto-parallel surface of `texture` (H,W) in [0,1]: the right eye sees it `disparity`
+    pixels to the left."""
+    left = np.clip(texture * 255, 0, 255).astype(np.uint8)
+    right = np.roll(left, -disparity, axis=1)
+    return np.repeat(left[..., None], 3, 2), np.repeat(right[..., None], 3, 2)
+
+
+def textures(height: int = 256, width: int = 320) -> dict:
+    """The pairs the sparse matcher meets in surgery: a periodic weave (gauze, mesh, a calibration target), tissue of
+    little texture, tissue under a specular highlight, and a blank frame (a lens against tissue)."""
+    rng = np.random.default_rng(3)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    noise = rng.normal(0, 0.02, (height, width))
+    smooth = cv2.GaussianBlur(rng.random((height, width)).astype(np.float32), (0, 0), 6)
+    smooth = (smooth - smooth.min()) / np.ptp(smooth)
+    highlight = np.exp(-((u - width / 2) ** 2 + (v - height / 2) ** 2) / (2 * 40.0**2))
+    return {"periodic": 0.5 + 0.4 * np.sin(2 * np.pi * u / 4.0) * np.sin(2 * np.pi * v / 7.0) + noise,
+            "low texture": 0.45 + 0.1 * smooth + noise / 4,
+            "specular": np.minimum(0.3 + 0.5 * smooth + noise + 1.5 * highlight, 1.0),
+            "blank": np.full((height, width), 0.5)}
+
+
+@pytest.mark.parametrize("kind", ["periodic", "low texture", "specular", "blank"])
+def test_the_sparse_scale_falls_back_on_sgbm_wherever_sgbm_finds_one(kind):
+    """A periodic texture aliases Lucas-Kanade's pyramid (0 % of the grid matched where SGBM matches most of it): the
+    scale then comes from SGBM on the same pair, and says so (source, fallbacks). Where neither matches (a blank
+    frame) there is no scale (NaN: the node's one line "too few stereo matches for a first scale")."""
+    disparity, fx, baseline = 4, 400.0, 5.0  # pixels at full size; depth fx*B/d = 500 (baseline units)
+    left, right = rectified_pair(textures()[kind], disparity)
+    model_depth = np.full(left.shape[:2], 250.0)  # the network's depth, half the true one: the scale is 2
+    stereo = LiveStereoScale(StereoScale(), "sparse")
+    scale = stereo.scale_for(left, right, model_depth, fx, baseline)
+    sgbm = StereoScale().stereo_depth(left, right, fx, baseline)
+    sgbm_finds_one = np.isfinite(sgbm).mean() >= StereoScale().min_confidence
+    if kind == "blank":
+        assert not sgbm_finds_one and np.isnan(scale)
+        return
+    assert sgbm_finds_one, kind  # the pair is one stereo can be had from
+    assert scale == pytest.approx(2.0, rel=0.05), (kind, stereo.source, stereo.fallbacks)
+    if kind == "periodic":
+        sparse, matched = StereoScale().sparse_ratios(left, right, model_depth, fx, baseline)
+        assert matched < StereoScale().min_confidence  # what the sparse matcher alone finds
+        assert stereo.source == "sgbm" and stereo.fallbacks == 1

@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
     add_network_options(p)
     p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
     p.add_argument("--split-dir", type=Path, default=None,
-                   help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis)")
+                   help="folder with test_files.txt and gt_depths.npz (default DATA/splits/endovis, or the only "
+                        "folder under DATA/splits)")
     p.add_argument("--no-median-scaling", action="store_true",
                    help="predictions are metric: no per-frame median scaling")
     p.add_argument("--pred-poses", type=Path, default=None, help="predicted relative poses (.npz 'data', (N,4,4))")

@@ -45,3 +45,6 @@ def run(args: argparse.Namespace) -> None:
     with progress_bar(cfg.frames * cfg.sequences, "synth") as bar:
         out = generate(cfg, args.out, force=args.force, progress=bar.update)
     print(f"wrote {cfg.sequences} sequence(s) of {cfg.frames} frames at {cfg.width}x{cfg.height} to {out}")
+    if cfg.sequences < 3:  # said, not only in --help: a model trained and tested on one sequence scores too well
+        print("note: " + ("one sequence is both the train and the test split" if cfg.sequences == 1 else
+                          "two sequences give no validation split") + "; 3 or more keep train, val and test apart")

@@ -36,6 +36,8 @@ def overrides(args: argparse.Namespace) -> dict:
     """The TrainConfig values the command line gives: its options and every --set KEY=VALUE (YAML values)."""
     import yaml
 
+    from ..train_config import safe_yaml
+
     given = {"data": str(args.data) if args.data else None, "out": str(args.out) if args.out else None,
              "num_epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
              "precision": args.precision, "weights": str(args.weights) if args.weights else None,
@@ -46,7 +48,7 @@ def overrides(args: argparse.Namespace) -> dict:
         if not sep:
             raise DaresError(f"--set takes key=value, got {item!r}")
         try:
-            given[key.strip()] = yaml.safe_load(value)
+            given[key.strip()] = safe_yaml(value)
         except yaml.YAMLError:
             raise DaresError(f"--set {item}: the value is not valid YAML (quote text, write lists as [a, b])") from None
     return given

@@ -220,12 +220,19 @@ class ScaredSequenceDataset:
         if not self.entries:
             raise DaresError(f"no frames in the split for {root}: check the split file")
         first = self.entries[0]
-        for f in self.frame_ids:
-            path = image_path(root, first.folder, first.frame + (0 if f == "s" else f), _side(first.side, f))
+        for f in [f for f in self.frame_ids if f in (0, "s")]:  # the layout; neighbours below
+            path = image_path(root, first.folder, first.frame, _side(first.side, f))
             if not path.is_file():
                 raise DaresError(f"{path} not found: the data folder is not laid out as "
                                  "datasetN/keyframeM/image_02/data/%010d.png (run `dares prepare-scared` or `dares "
                                  "synth`)")
+        offsets = [f for f in self.frame_ids if f not in ("s", 0)]
+        for entry in self.entries:  # a neighbour beyond a sequence's ends: say so now, not mid-epoch as unreadable
+            for f in offsets:
+                if not image_path(root, entry.folder, entry.frame + f, entry.side).is_file():
+                    raise DaresError(f"frame_ids {self.frame_ids} reach frame {entry.frame + f} of {entry.folder}, "
+                                     f"which it does not have (for its frame {entry.frame} in the split): give "
+                                     "offsets every listed frame has neighbours at, e.g. [0, -1, 1]")
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dares_core.errors import DaresError
@@ -13,7 +12,7 @@ from dares_core.timing import untimed
 
 from ...conversions import stamp_key
 from ...names import OUTPUT_NAMESPACE
-from .io import NODE_OUTPUT_QOS, BagWriter, Topics, msgtype_of, named_topic, open_reader, read_messages
+from .io import NODE_OUTPUT_QOS, BagWriter, Topics, decode, msgtype_of, named_topic, open_reader, read_messages
 
 OUTPUT_TOPICS = {"depth": "depth/image", "info": "depth/camera_info", "points": "points"}  # under /dares, as the node
 
@@ -57,7 +56,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     latest_info = next(iter(infos.values()))
     inputs = [c for c in reader.connections if not c.topic.startswith(f"{OUTPUT_NAMESPACE}/")]
     replaced = sorted({c.topic for c in reader.connections} - {c.topic for c in inputs})
-    written = 0
+    written = unreadable = 0
     try:
         with BagWriter(out, force) as writer:
             for conn in inputs:  # each input topic keeps the QoS its publishers offered
@@ -69,7 +68,10 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
                 writer.write_raw(conn.topic, conn.msgtype, bytes(data), stamp_ns)
                 if conn.topic != image_topic:
                     continue
-                msg = deserialize_message(bytes(data), image_cls)
+                msg = decode(data, image_cls)
+                if msg is None:
+                    unreadable += 1
+                    continue
                 info = latest_info = infos.get(stamp_key(msg.header.stamp), latest_info)  # same stamp, else latest
                 try:
                     rgb = to_rgb8(msg, image_topic)
@@ -84,4 +86,4 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
     finally:
         reader.close()
     return {"frames": written, "image_topic": image_topic, "input_size": list(predictor.size),
-            "uncalibrated": len(uncalibrated), "replaced": replaced}
+            "uncalibrated": len(uncalibrated), "replaced": replaced, "unreadable": unreadable}

@@ -119,7 +119,10 @@ def open_reader(path: Path) -> Reader:
     if not path.exists():
         raise DaresError(f"bag {path} not found")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise DaresError(f"{path}: no metadata.yaml, so not a rosbag2 folder (re-index it with `ros2 bag reindex`)")
+        hint = (f"a recording a crash left: `dares bag repair {path} --out BAG` makes a complete bag of it"
+                if path.name.endswith(".partial") else "re-index it with `ros2 bag reindex`, or `dares bag repair "
+                f"{path} --out BAG` if a recording of ours left it")
+        raise DaresError(f"{path}: no metadata.yaml, so not a rosbag2 folder ({hint})")
     try:
         reader = Reader(path)
         reader.open()
@@ -179,6 +182,15 @@ def repair_bag(source: Path, out: Path, force: bool = False) -> dict:
         return dict(bag.counts)
 
 
+def decode(data, cls):
+    """The message of type `cls` that CDR bytes hold, or None where they hold none (a zero-length or damaged message
+    in a recorded bag: the tools leave it out and say how many)."""
+    try:
+        return deserialize_message(bytes(data), cls)
+    except Exception:  # rclpy raises its RMW errors, of several types
+        return None
+
+
 def read_messages(path: Path, topic: str, cls) -> list:
     """Every message of `topic` deserialised as `cls`, in bag order."""
     reader = open_reader(path)
@@ -186,7 +198,7 @@ def read_messages(path: Path, topic: str, cls) -> list:
         conns = [c for c in reader.connections if c.topic == topic]
         if not conns:  # rosbags reads every topic when given none
             return []
-        return [deserialize_message(bytes(data), cls) for _, _, data in reader.messages(connections=conns)]
+        return [msg for _, _, data in reader.messages(connections=conns) if (msg := decode(data, cls)) is not None]
     finally:
         reader.close()
 

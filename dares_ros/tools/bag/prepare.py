@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
 from dares_core.camera import Uncalibrated
@@ -28,7 +27,7 @@ from ...conversions import (
     pose_matrix,
     stereo_baseline,
 )
-from .io import message_class, named_topic, open_reader, pick_topic
+from .io import decode, message_class, named_topic, open_reader, pick_topic
 
 IMAGE_SUFFIXES = ("image_rect_color", "image_rect", "image_raw", "image_rect_color/compressed",
                   "image_rect/compressed", "image_raw/compressed")
@@ -74,7 +73,9 @@ class BagFrames:
             paired = 0
             for conn, _, data in reader.messages(connections=[by_topic[t] for t in eyes]):
                 eye = eyes[conn.topic]
-                msg = deserialize_message(bytes(data), classes[conn.topic])
+                msg = decode(data, classes[conn.topic])
+                if msg is None:  # zero-length or damaged: left out, as a frame without motion
+                    continue
                 stamp = _stamp_ns(msg)
                 if not self.topics["right"]:
                     yield stamp * 1e-9, self._rgb("left", msg), None
@@ -110,7 +111,9 @@ class BagFrames:
 def _first(reader, topic: str, cls):
     conn = [c for c in reader.connections if c.topic == topic]
     for _, _, data in reader.messages(connections=conn):
-        return deserialize_message(bytes(data), cls)
+        msg = decode(data, cls)
+        if msg is not None:
+            return msg
     return None
 
 
@@ -150,7 +153,9 @@ def _poses(path: Path, reader, topic: str, hand_eye: np.ndarray):
         raise DaresError(f"{path}: {topic} is a {conn.msgtype}; give a pose topic of type {' or '.join(POSE_TYPES)}")
     stamps, matrices = [], []
     for _, _, data in reader.messages(connections=[conn]):
-        msg = deserialize_message(bytes(data), message_class(conn.msgtype))
+        msg = decode(data, message_class(conn.msgtype))
+        if msg is None:
+            continue
         if hasattr(msg, "pose"):
             T = pose_matrix(msg.pose)
         else:

@@ -18,6 +18,14 @@ NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale"
                "publish", "own", "stereo_worker")  # the depth node's stages, in the order a frame passes them
 
 
+def add_camera_options(p, width: int, height: int) -> None:
+    """The node benchmarks' network (--weights, or random weights of --encoder) and camera size."""
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
+    p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size for random weights")
+    p.add_argument("--width", type=IMAGE_SIDE, default=width, help=f"camera image width (default {width})")
+    p.add_argument("--height", type=IMAGE_SIDE, default=height, help=f"camera image height (default {height})")
+
+
 class NodeTemporalBenchmark(StabilityBenchmark):
     kind = "node-temporal"
     help = "TAE and AbsRel of dares_depth_node's stabiliser in dares demo's graph against plain depth, on synthetic " \
@@ -108,10 +116,7 @@ class NodeBenchmark(Benchmark):
              "`network_stand_in=True` replace the network by a constant of its output's shape.")
 
     def add_arguments(self, p) -> None:
-        p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
-        p.add_argument("--encoder", default="vits", choices=ENCODERS, help="ViT size for random weights")
-        p.add_argument("--width", type=POSITIVE_INT, default=1280, help="camera image width (default 1280)")
-        p.add_argument("--height", type=POSITIVE_INT, default=1024, help="camera image height (default 1024)")
+        add_camera_options(p, 1280, 1024)
         p.add_argument("--rate", type=POSITIVE_FLOAT, default=30.0,
                        help="stereo frames per second published (default 30)")
         p.add_argument("--duration", type=POSITIVE_FLOAT, default=20.0, help="measured seconds (default 20)")
@@ -168,14 +173,11 @@ class SoakBenchmark(Benchmark):
     timing = True
 
     def add_arguments(self, p) -> None:
-        p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: random weights of --encoder)")
-        p.add_argument("--encoder", default="vits", choices=ENCODERS)
-        p.add_argument("--width", type=IMAGE_SIDE, default=640)
-        p.add_argument("--height", type=IMAGE_SIDE, default=512)
+        add_camera_options(p, 640, 512)
         p.add_argument("--phase-seconds", type=POSITIVE_FLOAT, default=60.0,
                        help="seconds per phase (5 phases; default 60)")
         add_input_size_options(p)
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
     def measure(self, args) -> dict:
         from .soak import soak

@@ -92,6 +92,9 @@ def infer(args: argparse.Namespace) -> None:
           f"into {args.out} ({len(total)} input topics copied)")
     if result["replaced"]:
         print(f"replaced the bag's earlier outputs: {', '.join(result['replaced'])}")
+    if result["unreadable"]:
+        print(f"{result['unreadable']} message(s) of {result['image_topic']} held no image (zero-length or damaged) "
+              "and were left out; the bag's other messages are copied as they are")
     if result["uncalibrated"]:
         print(f"{result['uncalibrated']} frames had an uncalibrated camera_info (all zeros): their depth is in "
               "relative scale and they have no points; calibrate the camera to get both")

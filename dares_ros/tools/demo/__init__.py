@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -65,15 +66,41 @@ class Progress:
             self.t0 = None
 
 
+OWNER = ".dares-demo-owner"  # in a folder a demo makes while it runs: the pid of that demo
+
+
+def mark_owner(folder: Path) -> None:
+    (Path(folder) / OWNER).write_text(str(os.getpid()))
+
+
+def sweep_leftovers(out: Path) -> None:
+    """What a demo killed mid-way (SIGKILL, power) left: its staged output beside `out` (.OUT.*.partial) and its work
+    and log folders in the temporary folder, each holding OWNER; removed once the process named there is gone. A
+    failed demo's logs, named in its message, hold no OWNER and stay."""
+    for folder in (*out.parent.glob(f".{out.name}.*.partial"), *Path(tempfile.gettempdir()).glob("dares-demo-*")):
+        try:
+            owner = int((folder / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not a demo's, or not marked: not ours to remove
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
 @contextlib.contextmanager
 def logs_kept_on_failure():
     """A folder for the nodes' logs, removed when the block ends (the demo moves it into its output first) but
     kept, and named in the message, when a DaresError ends the block after a node has logged."""
     logs = Path(tempfile.mkdtemp(prefix="dares-demo-logs-"))
+    mark_owner(logs)
     keep = False
     try:
         yield logs
     except DaresError as e:
+        (logs / OWNER).unlink(missing_ok=True)  # named to the user: never swept
         keep = logs.is_dir() and any(logs.iterdir())
         if keep:
             raise DaresError(f"{e} (the nodes' logs are kept in {logs})") from None
@@ -108,8 +135,6 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
              scale_mode: str | None = None, pose_weights: Path | None = None, backend: str = "torch",
              say=print) -> dict:
     """The demo flow (see the module docstring); writes `out` in one rename at the end and returns the summary."""
-    import os
-
     from tqdm import tqdm
 
     from dares_core.data.synthetic import SynthConfig, generate, sequence_folder
@@ -121,9 +146,12 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         raise DaresError("--bag needs --weights too: the built-in model is trained on synthetic scenes only")
     progress = Progress(5 if bag is None else 4, say)
     say(f"dares demo: writing {out}")
+    sweep_leftovers(out)
     with logs_kept_on_failure() as logs, tempfile.TemporaryDirectory(prefix="dares-demo-") as tmp, \
             atomic_dir(out, force=True) as stage:
         work = Path(tmp)
+        mark_owner(work)
+        mark_owner(stage)
         if bag is None:
             progress.step(f"synthesising a {frames}-frame da Vinci stereo sequence ({size[0]}x{size[1]}) with ground "
                           f"truth")
@@ -197,6 +225,8 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         with atomic_file(stage / "summary.json") as f:
             f.write_text(json.dumps(summary, indent=2) + "\n")
         shutil.move(logs, stage / "logs")
+        for folder in (stage, stage / "logs"):
+            (folder / OWNER).unlink(missing_ok=True)
         progress.done()
     print_summary(out, summary, say)
     return summary

@@ -99,9 +99,10 @@ class Arrivals:
             self.cond.wait_for(lambda: not self.left or max(self.left) in self.map, timeout)
 
     def timing(self) -> dict:
-        """Input and output rate, latency from each left image to its depth (both as received here)."""
+        """Input rate, the depth node's output rate (and the odometry node's), latency from each left image to its
+        depth (both as received here)."""
         with self.cond:
-            lefts, depths = dict(self.left), dict(self.depth)
+            lefts, depths, odoms = dict(self.left), dict(self.depth), dict(self.odom)
 
         def rate(times):
             times = sorted(times)
@@ -114,7 +115,36 @@ class Arrivals:
                 "input_rate_hz": rate(lefts.values()), "output_rate_hz": rate(depths.values()),
                 "latency_ms": {"median": round(float(np.median(latency_ms)), 1),
                                "p99": round(float(np.percentile(latency_ms, 99)), 1),
-                               "max": round(float(latency_ms.max()), 1)}}
+                               "max": round(float(latency_ms.max()), 1)},
+                **({"odometry_rate_hz": rate(odoms.values())} if len(self.outputs) > 1 else {})}
+
+
+IN_STEP_ONLY = ("qos", "stereo_rate", "temporal_pose_wait", "scale_source")  # the in-step replay's settings (every
+# frame, in order, however loaded the machine), which the timed replay leaves at the nodes' defaults, as a user would
+
+
+@contextlib.contextmanager
+def demo_nodes(topics: Topics, params: dict, odometry: dict | None, fusion: dict, logs: Path, remaps: dict):
+    """The demo's graph, each node loaded: dares_depth_node with `params` (and a local rclpy node of this process
+    beside it), dares_fusion_node with `fusion` where the bag has camera poses, dares_odometry_node with `odometry`.
+    Yields (the depth node's process, the local node); they log into `logs` (node.log, fusion.log, odometry.log)."""
+    with contextlib.ExitStack() as nodes:
+        proc, node = nodes.enter_context(node_session(NAMESPACE, params, logs, "dares_demo", remaps))
+        if topics.gt_pose:  # the depth fused over time with the recorded camera poses
+            fusion_remaps = {"camera_pose": topics.gt_pose}
+            if not topics.compressed:
+                fusion_remaps["image"] = topics.left_image
+            nodes.enter_context(node_process(NAMESPACE, fusion, logs / "fusion.log", fusion_remaps,
+                                             "dares_fusion_node"))
+        if odometry:  # camera motion from the pose network, in metres at its weights' recorded unit
+            left = {k: v for k, v in remaps.items() if k.startswith("left/image_rect")}
+            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, logs / "odometry.log", left,
+                                                             "dares_odometry_node"))
+        wait_until_loaded(proc, logs / "node.log")
+        if odometry:  # its odom topic is in the graph as soon as the fusion node subscribes: wait for the node
+            wait_until_loaded(odometry_proc, logs / "odometry.log", ready="odometry from",
+                              node="dares_odometry_node")
+        yield proc, node
 
 
 def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path, logs: Path,
@@ -122,7 +152,8 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
     """Start the node (and with `odometry` parameters dares_odometry_node beside it), record their outputs (and
     the left image, camera_info and ground truth) while `bag` plays into them in step (each frame once the nodes
     have answered the one before, within a bound), so what is recorded does not depend on the machine's speed or
-    load; then, with `timed`, play it again at recorded timing (`rate`) for the achieved rate and latency. Returns
+    load; then, with `timed`, play it again at recorded timing (`rate`) into the nodes started afresh as a user
+    launches them (IN_STEP_ONLY at their defaults) for each node's achieved rate and the latency. Returns
     {"published": n, "recorded": {topic: count}, "timing": {...} (with timed)}. The nodes log into `logs`
     (node.log, fusion.log, odometry.log)."""
 
@@ -149,22 +180,7 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
                 stop.set()
         return threading.Thread(target=run, name=f"dares-demo-{name}", daemon=True)
 
-    with contextlib.ExitStack() as nodes:
-        proc, node = nodes.enter_context(node_session(NAMESPACE, params, logs, "dares_demo", remaps))
-        if topics.gt_pose:  # the depth fused over time with the recorded camera poses
-            fusion_remaps = {"camera_pose": topics.gt_pose}
-            if not topics.compressed:
-                fusion_remaps["image"] = topics.left_image
-            nodes.enter_context(node_process(NAMESPACE, FUSION, logs / "fusion.log", fusion_remaps,
-                                             "dares_fusion_node"))
-        if odometry:  # camera motion from the pose network, in metres at its weights' recorded unit
-            left = {k: v for k, v in remaps.items() if k.startswith("left/image_rect")}
-            odometry_proc = nodes.enter_context(node_process(NAMESPACE, odometry, logs / "odometry.log", left,
-                                                             "dares_odometry_node"))
-        wait_until_loaded(proc, logs / "node.log")
-        if odometry:  # its odom topic is in the graph as soon as the fusion node subscribes: wait for the node
-            wait_until_loaded(odometry_proc, logs / "odometry.log", ready="odometry from",
-                              node="dares_odometry_node")
+    with demo_nodes(topics, params, odometry, FUSION, logs, remaps) as (proc, node):
         context = node.context
         recorder = guarded("recorded", lambda: bags.record_bag(record, recorded, stop=stop, context=context,
                                                                discovery_timeout=60.0, ready=ready))
@@ -200,11 +216,17 @@ def replay_through_node(bag: Path, topics: Topics, params: dict, recorded: Path,
         time.sleep(0.5)  # the recorder writes what reached it
         stop.set()
         recorder.join(timeout=30)
-        if timed and not failures:  # again at the camera's rate, as a live camera sends it: the nodes start
-            at_rate = Arrivals(node, topics, bool(odometry))  # again (time went back) and keep up or drop frames
-            bags.play_bag(bag, rate, topics=inputs, context=context, wait_for=readers)
+    if timed and not failures:  # again at the camera's rate, as a live camera sends it, into the nodes as a user
+        # launches them (the in-step settings at their defaults): they keep up or drop frames
+        launched, launched_odometry, launched_fusion = ({k: v for k, v in p.items() if k not in IN_STEP_ONLY} if p
+                                                        else p for p in (params, odometry, FUSION))
+        (logs / "timed").mkdir(exist_ok=True)
+        with demo_nodes(topics, launched, launched_odometry, launched_fusion, logs / "timed", remaps) as (_, node):
+            at_rate = Arrivals(node, topics, bool(odometry))
+            wait_for_subscribers(node, OUTPUTS["depth"], 1 + bool(topics.gt_pose))
+            bags.play_bag(bag, rate, topics=inputs, context=node.context, wait_for=readers)
             time.sleep(2.0)
-            results["timing"] = at_rate.timing()
+            results["timing"] = {**at_rate.timing(), "parameters": {k: str(v) for k, v in launched.items()}}
     if failures:
         raise failures[0] if isinstance(failures[0], DaresError) else DaresError(f"replay failed: {failures[0]}")
     return results

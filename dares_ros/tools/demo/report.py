@@ -79,12 +79,16 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   f"{o['still_ate_mm']} mm), RE {o['re_rad']} rad. Path length against the true one, unaligned: "
                   f"{o['path_length_ratio']}.", ""]
     lines += ["## Rate and latency", "",
-              f"A second replay at {s['rate']}x recorded timing, as a live camera sends frames: input "
+              f"A second replay at {s['rate']}x recorded timing, as a live camera sends frames, into the nodes "
+              "started afresh as a user launches them: the demo's parameters without the in-step ones (qos, "
+              "stereo_rate, temporal_pose_wait and the odometry's scale_source at the nodes' defaults). Input "
               f"{t['input_frames']} frames at {t['input_rate_hz']} Hz; depth for {t['depth_frames']} "
-              f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz. "
-              f"Latency from the input image to its depth image, both as received by the recorder: "
+              f"({t['dropped']} dropped by the node's latest-frame policy) at {t['output_rate_hz']} Hz"
+              + (f"; odometry at {t['odometry_rate_hz']} Hz" if "odometry_rate_hz" in t else "") + ". "
+              "Latency from the input image to its depth image, both as received here: "
               f"median {t['latency_ms']['median']} ms, p99 {t['latency_ms']['p99']} ms, max {t['latency_ms']['max']} "
-              f"ms.",
+              "ms. The depth node's parameters: "
+              + ", ".join(f"`{k}: {v}`" for k, v in t.get("parameters", {}).items()) + ".",
               "", "## Files", "",
               "- `strip.png`: input | predicted depth | ground-truth depth at three moments, one colour scale "
               f"({s['depth_scale']['near_mm']}-{s['depth_scale']['far_mm']} mm)",
