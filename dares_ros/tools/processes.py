@@ -96,8 +96,8 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
 
 def wait_until_loaded(proc: subprocess.Popen, log: Path, timeout: float = 180.0, ready: str = " loaded ",
                       node: str = "the depth node") -> None:
-    """Block until `node` logs `ready` (the depth node: its model loaded); a model load error or an exit becomes a
-    DaresError."""
+    """Block until `node` logs `ready` (the depth node: its model loaded); a model load error, a FATAL line (the node
+    is ending: its exit may take a while on a busy graph) or an exit becomes a DaresError."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text() if log.is_file() else ""
@@ -106,10 +106,11 @@ def wait_until_loaded(proc: subprocess.Popen, log: Path, timeout: float = 180.0,
         errors = [line for line in text.splitlines() if "ERROR" in line and "weights" in line]
         if errors:
             raise DaresError(f"{node} could not load its model: {errors[-1].split(']: ')[-1]}")
-        if proc.poll() is not None:
+        if proc.poll() is not None or "[FATAL]" in text:
             lines = text.splitlines() or [""]
             last = next((line for line in reversed(lines) if "FATAL" in line or "ERROR" in line), lines[-1])
-            raise DaresError(f"{node} exited (status {proc.returncode}): {last.split(']: ')[-1]}")
+            status = "" if proc.poll() is None else f" (status {proc.returncode})"
+            raise DaresError(f"{node} exited{status}: {last.split(']: ')[-1]}")
         time.sleep(0.2)
     raise DaresError(f"{node} did not load its model within {timeout:.0f} s; log: {log}")
 
