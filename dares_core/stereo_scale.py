@@ -123,16 +123,16 @@ class LiveStereoScale:
     the worker."""
 
     SAMPLES = 20000  # pixels of a frame's ratio against the newest stereo map
-    DISAGREEMENT = 0.35  # sparse ratios whose median absolute deviation (log) is larger do not agree: SGBM decides
+    FALLBACK_AFTER_S = 1.0  # sparse: without a scale, or with none measured for this long, SGBM gives it
 
     def __init__(self, estimator: StereoScale, matcher: str = "sparse", rate: float = 0.0, stages=None):
         self.estimator, self.matcher, self.stages = estimator, matcher, stages
-        self.period = 1.0 / rate if rate and matcher == "sgbm" else 0.0
+        self.period = 1.0 / rate if rate else 0.0  # sgbm's worker; sparse's fallback uses it too
         self.measurements = 0  # stereo measurements made so far (sparse matches or SGBM maps)
-        self.fallbacks = 0  # sparse frames whose scale SGBM gave instead (too few matches, or matches that disagree)
+        self.fallbacks = 0  # sparse frames whose scale SGBM gave instead (too few matches)
         self.source = ""  # the matcher that gave the newest scale: sparse, or sgbm
         self.scale, self.confidence, self.updated = float("nan"), 0.0, -math.inf  # monotonic time of the newest
-        self._stereo: tuple[np.ndarray, int] | None = None  # newest stereo depth map on a grid, and its stride
+        self._stereo: tuple[np.ndarray, int, float] | None = None  # newest stereo map on a grid, its stride, when
         self._lock = threading.Lock()
         self._pairs = LatestItem()
         self._offered = -math.inf
@@ -147,18 +147,13 @@ class LiveStereoScale:
         start = time.perf_counter()
         stereo = self.estimator.stereo_depth(left_rgb, right_rgb, fx, baseline)
         stride = max(1, int(math.sqrt(stereo.size / self.SAMPLES)))
-        self._stereo = (stereo[::stride, ::stride], stride)
+        self._stereo = (stereo[::stride, ::stride], stride, time.monotonic())
         self.measurements += 1
         if np.isfinite(self._stereo[0]).mean() >= self.estimator.min_confidence:  # matched enough to measure by
             self.updated = time.monotonic()
         if self.stages is not None:
             self.stages.add("stereo_worker", time.perf_counter() - start)
         return stereo
-
-    def _agree(self, ratios: np.ndarray) -> bool:
-        """Whether sparse ratios tell one scale: their median absolute deviation in log space within DISAGREEMENT."""
-        logs = np.log(ratios[ratios > 0])
-        return bool(len(logs)) and float(np.median(np.abs(logs - np.median(logs)))) <= self.DISAGREEMENT
 
     def _fold(self, stereo: np.ndarray, model_depth: np.ndarray) -> None:
         with self._lock:
@@ -186,20 +181,29 @@ class LiveStereoScale:
         if self.matcher == "sparse":
             ratios, confidence = self.estimator.sparse_ratios(left_rgb, right_rgb, model_depth, fx, baseline)
             self.measurements += 1
-            if confidence >= self.estimator.min_confidence and self._agree(ratios):
+            if confidence >= self.estimator.min_confidence:
                 with self._lock:
                     self._take(self.estimator.fold_ratios(ratios, confidence), "sparse")
                 return self.scale
+            if math.isfinite(self.scale) and self.age() < self.FALLBACK_AFTER_S:  # a frame or two: the last holds
+                self.confidence = confidence
+                return self.scale
             # texture Lucas-Kanade cannot follow (a periodic weave aliases its pyramid) or too little of it: SGBM's
-            # dense search on this pair, on the frame path, for this frame alone
+            # dense search, from its worker while its newest map is recent (else on this pair, on the frame path)
             self.fallbacks += 1
-            self._fold(self._stereo_map(left_rgb, right_rgb, fx, baseline), model_depth)
-            return self.scale
+            recent = self._stereo is not None and time.monotonic() - self._stereo[2] < 2 * self.period
+            return self._sgbm_scale(left_rgb, right_rgb, model_depth, fx, baseline, recent)
+        return self._sgbm_scale(left_rgb, right_rgb, model_depth, fx, baseline, self._stereo is not None)
+
+    def _sgbm_scale(self, left_rgb, right_rgb, model_depth: np.ndarray, fx: float, baseline: float,
+                    use_newest: bool) -> float:
+        """The frame's ratio against the newest SGBM map (this pair offered to the worker) where use_newest and
+        there is a worker, else against this pair's own map, made now."""
         newest = self._stereo
-        if newest is None or not self.period:
+        if not use_newest or not self.period:
             self._fold(self._stereo_map(left_rgb, right_rgb, fx, baseline), model_depth)
         else:
-            stereo, stride = newest
+            stereo, stride, _ = newest
             self.offer(left_rgb, right_rgb, fx, baseline)
             self._fold(stereo, model_depth[::stride, ::stride])
         return self.scale
