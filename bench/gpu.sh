@@ -2,7 +2,8 @@
 # The README's GPU figures in one go, on a machine with one CUDA GPU and dares installed:
 #   bash bench/gpu.sh OUT [NODE_SEQUENCE [TRAIN_DATA]]
 # training, the model at fp16 compiled, the node at 60 Hz on both eyes (fp16, compiled), the demo model's
-# reduced-precision agreement, and the compiled-path check (fp32 compiled against the reference path).
+# reduced-precision agreement, the compiled-path check (fp32 compiled against the reference path), and ONNX
+# Runtime's CUDA and TensorRT providers on the depth and pose networks.
 # NODE_SEQUENCE / TRAIN_DATA: `dares synth` output to use instead of generating scenes (open3d) there.
 # Each step has a time limit, so one slow compilation cannot take the others with it.
 set -uo pipefail
@@ -26,3 +27,10 @@ for precision in fp16 bf16; do
         --out "$out"
 done
 step 120 dares bench model --device cuda --compile --out "$out"
+# ONNX Runtime's GPU providers (onnxruntime-gpu, or its TensorRT build, must be what is installed there): each
+# result names the provider that ran, or "refused" where the check against torch refused it.
+for providers in cuda tensorrt; do
+    step 240 dares bench model --device cuda --backend onnxruntime --onnx-providers "$providers" --out "$out"
+    step 120 dares bench pose --device cuda --backend onnxruntime --onnx-providers "$providers" --out "$out"
+done
+step 240 dares bench model --device cuda --precision fp16 --backend onnxruntime --onnx-providers tensorrt --out "$out"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .backends import write_onnx
+from .backends import depth_graph, write_onnx
 from .errors import DaresError
 from .files import atomic_file, ensure_writable_output
 from .inference import network_input_size
@@ -41,7 +41,7 @@ def export_pose(weights: Path, out: Path, force: bool = False) -> dict:
     from .pose import load_pose_net, pose_units, save_pose_net
 
     ensure_writable_output(Path(out), force, one_file=True)
-    save_pose_net(*load_pose_net(weights), out, pose_units(weights))
+    save_pose_net(load_pose_net(weights), out, pose_units(weights))
     return {"format": "safetensors", "path": str(out)}
 
 
@@ -59,18 +59,16 @@ def export(weights: Path, out: Path, fmt: str, height: int | None = None, width:
     if fmt == "safetensors":
         save_depth_net(net, out)
         return result
-    module = FullResolution(net).eval()
     height, width = network_input_size(net, (height, width))
-    # a batch of 2: tracing at 1 would specialise the batch dimension to 1
-    example = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+    graph = depth_graph(net, height, width)
     with atomic_file(Path(out)) as tmp:
         if fmt == "onnx":
-            write_onnx(net, tmp, height, width, opset)
+            write_onnx(graph, tmp, opset)
             _name_output_dims(tmp, height, width)
-            result["max_abs_diff"] = _check_onnx(tmp, module, example)
+            result["max_abs_diff"] = _check_onnx(tmp, graph.module, graph.example)
         else:
             batch = torch.export.Dim("batch", min=1, max=1024)
-            program = torch.export.export(module, (example,), dynamic_shapes={"images": {0: batch}})
+            program = torch.export.export(graph.module, (graph.example,), dynamic_shapes={"images": {0: batch}})
             torch.export.save(program, str(tmp))
     return result
 

@@ -9,6 +9,7 @@ NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,15 +251,17 @@ def check_mask_folder(masks: Path, names: list[str] | None) -> None:
 class TemporalInference:
     """`dares infer --temporal`: each frame's depth stabilised (dares_core.temporal) with the previous output,
     carried along the optical flow between the frames and moved by the camera's motion from the previous frame, as
-    the pose network (--pose-weights) estimates it, in millimetres at its recorded unit."""
+    the pose network (--pose-weights) estimates it, in millimetres at its recorded unit, on `backend` as the depth
+    network (pose.PoseRunner)."""
 
     def __init__(self, pose_weights: Path, K: np.ndarray, calib_size, weight: float, tolerance: float,
-                 scale_weight: float, masks: Path | None = None):
-        from .pose import load_pose_net, pose_units
+                 scale_weight: float, masks: Path | None = None, backend: str = "torch", providers: tuple = ()):
+        from .pose import PoseRunner, load_pose_net, pose_units
         from .temporal import DepthStabiliser
 
-        self.encoder, self.decoder = (net.eval() for net in load_pose_net(pose_weights))
         self.units = pose_units(pose_weights)
+        self.pose_net = PoseRunner(load_pose_net(pose_weights), self.units.input_size, torch.device("cpu"), backend,
+                                   providers, say=lambda line: print(line, file=sys.stderr))
         self.K, self.calib_size = K, calib_size
         self.stabiliser = DepthStabiliser(weight, tolerance, scale_weight)
         self.previous: np.ndarray | None = None  # the previous frame, at the pose network's input size
@@ -278,20 +281,19 @@ class TemporalInference:
         if masks is not None:
             check_mask_folder(masks, folder_images(args.input)[1] if args.input.is_dir() else None)
         return cls(args.pose_weights, *intrinsics, args.temporal_weight, args.temporal_tolerance,
-                   args.temporal_scale_weight, masks)
+                   args.temporal_scale_weight, masks, **backend_options(args))
 
     def __call__(self, name: str, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
         """The stabilised depth (H,W) mm of the next frame (in order), named `name` (its outputs' name); unchanged,
         and the stabiliser started again, where a mask folder was given and has no readable NAME.png."""
         from .data.scared import read_tissue_mask
-        from .pose import poses_of_pairs
         from .preprocess import resize_like_official, to_unit_tensor
         from .reconstruct import scale_translation
 
         small = to_unit_tensor(resize_like_official(rgb, self.units.input_size))
         motion = None
         if self.previous is not None and self.previous.shape == small.shape:
-            T = poses_of_pairs(self.encoder, self.decoder, torch.cat([small, self.previous])[None])[0]
+            T = self.pose_net(torch.cat([small, self.previous])[None])[0]
             motion = scale_translation(T, self.units.unit_mm)  # the previous camera's points into this one's, mm
         self.previous = small
         mask = None

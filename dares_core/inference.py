@@ -124,25 +124,14 @@ class DepthPredictor:
 
     def _use_onnxruntime(self, batch: int, precision: str, providers: tuple, check: bool, say) -> None:
         """Run the network on ONNX Runtime when its session can be had and, with `check`, agrees with torch."""
-        from .backends import CHECK_TOLERANCE, DEFAULT_PROVIDERS, OnnxRuntimeNetwork, backend_difference
+        from .backends import checked_onnxruntime, depth_graph, probe_image
 
-        try:
-            network = OnnxRuntimeNetwork(self.net, self.size, batch, precision, providers or DEFAULT_PROVIDERS, say)
-        except DaresError as e:
-            say(f"{e}; running on torch")
-            return
-        name = f"onnxruntime {network.provider}"
-        if check:
-            fp32 = lambda x: self.net(x, scales=(0,))[0].float()  # noqa: E731  (the reference: torch in fp32)
-            self.backend_check = backend_difference(fp32, network, self.size, self.device)
-            tolerance = CHECK_TOLERANCE.get(precision, CHECK_TOLERANCE["fp16"])
-            if not self.backend_check <= tolerance:  # NaN too
-                say(f"{name} refused: on a probe image its output differs from torch's by {self.backend_check:.1e} "
-                    f"relative (tolerance {tolerance:.0e}); running on torch")
-                return
-            say(f"{name}: checked against torch on a probe image, largest relative difference "
-                f"{self.backend_check:.1e}")
-        self._network, self.backend = network, name
+        fp32 = lambda x: self.net(x, scales=(0,))[0].float()  # noqa: E731  (the reference: torch in fp32)
+        network, self.backend_check = checked_onnxruntime(depth_graph(self.net, *self.size), fp32,
+                                                          probe_image(self.size, self.device), batch, precision,
+                                                          providers, check, say)
+        if network is not None:
+            self._network, self.backend = network, f"onnxruntime {network.provider}"
 
     @staticmethod
     def _compiled(compiled, options: dict):

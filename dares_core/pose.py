@@ -57,10 +57,24 @@ def _pose_states(path: Path) -> dict[str, dict[str, torch.Tensor]]:
                          "folder (pose_encoder.pth, pose.pth), a run folder or a pose export") from None
 
 
-def load_pose_net(path: Path) -> tuple[ResnetEncoder, PoseDecoder]:
+class PoseNet(torch.nn.Module):
+    """Both pose networks as one: pairs (B,6,H,W) in [0,1] -> (axisangle (B,3) radians, translation (B,3) in the
+    network's units), the motion of frame i to frame i+1 for a pair (frame i+1, frame i)."""
+
+    def __init__(self, encoder: ResnetEncoder, decoder: PoseDecoder):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        axisangle, translation = self.decoder([self.encoder(pairs)])
+        return axisangle[:, 0, 0], translation[:, 0, 0]
+
+
+def load_pose_net(path: Path) -> PoseNet:
     """The pose encoder and decoder of an official/AF-SfMLearner weights folder (pose_encoder.pth, pose.pth),
     a `dares train` run folder (its checkpoints/best.pt, else last.pt) or such a checkpoint, or a `.safetensors`
-    of `dares export --network pose`; eval mode, CPU. Widths are read from the tensors (ResNet-18: 64)."""
+    of `dares export --network pose` as one PoseNet; eval mode, CPU. Widths are read from the tensors (ResNet-18:
+    64)."""
     path = Path(path)
     states = _pose_states(path)
     first, squeeze = states["pose_encoder"].get("encoder.conv1.weight"), states["pose"].get("net.0.weight")
@@ -78,7 +92,7 @@ def load_pose_net(path: Path) -> tuple[ResnetEncoder, PoseDecoder]:
             raise DaresError(f"{path}: its {name} has {wrong} of shape {tuple(state[wrong].shape)}, the network "
                              f"{tuple(expected[wrong].shape)}; pass pose networks of one training run")
         net.load_state_dict({k: state[k] for k in expected if k in state}, strict=False)
-    return encoder.eval(), decoder.eval()
+    return PoseNet(encoder, decoder).eval()
 
 
 @dataclass(frozen=True)
@@ -90,11 +104,12 @@ class PoseUnits:
     unit_mm: float = 1.0
 
 
-def save_pose_net(encoder: ResnetEncoder, decoder: PoseDecoder, path: Path, units: PoseUnits = PoseUnits()) -> None:
+def save_pose_net(net: PoseNet, path: Path, units: PoseUnits = PoseUnits()) -> None:
     """Both pose networks in one safetensors file (keys `pose_encoder.*`, `pose.*`; the unused classifier
     left out) with their units in the metadata, atomically."""
-    state = {f"{name}.{k}": v.detach().contiguous().cpu() for name, net in zip(POSE_NETWORKS, (encoder, decoder))
-             for k, v in net.state_dict().items() if not (name == "pose_encoder" and k in UNUSED_KEYS)}
+    modules = zip(POSE_NETWORKS, (net.encoder, net.decoder))
+    state = {f"{name}.{k}": v.detach().contiguous().cpu() for name, module in modules
+             for k, v in module.state_dict().items() if not (name == "pose_encoder" and k in UNUSED_KEYS)}
     metadata = {"format": POSE_FORMAT_TAG, "input_size": json.dumps(list(units.input_size)),
                 "unit_mm": repr(float(units.unit_mm))}
     with atomic_file(Path(path)) as tmp:
@@ -139,20 +154,46 @@ def keyframe_sequence(root: Path, folder: str) -> tuple[list[SplitEntry], np.nda
 
 
 @torch.no_grad()
-def poses_of_pairs(encoder: ResnetEncoder, decoder: PoseDecoder, pairs: torch.Tensor) -> np.ndarray:
+def poses_of_pairs(network, pairs: torch.Tensor) -> np.ndarray:
     """pairs: (B,6,H,W) in [0,1], (frame i+1, frame i) stacked on channels -> (B,4,4) float64 T_i (camera i's
-    points into camera i+1's), translation in the network's units."""
-    axisangle, translation = decoder([encoder(pairs)])
-    return pose_from_axisangle(axisangle[:, 0, 0].double(), translation[:, 0, 0].double()).cpu().numpy()
+    points into camera i+1's), translation in the network's units. network: a PoseNet, or what runs it
+    (PoseRunner's backend)."""
+    axisangle, translation = network(pairs)
+    return pose_from_axisangle(axisangle.double(), translation.double()).cpu().numpy()
+
+
+class PoseRunner:
+    """The pose network as deployed: on torch, or on ONNX Runtime (backend onnxruntime: dares_core.backends, fp32,
+    checked against torch on a probe pair at start with `check`, and refused for torch, with one line, above the
+    tolerance). __call__(pairs (B,6,H,W) in [0,1]) -> (B,4,4) as poses_of_pairs; `backend` names what runs and
+    `backend_check` the difference measured."""
+
+    def __init__(self, net: PoseNet, size: tuple[int, int], device: torch.device, backend: str = "torch",
+                 providers: tuple = (), check: bool = True, say=print):
+        from .backends import Graph, checked_onnxruntime, probe_image
+
+        self.net = net.to(device).eval()
+        self._network, self.backend, self.backend_check = self.net, "torch", None
+        if backend == "onnxruntime":
+            probe = probe_image(size, device)
+            pair = torch.cat([probe.roll(5, dims=-1), probe], dim=1)  # a sideways step between the two frames
+            graph = Graph(self.net, torch.rand(2, 6, *size, generator=torch.Generator().manual_seed(0)).to(device),
+                          ("pairs",), ("axisangle", "translation"))
+            network, self.backend_check = checked_onnxruntime(graph, self.net, pair, 1, "fp32", providers, check,
+                                                              say)
+            if network is not None:
+                self._network, self.backend = network, f"onnxruntime {network.provider}"
+
+    def __call__(self, pairs: torch.Tensor) -> np.ndarray:
+        return poses_of_pairs(self._network, pairs)
 
 
 @torch.no_grad()
-def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: Path, entries: list[SplitEntry],
-                           size: tuple[int, int] = (256, 320), device: str | torch.device = "cpu", batch: int = 8,
-                           progress=None) -> np.ndarray:
+def predict_relative_poses(network: PoseNet, root: Path, entries: list[SplitEntry], size: tuple[int, int] = (256, 320),
+                           device: str | torch.device = "cpu", batch: int = 8, progress=None) -> np.ndarray:
     """(N,4,4) relative poses, one per entry: the network on (frame + 1, frame), each resized as the official
     loader does to size (height, width). Translation in the network's units (DARES: up to scale)."""
-    encoder, decoder = encoder.to(device), decoder.to(device)
+    network = network.to(device)
     out = []
     for start in range(0, len(entries), batch):
         chunk = entries[start:start + batch]
@@ -163,7 +204,7 @@ def predict_relative_poses(encoder: ResnetEncoder, decoder: PoseDecoder, root: P
             if missing:
                 raise DaresError(f"{missing[0]} not found: is --data the folder holding {e.folder}?")
             pairs.append(torch.cat([to_unit_tensor(resize_like_official(read_rgb(p), size)) for p in paths]))
-        out.append(poses_of_pairs(encoder, decoder, torch.stack(pairs).to(device)))
+        out.append(poses_of_pairs(network, torch.stack(pairs).to(device)))
         if progress is not None:
             progress(len(chunk))
     return np.concatenate(out)

@@ -330,9 +330,9 @@ def network_poses(root: Path, folder: str, frames: list[int], gt_poses: dict, po
     length when there is one."""
     from .pose import load_pose_net, pose_units, predict_relative_poses
 
-    encoder, decoder = load_pose_net(pose_weights)
+    network = load_pose_net(pose_weights)
     steps = [SplitEntry(folder, f, "l") for f in frames[:-1]]  # pairs (f, f + 1)
-    relative = predict_relative_poses(encoder, decoder, root, steps, pose_units(pose_weights).input_size, device)
+    relative = predict_relative_poses(network, root, steps, pose_units(pose_weights).input_size, device)
     if gt_poses:
         gt_steps = [np.linalg.norm(gt_poses[b][:3, 3] - gt_poses[a][:3, 3]) for a, b in zip(frames, frames[1:])]
         relative[:, :3, 3] *= sum(gt_steps) / max(np.linalg.norm(relative[:, :3, 3], axis=1).sum(), 1e-12)

@@ -41,11 +41,11 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dares_core.backends import PROVIDERS, parse_providers, providers_named
+from dares_core.backends import parse_providers
 from dares_core.errors import DaresError, FrameProblem
 from dares_core.inference import DepthPredictor, resolve_device
 from dares_core.model.weights import load_depth_net
-from dares_core.names import BACKENDS, PRECISIONS, STEREO_MATCHERS, TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE
+from dares_core.names import PRECISIONS, STEREO_MATCHERS, TEMPORAL_SCALE_WEIGHT, TEMPORAL_TOLERANCE
 from dares_core.pipeline import STEREO_SETTINGS as STEREO
 from dares_core.pipeline import DepthPipeline, FrameIn, Stabilise
 from dares_core.sync import Order, StereoMatcher, Timeline
@@ -65,7 +65,7 @@ from .conversions import (
 )
 from .graph import INPUT_TRANSPORTS, POSE_SOURCES, SUBSCRIPTION_QOS, run_node, subscribe_poses, subscription_qos
 from .names import DEPTH_STATUS, SCALE_MODES
-from .params import Param, ParamTable, Rule
+from .params import Param, ParamTable, Rule, backend_params, providers_rule
 
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
                          "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
@@ -84,13 +84,7 @@ PARAMETERS = ParamTable({
     "base_weights": Param("", "Depth Anything V2 weights under an adapter-only .safetensors checkpoint"),
     "device": Param("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
     "precision": Param("fp32", "compute precision on the device", choices=PRECISIONS),
-    "backend": Param("torch", "where the network runs: torch, or onnxruntime on the exported graph (cached), "
-                              "checked against torch at start (backend_check) and refused for torch, with one line, "
-                              "above the tolerance", choices=BACKENDS),
-    "onnx_providers": Param("tensorrt,cuda,cpu", "backend onnxruntime: its execution providers in the order to try "
-                                                 "them (a missing one is named and the next tried)"),
-    "backend_check": Param(True, "backend onnxruntime: run a probe image through it and through torch at start; "
-                                 "the largest relative difference goes to the log and diagnostics"),
+    **backend_params(),
     "compile": Param(False, "torch.compile the network at start (faster frames; ViT-S compiles in 30-40 s on a "
                             "2-core CPU; CUDA graphs on GPU)"),
     "eyes": Param("left", "left: depth of the left eye; both: of both eyes, in one batch (right outputs under right/)",
@@ -162,8 +156,7 @@ PARAMETERS = ParamTable({
                                      "the node's own cost per stage on any machine (depth is then meaningless)"),
 }, rules=(Rule(lambda v: v["min_depth"] < v["max_depth"], "parameter min_depth must be below max_depth (the "
                                                                    "depth range the model was trained for)"),
-          Rule(lambda v: providers_named(v["onnx_providers"]), f"parameter onnx_providers: give some of "
-                                                               f"{', '.join(PROVIDERS)}, comma-separated")))
+          providers_rule()))
 
 
 @dataclass

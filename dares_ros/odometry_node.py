@@ -30,9 +30,10 @@ from nav_msgs.msg import Path as PathMsg
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
+from dares_core.backends import parse_providers
 from dares_core.errors import DaresError
 from dares_core.inference import resolve_device
-from dares_core.pose import load_pose_net, pose_units, poses_of_pairs
+from dares_core.pose import PoseRunner, load_pose_net, pose_units
 from dares_core.preprocess import resize_like_official, to_unit_tensor
 from dares_core.reconstruct import scale_translation
 from dares_core.sync import Order, Timeline
@@ -49,7 +50,7 @@ from .conversions import (
 )
 from .graph import INPUT_TRANSPORTS, SUBSCRIPTION_QOS, run_node, subscription_qos
 from .names import DEPTH_STATUS, ODOMETRY_STATUS
-from .params import Param, ParamTable, Rule
+from .params import Param, ParamTable, Rule, backend_params, providers_rule
 
 SCALE_SOURCES = ("depth_node", "fixed")
 INPUT_SIDE = dict(range=(28, 4096), zero_means="the size the weights were trained at, else the official")
@@ -59,6 +60,7 @@ PARAMETERS = ParamTable({
     "device": Param("cuda", "auto, cpu, cuda or cuda:N; cuda falls back to cpu with one warning when CUDA is absent"),
     "input_height": Param(0, "pose network input height (official 256)", **INPUT_SIDE),
     "input_width": Param(0, "pose network input width (official 320)", **INPUT_SIDE),
+    **backend_params(),
     "scale_source": Param("depth_node", "depth_node: metres per unit from the depth node's diagnostics; fixed: "
                                         "translation_scale", choices=SCALE_SOURCES),
     "translation_scale": Param(0.001, "metres per millimetre of the pose network's translation (nominal mm) with "
@@ -76,7 +78,7 @@ PARAMETERS = ParamTable({
                                     "sensor_msgs/CompressedImage on left/image_rect/compressed",
                              choices=INPUT_TRANSPORTS),
 }, rules=(Rule(lambda v: bool(v["pose_weights"]), "parameter pose_weights is empty: give the pose network (-p "
-                                                   "pose_weights:=FOLDER)"),))
+                                                   "pose_weights:=FOLDER)"), providers_rule()))
 SUMMARY = "dares_odometry_node: the DARES pose network on consecutive left frames, as camera odometry."
 
 
@@ -87,11 +89,12 @@ class OdometryNode(Node):
         if problem:
             raise DaresError(problem)
         self.device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
-        encoder, decoder = load_pose_net(Path(self.p("pose_weights")))
-        self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
         self.units = pose_units(Path(self.p("pose_weights")))
         self.size = (self.p("input_height") or self.units.input_size[0],
                      self.p("input_width") or self.units.input_size[1])
+        self.pose_net = PoseRunner(load_pose_net(Path(self.p("pose_weights"))), self.size, self.device,
+                                   self.p("backend"), parse_providers(self.p("onnx_providers")),
+                                   self.p("backend_check"), say=self.get_logger().warning)
         self.previous: tuple[float, torch.Tensor] | None = None  # (stamp s, (3,h,w) in [0,1])
         self.pose = np.eye(4)  # camera-to-odom, metres
         self.timeline = Timeline()
@@ -114,7 +117,7 @@ class OdometryNode(Node):
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"odometry from {self.p('pose_weights')} at {self.size[0]}x{self.size[1]} on "
-                               f"{self.device}, scale from {self.p('scale_source')}")
+                               f"{self.device} ({self.pose_net.backend}), scale from {self.p('scale_source')}")
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -168,7 +171,7 @@ class OdometryNode(Node):
             self._publish(msg.header)  # the origin
             return
         pair = torch.cat([frame, previous[1]])[None].to(self.device)
-        T = poses_of_pairs(self.encoder, self.decoder, pair)[0]  # previous camera's points into this one's
+        T = self.pose_net(pair)[0]  # previous camera's points into this one's
         if not np.isfinite(T).all():
             self._note("the pose network gave a non-finite pose; the motion of this frame is skipped")
             return
@@ -225,6 +228,8 @@ class OdometryNode(Node):
         values = {"frames": str(self.frames), "problems": str(self.problems), "last_problem": self.problem,
                   "time_jumps_back": str(self.timeline.jumps), "tf": "on" if self.tf_pub is not None else "off",
                   "scale_m_per_unit": f"{self.scale():.6g}", "scale_source": self.p("scale_source"),
+                  "backend": self.pose_net.backend, "backend_check_rel_diff": "nan" if self.pose_net.backend_check
+                  is None else f"{self.pose_net.backend_check:.2e}",
                   "odom_subscribers": str(self.odom_pub.get_subscription_count())}  # matched: they get each pose
         self.diag_pub.publish(diagnostic_array(status, values, self.get_clock().now().to_msg()))
 

@@ -123,3 +123,27 @@ class ParamTable(dict):
 def config_name(executable: str) -> str:
     """The shipped params file of a node: dares.yaml for the depth node, else dares_<role>.yaml."""
     return "dares.yaml" if executable == "dares_depth_node" else executable.removesuffix("_node") + ".yaml"
+
+
+def backend_params() -> dict[str, Param]:
+    """backend, onnx_providers and backend_check, as the depth and odometry nodes both take them
+    (dares_core.backends)."""
+    from dares_core.names import BACKENDS
+
+    return {
+        "backend": Param("torch", "where the network runs: torch, or onnxruntime on the exported graph (cached), "
+                                  "checked against torch at start (backend_check) and refused for torch, with one "
+                                  "line, above the tolerance", choices=BACKENDS),
+        "onnx_providers": Param("tensorrt,cuda,cpu", "backend onnxruntime: its execution providers in the order to "
+                                                     "try them (a missing one is named and the next tried)"),
+        "backend_check": Param(True, "backend onnxruntime: run a probe input through it and through torch at start; "
+                                     "the largest relative difference goes to the log and diagnostics"),
+    }
+
+
+def providers_rule() -> Rule:
+    """onnx_providers names known providers."""
+    from dares_core.backends import PROVIDERS, providers_named
+
+    return Rule(lambda v: providers_named(v["onnx_providers"]), f"parameter onnx_providers: give some of "
+                                                                f"{', '.join(PROVIDERS)}, comma-separated")

@@ -5,7 +5,7 @@ torch, and bf16 on a CPU that only emulates it is said."""
 import torch
 from helpers import TINY
 
-from dares_core.backends import OnnxRuntimeNetwork, graph_key, parse_providers
+from dares_core.backends import OnnxRuntimeNetwork, depth_graph, graph_key, parse_providers
 from dares_core.inference import DepthPredictor
 from dares_core.model.depth_net import DaresDepthNet, DepthNetConfig
 
@@ -42,12 +42,12 @@ def test_onnxruntime_gives_torchs_depth_from_a_graph_exported_once(tmp_path, mon
 
 def test_an_unreadable_cached_graph_is_exported_again_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("DARES_CACHE", str(tmp_path))
-    net = tiny_net()
-    path = tmp_path / "onnx" / f"{graph_key(net, (56, 70), 1, 'fp32')}.onnx"
+    graph = depth_graph(tiny_net(), 56, 70)
+    path = tmp_path / "onnx" / f"{graph_key(graph, 1, 'fp32')}.onnx"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a graph")
     said = []
-    OnnxRuntimeNetwork(net, (56, 70), 1, "fp32", ("cpu",), say=said.append)
+    OnnxRuntimeNetwork(graph, 1, "fp32", ("cpu",), say=said.append)
     assert any(f"the cached ONNX graph {path} is unreadable" in line and "exported again" in line for line in said)
     assert path.stat().st_size > 1000
 
@@ -55,7 +55,7 @@ def test_an_unreadable_cached_graph_is_exported_again_with_one_line(tmp_path, mo
 def test_a_missing_provider_is_named_and_the_next_one_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("DARES_CACHE", str(tmp_path))
     said = []
-    network = OnnxRuntimeNetwork(tiny_net(), (56, 70), 1, "fp32", ("tensorrt", "cpu"), say=said.append)
+    network = OnnxRuntimeNetwork(depth_graph(tiny_net(), 56, 70), 1, "fp32", ("tensorrt", "cpu"), say=said.append)
     assert network.provider == "CPUExecutionProvider"
     assert [line for line in said if "provider (" in line] == [
         "onnxruntime: the tensorrt provider (TensorrtExecutionProvider) is not in this install; trying the next"]
@@ -69,8 +69,8 @@ def test_a_backend_whose_output_is_not_torchs_is_refused_for_torch(tmp_path, mon
 
     monkeypatch.setenv("DARES_CACHE", str(tmp_path))
     net, other = tiny_net(0).merge_lora(), tiny_net(1).merge_lora()  # the key is of the merged network
-    wrong = OnnxRuntimeNetwork(other, (56, 70), 1, "fp32", ("cpu",), say=lambda line: None)
-    shutil.copy(wrong.path, tmp_path / "onnx" / f"{graph_key(net, (56, 70), 1, 'fp32')}.onnx")
+    wrong = OnnxRuntimeNetwork(depth_graph(other, 56, 70), 1, "fp32", ("cpu",), say=lambda line: None)
+    shutil.copy(wrong.path, tmp_path / "onnx" / f"{graph_key(depth_graph(net, 56, 70), 1, 'fp32')}.onnx")
     said = []
     predictor = DepthPredictor(net, (56, 70), backend="onnxruntime", providers=("cpu",), say=said.append)
     assert predictor.backend == "torch" and predictor.backend_check > 1e-3
@@ -131,3 +131,60 @@ def test_infer_and_bag_infer_run_on_onnxruntime_with_torchs_depth(tiny_model, tm
               for b in ("torch", "onnxruntime")]
     assert len(depths[0]) == 3
     np.testing.assert_allclose(np.stack(depths[1]), np.stack(depths[0]), rtol=1e-4)
+
+
+def test_the_pose_network_runs_on_onnxruntime_with_torchs_poses_and_a_wrong_graph_is_refused(tmp_path, monkeypatch):
+    """The odometry node's network (and `dares infer --temporal`'s): PoseRunner on onnxruntime gives torch's
+    relative poses; another pose network's graph under its key is refused for torch, in one line."""
+    import shutil
+
+    import numpy as np
+
+    from dares_core.backends import Graph
+    from dares_core.model.pose_net import PoseDecoder, ResnetEncoder
+    from dares_core.pose import PoseNet, PoseRunner
+
+    monkeypatch.setenv("DARES_CACHE", str(tmp_path))
+
+    def pose_net(seed: int) -> PoseNet:
+        torch.manual_seed(seed)
+        encoder = ResnetEncoder(2, width=8)
+        return PoseNet(encoder, PoseDecoder(encoder.num_ch_enc, hidden=16)).eval()
+
+    pairs = torch.rand(3, 6, 64, 80, generator=torch.Generator().manual_seed(2))
+    said = []
+    torch_poses = PoseRunner(pose_net(0), (64, 80), torch.device("cpu"))(pairs)
+    ours = PoseRunner(pose_net(0), (64, 80), torch.device("cpu"), "onnxruntime", ("cpu",), say=said.append)
+    assert ours.backend == "onnxruntime CPUExecutionProvider" and ours.backend_check < 1e-3
+    assert any("checked against torch" in line for line in said)
+    np.testing.assert_allclose(ours(pairs), torch_poses, atol=1e-6)
+    key = graph_key(Graph(pose_net(0), torch.rand(2, 6, 64, 80), ("pairs",), ("axisangle", "translation")), 1,
+                    "fp32")
+    shutil.copy(PoseRunner(pose_net(1), (64, 80), torch.device("cpu"), "onnxruntime", ("cpu",),
+                           say=lambda line: None)._network.path, tmp_path / "onnx" / f"{key}.onnx")
+    said.clear()
+    refused = PoseRunner(pose_net(0), (64, 80), torch.device("cpu"), "onnxruntime", ("cpu",), say=said.append)
+    assert refused.backend == "torch" and refused.backend_check > 1e-3
+    assert any("refused" in line and "running on torch" in line for line in said)
+
+
+def test_official_dares_weights_run_on_onnxruntime_with_torchs_depth(tmp_path, monkeypatch):
+    """The official DARES checkpoint layout (depth_model.pth of ViT-S with Vector-LoRA), as users bring it."""
+    from checkpoints import to_official_dares
+
+    from dares_core.model.weights import load_depth_net
+
+    monkeypatch.setenv("DARES_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = DaresDepthNet(DepthNetConfig.dares("vits"))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    torch.save(to_official_dares(net.state_dict()), tmp_path / "depth_model.pth")
+    said = []
+    ours = DepthPredictor(load_depth_net(tmp_path / "depth_model.pth"), (56, 70), backend="onnxruntime",
+                          providers=("cpu",), say=said.append)
+    assert ours.backend == "onnxruntime CPUExecutionProvider", said
+    reference = DepthPredictor(load_depth_net(tmp_path / "depth_model.pth"), (56, 70)).predict(IMAGES).depth
+    assert torch.allclose(ours.predict(IMAGES).depth, reference, rtol=1e-3, atol=0)

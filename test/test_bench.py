@@ -36,6 +36,19 @@ def test_model_bench_compares_equal_outputs_and_publishes(tmp_path):
     assert (tmp_path / "again.md").read_text() == table
 
 
+def test_pose_bench_runs_the_pose_network_on_onnxruntime_with_torchs_poses(tmp_path, monkeypatch):
+    from dares_core.bench.pose import bench_pose
+
+    monkeypatch.setenv("DARES_CACHE", str(tmp_path))
+    record = bench_pose(64, 80, rounds=1, calls=1, providers=("cpu",))
+    assert set(record["paths"]) == {"reference", "ours onnxruntime CPUExecutionProvider"}
+    ours = record["paths"]["ours onnxruntime CPUExecutionProvider"]
+    assert ours["max_abs_diff_pose"] < 1e-6 and ours["speedup"] == record["speedup"] > 0
+    from dares_core.bench.results import backend_suffix
+
+    assert result_name(record, "input") + backend_suffix(record) == "pose-cpu-64x80-onnxruntime-cpu"
+
+
 def test_docs_flag_a_reduced_precision_path_whose_output_equals_fp32(tmp_path):
     """Such a path cannot have computed in its precision (seen on an H200: compiled fp16 gave fp32's output)."""
     results = tmp_path / "results"

@@ -90,7 +90,7 @@ PATH_RATIO = (0.5, 2.0)  # measured median 1.30
 def unseen_motion(tmp_path_factory):
     """Per unseen scene: the demo pose network's relative poses (N,4,4) at the size it was trained at, translation
     in mm through the demo model's depth unit; and the true ones."""
-    encoder, decoder = load_pose_net(DEMO_POSE)
+    network = load_pose_net(DEMO_POSE)
     units = pose_units(DEMO_POSE)
     assert units.unit_mm == load_depth_net(DEMO_MODEL).config.depth_unit_mm  # the depth model's unit
     scenes = []
@@ -98,7 +98,7 @@ def unseen_motion(tmp_path_factory):
         root = tmp_path_factory.mktemp(f"motion{seed}")
         generate_sequence(SynthConfig(width=320, height=256, frames=POSE_FRAMES, sequences=1, seed=seed), 0, root)
         entries, truth = keyframe_sequence(root, sequence_folder(0))
-        predicted = predict_relative_poses(encoder, decoder, root, entries, units.input_size)
+        predicted = predict_relative_poses(network, root, entries, units.input_size)
         predicted[:, :3, 3] *= units.unit_mm
         scenes.append((predicted, truth))
     return scenes

@@ -48,17 +48,20 @@ def scene(tmp_path_factory):
     return root, weights
 
 
-def test_odometry_is_the_offline_pose_pipeline_chained_in_metres(scene, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_odometry_is_the_offline_pose_pipeline_chained_in_metres(scene, tmp_path, monkeypatch, backend):
+    """On either backend (onnxruntime: the pose network's graph, checked against torch at start) the same poses."""
     root, weights = scene
     ns = f"/odom{os.getpid()}"
     depth_node = f"{ns}/fake_depth_node"
     params = {"pose_weights": weights, "device": "cpu", "input_height": SIZE[0], "input_width": SIZE[1],
-              "depth_node": depth_node, "odom_frame": "odom"}
+              "depth_node": depth_node, "odom_frame": "odom", "backend": backend, "onnx_providers": "cpu"}
+    monkeypatch.setenv("DARES_CACHE", str(tmp_path / "cache"))  # the node inherits it
     with node_session(ns, params, tmp_path, "odometry_test", executable="dares_odometry_node") as (proc, node):
-        check_odometry(root, weights, depth_node, proc, node, ns, tmp_path / "node.log")
+        check_odometry(root, weights, depth_node, proc, node, ns, tmp_path / "node.log", backend)
 
 
-def check_odometry(root, weights, depth_node, proc, node, ns, log):
+def check_odometry(root, weights, depth_node, proc, node, ns, log, backend="torch"):
     folder = sequence_folder(0)
     odoms, paths, statuses, tfs = [], [], [], []
     node.create_subscription(Odometry, f"{ns}/odom", odoms.append, 10)
@@ -79,6 +82,12 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
     # its diagnostics count the readers its odom publisher has matched: ours (a pose before that is lost to us)
     assert wait_until(lambda: any(kv.key == "odom_subscribers" and int(kv.value) >= 1 for s in statuses[-1:]
                                   for kv in s.values), 10)
+    values = {kv.key: kv.value for kv in statuses[-1].values}
+    if backend == "onnxruntime":
+        assert values["backend"] == "onnxruntime CPUExecutionProvider"
+        assert float(values["backend_check_rel_diff"]) < 1e-3
+    else:
+        assert values["backend"] == "torch" and values["backend_check_rel_diff"] == "nan"
 
     def send(frame, seconds):
         msg = rgb_image(read_rgb(image_path(root, folder, frame)))
@@ -92,8 +101,8 @@ def check_odometry(root, weights, depth_node, proc, node, ns, log):
         assert send(frame, 10 + frame), log.read_text()
     assert not send(FRAMES, 10 + FRAMES - 0.2), "a frame out of order must not move the camera"
 
-    encoder, decoder = load_pose_net(weights)
-    relative = predict_relative_poses(encoder, decoder, root, [SplitEntry(folder, f, "l") for f in
+    network = load_pose_net(weights)
+    relative = predict_relative_poses(network, root, [SplitEntry(folder, f, "l") for f in
                                                                 range(1, FRAMES)], size=SIZE)
     relative[:, :3, 3] *= SCALE
     expected = chain_poses(relative)

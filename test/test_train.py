@@ -313,12 +313,12 @@ def test_narrow_pose_networks_train_and_export_as_one_file(scenes, tmp_path, cap
     assert main(["export", "--network", "pose", "--weights", str(tmp_path / "run"), "--out", str(out)]) == 0
     pairs = torch.rand(2, 6, 64, 96, generator=torch.Generator().manual_seed(0))
     from_run, exported = load_pose_net(tmp_path / "run"), load_pose_net(out)
-    assert exported[0].num_ch_enc == (8, 8, 16, 32, 64)
+    assert exported.encoder.num_ch_enc == (8, 8, 16, 32, 64)
     # the size it trained at travels with it (the odometry node and `dares pose` default to it)
     units = pose_units(out)
     assert units == pose_units(tmp_path / "run" / "checkpoints" / "last.pt") and units.input_size == (64, 96)
     assert units.unit_mm == load_depth_net(tmp_path / "run" / "depth_model_last.safetensors").config.depth_unit_mm
-    assert np.array_equal(poses_of_pairs(*from_run, pairs), poses_of_pairs(*exported, pairs))
+    assert np.array_equal(poses_of_pairs(from_run, pairs), poses_of_pairs(exported, pairs))
     with safe_open(str(out), framework="pt") as f:
         keys = set(f.keys())
     assert "pose.net.0.weight" in keys and not any(".fc." in k for k in keys)

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..commands.options import IMAGE_SIDE, POSITIVE_INT, add_backend_options, backend_options
 from ..names import ENCODERS, PRECISIONS
 from . import Benchmark
-from .results import result_name
+from .results import backend_suffix, result_name
 
 
 def bench_model(encoder: str = "vits", height: int | None = None, width: int | None = None, batch: int = 1,
@@ -129,8 +129,7 @@ class ModelBenchmark(Benchmark):
                            args.rounds, args.calls, args.weights, args.compile, **backend_options(args))
 
     def name(self, args, record: dict) -> str:
-        return result_name(record, "encoder", "input", "batch", "precision") + (
-            f"-{args.backend}" if args.backend != "torch" else "")
+        return result_name(record, "encoder", "input", "batch", "precision") + backend_suffix(record)
 
     def report(self, record: dict, path) -> str:
         return f"reference {record['paths']['reference']['median_ms']} ms; " + "; ".join(

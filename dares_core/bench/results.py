@@ -124,6 +124,17 @@ def result_name(record: dict, *keys: str) -> str:
     return "-".join([record["benchmark"], device, *(str(record["settings"][k]) for k in keys)])
 
 
+def backend_suffix(record: dict) -> str:
+    """"-onnxruntime-PROVIDER" (our name of the provider that ran: cpu, cuda, tensorrt), "-onnxruntime-refused"
+    where none did, "" for a torch-only record: so results of two providers never share a file."""
+    from ..backends import PROVIDERS
+
+    if record["settings"].get("backend", "torch") == "torch":
+        return ""
+    ran = {f"ours onnxruntime {full}": name for name, full in PROVIDERS.items()}
+    return "-onnxruntime-" + next((ran[label] for label in record["paths"] if label in ran), "refused")
+
+
 def seed_means(scores: dict) -> dict:
     """{path: {figure: mean over seeds}} of {seed: {path: {figure: value}}}, to 4 decimals."""
     import numpy as np

@@ -65,11 +65,12 @@ def add_network_options(p, compute: bool = True) -> None:
         add_backend_options(p)
 
 
-def add_backend_options(p) -> None:
+def add_backend_options(p, default: str = "torch") -> None:
     """--backend and --onnx-providers: where the network runs (dares_core.backends)."""
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default=default,
                    help="where the network runs: torch, or onnxruntime on the exported graph (cached; checked "
-                        "against torch on a probe image at start, and refused for torch above the tolerance)")
+                        "against torch on a probe image at start, and refused for torch above the tolerance; default "
+                        f"{default})")
     p.add_argument("--onnx-providers", default="tensorrt,cuda,cpu",
                    help="with --backend onnxruntime: its execution providers in the order to try them (default "
                         "tensorrt,cuda,cpu; a missing one is named and the next tried)")

@@ -54,11 +54,11 @@ def run(args: argparse.Namespace) -> None:
                          "(a folder with camera_poses.npz)")
     entries, ground_truth = (official_sequence(args.sequence) if args.sequence is not None
                              else keyframe_sequence(args.data, args.keyframe))
-    encoder, decoder = load_pose_net(args.weights)
+    network = load_pose_net(args.weights)
     units = pose_units(args.weights)
     size = (args.height or units.input_size[0], args.width or units.input_size[1])
     with progress_bar(len(entries), "pose") as bar:
-        predicted = predict_relative_poses(encoder, decoder, args.data, entries, size,
+        predicted = predict_relative_poses(network, args.data, entries, size,
                                            resolve_device(args.device), progress=bar.update)
     predicted[:, :3, 3] *= units.unit_mm  # nominal mm, as the official poses (unit 1 for DARES's own weights)
     result = evaluate_pose(predicted, ground_truth)
