@@ -259,9 +259,10 @@ class TemporalInference:
         from .pose import PoseRunner, load_pose_net, pose_units
         from .temporal import DepthStabiliser
 
+        network = load_pose_net(pose_weights)  # a bad file: one line naming it, before its units
         self.units = pose_units(pose_weights)
-        self.pose_net = PoseRunner(load_pose_net(pose_weights), self.units.input_size, torch.device("cpu"), backend,
-                                   providers, say=lambda line: print(line, file=sys.stderr))
+        self.pose_net = PoseRunner(network, self.units.input_size, torch.device("cpu"), backend, providers,
+                                   say=lambda line: print(line, file=sys.stderr))
         self.K, self.calib_size = K, calib_size
         self.stabiliser = DepthStabiliser(weight, tolerance, scale_weight)
         self.previous: np.ndarray | None = None  # the previous frame, at the pose network's input size

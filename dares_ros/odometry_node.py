@@ -89,12 +89,13 @@ class OdometryNode(Node):
         if problem:
             raise DaresError(problem)
         self.device = resolve_device(self.p("device"), fallback=self.get_logger().warning)
+        network = load_pose_net(Path(self.p("pose_weights")))  # a bad file: one line naming it, before its units
         self.units = pose_units(Path(self.p("pose_weights")))
         self.size = (self.p("input_height") or self.units.input_size[0],
                      self.p("input_width") or self.units.input_size[1])
-        self.pose_net = PoseRunner(load_pose_net(Path(self.p("pose_weights"))), self.size, self.device,
-                                   self.p("backend"), parse_providers(self.p("onnx_providers")),
-                                   self.p("backend_check"), say=self.get_logger().warning)
+        self.pose_net = PoseRunner(network, self.size, self.device, self.p("backend"),
+                                   parse_providers(self.p("onnx_providers")), self.p("backend_check"),
+                                   say=self.get_logger().warning)
         self.previous: tuple[float, torch.Tensor] | None = None  # (stamp s, (3,h,w) in [0,1])
         self.pose = np.eye(4)  # camera-to-odom, metres
         self.timeline = Timeline()
