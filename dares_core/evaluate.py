@@ -62,6 +62,22 @@ class DepthEvaluation:
         return text
 
 
+def scaled_prediction(i: int, disp: np.ndarray, gt: np.ndarray, median_scaling: bool = True,
+                      pred_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Frame i's depth as the SCARED protocol scores it: (pred (H,W) mm, its disparity resized to the ground truth
+    and inverted, times pred_scale and the median ratio; valid (H,W) bool, ground truth in range; the ratio)."""
+    if not np.isfinite(disp).all() or (disp <= 0).any():
+        raise DaresError(f"predicted disparity of frame {i} has NaN, inf or non-positive values: check the model "
+                         f"output")
+    height, width = gt.shape[:2]
+    pred = 1.0 / cv2.resize(np.asarray(disp, np.float32), (width, height))
+    mask = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
+    if not mask.any():
+        raise DaresError(f"ground truth of frame {i} has no pixel in ({MIN_DEPTH}, {MAX_DEPTH}) mm")
+    ratio = np.median(gt[mask]) / np.median(pred[mask] * pred_scale) if median_scaling else 1.0
+    return pred * pred_scale * ratio, mask, float(ratio)
+
+
 def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = True,
                    pred_scale: float = 1.0, regions=None) -> DepthEvaluation:
     """pred_disps: (N,h,w) disparities (official --save_pred_disps arrays); gt_depths: N arrays (H,W), mm.
@@ -72,27 +88,42 @@ def evaluate_depth(pred_disps: np.ndarray, gt_depths, median_scaling: bool = Tru
                          "predict exactly the frames of the split's test_files.txt, in order")
     rows, ratios = [], []
     for i, (disp, gt) in enumerate(zip(pred_disps, gt_depths)):
-        if not np.isfinite(disp).all() or (disp <= 0).any():
-            raise DaresError(f"predicted disparity of frame {i} has NaN, inf or non-positive values: check the model "
-                             f"output")
-        height, width = gt.shape[:2]
-        pred = 1.0 / cv2.resize(np.asarray(disp, np.float32), (width, height))
-        mask = (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
-        if not mask.any():
-            raise DaresError(f"ground truth of frame {i} has no pixel in ({MIN_DEPTH}, {MAX_DEPTH}) mm")
-        ratio = np.median(gt[mask]) / np.median(pred[mask] * pred_scale) if median_scaling else 1.0
+        pred, mask, ratio = scaled_prediction(i, disp, gt, median_scaling, pred_scale)
         if regions is not None:
             mask = mask & regions[i]
             if not mask.any():
                 continue
         if median_scaling:
             ratios.append(ratio)
-        pred_valid = pred[mask] * pred_scale * ratio
-        rows.append(depth_errors(gt[mask], np.clip(pred_valid, MIN_DEPTH, MAX_DEPTH)))
+        rows.append(depth_errors(gt[mask], np.clip(pred[mask], MIN_DEPTH, MAX_DEPTH)))
     if not rows:
         raise DaresError("no frame has a valid ground-truth pixel in its region: nothing to evaluate there")
     per_frame = np.array(rows)
     return DepthEvaluation(dict(zip(METRICS, per_frame.mean(0).tolist())), per_frame, np.array(ratios))
+
+
+def evaluate_confidence(pred_disps: np.ndarray, confidences, gt_depths, median_scaling: bool = True) -> dict:
+    """The sparsification scores (dares_core.confidence.ause) of per-pixel confidences (N arrays (h,w) in [0,1],
+    resized to the ground truth) on the AbsRel of pred_disps scored as evaluate_depth does: {"ause", "ause_random"
+    (means over frames), "ause_ratio" (their ratio: 1 is chance, 0 the oracle), "per_frame": [(ause, random)],
+    "curve", "oracle" (mean sparsification curves, AbsRel of what is left after 0, 2, ..., 98 % removed)}."""
+    from .confidence import ause
+
+    if len(confidences) != len(pred_disps):
+        raise DaresError(f"{len(confidences)} confidences but {len(pred_disps)} predicted disparities: give one per "
+                         "frame, in the same order")
+    scores = []
+    for i, (disp, trust, gt) in enumerate(zip(pred_disps, confidences, gt_depths)):
+        pred, mask, _ = scaled_prediction(i, disp, gt, median_scaling)
+        gt_valid = gt[mask]
+        errors = np.abs(gt_valid - np.clip(pred[mask], MIN_DEPTH, MAX_DEPTH)) / gt_valid
+        trust = cv2.resize(np.asarray(trust, np.float32), gt.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        scores.append(ause(errors, trust[mask]))
+    mean = {key: float(np.mean([s[key] for s in scores])) for key in ("ause", "ause_random")}
+    return {**mean, "ause_ratio": mean["ause"] / mean["ause_random"] if mean["ause_random"] > 0 else float("nan"),
+            "per_frame": [(s["ause"], s["ause_random"]) for s in scores],
+            "curve": np.mean([s["curve"] for s in scores], 0).tolist(),
+            "oracle": np.mean([s["oracle"] for s in scores], 0).tolist()}
 
 
 def temporal_alignment_error(depths: np.ndarray, K: np.ndarray, poses: np.ndarray,
@@ -241,10 +272,12 @@ def evaluate_pose(pred_relative: np.ndarray, gt_relative: np.ndarray, track_leng
             "still_ate_mean": float(np.mean(still))}
 
 
-def predict_split_disparities(predictor, root: Path, split_file: Path, batch: int = 8, progress=None) -> np.ndarray:
+def predict_split_disparities(predictor, root: Path, split_file: Path, batch: int = 8, progress=None,
+                              confidences: list | None = None) -> np.ndarray:
     """(N,h,w) inverse depth (1/mm) of a split's left frames at network resolution: the scaled disparities of
-    official --save_pred_disps for DARES (unit 1), divided by the network's depth_unit_mm otherwise."""
-
+    official --save_pred_disps for DARES (unit 1), divided by the network's depth_unit_mm otherwise. confidences:
+    a list that gets each frame's confidence (h,w) (dares_core.confidence, mono), or None."""
+    from .confidence import confidence
     from .data.scared import image_path, read_split
     from .preprocess import network_batch, read_rgb
 
@@ -258,13 +291,17 @@ def predict_split_disparities(predictor, root: Path, split_file: Path, batch: in
             raise DaresError(f"{missing[0]} not found for {split_file}: is --data the folder holding "
                              f"datasetN/keyframeM?")
         images = network_batch([read_rgb(p) for p in paths], predictor.size)  # as the official loader
-        out.append(predictor.predict(images).disparity.float().cpu().numpy() / predictor.net.config.depth_unit_mm)
+        disparity = predictor.predict(images).disparity.float()
+        out.append(disparity.cpu().numpy() / predictor.net.config.depth_unit_mm)
+        if confidences is not None:
+            confidences.extend(confidence(disparity).cpu().numpy())
         if progress is not None:
             progress(len(chunk))
     return np.concatenate(out)
 
 
-SHAPES = {"(N,H,W) disparities": 3, "(N,H,W) depths in mm": 3, "(N,4,4) relative poses": 3}
+SHAPES = {"(N,H,W) disparities": 3, "(N,H,W) depths in mm": 3, "(N,4,4) relative poses": 3,
+          "(N,H,W) confidences": 3}
 
 
 def _checked(array, path: Path, what: str, shape: str) -> np.ndarray:
@@ -306,12 +343,14 @@ def load_npz_data(path: Path, what: str, shape: str) -> np.ndarray:
     return _checked(array, path, what, shape)
 
 
-def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict, temporal: dict | None = None) -> None:
-    """metrics.json (means, ratio summary, temporal stability when measured, settings) and per_frame.csv in `out`,
-    atomically."""
+def write_depth_report(evaluation: DepthEvaluation, out: Path, settings: dict, temporal: dict | None = None,
+                       confidence: dict | None = None) -> None:
+    """metrics.json (means, ratio summary, temporal stability and confidence scores (evaluate_confidence) when
+    measured, settings) and per_frame.csv in `out`, atomically."""
     out.mkdir(parents=True, exist_ok=True)
     record = {"metrics": evaluation.mean, "median_scale_ratio": evaluation.ratio_summary(),
               "frames": int(len(evaluation.per_frame)), **({"temporal": temporal} if temporal else {}),
+              **({"confidence": confidence} if confidence else {}),
               "settings": settings}
     with atomic_file(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -2,8 +2,9 @@
 
 Per frame NAME: NAME_depth.npy (float32, mm: nominal for DARES, true for networks that record their unit),
 NAME_depth.png (uint16, DEPTH_PNG_UNITS_PER_MM units per mm, 0 = invalid), NAME_color.png (turbo colour map of
-inverse depth),
-NAME.ply (points in mm, optical frame, with colours) when intrinsics are given.
+inverse depth), NAME.ply (points in mm, optical frame, with colours) when intrinsics are given, and with
+--save-confidence NAME_confidence.npy ((H,W) float32 in [0,1], dares_core.confidence) and NAME_confidence.png
+(uint8, 255 = 1).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
 BATCH = 8
 NAME_MAX = 255  # bytes in a file name (ext4, xfs, btrfs)
 FOCAL_RANGE = (1.0, 1e6)  # pixels: focal lengths outside it are no camera (a typo, a unit mixed up)
-OUTPUT_SUFFIXES = ("_depth", "_color")  # the pictures this command writes: NAME_depth.png, NAME_color.png
+OUTPUT_SUFFIXES = ("_depth", "_color", "_confidence")  # the pictures this command writes: NAME_depth.png, ...
 
 def list_frames(path: Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     """(count, iterator of (name, RGB uint8 (H,W,3))) for an image, a folder of images or a video. Outputs are
@@ -209,13 +210,13 @@ def run_infer(args: argparse.Namespace) -> None:
                     continue
                 batch.append((name, rgb))
                 if len(batch) == BATCH:
-                    disparities += _infer_batch(predictor, batch, out, intrinsics, temporal)
+                    disparities += _infer_batch(predictor, batch, out, intrinsics, temporal, args.save_confidence)
                     bar.update(len(batch))
                     batch = []
         except DaresError as e:  # a video cut short: the frames read are still written, then it is said
             short = e
         if batch:
-            disparities += _infer_batch(predictor, batch, out, intrinsics, temporal)
+            disparities += _infer_batch(predictor, batch, out, intrinsics, temporal, args.save_confidence)
             bar.update(len(batch))
     if args.save_disp is not None and disparities:
         write_npy(args.save_disp, np.stack(disparities).astype(np.float32))
@@ -310,28 +311,35 @@ class TemporalInference:
 
 
 def _infer_batch(predictor: DepthPredictor, batch, out: Path, intrinsics,
-                 temporal: TemporalInference | None = None) -> list[np.ndarray]:
+                 temporal: TemporalInference | None = None, save_confidence: bool = False) -> list[np.ndarray]:
+    from .confidence import confidence
+
     shapes = {rgb.shape for _, rgb in batch}
     groups = [batch] if len(shapes) == 1 else [[item] for item in batch]  # mixed sizes: one at a time
     disparities = []
     for group in groups:
-        pred = predictor.predict(network_batch([rgb for _, rgb in group], predictor.size),
-                                 output_size=group[0][1].shape[:2])
-        for (name, rgb), disp, depth in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy()):
+        size = group[0][1].shape[:2]
+        pred = predictor.predict(network_batch([rgb for _, rgb in group], predictor.size), output_size=size)
+        trust = confidence(pred.disparity, size).cpu().numpy() if save_confidence else [None] * len(group)
+        for (name, rgb), disp, depth, conf in zip(group, pred.disparity.cpu().numpy(), pred.depth.cpu().numpy(),
+                                                  trust):
             if temporal is not None:  # the stabilised depth's disparity (network unit) at the network's size
                 depth = temporal(name, rgb, depth)
                 disp = cv2.resize(predictor.net.config.depth_unit_mm / depth, disp.shape[::-1],
                                   interpolation=cv2.INTER_AREA)
-            _write_frame(out, name, rgb, depth, intrinsics)
+            _write_frame(out, name, rgb, depth, intrinsics, conf)
             disparities.append(disp)
     return disparities
 
 
-def _write_frame(out: Path, name: str, rgb: np.ndarray, depth: np.ndarray, intrinsics) -> None:
+def _write_frame(out: Path, name: str, rgb: np.ndarray, depth: np.ndarray, intrinsics,
+                 confidence: np.ndarray | None = None) -> None:
     """A frame's outputs (module docstring), all or none: interrupted halfway, the ones written are removed."""
     paths = [out / f"{name}{suffix}" for suffix in ("_depth.npy", "_depth.png", "_color.png")]
     if intrinsics is not None:
         paths.append(out / f"{name}.ply")
+    if confidence is not None:
+        paths += [out / f"{name}_confidence.npy", out / f"{name}_confidence.png"]
     try:
         write_npy(paths[0], depth.astype(np.float32))
         write_image(paths[1], depth_png(depth))
@@ -339,6 +347,9 @@ def _write_frame(out: Path, name: str, rgb: np.ndarray, depth: np.ndarray, intri
         if intrinsics is not None:
             K = scaled_intrinsics(intrinsics[0], intrinsics[1], (rgb.shape[1], rgb.shape[0]))
             write_ply(paths[3], frame_points(depth, K), rgb.reshape(-1, 3))
+        if confidence is not None:
+            write_npy(paths[-2], confidence.astype(np.float32))
+            write_image(paths[-1], np.round(255 * confidence).astype(np.uint8))
     except BaseException:  # Ctrl-C, SIGTERM, a full disk: no frame is left with some of its files
         for path in paths:
             path.unlink(missing_ok=True)

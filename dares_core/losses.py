@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from kornia.metrics import ssim as kornia_ssim
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from .distributed import all_reduce_sum, batch_mean, world_size
 
@@ -42,6 +41,9 @@ def reprojection_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ms_
         dssim = ((1 - kornia_ssim(pred, target, window_size=3, padding="valid")) / 2).mean(1, keepdim=True)
         dssim = torch.nn.functional.pad(dssim, (1, 1, 1, 1), mode="replicate")
         return 0.85 * dssim + 0.15 * l1
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure  # 2-3 s to import:
+    # only where MS-SSIM is used (training), not for the depth node's confidence (SSIM)
+
     per_image = multiscale_structural_similarity_index_measure(
         at_least_fp32(pred), at_least_fp32(target), data_range=1.0, betas=ms_ssim_betas(*pred.shape[-2:]),
         reduction="none")

@@ -3,8 +3,10 @@ and the benchmarks drive. A frame's images and calibrations go in; each eye's me
 publishes (points, coloured preview) come out.
 
     intrinsics (P when rectified, else K; the calibration must describe the image) -> predict (the merged network)
-    -> metric scale (relative, fixed, or the rectified pair's stereo scale) -> stabilise (the left eye's depth with
-    the previous output, by the camera's motion) -> outputs (points on the device, preview)
+    -> metric scale (relative, fixed, or the rectified pair's stereo scale) -> confidence (dares_core.confidence:
+    depth edges, and with confidence_photometric in stereo the other eye warped by the depth) -> stabilise (the
+    left eye's depth with the previous output, by the camera's motion) -> outputs (points on the device, less those
+    under min_confidence; preview)
 
 Settings are read through `setting(name)` at every frame, so that a node's live parameters take effect at the next
 frame; their names are the depth node's parameters (docs/nodes.md). A stage that cannot make its part raises
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from .camera import Camera, Uncalibrated
+from .confidence import StereoPair, confidence
 from .errors import FrameProblem
 from .stereo_scale import LiveStereoScale, StereoScale
 from .sync import StampHistory
@@ -54,13 +57,15 @@ class FrameIn:
 class EyeOut:
     """One eye's outputs: depth (H,W) float32 metres (NaN invalid) on the model's device; K (3,3) the intrinsics it
     was measured with, None for an uncalibrated camera (no points); points (h,w,3) float32 metres of every
-    point_stride-th pixel (optical frame) and their rgb (h,w,3) uint8, or None; preview (H,W,3) BGR uint8 or None."""
+    point_stride-th pixel (optical frame) and their rgb (h,w,3) uint8, or None; preview (H,W,3) BGR uint8 or None;
+    confidence (H,W) float32 in [0,1] of the depth (dares_core.confidence), or None."""
 
     depth: torch.Tensor
     K: np.ndarray | None
     points: np.ndarray | None = None
     rgb: np.ndarray | None = None
     preview: np.ndarray | None = None
+    confidence: torch.Tensor | None = None
 
 
 class Intrinsics:
@@ -201,26 +206,46 @@ def preview(depth) -> np.ndarray:
 
 
 def eye_outputs(depth_m, rgb: np.ndarray, K: np.ndarray | None, point_stride: int = 1, points: bool = True,
-                colored: bool = True, stages: Stages | None = None) -> EyeOut:
+                colored: bool = True, stages: Stages | None = None, confidence: torch.Tensor | None = None,
+                min_confidence: float = 0.0) -> EyeOut:
     """An eye's EyeOut of depth_m (H,W) metres (an array or a tensor on any device: the points are back-projected
-    where it lies, on the GPU for the node) and rgb (H,W,3); stages gets "cloud" and "preview"."""
+    where it lies, on the GPU for the node) and rgb (H,W,3); confidence (H,W) in [0,1] or None: points whose
+    confidence is below min_confidence are left out (NaN); stages gets "cloud" and "preview"."""
     from .geometry import backproject
     from .timing import untimed
 
     stages = stages or untimed
     depth = torch.as_tensor(depth_m)
-    out = EyeOut(depth, K)
+    out = EyeOut(depth, K, confidence=confidence)
     if points and K is not None:
         with stages("cloud"):
             K = K.copy()
             K[:2] /= point_stride  # pixel u = s*u' samples the same rays with fx/s, cx/s
-            sub = depth[::point_stride, ::point_stride].contiguous()
+            sub = depth[::point_stride, ::point_stride]
+            if confidence is not None and min_confidence > 0:
+                trusted = confidence[::point_stride, ::point_stride] >= min_confidence
+                sub = torch.where(trusted, sub, torch.full_like(sub, float("nan")))
+            sub = sub.contiguous()
             xyz = backproject(sub[None, None], torch.from_numpy(K).float()[None].to(sub.device))[0]
             out.points, out.rgb = xyz.permute(1, 2, 0).cpu().numpy(), rgb[::point_stride, ::point_stride]
     if colored:
         with stages("preview"):
             out.preview = preview(depth)
     return out
+
+
+def eye_confidences(disparity: torch.Tensor, unit_mm: float, size: tuple[int, int],
+                    pair: tuple | None = None) -> list[torch.Tensor]:
+    """Each eye's confidence (H,W) at `size` of the network's disparity (eyes,h,w) (dares_core.confidence); pair:
+    (left, right (H,W,3) uint8, fx pixels at H,W, baseline m, scale m per model unit) of a rectified pair with a
+    stereo scale, for the photometric term (the left eye judged by the right image and, with eyes both, the right
+    by the left), or None: the edge term alone."""
+    if pair is None:
+        return list(confidence(disparity, size))
+    left, right, fx, baseline, scale = pair
+    eyes = (left, right)
+    return [confidence(disparity[i:i + 1], size, StereoPair(eyes[i], eyes[1 - i], fx, baseline, unit_mm * scale,
+                                                            i == 0))[0] for i in range(len(disparity))]
 
 
 class DepthPipeline:
@@ -255,7 +280,8 @@ class DepthPipeline:
             images, Ks = [left, right], [K, right_K]
         with self.stages("receive"):
             batch = torch.from_numpy(np.stack(images)) if len(images) > 1 else torch.from_numpy(left)[None]
-        depth = self.predictor.predict(batch, stages=self.stages).depth  # (eyes,H,W) on the model's device
+        prediction = self.predictor.predict(batch, stages=self.stages)
+        depth = prediction.depth  # (eyes,H,W) on the model's device
         with self.stages("stereo_scale"):
             stereo = self.setting("scale_mode") == "stereo" and K is not None and right_K is not None
             baseline = frame.right_camera.baseline() if stereo else None
@@ -263,13 +289,21 @@ class DepthPipeline:
         if self.frame_scale > 0 and scale > 0:  # how much the scale moved since the last frame (log ratio)
             self.scale_changes.append((time.monotonic(), abs(math.log(scale / self.frame_scale))))
         self.frame_scale = scale
+        confidences = [None] * len(images)
+        min_confidence = self.setting("min_confidence")
+        if self.setting("publish_confidence") or min_confidence > 0:
+            with self.stages("confidence"):
+                photometric = stereo and self.setting("confidence_photometric")
+                pair = (left, right, K[0, 0], baseline, scale) if photometric else None
+                confidences = eye_confidences(prediction.disparity, self.predictor.net.config.depth_unit_mm,
+                                              depth.shape[-2:], pair)
         depth = depth.float() * scale
         if self.setting("temporal_weight"):
             with self.stages("temporal"):
                 depth[0] = self.stabilise(depth[0], left, frame.stamp, K)
         return [eye_outputs(eye_depth, rgb, eye_K, self.setting("point_stride"), self.setting("publish_points"),
-                            self.setting("publish_colored"), self.stages)
-                for rgb, eye_K, eye_depth in zip(images, Ks, depth)]
+                            self.setting("publish_colored"), self.stages, eye_confidence, min_confidence)
+                for rgb, eye_K, eye_depth, eye_confidence in zip(images, Ks, depth, confidences)]
 
     def _right(self, frame: FrameIn, left: np.ndarray) -> np.ndarray | None:
         """The right eye's intrinsics; its image must be the left's size (a rectified pair)."""

@@ -69,12 +69,16 @@ def titled(image: np.ndarray, title: str, bar_height: int = 20) -> np.ndarray:
 
 
 def depth_strip(rgb: np.ndarray, predicted_mm: np.ndarray, gt_mm: np.ndarray | None, near: float, far: float,
-                titles: bool = True) -> np.ndarray:
-    """One BGR row: input | predicted depth | ground-truth depth (when given), one colour scale, then its bar."""
+                titles: bool = True, confidence: np.ndarray | None = None) -> np.ndarray:
+    """One BGR row: input | predicted depth | ground-truth depth (when given) | confidence (when given: grey, white
+    trusted, black not), the depths on one colour scale, then its bar."""
     panels = [("input (left eye)", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)),
               ("predicted depth", colorize_depth(predicted_mm, near, far))]
     if gt_mm is not None:
         panels.append(("ground-truth depth", colorize_depth(gt_mm, near, far)))
+    if confidence is not None:
+        grey = np.round(255 * np.nan_to_num(np.clip(confidence, 0, 1))).astype(np.uint8)
+        panels.append(("confidence (white: trusted)", cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)))
     height, width = rgb.shape[:2]
     panels = [(t, cv2.resize(p, (width, height), interpolation=cv2.INTER_NEAREST)) for t, p in panels]
     row = np.hstack([titled(p, t) if titles else p for t, p in panels])

@@ -296,13 +296,16 @@ def depth_camera_info(info: CameraInfo, K: np.ndarray | None, header, width: int
 
 
 def output_messages(eye, info: CameraInfo, header, stages=untimed) -> dict:
-    """Everything published for one eye's dares_core.pipeline.EyeOut: {"depth", "info", "points"?, "colored"?}
-    messages with `header`; info: the input camera's CameraInfo; stages gets "publish" (the depth messages). The one
-    place that turns depth into messages, shared by the node and `dares bag infer`."""
+    """Everything published for one eye's dares_core.pipeline.EyeOut: {"depth", "info", "points"?, "colored"?,
+    "confidence"? (32FC1 in [0,1])} messages with `header`; info: the input camera's CameraInfo; stages gets
+    "publish" (the depth messages). The one place that turns depth into messages, shared by the node and
+    `dares bag infer`."""
     with stages("publish"):
         depth_m = eye.depth.cpu().numpy()
         out = {"depth": depth_image(depth_m, header),
                "info": depth_camera_info(info, eye.K, header, *depth_m.shape[::-1])}
+        if eye.confidence is not None:
+            out["confidence"] = depth_image(eye.confidence.cpu().numpy(), header)
     if eye.points is not None:
         with stages("cloud"):
             out["points"] = point_cloud(eye.points, eye.rgb, header)

@@ -1,13 +1,12 @@
 """The DARES depth node: da Vinci stereo in, REP 118 metric depth and point clouds out.
 
-Subscribes (relative names, remap them): left/image_rect, left/camera_info, right/image_rect,
-right/camera_info (`/compressed` suffixed image topics with input_transport: compressed), and for the depth
-stabiliser (temporal_weight) odom (nav_msgs/Odometry, dares_odometry_node's) or camera_pose (PoseStamped, the
-robot's kinematics; pose_source picks one).
-Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
-depth/colored (bgr8) and /diagnostics; with eyes: both the same for the right eye under right/ (right/depth/image,
-...), both eyes computed in one batch. Output headers carry the input stamp and frame_id. Outputs are reliable
-(KEEP_LAST 5), so reliable and best-effort subscribers both match.
+Subscribes (relative names, remap them): left/image_rect, left/camera_info, right/image_rect, right/camera_info
+(`/compressed` suffixed image topics with input_transport: compressed), and for the depth stabiliser (temporal_weight)
+odom (nav_msgs/Odometry, dares_odometry_node's) or camera_pose (PoseStamped, the robot's kinematics; pose_source picks
+one). Publishes: depth/image (32FC1 metres, NaN invalid), depth/camera_info, points (x y z rgb, optical frame),
+depth/colored (bgr8), depth/confidence (32FC1 in [0,1]) and /diagnostics; with eyes: both the same for the right eye
+under right/ (right/depth/image, ...), both eyes computed in one batch. Output headers carry the input stamp and
+frame_id. Outputs are reliable (KEEP_LAST 5), so reliable and best-effort subscribers both match.
 
 Intrinsics follow image_pipeline: rectified images (rectified: true, the default) are measured with camera_info's
 P, raw ones with K. An uncalibrated camera_info (all zeros, as dVRK's placeholder) still gives depth in relative
@@ -145,6 +144,14 @@ PARAMETERS = ParamTable({
                              range=(1, 64)),
     "publish_points": Param(True, "publish points (PointCloud2)", live=True),
     "publish_colored": Param(True, "publish depth/colored (bgr8 preview)", live=True),
+    "publish_confidence": Param(True, "publish depth/confidence (32FC1 in [0,1], higher more trusted: depth edges, "
+                                      "and in stereo mode the right image warped by the depth; docs/confidence.md)",
+                                live=True),
+    "min_confidence": Param(0.0, "points leaves out pixels whose confidence is below this (0: none left out)",
+                            live=True, range=(0.0, 1.0)),
+    "confidence_photometric": Param(False, "in stereo scale mode, the confidence also judges the depth by the other "
+                                           "eye's image warped onto it (lower where one eye sees a smudge, smoke or "
+                                           "a highlight; no better on average, about 4x the cost)", live=True),
     "qos": Param("sensor_data", "subscription QoS: sensor_data (best effort) or reliable",
                  choices=SUBSCRIPTION_QOS),
     "input_transport": Param("raw", "raw sensor_msgs/Image or compressed sensor_msgs/CompressedImage",
@@ -176,6 +183,7 @@ class EyeOutputs:
     info: Any
     points: Any
     colored: Any
+    confidence: Any
 
     def publish(self, messages: dict) -> None:
         for key, msg in messages.items():
@@ -243,7 +251,7 @@ class DepthNode(LifecycleNode):
         for eye in self.eyes:
             prefix = "right/" if eye == "right" else ""
             outputs = ((Image, "depth/image"), (CameraInfo, "depth/camera_info"), (PointCloud2, "points"),
-                       (Image, "depth/colored"))
+                       (Image, "depth/colored"), (Image, "depth/confidence"))
             self.outputs[eye] = EyeOutputs(*(self.create_lifecycle_publisher(t, prefix + name, OUTPUT_QUEUE_DEPTH)
                                              for t, name in outputs))
         self._stop.clear()

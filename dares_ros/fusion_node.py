@@ -5,7 +5,8 @@ camera's pose in the map frame from odom (nav_msgs/Odometry: dares_odometry_node
 (geometry_msgs/PoseStamped: a robot's camera pose from kinematics, a bag's ground_truth/pose; pose_source picks one
 when both are published), matched to the depth by stamp; image (the left image, optional) colours the surface;
 with use_mask, mask (mono8 or 8UC1, nonzero on pixels to leave out: the instruments of a tool segmentation) keeps
-what moves out of the map.
+what moves out of the map; with min_confidence, depth/confidence (32FC1 in [0,1], dares_depth_node's) leaves out the
+pixels trusted less.
 Outputs: map/points (PointCloud2 in the pose's frame, at publish_rate, at most max_points; extracted
 incrementally, from the voxel blocks the frames since the last publish touched, so its cost does not grow with the
 map), with publish_mesh map/mesh (visualization_msgs/Marker TRIANGLE_LIST, at most max_triangles), and
@@ -90,6 +91,9 @@ PARAMETERS = ParamTable({
     "use_mask": Param(False, "leave out the depth pixels that mask marks (mono8 or 8UC1, nonzero: e.g. instruments, "
                              "which move and would smear into the map); each depth image then waits for its mask",
                       live=True),
+    "min_confidence": Param(0.0, "leave out the depth pixels whose depth/confidence (dares_depth_node's) is below "
+                                 "this; each depth image then waits for its confidence (0: not read)", live=True,
+                            range=(0.0, 1.0)),
     "map_frame": Param("", "frame_id of map/points; empty: the pose messages' frame_id", live=True),
     "device": Param("auto", "TSDF device: auto (CUDA when open3d has it), cpu or cuda", choices=tuple(O3D_DEVICES)),
     "reset": Param(False, "set true to clear the map (it reads false again once cleared)", live=True),
@@ -113,6 +117,7 @@ class FusionNode(Node):
         self.poses: deque = deque(maxlen=QUEUE)  # (stamp s, T (4,4) m, frame_id)
         self.images: deque = deque(maxlen=QUEUE)  # (stamp s, rgb (H,W,3) uint8)
         self.masks: deque = deque(maxlen=QUEUE)  # (stamp s, leave out (H,W) bool)
+        self.confidences: deque = deque(maxlen=QUEUE)  # (stamp s, confidence (H,W) in [0,1])
         self.info: CameraInfo | None = None
         self.image_received = -math.inf  # monotonic time of the last colour image
         self.counts = {"fused": 0, "rejected_poses": 0, "unmatched_depth": 0, "bad_inputs": 0, "map_full": 0}
@@ -133,6 +138,7 @@ class FusionNode(Node):
         subscribe_poses(self, self.p("pose_source"), self._on_pose, qos)
         self.create_subscription(Image, "image", self._on_image, qos)
         self.create_subscription(Image, "mask", self._on_mask, qos)
+        self.create_subscription(Image, "depth/confidence", self._on_confidence, qos)
         self.points_pub = self.create_publisher(PointCloud2, "map/points", OUTPUT_QUEUE_DEPTH)
         self.mesh_pub = self.create_publisher(Marker, "map/mesh", OUTPUT_QUEUE_DEPTH)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 5)
@@ -190,6 +196,16 @@ class FusionNode(Node):
             self.masks.append(mask)
         self.wake.set()
 
+    def _on_confidence(self, msg: Image) -> None:
+        if not self.p("min_confidence"):
+            return  # read only when used
+        if msg.encoding != "32FC1":
+            self._bad_input(f"depth/confidence: encoding {msg.encoding}; publish 32FC1 in [0,1] (dares_depth_node's)")
+            return
+        with self.lock:
+            self.confidences.append((stamp_seconds(msg.header.stamp), read_depth_image(msg)))
+        self.wake.set()
+
     def _on_depth(self, msg: Image) -> None:
         try:
             if msg.encoding != "32FC1":
@@ -207,7 +223,7 @@ class FusionNode(Node):
         with self.lock:
             if order is Order.TIME_WENT_BACK:  # the worker clears the map before it fuses this depth
                 self.clear_request = self.timeline.went_back("depth/image", stamp, "a new map starts")
-                for queue in (self.depths, self.poses, self.images, self.masks):  # what came before the jump
+                for queue in (self.depths, self.poses, self.images, self.masks, self.confidences):  # before the jump
                     kept = [e for e in queue if e[0] <= stamp + self.p("sync_tolerance")]
                     queue.clear()
                     queue.extend(kept)
@@ -257,19 +273,23 @@ class FusionNode(Node):
             return self._match()
 
     def _match(self):
-        tolerance, use_mask = self.p("sync_tolerance"), self.p("use_mask")
+        tolerance, min_confidence = self.p("sync_tolerance"), self.p("min_confidence")
         newest_pose = self.poses[-1][0] if self.poses else -math.inf
-        newest_mask = self.masks[-1][0] if self.masks else -math.inf
         colour_live = self.images and time.monotonic() - self.image_received < COLOUR_TIMEOUT_S
         newest_image = self.images[-1][0] if colour_live else math.inf
+        companions = [(queue, what, fix) for queue, wanted, what, fix in (
+            (self.masks, self.p("use_mask"), "mask", "publish mask with the depth's stamps, or set use_mask false"),
+            (self.confidences, min_confidence > 0, "depth/confidence", "publish it with the depth's stamps "
+             "(dares_depth_node's publish_confidence), or set min_confidence 0")) if wanted]
         while self.depths and self.info is not None:  # depth waits for the first camera_info
             stamp, depth, stamp_msg = self.depths[0]
             pose = self._at(self.poses, stamp)
             if pose is None and newest_pose <= stamp + tolerance:
                 return None  # its pose may still come
-            mask = self._at(self.masks, stamp) if use_mask else None
-            if use_mask and mask is None and newest_mask <= stamp + tolerance:
-                return None  # its mask may still come
+            found = [self._at(queue, stamp) for queue, _, _ in companions]
+            if any(f is None and (queue[-1][0] if queue else -math.inf) <= stamp + tolerance
+                   for f, (queue, _, _) in zip(found, companions)):
+                return None  # its mask or confidence may still come
             image = self._at(self.images, stamp)
             if pose is not None and image is None and newest_image <= stamp + tolerance:
                 return None  # its colour image may still come
@@ -279,17 +299,10 @@ class FusionNode(Node):
                 self._note(f"depth/image at {stamp:.3f} s has no pose within sync_tolerance ({tolerance} s): "
                            "publish odom or camera_pose with the depth's stamps")
                 continue
-            if use_mask and mask is None:
-                self.counts["unmatched_depth"] += 1
-                self._note(f"depth/image at {stamp:.3f} s has no mask within sync_tolerance ({tolerance} s): "
-                           "publish mask with the depth's stamps, or set use_mask false")
+            left_out = self._left_out(stamp, depth.shape, found, companions, min_confidence)
+            if left_out is None:
                 continue
-            if mask is not None:
-                if mask[1].shape != depth.shape:
-                    self._bad_input(f"mask is {mask[1].shape[1]}x{mask[1].shape[0]} but depth/image "
-                                    f"{depth.shape[1]}x{depth.shape[0]}: publish the mask at the depth's size")
-                    continue
-                depth = np.where(mask[1], np.nan, depth)
+            depth = np.where(left_out, np.nan, depth)
             try:
                 K = checked_intrinsics(self.info, depth.shape, "depth/camera_info")
             except ConversionError as e:
@@ -298,6 +311,23 @@ class FusionNode(Node):
             rgb = image[1] if image is not None and image[1].shape[:2] == depth.shape else None
             return stamp, stamp_msg, depth, K, pose[1], pose[2], rgb
         return None
+
+    def _left_out(self, stamp: float, shape, found: list, companions: list, min_confidence: float):
+        """The pixels (H,W) bool the found mask and confidence leave out of a depth image of `shape`, or None where
+        one of them is missing or of another size (counted and said: the depth image is dropped)."""
+        left_out = np.zeros(shape, bool)
+        for entry, (_, what, fix) in zip(found, companions):
+            if entry is None:
+                self.counts["unmatched_depth"] += 1
+                self._note(f"depth/image at {stamp:.3f} s has no {what} within sync_tolerance "
+                           f"({self.p('sync_tolerance')} s): {fix}")
+                return None
+            if entry[1].shape != shape:
+                self._bad_input(f"{what} is {entry[1].shape[1]}x{entry[1].shape[0]} but depth/image {shape[1]}x"
+                                f"{shape[0]}: publish the {what} at the depth's size")
+                return None
+            left_out |= entry[1] if what == "mask" else entry[1] < min_confidence
+        return left_out
 
     def _at(self, queue: deque, stamp: float):
         """The entry of `queue` nearest `stamp` within sync_tolerance, or None."""

@@ -72,7 +72,7 @@ class Harness:
         self.node = rclpy.create_node("dares_test_harness", context=self.context)
         self.lock = threading.RLock()
         self.received: dict[str, list] = {"depth": [], "info": [], "points": [], "colored": [], "diagnostics": [],
-                                          "right_depth": [], "right_info": [], "right_points": []}
+                                          "right_depth": [], "right_info": [], "right_points": [], "confidence": []}
         self.pub = {
             "left": self.node.create_publisher(Image, f"{namespace}/left/image_rect", 10),
             "right": self.node.create_publisher(Image, f"{namespace}/right/image_rect", 10),
@@ -88,6 +88,7 @@ class Harness:
         self._record("info", CameraInfo, f"{namespace}/depth/camera_info", 10)
         self._record("points", PointCloud2, f"{namespace}/points", qos_profile_sensor_data)
         self._record("colored", Image, f"{namespace}/depth/colored", 10)
+        self._record("confidence", Image, f"{namespace}/depth/confidence", 10)
         self._record("right_depth", Image, f"{namespace}/right/depth/image", 10)
         self._record("right_info", CameraInfo, f"{namespace}/right/depth/camera_info", 10)
         self._record("right_points", PointCloud2, f"{namespace}/right/points", qos_profile_sensor_data)

@@ -79,12 +79,13 @@ def test_demo_writes_every_promised_file(demo):
     assert topics["/dares/map/points"]["count"] >= 1
     assert topics["/jhu_daVinci/ground_truth/depth"]["count"] == FRAMES
     assert "/dares/points" in topics and "/dares/depth/camera_info" in topics
+    assert topics["/dares/depth/confidence"]["count"] == FRAMES
     assert topics["/dares/odom"]["count"] >= summary["odometry"]["frames"]
 
     report = (out / "report.md").read_text()
     for needle in ("SCARED protocol", "AbsRel", "| median-scaled |", "| metric (stereo scale) |", "scale error",
                    "Rate and latency", "p99", "tiny", "Fused surface", "Chamfer", "Camera motion", "ATE",
-                   "Temporal stability", "TAE"):
+                   "Temporal stability", "TAE", "## Confidence", "of random"):
         assert needle in report, needle
 
 
@@ -105,6 +106,9 @@ def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
     # the truth on a short clip), the tissue alone below the whole frame's
     t = summary["temporal"]
     assert 0 < t["tae_floor_tissue"] < t["tae_floor"] and 0 < t["tae_tissue"] < t["tae"] < 0.2, t
+    # the node's confidence ranks the depth's errors far better than chance (1; docs/benchmarks.md)
+    assert summary["confidence"]["frames"] == summary["frames_with_depth"]
+    assert 0 < summary["confidence"]["ause_ratio"] < 0.8, summary["confidence"]
     # the scene has instruments in view; their region is reported on its own
     assert 0 < summary["metrics_instruments"]["abs_rel"] < 0.2
     assert "| median-scaled, instruments only |" in (demo[0] / "report.md").read_text()

@@ -76,10 +76,10 @@ class Graph:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
         self.pubs = {name: self.node.create_publisher(kind, f"{namespace}/{name}", 10) for name, kind in (
             ("depth/image", Image), ("depth/camera_info", CameraInfo), ("camera_pose", PoseStamped),
-            ("image", Image), ("mask", Image), ("odom", Odometry))}
+            ("image", Image), ("mask", Image), ("odom", Odometry), ("depth/confidence", Image))}
         self.params = self.node.create_client(SetParameters, f"{namespace}/dares_fusion_node/set_parameters")
         assert wait_until(lambda: all(p.get_subscription_count() for name, p in self.pubs.items()
-                                      if name != "odom"), 30), \
+                                      if name not in ("odom", "depth/confidence")), 30), \
             self.log.read_text()
         time.sleep(1.0)  # DDS matches each direction apart: the node's best-effort readers may not have our writers
         # yet, and a first depth image lost then would change the counts the tests read
@@ -89,9 +89,9 @@ class Graph:
             if status.name == "dares_fusion_node: map" and status.hardware_id.startswith(self.ns):
                 self.diagnostics.append({kv.key: kv.value for kv in status.values} | {"message": status.message})
 
-    def publish(self, i, rgb, depth_mm, T_mm, K, mask=None, odometry_shift_mm=None):
+    def publish(self, i, rgb, depth_mm, T_mm, K, mask=None, odometry_shift_mm=None, confidence=None):
         """Frame i's inputs; odometry_shift_mm: also odom first, at the same stamp, the pose shifted that far along
-        x (another trajectory, as an odometry node's origin makes it)."""
+        x (another trajectory, as an odometry node's origin makes it); confidence (H,W) in [0,1]: depth/confidence."""
         stamp = rclpy.time.Time(seconds=100 + i).to_msg()
         info = camera_info(K, depth_mm.shape[1], depth_mm.shape[0])
         pose = PoseStamped()
@@ -104,6 +104,8 @@ class Graph:
             messages.insert(0, ("odom", odom))
         if mask is not None:
             messages.append(("mask", uint8_image(mask.astype(np.uint8) * 255, "mono8")))
+        if confidence is not None:
+            messages.append(("depth/confidence", depth_image(confidence, Header())))
         for name, msg in messages + [("depth/image", depth)]:
             msg.header.stamp, msg.header.frame_id = stamp, {"camera_pose": "world", "odom": "odom"}.get(name, "cam")
             self.pubs[name].publish(msg)
@@ -195,23 +197,32 @@ def test_a_full_map_refuses_frames_within_its_memory_bound(sequence, tmp_path):
         graph.close()
 
 
-def test_masked_instruments_stay_out_of_the_map(tmp_path):
-    """Two instruments move through the view (17 % of the pixels): with use_mask and their masks, the map is the
-    tissue alone (unmasked, a tenth of it lies beyond 4 mm of the tissue, seed 6 measured 8.8 %); a depth
-    image whose mask does not come is not fused, nor one with a mask of another size. Reliable subscriptions here
-    (qos, as dares demo runs it)."""
+@pytest.mark.parametrize("leave_out", ["mask", "depth/confidence"])
+def test_masked_instruments_stay_out_of_the_map(tmp_path, leave_out):
+    """Two instruments move through the view (17 % of the pixels): with use_mask and their masks (or min_confidence
+    and a depth/confidence low on them), the map is the tissue alone (unmasked, a tenth of it lies beyond 4 mm of
+    the tissue, seed 6 measured 8.8 %); a depth image whose mask (confidence) does not come is not fused, nor one
+    with a mask (confidence) of another size. Reliable subscriptions here (qos, as dares demo runs it)."""
     K, frames = synthetic_sequence(tmp_path / "scene", instruments=2)
-    graph = Graph(tmp_path, f"/masked{os.getpid()}", use_mask=True, qos="reliable")
+    params = {"use_mask": True} if leave_out == "mask" else {"min_confidence": 0.5}
+    graph = Graph(tmp_path, f"/masked{os.getpid()}", qos="reliable", **params)
+
+    def publish(i, rgb, depth_mm, T_mm, mask=None):
+        if leave_out == "mask" or mask is None:
+            graph.publish(i, rgb, depth_mm, T_mm, K, mask)
+        else:
+            graph.publish(i, rgb, depth_mm, T_mm, K, confidence=np.where(mask, 0.2, 0.8).astype(np.float32))
+
     try:
         rgb, depth_mm, T_mm, mask = frames[0]
-        graph.publish(0, rgb, depth_mm, T_mm, K)  # no mask: waits for it, then is dropped once newer masks come
-        graph.publish(1, rgb, depth_mm, T_mm, K, cv2.resize(mask.astype(np.uint8), (8, 8)).astype(bool))
+        publish(0, rgb, depth_mm, T_mm)  # no mask: waits for it, then is dropped once newer masks come
+        publish(1, rgb, depth_mm, T_mm, cv2.resize(mask.astype(np.uint8), (8, 8)).astype(bool))
         for i, (rgb, depth_mm, T_mm, mask) in enumerate(frames):
-            graph.publish(2 + i, rgb, depth_mm, T_mm, K, mask)
+            publish(2 + i, rgb, depth_mm, T_mm, mask)
         assert wait_until(lambda: graph.counts().get("fused") == str(FRAMES)), (graph.counts(), graph.log.read_text())
         assert graph.counts()["unmatched_depth"] == "1" and graph.counts()["bad_inputs"] == "1", graph.counts()
-        assert "has no mask within sync_tolerance" in graph.log.read_text()  # the log throttles the next line
-        assert "publish the mask at the depth's size" in graph.counts()["last_problem"]
+        assert f"has no {leave_out} within sync_tolerance" in graph.log.read_text()  # the log throttles the next
+        assert f"publish the {leave_out} at the depth's size" in graph.counts()["last_problem"]
         assert wait_until(lambda: graph.maps and graph.maps[-1].header.stamp.sec == 100 + 1 + FRAMES)
         points = read_point_cloud(graph.maps[-1])[0].reshape(-1, 3)
         tissue = np.concatenate([world_points(np.where(m, np.nan, d), K, T, stride=2) for _, d, T, m in frames])

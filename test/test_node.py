@@ -83,6 +83,12 @@ def test_outputs_follow_ros_conventions(relative_node):
     np.testing.assert_allclose(np.array(info_msg.k).reshape(3, 3), K)
     colored = h.outputs_with_stamp("colored", stamp)[0]
     assert (colored.encoding, colored.height, colored.width) == ("bgr8", CFG.height, CFG.width)
+    assert h.wait_for(lambda: h.outputs_with_stamp("confidence", stamp), timeout=10)
+    confidence_msg = h.outputs_with_stamp("confidence", stamp)[0]  # the depth's header, 32FC1 in [0,1]
+    assert (confidence_msg.encoding, confidence_msg.height, confidence_msg.width) == ("32FC1", CFG.height, CFG.width)
+    assert confidence_msg.header == depth_msg.header
+    confidence = read_depth_image(confidence_msg)
+    assert ((confidence >= 0) & (confidence <= 1)).all()
     points, rgb = read_point_cloud(h.outputs_with_stamp("points", stamp)[0])
     assert points.shape == (CFG.height, CFG.width, 3)
     v, u = 40, 100
@@ -102,6 +108,38 @@ def test_outputs_follow_ros_conventions(relative_node):
                            "publish", "own"}, values
     assert all(ms >= 0 for ms in stages.values()) and stages["own"] >= stages["cloud"]
     assert proc.poll() is None
+
+
+def test_min_confidence_leaves_out_exactly_the_untrusted_points_live(relative_node):
+    """min_confidence (live): the cloud leaves out (NaN) the points whose published confidence is below it, and
+    only those; back at 0 none is left out."""
+    h, frames, log, _ = relative_node
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    edges = frames[0]["l"].copy()
+    edges[:, ::8] = 255 - edges[:, ::8]  # stripes the random network turns into depth edges
+
+    def outputs():
+        stamps = []
+        assert h.wait_for(lambda: any(h.outputs_with_stamp("points", s) and h.outputs_with_stamp("confidence", s)
+                                      for s in stamps), timeout=30,
+                          publish=lambda: stamps.append(h.publish(rgb_image(edges), info))), log.read_text()[-2000:]
+        stamp = next(s for s in stamps if h.outputs_with_stamp("points", s) and h.outputs_with_stamp("confidence", s))
+        points, _ = read_point_cloud(h.outputs_with_stamp("points", stamp)[0])
+        return points, read_depth_image(h.outputs_with_stamp("confidence", stamp)[0])
+
+    _, confidence = outputs()
+    threshold = float(np.median(confidence))
+    assert confidence.min() < threshold  # a threshold that leaves some out
+    try:
+        assert h.set_parameter("min_confidence", threshold)
+        time.sleep(0.5)  # a frame already on its way out was made before
+        points, confidence = outputs()
+        np.testing.assert_array_equal(np.isnan(points[..., 2]), confidence < threshold)
+    finally:
+        assert h.set_parameter("min_confidence", 0.0)
+    time.sleep(0.5)
+    points, _ = outputs()
+    assert np.isfinite(points).all()
 
 
 class StillCamera:

@@ -68,10 +68,10 @@ def registered() -> dict[str, Benchmark]:
     """Every benchmark, by kind: dares_core's, then those of the `dares.benchmarks` entry points (dares_ros)."""
     from importlib.metadata import entry_points
 
-    from . import fusion, model, pose, resize, stereo_scale, temporal, train
+    from . import confidence, fusion, model, pose, resize, stereo_scale, temporal, train
 
     found = [model.BENCHMARK, pose.BENCHMARK, train.BENCHMARK, resize.BENCHMARK, fusion.BENCHMARK,
-             stereo_scale.BENCHMARK, temporal.BENCHMARK]
+             stereo_scale.BENCHMARK, temporal.BENCHMARK, confidence.BENCHMARK]
     for ep in entry_points(group="dares.benchmarks"):
         found += ep.load()
     return {bench.kind: bench for bench in found}

@@ -18,6 +18,10 @@ def add_arguments(p) -> None:
     p.add_argument("--pred-disps", type=Path, default=None,
                    help="(N,H,W) disparities (official --save_pred_disps .npy)")
     p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
+    p.add_argument("--pred-confidence", type=Path, default=None,
+                   help="with --pred-disps: (N,H,W) per-pixel confidences in [0,1] (.npy, e.g. the stacked "
+                        "NAME_confidence.npy of dares infer --save-confidence): their AUSE is reported (with "
+                        "--weights it is measured on the model's own confidence)")
     add_weights_options(p, required=False)
     add_network_options(p)
     p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
@@ -35,7 +39,14 @@ def add_arguments(p) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..evaluate import evaluate_depth, evaluate_pose, load_array, load_npz_data, write_depth_report
+    from ..evaluate import (
+        evaluate_confidence,
+        evaluate_depth,
+        evaluate_pose,
+        load_array,
+        load_npz_data,
+        write_depth_report,
+    )
     from ..files import EVAL_ENTRIES, check_output_folder
 
     if args.pred_poses or args.gt_poses:
@@ -57,22 +68,34 @@ def run(args: argparse.Namespace) -> None:
         disps = load_array(args.pred_disps, "predicted disparities", "(N,H,W) disparities")
         gt = load_npz_data(args.gt_depths, "ground-truth depths", "(N,H,W) depths in mm")
         source = {"pred_disps": str(args.pred_disps)}
+        confidences = None if args.pred_confidence is None else load_array(args.pred_confidence, "confidences",
+                                                                            "(N,H,W) confidences")
+    elif args.pred_confidence is not None:
+        raise DaresError("--pred-confidence goes with --pred-disps; with --weights the model's own confidence is "
+                         "scored")
     else:
-        disps, gt, source, temporal = _predict_split(args)
+        disps, gt, source, temporal, confidences = _predict_split(args)
     evaluation = evaluate_depth(disps, gt, median_scaling=not args.no_median_scaling)
     print(evaluation.table())
+    scores = None
+    if confidences is not None:
+        scores = evaluate_confidence(disps, confidences, gt, median_scaling=not args.no_median_scaling)
+        scores.pop("per_frame")
+        print(f"confidence: AUSE {scores['ause']:.4f}, random's {scores['ause_random']:.4f}: "
+              f"{scores['ause_ratio']:.2f} of random (1 is chance, 0 the oracle)")
     if temporal:
         print(f"TAE {temporal['tae']:.4f}" + (f" (tissue {temporal['tae_tissue']:.4f})" if "tae_tissue" in temporal
                                                else "")
               + f"; the ground truth's own, the floor: {temporal['tae_floor']:.4f}"
               + (f" (tissue {temporal['tae_floor_tissue']:.4f})" if "tae_floor_tissue" in temporal else "")
               + f"; over {temporal['sequences']} sequence(s), each scaled once")
-    write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling}, temporal)
+    write_depth_report(evaluation, args.out, {**source, "median_scaling": not args.no_median_scaling}, temporal,
+                       scores)
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'per_frame.csv'}")
 
 
 def _predict_split(args: argparse.Namespace):
-    """(disparities, ground truth, source, TAE) of --weights over the test split of --data."""
+    """(disparities, ground truth, source, TAE, confidences) of --weights over the test split of --data."""
     from ..data.scared import default_split_dir
     from ..evaluate import load_npz_data, predict_split_disparities, split_temporal_errors
     from ..inference import DepthPredictor
@@ -85,8 +108,11 @@ def _predict_split(args: argparse.Namespace):
                                (args.height, args.width), args.device, args.precision, compile=args.compile,
                                **backend_options(args))
     gt = load_npz_data(args.gt_depths or split_dir / "gt_depths.npz", "ground-truth depths", "(N,H,W) depths in mm")
+    confidences = []
     with progress_bar(len(gt), "predict") as bar:
-        disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update)
+        disps = predict_split_disparities(predictor, args.data, split_dir / "test_files.txt", progress=bar.update,
+                                          confidences=confidences)
     source = {"weights": str(args.weights), "data": str(args.data), "split": str(split_dir),
               "input_size": list(predictor.size)}
-    return disps, gt, source, split_temporal_errors(args.data, split_dir / "test_files.txt", disps, gt)
+    return (disps, gt, source, split_temporal_errors(args.data, split_dir / "test_files.txt", disps, gt),
+            confidences)

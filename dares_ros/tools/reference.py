@@ -83,6 +83,11 @@ HEADLINES = (  # (what, result file, how the figure is read from it)
      lambda r: f"{r['paths']['plain']['tae']:.4f} -> {r['paths']['stabilised']['tae']:.4f}"),
     ("ViT-S network, our path against the official-style one (CPU fp32)", "model-cpu-vits-256x320-1-fp32.json",
      lambda r: f"{r['speedup']}x"),
+    ("ViT-S network on ONNX Runtime against the official-style one (CPU fp32)",
+     "model-cpu-vits-256x320-1-fp32-onnxruntime-cpu.json",
+     lambda r: f"{r['paths']['ours onnxruntime CPUExecutionProvider']['speedup']}x"),
+    ("confidence, AUSE against random's, mono (unseen scenes; 1 is chance)", "confidence-demo_model-320x256.json",
+     lambda r: f"{r['paths']['mono']['ause_ratio_mean']:.2f}"),
     ("fine-tuned on 36 s of a scope it never saw, held-out AbsRel before -> after",
      "fine-tune-bag-3-recordings-8-epochs.json",
      lambda r: "{:.3f} -> {:.3f}".format(*(sum(s[k] for s in r["paths"]["built-in model fine-tuned"]["abs_rel"]

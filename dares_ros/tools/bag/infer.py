@@ -14,7 +14,8 @@ from ...conversions import stamp_key
 from ...names import OUTPUT_NAMESPACE
 from .io import NODE_OUTPUT_QOS, BagWriter, Topics, decode, msgtype_of, named_topic, open_reader, read_messages
 
-OUTPUT_TOPICS = {"depth": "depth/image", "info": "depth/camera_info", "points": "points"}  # under /dares, as the node
+OUTPUT_TOPICS = {"depth": "depth/image", "info": "depth/camera_info", "points": "points",
+                 "confidence": "depth/confidence"}  # under /dares, as the node
 
 
 def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_topic: str | None = None,
@@ -23,12 +24,12 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
               progress=None, backend: str = "torch", providers: tuple = ()) -> dict:
     """Depth for every left image of `bag`, written with all input messages into a new bag; no ROS graph.
 
-    Each image goes through the depth node's own frame pipeline (dares_core.pipeline), and its outputs under
-    /dares (depth/image, depth/camera_info, points) are the node's messages; scale as the node's relative mode
-    (model units read as mm) or fixed mode at `fixed_scale` metres per unit. Intrinsics by the node's rule:
-    camera_info's P for rectified images (an image_rect topic), K for raw ones. A bag that already holds outputs
-    under /dares (a recorded demo, an earlier `bag infer`) has them replaced, not copied. backend, providers: where
-    the network runs (DepthPredictor).
+    Each image goes through the depth node's own frame pipeline (dares_core.pipeline), and its outputs under /dares
+    (depth/image, depth/camera_info, points, depth/confidence) are the node's messages; scale as the node's relative
+    mode (model units read as mm) or fixed mode at `fixed_scale` metres per unit. Intrinsics by the node's rule:
+    camera_info's P for rectified images (an image_rect topic), K for raw ones. A bag that already holds outputs under
+    /dares (a recorded demo, an earlier `bag infer`) has them replaced, not copied. backend, providers: where the
+    network runs (DepthPredictor).
     """
     from dares_core.inference import DepthPredictor
     from dares_core.model.weights import load_depth_net
@@ -46,7 +47,8 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
                                backend=backend, providers=providers)
     settings = {"scale_mode": "relative" if fixed_scale is None else "fixed", "fixed_scale": fixed_scale,
                 "rectified": "/image_rect" in image_topic, "temporal_weight": 0.0, "point_stride": point_stride,
-                "publish_points": True, "publish_colored": False}
+                "publish_points": True, "publish_colored": False, "publish_confidence": True, "min_confidence": 0.0,
+                "confidence_photometric": False}
     uncalibrated = []  # frames whose camera is uncalibrated: depth in relative scale, without points (as the node)
     pipeline = DepthPipeline(predictor, ("left",), settings.get, lambda *_, **__: uncalibrated.append(1), untimed,
                              info_topics=(info_topic, ""))
@@ -62,7 +64,7 @@ def infer_bag(bag: Path, weights: Path, out: Path, force: bool = False, image_to
             for conn in inputs:  # each input topic keeps the QoS its publishers offered
                 if conn.topic not in writer.connections:
                     writer.add_topic(conn.topic, conn.msgtype, conn.ext.offered_qos_profiles)
-            for key, cls in (("depth", Image), ("info", CameraInfo), ("points", PointCloud2)):
+            for key, cls in (("depth", Image), ("info", CameraInfo), ("points", PointCloud2), ("confidence", Image)):
                 writer.add_topic(f"{OUTPUT_NAMESPACE}/{OUTPUT_TOPICS[key]}", msgtype_of(cls()), [NODE_OUTPUT_QOS])
             for conn, stamp_ns, data in reader.messages(connections=inputs):
                 writer.write_raw(conn.topic, conn.msgtype, bytes(data), stamp_ns)

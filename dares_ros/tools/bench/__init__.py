@@ -14,8 +14,8 @@ from dares_core.names import ENCODERS, PRECISIONS
 
 from ...names import FINE_TUNE_SOURCES, NODE_TEMPORAL_SEEDS, SCALE_MODES
 
-NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale", "temporal", "cloud", "preview",
-               "publish", "own", "stereo_worker")  # the depth node's stages, in the order a frame passes them
+NODE_STAGES = ("receive", "preprocess", "network", "postprocess", "stereo_scale", "confidence", "temporal", "cloud",
+               "preview", "publish", "own", "stereo_worker")  # the depth node's stages, in a frame's order
 
 
 def add_camera_options(p, width: int, height: int) -> None:

@@ -35,7 +35,7 @@ from ..bag import Topics
 from .harness import OUTPUTS, replay_through_node
 from .pictures import write_fused_surface, write_pictures, write_point_cloud, write_trajectory
 from .report import REPORT_TITLE, print_summary, write_report
-from .scoring import fused_surface, odometry_scores, recorded_frames, temporal_stability
+from .scoring import confidence_scores, fused_surface, odometry_scores, recorded_frames, temporal_stability
 
 
 def check_demo_folder(out: Path) -> None:
@@ -207,6 +207,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
                 ratio = scaled.ratio_summary()
                 summary.update(stereo_scale_ratio=ratio["median"], stereo_scale_error=ratio["median"] - 1.0,
                                stereo_scale_spread=ratio["std_over_median"])
+            summary["confidence"] = confidence_scores(frame_list)
         progress.step("drawing the picture strip, video and point cloud")
         fps = timing["input_rate_hz"] / rate if timing["input_rate_hz"] else 25.0
         summary["depth_scale"] = write_pictures(frame_list, stage, fps)

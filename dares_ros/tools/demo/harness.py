@@ -26,7 +26,7 @@ from ..processes import node_process, node_session, wait_until_loaded
 
 NAMESPACE = OUTPUT_NAMESPACE  # the node's namespace, as davinci.launch.py runs it
 OUTPUTS = {"depth": f"{NAMESPACE}/depth/image", "info": f"{NAMESPACE}/depth/camera_info",
-           "points": f"{NAMESPACE}/points"}
+           "points": f"{NAMESPACE}/points", "confidence": f"{NAMESPACE}/depth/confidence"}
 MAP = f"{NAMESPACE}/map/points"  # dares_fusion_node's, when the bag has ground-truth poses
 ODOM = f"{NAMESPACE}/odom"  # dares_odometry_node's, when there are pose weights
 FUSION = {"voxel_size": 0.001, "truncation": 0.004, "max_depth": 0.2, "publish_rate": 2.0, "device": "cpu",

@@ -26,8 +26,8 @@ def write_pictures(frames: list[RecordedFrame], out: Path, fps: float) -> dict:
     has_gt = frames[0].gt_mm is not None
     near, far = depth_range(*[f.gt_mm if has_gt else f.depth_mm for f in frames])
     picks = sorted({int(round(q * (len(frames) - 1))) for q in (0.15, 0.5, 0.85)})
-    strip = np.vstack([depth_strip(frames[i].rgb, frames[i].depth_mm, frames[i].gt_mm, near, far, titles=(k == 0))
-                       for k, i in enumerate(picks)])
+    strip = np.vstack([depth_strip(frames[i].rgb, frames[i].depth_mm, frames[i].gt_mm, near, far, titles=(k == 0),
+                                   confidence=frames[i].confidence) for k, i in enumerate(picks)])
     write_image(out / "strip.png", strip)
     rows = [depth_strip(f.rgb, f.depth_mm, f.gt_mm, near, far) for f in frames]
     height, width = rows[0].shape[:2]

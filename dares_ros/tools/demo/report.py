@@ -42,6 +42,15 @@ def write_report(out: Path, summary: dict, metric_rows: dict) -> None:
                   "the paper; metric uses the node's own scale. \"Instruments only\" covers the pixels of the "
                   "synthetic instrument mask (each frame scaled as a whole): tools are where surgeons need depth "
                   "most.", "", _metrics_table(metric_rows), ""]
+    if s.get("confidence"):
+        c = s["confidence"]
+        lines += ["## Confidence", "",
+                  "`depth/confidence` (dares_core.confidence; docs/confidence.md), scored as the uncertainty "
+                  "literature scores one: remove the least trusted pixels 2 % at a time and take the AbsRel of the "
+                  "rest; AUSE is the mean gap of that curve over the oracle's (largest true error first). Over "
+                  f"{c['frames']} frames: AUSE {c['ause']}, a random confidence's {c['ause_random']}: "
+                  f"**{c['ause_ratio']} of random** (1 is chance, 0 the oracle). The strip's last column shows it "
+                  "(white: trusted).", ""]
     if s.get("temporal"):
         m = s["temporal"]
         tissue = (f" (tissue alone {m['tae_tissue']}; its floor {m['tae_floor_tissue']})" if "tae_tissue" in m
@@ -114,6 +123,8 @@ def print_summary(out: Path, s: dict, say) -> None:
         say(f"SCARED metrics (median-scaled): AbsRel {m['abs_rel']:.3f}, RMSE {m['rmse']:.2f} mm, δ<1.25 {m['a1']:.3f}")
     if "stereo_scale_error" in s:
         say(f"stereo scale error: {100 * s['stereo_scale_error']:+.1f} %")
+    if s.get("confidence"):
+        say(f"confidence: AUSE {s['confidence']['ause_ratio']} of random's (1 is chance, 0 the oracle)")
     if s.get("temporal"):
         say(f"TAE {s['temporal']['tae']} (the ground truth's own: {s['temporal']['tae_floor']})")
     if "fused" in s:

@@ -33,12 +33,14 @@ from .harness import MAP, ODOM, OUTPUTS
 
 @dataclass
 class RecordedFrame:
-    """One input frame that got depth: rgb (H,W,3) uint8; depth_mm, gt_mm (H,W) or None."""
+    """One input frame that got depth: rgb (H,W,3) uint8; depth_mm, gt_mm (H,W) or None; confidence (H,W) in [0,1]
+    or None."""
 
     stamp: tuple[int, int]
     rgb: np.ndarray
     depth_mm: np.ndarray
     gt_mm: np.ndarray | None
+    confidence: np.ndarray | None = None
 
 
 def by_stamp(path: Path, topic: str, cls) -> dict:
@@ -59,13 +61,39 @@ def recorded_frames(path: Path, topics: Topics) -> list[RecordedFrame]:
     lefts = by_stamp(path, topics.left_image, CompressedImage if topics.compressed else Image)
     depths = by_stamp(path, OUTPUTS["depth"], Image)
     gts = by_stamp(path, topics.gt_depth, Image) if topics.gt_depth else {}
+    confidences = by_stamp(path, OUTPUTS["confidence"], Image)
     to_rgb = compressed_to_rgb8 if topics.compressed else image_to_rgb8
     frames = [RecordedFrame(s, to_rgb(lefts[s][1]), read_depth_image(depths[s][1]) * 1000.0,
-                            read_depth_image(gts[s][1]) * 1000.0 if s in gts else None)
+                            read_depth_image(gts[s][1]) * 1000.0 if s in gts else None,
+                            read_depth_image(confidences[s][1]) if s in confidences else None)
               for s in sorted(set(lefts) & set(depths))]
     if not frames:
         raise DaresError(f"{path}: the node published no depth for the replayed frames; see the node log above")
     return frames
+
+
+def confidence_scores(frames: list[RecordedFrame]) -> dict | None:
+    """AUSE of the node's depth/confidence against the ground truth (dares_core.confidence.ause: AbsRel of each
+    frame's depth, median-scaled, over its pixels with ground truth and depth), as a fraction of random's; None
+    without ground truth or confidence."""
+    from dares_core.confidence import ause
+    from dares_core.evaluate import MAX_DEPTH, MIN_DEPTH
+
+    scores = []
+    for f in frames:
+        if f.gt_mm is None or f.confidence is None:
+            continue
+        valid = (f.gt_mm > MIN_DEPTH) & (f.gt_mm < MAX_DEPTH) & np.isfinite(f.depth_mm) & (f.depth_mm > 0)
+        if valid.sum() < 100:
+            continue
+        depth = f.depth_mm[valid] * np.median(f.gt_mm[valid]) / np.median(f.depth_mm[valid])
+        errors = np.abs(np.clip(depth, MIN_DEPTH, MAX_DEPTH) - f.gt_mm[valid]) / f.gt_mm[valid]
+        scores.append(ause(errors, f.confidence[valid]))
+    if not scores:
+        return None
+    mine, random = (float(np.mean([s[k] for s in scores])) for k in ("ause", "ause_random"))
+    return {"frames": len(scores), "ause": round(mine, 4), "ause_random": round(random, 4),
+            "ause_ratio": round(mine / random, 3) if random > 0 else None}
 
 
 def temporal_stability(recorded: Path, topics: Topics, frames: list[RecordedFrame]) -> dict:
