@@ -11,7 +11,6 @@ both, and refuses a backend whose output is further from torch's than the tolera
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +18,13 @@ import numpy as np
 import torch
 
 from .errors import DaresError
+from .files import cache_dir
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
              "cpu": "CPUExecutionProvider"}  # our names of ONNX Runtime's execution providers
 DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")  # tried in this order; the first this install has runs
 CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2}  # the largest relative disparity difference to torch accepted
 OPSET = 17
-
-
-def cache_dir() -> Path:
-    """The folder of cached graphs and engines."""
-    base = os.environ.get("DARES_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dares"
-    return Path(base)
 
 
 def providers_named(text: str) -> bool:

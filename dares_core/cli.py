@@ -10,6 +10,7 @@ import sys
 
 from . import __version__
 from .errors import DaresError
+from .files import claimed_outputs
 
 
 def command_modules() -> list:
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # commands that end cleanly on a signal (bag record) set their own
     try:
-        args.func(args)
+        with claimed_outputs():
+            args.func(args)
     except DaresError as e:
         print(f"dares {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import fnmatch
+import hashlib
 import os
 import shutil
 import tempfile
@@ -22,12 +25,67 @@ POSE_ENTRIES = ("pred_poses.npz", "metrics.json", "trajectory.png")
 FUSED_ENTRIES = ("mesh.ply", "points.ply", "render.png", "metrics.json")
 
 
+def cache_dir() -> Path:
+    """dares's own cache (ONNX graphs, TensorRT engines, output claims): DARES_CACHE, else $XDG_CACHE_HOME/dares,
+    else ~/.cache/dares."""
+    base = os.environ.get("DARES_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dares"
+    return Path(base)
+
+
+_claims: dict[str, int] | None = None  # while a command runs (claimed_outputs): resolved output path -> its lock fd
+
+
+@contextlib.contextmanager
+def claimed_outputs() -> Iterator[None]:
+    """While a command runs: each output it checks (ensure_writable_output, check_output_folder) is claimed, so a
+    second dares command writing the same path at the same time is refused in one line instead of mixing its files
+    with the first's. The claims are flock locks under cache_dir()/claims, never in the user's folders; the kernel
+    drops them when the process ends, however it ends (SIGKILL too)."""
+    global _claims
+    _claims = {}
+    try:
+        yield
+    finally:
+        for fd in _claims.values():
+            os.close(fd)
+        _claims = None
+
+
+def claim_output(path: Path, option: str = "--out") -> None:
+    """Refuse an output another running dares command has claimed; else claim it (see claimed_outputs). Nothing
+    is claimed outside claimed_outputs (library use), nor where the cache cannot be written."""
+    if _claims is None:
+        return
+    key = str(Path(path).resolve())
+    if key in _claims:
+        return
+    try:
+        folder = cache_dir() / "claims"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only home: work goes on unguarded rather than not at all
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DaresError(f"{option} {path} is being written by another dares command right now"
+                         f"{f' (pid {holder})' if holder.isdigit() else ''}: wait for it to end, or choose another "
+                         f"{option}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _claims[key] = fd
+
+
 def ensure_writable_output(path: Path, force: bool, ours: tuple[str, ...] | None = None,
                            option: str = "output", one_file: bool = False) -> None:
     """Refuse to replace an existing `path` unless `force`; with `ours` (what the command writes, see above),
     --force replaces only a folder holding nothing else, so nobody's other files are deleted; a one_file output
-    never replaces a folder, even with --force. Fail early if the folder to write in is not there or unwritable."""
+    never replaces a folder, even with --force. Fail early if the folder to write in is not there or unwritable,
+    or if another dares command is writing it (claim_output)."""
     path = Path(path)
+    claim_output(path, option)
     if one_file and path.is_dir():
         raise DaresError(f"{path} is a folder: give the path of the file to write")
     if path.exists() and not force:
@@ -66,8 +124,9 @@ def check_output_folder(path: Path, force: bool = False, option: str = "--out", 
                         ours: tuple[str, ...] = ()) -> None:
     """Before any work: `path` must be a folder (or not exist yet) that can be written, hold `need_mb` MB, and
     hold nothing but the command's own earlier outputs (entries matching `ours`) unless `force` (files are then
-    added to or replaced by name, never deleted)."""
+    added to or replaced by name, never deleted), and not be written by another dares command (claim_output)."""
     path = Path(path)
+    claim_output(path, option)
     if path.exists() and not path.is_dir():
         raise DaresError(f"{option} {path} is a file: give a folder")
     if path.is_dir() and foreign_entries(path, ours) and not force:
@@ -106,9 +165,26 @@ def interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk, a file size limit, a quota
+
+
+@contextlib.contextmanager
+def room_to_write(path: Path) -> Iterator[None]:
+    """OSError of a full disk, a file size limit (ulimit -f) or a quota while writing `path` -> one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        short = e.errno is None and "written" in str(e)  # numpy's tofile: "N requested and M written"
+        if e.errno not in NO_ROOM and not short:
+            raise
+        why = "a short write" if short else os.strerror(e.errno).lower()
+        raise DaresError(f"could not write {path}: {why}; free space (or raise the file size limit) and run again: "
+                         "what was written so far is kept, nothing partial") from None
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path` (room_to_write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the extension last so writers that pick the format by name (OpenCV, numpy) work on the temp file
@@ -117,9 +193,10 @@ def atomic_file(path: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        with room_to_write(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode
         os.replace(tmp_path, path)
     finally:
@@ -142,7 +219,8 @@ def atomic_dir(path: Path, force: bool = False, create: bool = True,
     if not create:
         tmp.rmdir()
     try:
-        yield tmp
+        with room_to_write(path):
+            yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

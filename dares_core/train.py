@@ -493,13 +493,21 @@ class Trainer:
     def save_checkpoint(self, path: Path) -> None:
         """Atomically: a crash mid-write leaves the previous checkpoint intact."""
         with atomic_file(path) as tmp:
-            torch.save(self.state(), tmp)
+            try:
+                torch.save(self.state(), tmp)
+            except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as RuntimeError
+                raise DaresError(f"could not write checkpoint {path} ({str(e).splitlines()[0][:80]}): the disk is "
+                                 "full or over the file size limit; free space, then --resume the run (or run it "
+                                 "again with --force if it saved no checkpoint)") from None
             crash_point("checkpoint-written")
         crash_point("checkpoint-renamed")
 
     def load_checkpoint(self, path: Path) -> None:
         path = Path(path)
         if not path.is_file():
+            if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+                raise DaresError(f"{path.parent.parent} saved no checkpoint before it stopped: nothing to resume; "
+                                 "start it again with --force")
             raise DaresError(f"checkpoint {path} not found: pass --resume RUN_DIR or a .pt written by dares train")
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
@@ -570,6 +578,9 @@ def prepare_run_folder(out: Path, resume: Path | None, force: bool) -> None:
         raise DaresError(f"{out} holds {', '.join(foreign[:3])}, which this command did not write: choose another "
                          "--out (--force replaces only an earlier run)")
     if not force:
+        if not any((out / "checkpoints").glob("*.pt")):
+            raise DaresError(f"{out} holds a run that saved no checkpoint (it stopped before its first save): pass "
+                             "--force to start it again, or another --out")
         raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
                          f"--force to start over")
     ensure_writable_output(out, True, RUN_ENTRIES)  # only an earlier run is deleted, never other files

@@ -115,8 +115,9 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        if self.height % 32 or self.width % 32:
-            raise DaresError(f"height and width must be multiples of 32 (got {self.height}x{self.width}), as official")
+        if self.height % 32 or self.width % 32 or min(self.height, self.width) < 64:
+            raise DaresError(f"height and width must be multiples of 32 and at least 64 (got {self.height}x"
+                             f"{self.width}), as official (256x320): the pose network halves them five times")
         if not self.frame_ids or self.frame_ids[0] != 0 or not all(
                 f == "s" or (type(f) is int) for f in self.frame_ids):
             raise DaresError(f"frame_ids {self.frame_ids!r}: give frame offsets (integers) and 's' (the other eye), "

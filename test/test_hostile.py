@@ -340,3 +340,94 @@ def test_small_ones_a_new_user_met(material, tmp_path, capsys):
         assert main(["export", "--weights", str(material["weights"]), "--out", str(tmp_path / "m.onnx"), "--height",
                      "28", "--width", "42"]) == 0
     assert not [w for w in caught if issubclass(w.category, Warning) and "Tracer" in w.category.__name__]
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_a_second_run_on_an_output_being_written_is_refused_until_the_first_ends(tmp_path, kill):
+    """Two runs on one --out mixed their files (both `bag from-synth` said "wrote"): the second is refused in one
+    line naming the first's pid while the first runs; once it ends, however it ends, the output is free again."""
+    from dares_core.errors import DaresError
+    from dares_core.files import claim_output, claimed_outputs
+
+    env = {**os.environ, "DARES_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "scenes"
+    first = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "synth", "--out", str(out), "--frames", "400",
+                              "--sequences", "3", "--width", "320", "--height", "256"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    os.environ["DARES_CACHE"] = env["DARES_CACHE"]
+    try:
+        def claimed() -> bool:
+            try:
+                with claimed_outputs():
+                    claim_output(out)
+            except DaresError:
+                return True
+            return False
+
+        deadline = time.monotonic() + 60
+        while not claimed() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.1)
+        assert claimed(), first.stderr.read() if first.poll() is not None else "never claimed"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["synth", "--out", str(out), "--frames", "3", "--force"]) == 2
+        line = err.getvalue().strip()
+        assert "is being written by another dares command right now" in line and f"pid {first.pid}" in line
+        assert len(line.splitlines()) == 1
+        first.send_signal(kill)
+        first.wait(timeout=60)
+        assert not claimed()
+    finally:
+        del os.environ["DARES_CACHE"]
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
+def _limited(limit_bytes: int):
+    """A child's file size limit (ulimit -f) with SIGXFSZ ignored, so a write past it fails with EFBIG as on a
+    full disk."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return limit
+
+
+@pytest.mark.parametrize("command", ["infer", "bag from-synth", "train"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_partial(material, tmp_path, command):
+    """infer and bag from-synth raised OSError, train RuntimeError while saving; then --resume said "last.pt not
+    found" and a plain run "already holds a run"."""
+    out = tmp_path / "out"
+    limit = 30_000  # bytes: a checkpoint, a bag and a frame's depth all exceed it
+    args = {"infer": ["infer", "--weights", str(material["weights"]), "--input", str(material["images"]),
+                      "--out", str(out), "--height", "28", "--width", "42", "--save-disp", str(tmp_path / "d.npy")],
+            "bag from-synth": ["bag", "from-synth", str(material["sequence"]), "--out", str(out)],
+            "train": ["train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(material["data"]), "--out",
+                      str(out), "--device", "cpu"]}[command]
+    if command == "train":
+        import yaml
+        from helpers import TINY
+
+        (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(
+            {"hf_config": TINY, "encoder": "tiny", "train_backbone": True, "height": 64, "width": 96,
+             "batch_size": 1, "num_workers": 0, "num_epochs": 1, "max_steps_per_epoch": 1, "af_width": 8}))
+    if command == "infer":  # a frame whose depth alone is over the limit
+        big = tmp_path / "big"
+        big.mkdir()
+        cv2.imwrite(str(big / "frame.png"), np.random.default_rng(0).integers(0, 256, (240, 320, 3), np.uint8))
+        args[args.index(str(material["images"]))] = str(big)
+    run = subprocess.run([sys.executable, "-m", "dares_core.cli", *args], capture_output=True, text=True,
+                         preexec_fn=_limited(limit), timeout=600)
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "file too large" in lines[0] or "file size limit" in lines[0], lines[0]
+    assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name], list(tmp_path.rglob("*"))
+    if command == "train":  # what to do next is said, whichever the user tries
+        for again in (["--resume", str(out)], []):
+            retry = subprocess.run([sys.executable, "-m", "dares_core.cli", *args, *again], capture_output=True,
+                                   text=True, timeout=600)
+            assert retry.returncode == 2 and "saved no checkpoint" in retry.stderr and "--force" in retry.stderr, \
+                retry.stderr[-2000:]

@@ -148,7 +148,11 @@ def test_configuration_errors_are_one_line(scenes, tmp_path, capsys):
     assert "holds notes.txt, which this command did not write" in capsys.readouterr().err  # no run of ours
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
     (tmp_path / "run" / "notes.txt").unlink()
-    (tmp_path / "run" / "config.yaml").write_text("data: x\n")  # an earlier run: --resume or --force
+    (tmp_path / "run" / "config.yaml").write_text("data: x\n")  # a run that stopped before its first save
+    assert main(["train", "--data", str(scenes), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    assert "saved no checkpoint" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"")  # an earlier run: --resume or --force
     assert main(["train", "--data", str(scenes), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     bad = tmp_path / "bad"
