@@ -69,6 +69,9 @@ from .params import Param, ParamTable, Rule, backend_params, providers_rule
 LOST_IN_TRANSPORT_FIX = ("images over 512 KiB do not survive best-effort Fast DDS: start their publisher with "
                          "FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix dares_ros)/share/dares_ros/config/"
                          "fastdds_large_data.xml (the dares launch files do), or set qos: reliable")
+LOST_RELIABLE = ("with qos reliable, a message no subscriber could read (an empty or corrupt payload: check what "
+                 "publishes it; the good ones behind it wait until the transport gives it up), or a publisher that "
+                 "dropped them")
 SUMMARY = "DARES depth node: da Vinci stereo in, REP 118 depth images and point clouds out."
 DIAGNOSTICS_WINDOW_S = 5.0  # diagnostics judge what happened over this many seconds
 IDLE_PIPELINE = {"backend": "", "backend_check_rel_diff": "nan", "intrinsics": "", "scale_m_per_unit": "nan",
@@ -376,7 +379,8 @@ class DepthNode(LifecycleNode):
         self.lost_in_transport += info.total_count_change
         self.events.note("problems", count=info.total_count_change)
         self.last_error = f"{topic}: {info.total_count} messages lost in transport"
-        self._log_throttled((topic, "lost"), f"{self.last_error}; {LOST_IN_TRANSPORT_FIX}")
+        fix = LOST_RELIABLE if self.p("qos") == "reliable" else LOST_IN_TRANSPORT_FIX
+        self._log_throttled((topic, "lost"), f"{self.last_error}; {fix}")
 
     def _check_pairing(self) -> None:
         """Left images arrive but none finds a right partner: say why (no right image at all, or stamps apart)."""

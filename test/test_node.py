@@ -308,6 +308,33 @@ def test_bad_input_is_reported_skipped_and_survived(relative_node):
     assert proc.poll() is None
 
 
+def test_an_unreadable_message_on_a_reliable_stream_is_named_as_such_and_depth_goes_on(assets, tmp_path):
+    """One empty payload (b'') on left/image_rect with qos reliable: the transport drops it as lost and holds the good
+    frames behind it a moment; the node's line says what that means on a reliable stream, not the best-effort
+    advice about large images, and depth returns."""
+    _, weights, frames = assets
+    ns = f"/t{os.getpid()}_unreadable"
+    log = tmp_path / "node.log"
+    proc = start_node(ns, f"weights:={weights}", "device:=cpu", "input_height:=56", "input_width:=70",
+                      "qos:=reliable", log=log)
+    h = Harness(ns)
+    info = camera_info(CFG.intrinsics(), CFG.width, CFG.height)
+    try:
+        assert h.wait_for(lambda: h.received["depth"], timeout=120,
+                          publish=lambda: h.publish(rgb_image(frames[0]["l"]), info)), log.read_text()
+        h.pub["left"].publish(b"")  # a serialized message of nothing
+        stamps = []
+        assert h.wait_for(lambda: any(h.outputs_with_stamp("depth", s) for s in stamps), timeout=30,
+                          publish=lambda: stamps.append(h.publish(rgb_image(frames[1]["l"]), info)))
+        assert h.wait_for(lambda: "messages lost in transport" in log.read_text(), timeout=10), log.read_text()
+        text = log.read_text()
+        assert "with qos reliable, a message no subscriber could read" in text and "512 KiB" not in text
+        assert proc.poll() is None
+    finally:
+        h.close()
+        stop_node(proc)
+
+
 def test_an_uncalibrated_camera_gives_depth_without_points(relative_node):
     """dVRK's placeholder camera_info (the image size, K and P all zeros): depth and its camera_info are published
     in relative scale, no cloud, and the log and diagnostics say to calibrate."""
