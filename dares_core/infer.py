@@ -29,7 +29,8 @@ from .model.weights import load_depth_net
 from .preprocess import network_batch, read_rgb, video_frames
 from .visualize import colorize_inverse_depth
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+ANIMATIONS = {".gif"}  # read alone as a video; inside a folder of images, named and left out
 DEPTH_PNG_UNITS_PER_MM = 100  # uint16 PNG: 0.01 mm per unit, up to 655 mm
 BATCH = 8
 NAME_MAX = 255  # bytes in a file name (ext4, xfs, btrfs)
@@ -73,6 +74,10 @@ def folder_images(path: Path) -> tuple[list[Path], list[str]]:
     """The images of an input folder, in order, and the name each one's outputs take; refused when there are none
     or they are dares infer outputs (its pictures are no input)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    animations = sorted(p.name for p in path.iterdir() if p.suffix.lower() in ANIMATIONS)
+    if animations:
+        print(f"input folder {path}: {', '.join(animations[:3])}{' ...' if len(animations) > 3 else ''} left out "
+              "(an animation is read as a video: pass it alone as --input)", file=sys.stderr)
     odd = [p.name for p in files if not p.is_file()]
     if odd:  # a pipe named x.png would wait for a writer forever
         raise DaresError(f"input folder {path} holds {odd[0]}, which is not a regular file (a pipe, a device or a "
@@ -224,7 +229,9 @@ def run_infer(args: argparse.Namespace) -> None:
     if short is not None:
         raise short
     if skipped:
-        raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written")
+        rows = (f"; {args.save_disp} holds the other {len(disparities)} frames' rows, in name order"
+                if args.save_disp is not None and disparities else "")
+        raise DaresError(f"{skipped} unreadable image(s) skipped (named above); the other frames were written{rows}")
     if temporal is not None and temporal.unmasked:
         names = temporal.unmasked
         raise DaresError(f"{len(names)} frame(s) had no readable mask in {args.temporal_masks} ({names[0]}.png"

@@ -155,12 +155,18 @@ def test_unreadable_images_are_skipped_and_counted(tiny_model, tmp_path, capsys)
     frames = tmp_path / "frames"
     shutil.copytree(seq / "image_02" / "data", frames)
     (frames / "0000000002.png").write_bytes(b"not a png")
+    shutil.copy(frames / "0000000001.png", frames / "clip.gif")  # an animation among images: named, left out
+    cv2.imwrite(str(frames / "0000000004.webp"), cv2.imread(str(frames / "0000000003.png")))  # read as an image
+    disps = tmp_path / "disps.npy"
     assert main(["infer", "--weights", str(weights), "--input", str(frames), "--out", str(tmp_path / "out"),
-                 "--height", "28", "--width", "42"]) == 2
+                 "--height", "28", "--width", "42", "--save-disp", str(disps)]) == 2
     err = capsys.readouterr().err
     assert "0000000002.png: not a readable image" in err and "1 unreadable image(s) skipped" in err
-    assert sorted(p.name for p in (tmp_path / "out").glob("*_depth.npy")) == ["0000000001_depth.npy",
-                                                                             "0000000003_depth.npy"]
+    assert f"{disps} holds the other 3 frames' rows, in name order" in err
+    assert "clip.gif left out (an animation is read as a video" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_depth.npy")) == [
+        "0000000001_depth.npy", "0000000003_depth.npy", "0000000004_depth.npy"]
+    assert np.load(disps).shape[0] == 3
 
 
 def test_calibration_files_are_checked_and_the_ros_layout_is_read(tiny_model, tmp_path, capsys):
