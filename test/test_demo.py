@@ -106,9 +106,10 @@ def test_demo_depth_is_right_and_stereo_scale_is_recovered(demo):
     # the truth on a short clip), the tissue alone below the whole frame's
     t = summary["temporal"]
     assert 0 < t["tae_floor_tissue"] < t["tae_floor"] and 0 < t["tae_tissue"] < t["tae"] < 0.2, t
-    # the node's confidence ranks the depth's errors far better than chance (1; docs/benchmarks.md)
+    # the node's confidence (the demo's: with the other eye's image) ranks the depth's errors far better than
+    # chance (1; measured 0.46 on this scene, 0.76 with depth edges alone; docs/benchmarks.md)
     assert summary["confidence"]["frames"] == summary["frames_with_depth"]
-    assert 0 < summary["confidence"]["ause_ratio"] < 0.8, summary["confidence"]
+    assert 0 < summary["confidence"]["ause_ratio"] < 0.6, summary["confidence"]
     # the scene has instruments in view; their region is reported on its own
     assert 0 < summary["metrics_instruments"]["abs_rel"] < 0.2
     assert "| median-scaled, instruments only |" in (demo[0] / "report.md").read_text()

@@ -117,6 +117,7 @@ def demo_parameters(model: Path, input_size: tuple[int, int], scale_mode: str, p
     temporal_weight: the depth node's stabiliser with the odometry's poses (0: off; without odometry it is off)."""
     params = {"weights": model, "device": device, "precision": precision, "input_height": input_size[0],
               "input_width": input_size[1], "scale_mode": scale_mode, "point_stride": 2, "publish_colored": "false",
+              "confidence_photometric": "true",  # in stereo: the other eye judges the depth too (docs/confidence.md)
               "qos": "reliable",
               "stereo_rate": 0.0}  # stereo scale from every frame, in order: the same figures on any machine
     # metres at the pose weights' recorded unit (scale_source fixed): the depth node's scale reaches a live
