@@ -343,7 +343,7 @@ def test_small_ones_a_new_user_met(material, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
-def test_a_second_run_on_an_output_being_written_is_refused_until_the_first_ends(tmp_path, kill):
+def test_a_second_run_on_an_output_being_written_is_refused_until_the_first_ends(tmp_path, monkeypatch, kill):
     """Two runs on one --out mixed their files (both `bag from-synth` said "wrote"): the second is refused in one
     line naming the first's pid while the first runs; once it ends, however it ends, the output is free again."""
     from dares_core.errors import DaresError
@@ -354,7 +354,7 @@ def test_a_second_run_on_an_output_being_written_is_refused_until_the_first_ends
     first = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "synth", "--out", str(out), "--frames", "400",
                               "--sequences", "3", "--width", "320", "--height", "256"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    os.environ["DARES_CACHE"] = env["DARES_CACHE"]
+    monkeypatch.setenv("DARES_CACHE", env["DARES_CACHE"])
     try:
         def claimed() -> bool:
             try:
@@ -378,7 +378,6 @@ def test_a_second_run_on_an_output_being_written_is_refused_until_the_first_ends
         first.wait(timeout=60)
         assert not claimed()
     finally:
-        del os.environ["DARES_CACHE"]
         if first.poll() is None:
             first.kill()
             first.wait()
