@@ -141,6 +141,7 @@ def ause(errors: np.ndarray, confidence_values: np.ndarray) -> dict:
     ause / ause_random: 1 is chance, 0 the oracle."""
     errors = np.asarray(errors, np.float64)
     oracle = sparsification(errors, np.argsort(-errors, kind="stable"))
-    curve = sparsification(errors, np.argsort(np.asarray(confidence_values), kind="stable"))
+    ties = np.random.default_rng(0).random(errors.size)  # equal confidences go in a random order, not the pixels'
+    curve = sparsification(errors, np.lexsort((ties, np.asarray(confidence_values))))
     return {"ause": float(np.mean(curve - oracle)), "ause_random": float(np.mean(errors.mean() - oracle)),
             "curve": curve, "oracle": oracle}

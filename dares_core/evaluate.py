@@ -112,6 +112,12 @@ def evaluate_confidence(pred_disps: np.ndarray, confidences, gt_depths, median_s
     if len(confidences) != len(pred_disps):
         raise DaresError(f"{len(confidences)} confidences but {len(pred_disps)} predicted disparities: give one per "
                          "frame, in the same order")
+    wrong = next((i for i, (c, d, g) in enumerate(zip(confidences, pred_disps, gt_depths))
+                  if np.shape(c) not in (np.shape(d), np.shape(g))), None)
+    if wrong is not None:
+        raise DaresError(f"the confidence of frame {wrong} is {np.shape(confidences[wrong])[1]}x"
+                         f"{np.shape(confidences[wrong])[0]}, neither its disparity's nor its ground truth's size: "
+                         "give the confidences of these predictions")
     scores = []
     for i, (disp, trust, gt) in enumerate(zip(pred_disps, confidences, gt_depths)):
         pred, mask, _ = scaled_prediction(i, disp, gt, median_scaling)
@@ -306,6 +312,8 @@ SHAPES = {"(N,H,W) disparities": 3, "(N,H,W) depths in mm": 3, "(N,4,4) relative
 
 def _checked(array, path: Path, what: str, shape: str) -> np.ndarray:
     """`array` as `shape` says ((N,1,H,W) maps squeezed to (N,H,W)), finite where it must be, else one line."""
+    if isinstance(array, np.ndarray) and array.dtype == bool and "confidences" in shape:
+        array = array.astype(np.float32)  # trusted or not: a confidence of 1 or 0
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
         raise DaresError(f"{path}: {what} must be a numeric {shape} array")
     if array.ndim == 4 and array.shape[1] == 1 and "H,W" in shape:
@@ -314,14 +322,22 @@ def _checked(array, path: Path, what: str, shape: str) -> np.ndarray:
         raise DaresError(f"{path}: {what} have shape {array.shape}, not {shape}")
     if shape.startswith("(N,4,4)") and not np.isfinite(array).all():
         raise DaresError(f"{path}: {what} hold NaN or inf: check the pose network's output")
+    if "confidences" in shape and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+        raise DaresError(f"{path}: {what} must be finite and in [0,1] (dares infer --save-confidence writes "
+                         f"them so); these hold {'NaN or inf' if not np.isfinite(array).all() else 'values outside'}")
     return array
 
 
 def load_array(path: Path, what: str, shape: str) -> np.ndarray:
     """A .npy array (official --save_pred_disps) checked against `shape`."""
     path = Path(path)
+    if path.is_dir():
+        raise DaresError(f"{what} {path} is a folder: give one .npy holding them all, e.g. np.stack of its "
+                         "NAME_*.npy in frame order")
     if not path.is_file():
         raise DaresError(f"{what} {path} not found")
+    if path.suffix == ".npz":
+        raise DaresError(f"{what} {path} is an .npz: give the .npy array itself")
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises several types for damaged or foreign files

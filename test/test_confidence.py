@@ -47,6 +47,8 @@ def stereo_confidence(predictor, left, right, gt, disparity=None):
 
 def test_ause_is_zero_for_the_oracle_one_for_chance_and_worse_reversed():
     errors = np.random.default_rng(0).gamma(2.0, 0.05, 20000)
+    constant = ause(np.sort(errors), np.ones_like(errors))  # ties in a random order, not the pixels'
+    assert constant["ause"] / constant["ause_random"] == pytest.approx(1.0, abs=0.05)
     oracle = ause(errors, -errors)
     assert oracle["ause"] == pytest.approx(0.0, abs=1e-12)
     chance = ause(errors, np.random.default_rng(1).random(errors.size))
@@ -142,7 +144,22 @@ def test_infer_saves_confidence_and_eval_scores_it(tiny_model, tmp_path, capsys)
     assert "confidence: AUSE" in capsys.readouterr().out
     record = json.loads((tmp_path / "eval" / "metrics.json").read_text())["confidence"]
     assert {"ause", "ause_random", "ause_ratio", "curve", "oracle"} <= set(record)
-    np.save(stacked, np.stack([np.load(out / f"{name}_confidence.npy") for name in names[:1]]))
-    assert main(["eval", "--pred-disps", str(tmp_path / "disps.npy"), "--gt-depths", str(gt), "--pred-confidence",
-                 str(stacked), "--out", str(tmp_path / "eval"), "--force"]) == 2
-    assert "confidences but" in capsys.readouterr().err
+    good = np.stack([np.load(out / f"{name}_confidence.npy") for name in names])
+    nan, outside = good.copy(), good * 2 + 0.1
+    nan[0, 0, 0] = np.nan
+    for bad, why in ((good[:1], "confidences but"), (nan, "must be finite and in [0,1]"),
+                     (outside, "must be finite and in [0,1]"), (good[:, ::2, ::2], "neither its disparity's nor")):
+        np.save(stacked, bad)
+        assert main(["eval", "--pred-disps", str(tmp_path / "disps.npy"), "--gt-depths", str(gt), "--pred-confidence",
+                     str(stacked), "--out", str(tmp_path / "eval"), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+    np.savez(tmp_path / "c.npz", data=good)
+    for path, why in ((tmp_path / "c.npz", "is an .npz: give the .npy"), (out, "is a folder: give one .npy")):
+        assert main(["eval", "--pred-disps", str(tmp_path / "disps.npy"), "--gt-depths", str(gt), "--pred-confidence",
+                     str(path), "--out", str(tmp_path / "eval"), "--force"]) == 2
+        assert why in capsys.readouterr().err
+    poses = tmp_path / "poses.npz"
+    np.savez(poses, data=np.stack([np.eye(4)] * 3))
+    assert main(["eval", "--pred-poses", str(poses), "--gt-poses", str(poses), "--pred-confidence", str(stacked)]) == 2
+    assert "--pred-confidence scores depth" in capsys.readouterr().err

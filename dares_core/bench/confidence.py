@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..commands.options import POSITIVE_INT
+from ..commands.options import POSITIVE_INT, SCENE_SIDE, SEED
 from . import Benchmark
 from .results import settings_text
 
@@ -37,6 +37,9 @@ def bench_confidence(weights: Path | None = None, width: int = 320, height: int 
     from ..preprocess import read_rgb
     from .results import machine
 
+    if len(set(seeds)) != len(seeds):
+        raise DaresError(f"--seeds {' '.join(map(str, seeds))}: a scene given twice would count twice; give each "
+                         "once")
     if set(seeds) & set(TUNING_SEEDS):
         raise DaresError(f"--seeds {sorted(set(seeds) & set(TUNING_SEEDS))}: the confidence was tuned on seeds "
                          f"{', '.join(map(str, TUNING_SEEDS))}; score it on others")
@@ -68,6 +71,9 @@ def bench_confidence(weights: Path | None = None, width: int = 320, height: int 
                 disparities.append(prediction.disparity[0].numpy())
                 truths.append(read_gt_depth(gt_path(folder, sequence_folder(0), frame)))
             stage.close()
+            if not disparities:
+                raise DaresError(f"scene {seed}: no frame got a stereo scale ({width}x{height}, {frames} frame(s)): "
+                                 "give larger frames or more of them")
             disparities = np.stack(disparities)
             trust["mono"] = trust["mono"][-len(disparities):]  # the frames the node published
             per_seed[seed] = {path: round(evaluate_confidence(disparities, values, truths)["ause_ratio"], 4)
@@ -106,11 +112,12 @@ class ConfidenceBenchmark(Benchmark):
 
     def add_arguments(self, p) -> None:
         p.add_argument("--weights", type=Path, default=None, help="the model (default: the demo model)")
-        p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320, the demo's)")
-        p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
+        p.add_argument("--width", type=SCENE_SIDE, default=320, help="frame width (default 320, the demo's)")
+        p.add_argument("--height", type=SCENE_SIDE, default=256, help="frame height (default 256)")
         p.add_argument("--frames", type=POSITIVE_INT, default=12, help="frames per scene (default 12)")
-        p.add_argument("--seeds", type=int, nargs="+", default=[7, 301, 302, 303, 304, 305],
-                       help="synthetic scenes, none of the tuning ones (default the demo's, 7, and 301-305)")
+        p.add_argument("--seeds", type=SEED, nargs="+", default=[7, 301, 302, 303, 304, 305],
+                       help="synthetic scenes, none of the tuning ones (201-204) (default the demo's, 7, and "
+                            "301-305)")
 
     def measure(self, args) -> dict:
         return bench_confidence(args.weights, args.width, args.height, args.frames, tuple(args.seeds))

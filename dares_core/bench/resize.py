@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..commands.options import POSITIVE_INT
+from ..commands.options import POSITIVE_INT, SEED
 from . import Benchmark
 from .results import settings_text
 
@@ -68,7 +68,7 @@ class ResizeBenchmark(Benchmark):
         p.add_argument("--weights", type=Path, default=None, help="the model (default: the demo model)")
         p.add_argument("--width", type=POSITIVE_INT, default=1280, help="frame width (default 1280, as SCARED)")
         p.add_argument("--height", type=POSITIVE_INT, default=1024, help="frame height (default 1024)")
-        p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103],
+        p.add_argument("--seeds", type=SEED, nargs="+", default=[101, 102, 103],
                        help="synthetic scenes (2 frames each)")
         p.add_argument("--device", default="cpu", help="cpu or cuda")
 

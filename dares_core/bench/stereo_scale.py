@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..commands.options import POSITIVE_FLOAT, POSITIVE_INT
+from ..commands.options import POSITIVE_FLOAT, POSITIVE_INT, SEED
 from . import Benchmark
 from .results import settings_text
 
@@ -106,7 +106,7 @@ class StereoScaleBenchmark(Benchmark):
         p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320, the demo's)")
         p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
         p.add_argument("--frames", type=POSITIVE_INT, default=40, help="frames per scene (default 40, the demo's)")
-        p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105], help="synthetic scenes")
+        p.add_argument("--seeds", type=SEED, nargs="+", default=[101, 102, 103, 104, 105], help="synthetic scenes")
         p.add_argument("--rate", type=POSITIVE_FLOAT, default=5.0,
                        help="the SGBM worker's stereo_rate (default 5, the node's)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..commands.options import POSITIVE_INT
+from ..commands.options import POSITIVE_INT, SEED
 from . import Benchmark
 from .results import settings_text
 
@@ -115,7 +115,7 @@ class TemporalBenchmark(StabilityBenchmark):
         p.add_argument("--width", type=POSITIVE_INT, default=320, help="frame width (default 320)")
         p.add_argument("--height", type=POSITIVE_INT, default=256, help="frame height (default 256)")
         p.add_argument("--frames", type=POSITIVE_INT, default=20, help="frames per scene (default 20)")
-        p.add_argument("--seeds", type=int, nargs="+", default=list(range(121, 131)),
+        p.add_argument("--seeds", type=SEED, nargs="+", default=list(range(121, 131)),
                        help="synthetic scenes (default 121-130: the stabiliser's defaults were chosen on 41-50)")
 
     def name_before(self, args) -> str:

@@ -19,9 +19,9 @@ def add_arguments(p) -> None:
                    help="(N,H,W) disparities (official --save_pred_disps .npy)")
     p.add_argument("--gt-depths", type=Path, default=None, help="gt_depths.npz (official export_gt_depth.py)")
     p.add_argument("--pred-confidence", type=Path, default=None,
-                   help="with --pred-disps: (N,H,W) per-pixel confidences in [0,1] (.npy, e.g. the stacked "
-                        "NAME_confidence.npy of dares infer --save-confidence): their AUSE is reported (with "
-                        "--weights it is measured on the model's own confidence)")
+                   help="with --pred-disps: (N,H,W) per-pixel confidences in [0,1] of the same frames (.npy, e.g. "
+                        "the stacked NAME_confidence.npy of dares infer --save-confidence): their AUSE is reported. "
+                        "--weights --data reports the model's own confidence's without it")
     add_weights_options(p, required=False)
     add_network_options(p)
     p.add_argument("--data", type=Path, default=None, help="data root holding datasetN/keyframeM (with --weights)")
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> None:
     from ..files import EVAL_ENTRIES, check_output_folder
 
     if args.pred_poses or args.gt_poses:
+        if args.pred_confidence is not None:
+            raise DaresError("--pred-confidence scores depth: give it with --pred-disps, not with pose evaluation")
         if not (args.pred_poses and args.gt_poses):
             raise DaresError("pose evaluation needs both --pred-poses and --gt-poses")
         poses = [load_npz_data(path, what, "(N,4,4) relative poses") for path, what in

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--save-confidence", action="store_true",
                    help="also write NAME_confidence.npy ((H,W) float32 in [0,1], higher more trusted) and "
                         "NAME_confidence.png (8-bit, 255 = 1) per frame: where the depth is least reliable "
-                        "(docs/confidence.md)")
+                        "(docs/confidence.md; with --temporal, of the network's depth before it is stabilised)")
     p.add_argument("--calibration", type=Path, default=None, help="calibration.yaml giving K for point clouds")
     for k in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{k}", type=POSITIVE_FLOAT, default=None, help=f"intrinsic {k} in pixels of the input image")

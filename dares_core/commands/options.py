@@ -29,6 +29,8 @@ def number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: f
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = number(int), number(float), number(float, inclusive=True)
 IMAGE_SIDE = number(int, maximum=4096)  # pixels of a network input or a generated image
 SHARE = number(float, inclusive=True, maximum=0.95)  # a blending weight: 0 (off) to 0.95
+SEED = number(int, inclusive=True, maximum=2**32 - 1)  # a random seed: 0 to 2^32-1, as numpy takes it
+SCENE_SIDE = number(int, minimum=16, inclusive=True, maximum=4096)  # pixels of a generated scene (dares synth's)
 
 FORCE_INTO_FOLDER = ("write into an --out that also holds files of other origin (they are kept); the command's own "
                      "earlier outputs there are replaced without it")

@@ -9,7 +9,14 @@ from pathlib import Path
 from dares_core.bench import Benchmark, table_section
 from dares_core.bench.results import result_name, settings_text
 from dares_core.bench.temporal import STABILITY_COLUMNS, STABILITY_FIGURES, StabilityBenchmark
-from dares_core.commands.options import IMAGE_SIDE, POSITIVE_FLOAT, POSITIVE_INT, SHARE, add_input_size_options
+from dares_core.commands.options import (
+    IMAGE_SIDE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    SHARE,
+    add_input_size_options,
+)
 from dares_core.names import ENCODERS, PRECISIONS
 
 from ...names import FINE_TUNE_SOURCES, NODE_TEMPORAL_SEEDS, SCALE_MODES
@@ -41,7 +48,7 @@ class NodeTemporalBenchmark(StabilityBenchmark):
     columns = (*STABILITY_COLUMNS, "instruments plain", "instruments stabilised", "file")
 
     def add_arguments(self, p) -> None:
-        p.add_argument("--seeds", type=int, nargs="+", default=list(NODE_TEMPORAL_SEEDS),
+        p.add_argument("--seeds", type=SEED, nargs="+", default=list(NODE_TEMPORAL_SEEDS),
                        help="synthetic scenes (default 7, the demo's, and 141-149: the node's stabiliser defaults "
                             "were checked on 61-65)")
         p.add_argument("--frames", type=POSITIVE_INT, default=40, help="frames per scene (default 40, the demo's)")
@@ -74,7 +81,7 @@ class FineTuneBenchmark(Benchmark):
     def add_arguments(self, p) -> None:
         p.add_argument("--recordings", type=int, nargs="+", default=[510, 511, 512],
                        help="seeds of the recorded scenes (12 s each; default three: 36 s of video)")
-        p.add_argument("--test-seeds", type=int, nargs="+", default=[611, 612, 613, 614, 615],
+        p.add_argument("--test-seeds", type=SEED, nargs="+", default=[611, 612, 613, 614, 615],
                        help="seeds of the held-out scenes")
         p.add_argument("--epochs", type=POSITIVE_INT, default=8, help="fine-tuning epochs (default 8)")
         p.add_argument("--source", choices=FINE_TUNE_SOURCES, default="bag",
