@@ -27,7 +27,7 @@ def bench_model(encoder: str = "vits", height: int | None = None, width: int | N
     from ..inference import DepthPredictor, network_input_size, resolve_device
     from ..model.depth_net import DaresDepthNet, DepthNetConfig
     from ..model.weights import load_depth_net
-    from .results import machine, peak_memory_mb, summarize, synchronize
+    from .results import interleaved, machine, peak_memory_mb, synchronize
 
     dev = resolve_device(device)
     torch.manual_seed(0)
@@ -77,14 +77,7 @@ def bench_model(encoder: str = "vits", height: int | None = None, width: int | N
         agreement[label] = {"max_abs_diff_disparity": float((disparity - expected).abs().max()),
                             "depth_relative_p99": float(relative.quantile(0.99)),
                             "depth_relative_max": float(relative.max())}
-    timings = {label: [] for label in runs}
-    for _ in range(rounds):  # interleaved: every path sees the same machine noise
-        for label, fn in runs.items():
-            for _ in range(calls):
-                start = time.perf_counter()
-                fn()
-                timings[label].append(time.perf_counter() - start)
-    paths = {label: summarize(t, batch) for label, t in timings.items()}
+    paths = interleaved(runs, rounds, calls, batch)
     for label in predictors:
         paths[label].update(speedup=round(paths["reference"]["median_ms"] / paths[label]["median_ms"], 2),
                             **agreement[label])

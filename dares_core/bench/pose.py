@@ -15,14 +15,13 @@ def bench_pose(height: int = 256, width: int = 320, device: str = "cpu", rounds:
     """The pose network (official ResNet-18 layout, random weights unless `weights`) on a (1,6,H,W) pair: eager
     torch (the reference) and PoseRunner on `backend` after its check; returns the record with the speedup and the
     largest |difference| of the 4x4 relative pose to the reference's."""
-    import time
 
     import torch
 
     from ..inference import resolve_device
     from ..model.pose_net import PoseDecoder, ResnetEncoder
     from ..pose import PoseNet, PoseRunner, load_pose_net, poses_of_pairs
-    from .results import machine, summarize, synchronize
+    from .results import interleaved, machine, synchronize
 
     dev = resolve_device(device)
     torch.manual_seed(0)
@@ -42,14 +41,7 @@ def bench_pose(height: int = 256, width: int = 320, device: str = "cpu", rounds:
 
     runs = {"reference": run_reference, f"ours {ours.backend}": lambda: ours(pairs)}
     expected = run_reference()
-    timings = {label: [] for label in runs}
-    for _ in range(rounds):  # interleaved: both paths see the same machine noise
-        for label, fn in runs.items():
-            for _ in range(calls):
-                start = time.perf_counter()
-                fn()
-                timings[label].append(time.perf_counter() - start)
-    paths = {label: summarize(t, 1) for label, t in timings.items()}
+    paths = interleaved(runs, rounds, calls, 1)
     label = f"ours {ours.backend}"
     paths[label].update(speedup=round(paths["reference"]["median_ms"] / paths[label]["median_ms"], 2),
                         max_abs_diff_pose=float(abs(ours(pairs) - expected).max()))

@@ -57,6 +57,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved(runs: dict, rounds: int, calls: int, batch: int) -> dict:
+    """{label: summarize(...)} of each of `runs` ({label: a call}) timed `calls` times a round for `rounds` rounds,
+    the paths taking turns, so that every path sees the same machine noise."""
+    import time
+
+    timings = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, fn in runs.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                fn()
+                timings[label].append(time.perf_counter() - start)
+    return {label: summarize(t, batch) for label, t in timings.items()}
+
+
 def summarize(seconds: list[float], batch: int) -> dict:
     """median and p99 latency (ms) and throughput (frames/s) of per-call timings."""
     import numpy as np
