@@ -203,24 +203,46 @@ def atomic_file(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+OWNER = ".dares-owner"  # in a folder a dares command makes while it runs: that command's pid
+
+
+def mark_owner(folder: Path) -> None:
+    """Mark `folder` as this process's while it works in it (sweep_stale removes it once the process is gone)."""
+    (Path(folder) / OWNER).write_text(str(os.getpid()))
+
+
+def sweep_stale(folders) -> None:
+    """Remove those of `folders` whose OWNER names a process that is gone: what a command killed mid-way (SIGKILL,
+    power) left. An unmarked folder is not ours, and a live owner's (another user's too) is kept."""
+    for folder in folders:
+        try:
+            owner = int((Path(folder) / OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
 @contextlib.contextmanager
-def atomic_dir(path: Path, force: bool = False, create: bool = True,
-               ours: tuple[str, ...] | None = None) -> Iterator[Path]:
+def atomic_dir(path: Path, force: bool = False, ours: tuple[str, ...] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` in one rename. An existing `path`
     is replaced only with `force` and only when it holds nothing but entries matching `ours` (see
-    ensure_writable_output).
-
-    create=False yields the temporary path not yet created (for writers that insist on making it).
-    """
+    ensure_writable_output). The temporary folder is marked as this process's while it is written, so the next
+    run sweeps what a killed one left (sweep_stale)."""
     path = Path(path)
     ensure_writable_output(path, force, ours)
+    sweep_stale(path.parent.glob(f".{path.name}.*.partial"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-    if not create:
-        tmp.rmdir()
+    mark_owner(tmp)
     try:
         with room_to_write(path):
             yield tmp
+        (tmp / OWNER).unlink(missing_ok=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -430,3 +430,27 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_partial(material, tmp_path, 
                                    text=True, timeout=600)
             assert retry.returncode == 2 and "saved no checkpoint" in retry.stderr and "--force" in retry.stderr, \
                 retry.stderr[-2000:]
+
+
+def test_what_a_killed_command_left_beside_its_output_is_swept_by_the_next(tmp_path):
+    """A SIGKILLed `dares synth` (every folder writer: synth, bags, recordings, the demo) leaves its marked
+    .OUT.*.partial folder; the next run on that output removes it, and a live run's or an unmarked one stays."""
+    out = tmp_path / "scenes"
+    first = subprocess.Popen([sys.executable, "-m", "dares_core.cli", "synth", "--out", str(out), "--frames", "400",
+                              "--sequences", "3", "--width", "320", "--height", "256"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".scenes.*.partial")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        first.kill()
+        first.wait()
+    left = list(tmp_path.glob(".scenes.*.partial"))
+    assert len(left) == 1 and (left[0] / ".dares-owner").is_file()
+    stranger = tmp_path / ".scenes.mine.partial"  # not a dares command's: no mark
+    stranger.mkdir()
+    assert main(["synth", "--out", str(out), "--frames", "3", "--sequences", "1", "--width", "32", "--height",
+                 "32"]) == 0
+    assert [p.name for p in tmp_path.glob(".scenes.*.partial")] == [stranger.name]
+    assert not list(out.rglob(".dares-owner"))  # the mark never reaches the output

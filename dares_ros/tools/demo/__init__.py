@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from dares_core.errors import DaresError
-from dares_core.files import atomic_dir, atomic_file
+from dares_core.files import OWNER, atomic_dir, atomic_file, mark_owner, sweep_stale
 from dares_core.inference import network_input_size
 from dares_core.model.weights import DEMO_MODEL, DEMO_POSE, load_depth_net
 from dares_core.names import TEMPORAL_WEIGHT
@@ -66,28 +66,11 @@ class Progress:
             self.t0 = None
 
 
-OWNER = ".dares-demo-owner"  # in a folder a demo makes while it runs: the pid of that demo
-
-
-def mark_owner(folder: Path) -> None:
-    (Path(folder) / OWNER).write_text(str(os.getpid()))
-
-
 def sweep_leftovers(out: Path) -> None:
     """What a demo killed mid-way (SIGKILL, power) left: its staged output beside `out` (.OUT.*.partial) and its work
     and log folders in the temporary folder, each holding OWNER; removed once the process named there is gone. A
     failed demo's logs, named in its message, hold no OWNER and stay."""
-    for folder in (*out.parent.glob(f".{out.name}.*.partial"), *Path(tempfile.gettempdir()).glob("dares-demo-*")):
-        try:
-            owner = int((folder / OWNER).read_text())
-        except (OSError, ValueError):
-            continue  # not a demo's, or not marked: not ours to remove
-        try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            continue
+    sweep_stale([*out.parent.glob(f".{out.name}.*.partial"), *Path(tempfile.gettempdir()).glob("dares-demo-*")])
 
 
 @contextlib.contextmanager
@@ -151,8 +134,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
     with logs_kept_on_failure() as logs, tempfile.TemporaryDirectory(prefix="dares-demo-") as tmp, \
             atomic_dir(out, force=True) as stage:
         work = Path(tmp)
-        mark_owner(work)
-        mark_owner(stage)
+        mark_owner(work)  # the stage is atomic_dir's, marked there
         if bag is None:
             progress.step(f"synthesising a {frames}-frame da Vinci stereo sequence ({size[0]}x{size[1]}) with ground "
                           f"truth")
@@ -227,8 +209,7 @@ def run_demo(out: Path = Path("demo_out"), weights: Path | None = None, bag: Pat
         with atomic_file(stage / "summary.json") as f:
             f.write_text(json.dumps(summary, indent=2) + "\n")
         shutil.move(logs, stage / "logs")
-        for folder in (stage, stage / "logs"):
-            (folder / OWNER).unlink(missing_ok=True)
+        (stage / "logs" / OWNER).unlink(missing_ok=True)
         progress.done()
     print_summary(out, summary, say)
     return summary
