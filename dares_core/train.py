@@ -32,7 +32,7 @@ from .data.scared import ScaredSequenceDataset, default_split_dir, read_split
 from .distributed import global_batchnorm
 from .errors import DaresError
 from .evaluate import MAX_DEPTH, MIN_DEPTH
-from .files import RUN_ENTRIES, atomic_file, check_output_folder, ensure_writable_output, foreign_entries
+from .files import atomic_file, check_output_folder
 from .geometry import occlusion_mask, pose_from_axisangle, sigmoid_to_depth, warp_by_flow, warp_to_target
 from .inference import resolve_device
 from .losses import at_least_fp32, brightness_smoothness, masked_mean, reprojection_loss, smoothness_loss
@@ -40,6 +40,7 @@ from .model.appearance import PositionDecoder, TransformDecoder
 from .model.depth_net import DaresDepthNet, DepthNetConfig
 from .model.pose_net import ResnetEncoder, pose_network
 from .model.weights import load_depth_net, read_tensors, save_depth_net
+from .run_folder import trim_logs
 from .train_config import TrainConfig
 from .validation import Validation
 
@@ -557,36 +558,6 @@ def link_or_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _trim_logs(run: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint a resume starts from (they will be written again)."""
-    for name, key in (("losses.jsonl", "step"), ("metrics.jsonl", "step")):
-        path = run / name
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= step]
-            with atomic_file(path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in kept))
-
-
-def prepare_run_folder(out: Path, resume: Path | None, force: bool) -> None:
-    """Before any model is built: `out` a writable folder; a new run (no `resume`) into a folder holding a run
-    only with `force`, which deletes that earlier run and never a file of other origin."""
-    check_output_folder(out, force=True)  # a folder, writable (room: Trainer.fit)
-    if resume is not None or not out.exists() or not any(out.iterdir()):
-        return
-    foreign = foreign_entries(out, RUN_ENTRIES)
-    if foreign:  # never a run's folder: no --force deletes it
-        raise DaresError(f"{out} holds {', '.join(foreign[:3])}, which this command did not write: choose another "
-                         "--out (--force replaces only an earlier run)")
-    if not force:
-        if not any((out / "checkpoints").glob("*.pt")):
-            raise DaresError(f"{out} holds a run that saved no checkpoint (it stopped before its first save): pass "
-                             "--force to start it again, or another --out")
-        raise DaresError(f"{out} already holds a run: pass --resume {out} to continue it, another --out, or "
-                         f"--force to start over")
-    ensure_writable_output(out, True, RUN_ENTRIES)  # only an earlier run is deleted, never other files
-    shutil.rmtree(out)
-
-
 def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> dict:
     """Train (optionally resuming from a run folder or checkpoint); returns a summary."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -601,7 +572,7 @@ def run_training(cfg: TrainConfig, resume: Path | None = None, progress: bool = 
                     torn.unlink()
             trainer.load_checkpoint(resume / "checkpoints" / "last.pt" if resume.is_dir() else resume)
             if resume.is_dir():
-                _trim_logs(resume, trainer.global_step)
+                trim_logs(resume, trainer.global_step)
         return trainer.fit(progress)
     finally:
         if distributed and dist.is_initialized():

@@ -55,7 +55,8 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..train import prepare_run_folder, run_training
+    from ..run_folder import prepare_run_folder
+    from ..train import run_training
     from ..train_config import run_config
 
     cfg = run_config(args.config, overrides(args), args.resume)
